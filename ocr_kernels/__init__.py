@@ -1,0 +1,16 @@
+"""ocr-kernels: fused kernels for the losses of weakly supervised semantic segmentation."""
+from ._dispatch import BackendStatus, BackendUnavailableError, available_backends
+from .ocr import OCRLoss, oc_error_rate, oc_pixel_mask, ocr_loss, prior_correlation
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendStatus",
+    "BackendUnavailableError",
+    "OCRLoss",
+    "available_backends",
+    "oc_error_rate",
+    "oc_pixel_mask",
+    "ocr_loss",
+    "prior_correlation",
+]

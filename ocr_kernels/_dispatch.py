@@ -1,0 +1,118 @@
+"""The single point that chooses a backend for an op call.
+
+A backend is usable for a call when its runtime is there (process level: triton imports, the C++
+extension is built or can be built) and it handles the tensor's device and dtype. "auto" takes the
+first usable backend in order of speed; an explicit request that cannot be served raises with the
+reason, before any kernel runs.
+"""
+from __future__ import annotations
+
+from typing import Dict, NamedTuple, Optional, Sequence
+
+import torch
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16, torch.float32)
+_ALL_FLOAT = _LOW_PRECISION + (torch.float64,)
+
+# dtypes of the *floating* input each backend computes on (fp32 math for fp16/bf16/fp32).
+BACKEND_DTYPES = {
+    "reference": _ALL_FLOAT,
+    "triton": _LOW_PRECISION,
+    "cpu": _ALL_FLOAT,
+    "cuda": _LOW_PRECISION + (torch.float64,),
+}
+
+ALL_IMPLEMENTED = ("reference", "triton", "cpu", "cuda")
+
+
+class BackendUnavailableError(ValueError):
+    """An explicitly requested backend cannot run this call (the message says why)."""
+
+
+class BackendStatus(NamedTuple):
+    available: bool
+    reason: str
+
+
+def _runtime_reason(name: str) -> Optional[str]:
+    """Why backend `name` cannot run in this process at all (None when it can)."""
+    if name == "reference":
+        return None
+    if name == "triton":
+        from ._triton import triton_unavailable_reason
+
+        return triton_unavailable_reason()
+    if name in ("cpu", "cuda"):
+        from ._extension import extension_unavailable_reason
+
+        return extension_unavailable_reason(name)
+    raise AssertionError(name)
+
+
+def available_backends() -> Dict[str, BackendStatus]:
+    """Every backend with whether it can run in this process and, when it cannot, why.
+
+    "triton" needs the triton package and a CUDA device (or TRITON_INTERPRET=1, which runs the
+    kernels slowly on the CPU); "cpu" needs the C++ extension (built on first use); "cuda" needs
+    the extension built against a CUDA torch and a CUDA device.
+    """
+    out = {}
+    for name in ALL_IMPLEMENTED:
+        reason = _runtime_reason(name)
+        if reason is None and name == "cuda" and not torch.cuda.is_available():
+            reason = "no CUDA device is available"
+        if reason is None and name == "triton" and not torch.cuda.is_available():
+            from ._triton import interpreting
+
+            if not interpreting():
+                reason = "no CUDA device is available (set TRITON_INTERPRET=1 to run on the CPU)"
+        out[name] = BackendStatus(reason is None, "available" if reason is None else reason)
+    return out
+
+
+def _call_reason(name: str, x: torch.Tensor, dtypes: Sequence[torch.dtype]) -> Optional[str]:
+    """Why backend `name` cannot run on tensor `x` (None when it can)."""
+    dev = x.device.type
+    if name == "triton":
+        from ._triton import interpreting
+
+        if dev != "cuda" and not (dev == "cpu" and interpreting()):
+            return f"it needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1); got {dev}"
+        if dev == "cpu" and x.dtype == torch.bfloat16:
+            return "the Triton interpreter (TRITON_INTERPRET=1) does not support bfloat16"
+    elif name == "cpu" and dev != "cpu":
+        return f"it needs CPU tensors; got {dev}"
+    elif name == "cuda" and dev != "cuda":
+        return f"it needs CUDA tensors; got {dev}"
+    if x.dtype not in dtypes:
+        return f"it supports {[str(d) for d in dtypes]}; got {x.dtype}"
+    return _runtime_reason(name)
+
+
+def resolve_backend(
+    requested: str,
+    x: torch.Tensor,
+    *,
+    op: str,
+    implemented: Sequence[str] = ALL_IMPLEMENTED,
+) -> str:
+    """The backend that runs `op` on tensor `x` (the op's main input)."""
+    if requested != "auto":
+        if requested not in implemented:
+            raise BackendUnavailableError(
+                f"backend={requested!r} is not implemented for {op}; choose one of "
+                f"{['auto', *implemented]}"
+            )
+        reason = _call_reason(requested, x, BACKEND_DTYPES[requested])
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"backend={requested!r} cannot run {op} on {x.dtype} {x.device.type} tensors: "
+                f"{reason}"
+            )
+        return requested
+    order = ("triton", "cuda", "reference") if x.device.type == "cuda" else ("cpu", "reference")
+    for name in order:
+        if name in implemented and _call_reason(name, x, BACKEND_DTYPES[name]) is None:
+            return name
+    return "reference"

@@ -1,0 +1,132 @@
+"""The one place that checks user input, for every op and every backend.
+
+Every check here looks at shapes, dtypes, devices and Python scalars only: no tensor data is read,
+so validation never synchronises with the GPU and never breaks a torch.compile graph.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ._options import BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS
+
+
+def _describe(x) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
+    return f"{type(x).__name__} {x!r}"
+
+
+def check_tensor(name: str, x, expected: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be {expected}; got {_describe(x)}")
+    return x
+
+
+def check_option(name: str, value, allowed) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}; got {value!r}")
+    return value
+
+
+def check_finite(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number; got {_describe(value)}")
+    return float(value)
+
+
+def check_floating(name: str, x: torch.Tensor, what: str = "a floating-point tensor") -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be {what}; got {_describe(x)}")
+
+
+def check_same_device(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    if x.device != ref.device:
+        raise ValueError(
+            f"{name} must be on the same device as {ref_name} ({ref.device}); got {_describe(x)}"
+        )
+
+
+def validate_ocr_inputs(
+    logits,
+    tags,
+    prior=None,
+    *,
+    margin: float = 2.0,
+    threshold: float = 0.2,
+    group_split: str = "ada",
+    pixels: str = "oc",
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> None:
+    """Check the arguments of ``ocr_loss`` (and of everything built on it).
+
+    Raises TypeError/ValueError naming the argument, what it got and what it expected.
+    """
+    check_tensor("logits", logits, "a floating-point tensor [B, C+1, *spatial]")
+    check_floating("logits", logits, "a floating-point tensor [B, C+1, *spatial]")
+    if logits.dim() < 3 or logits.dim() > 5:
+        raise ValueError(
+            "logits must have shape [B, C+1, *spatial] with 1 to 3 spatial dims; "
+            f"got {_describe(logits)}"
+        )
+    B, C1 = logits.shape[0], logits.shape[1]
+    if C1 < 2:
+        raise ValueError(
+            "logits must have at least 2 channels (background + at least one class) in dim 1; "
+            f"got {_describe(logits)}"
+        )
+    check_tensor("tags", tags, "a tensor [B, C] (bool, int or float; nonzero = present)")
+    if tags.dtype.is_complex:
+        raise TypeError(f"tags must be bool, integer or floating; got {_describe(tags)}")
+    if tags.dim() != 2 or tags.shape[0] != B or tags.shape[1] != C1 - 1:
+        raise ValueError(
+            f"tags must have shape [B, C] = [{B}, {C1 - 1}] to match logits {tuple(logits.shape)} "
+            f"(C+1 = {C1} channels, channel 0 = background); got {_describe(tags)}"
+        )
+    check_same_device("tags", tags, "logits", logits)
+    check_option("group_split", group_split, GROUP_SPLITS)
+    check_option("pixels", pixels, PIXEL_MODES)
+    check_option("reduction", reduction, REDUCTIONS)
+    check_option("backend", backend, BACKENDS)
+    check_finite("margin", margin)
+    check_finite("threshold", threshold)
+    if prior is None:
+        if group_split == "ada":
+            raise ValueError(
+                'prior is required for group_split="ada": build it once from the training set\'s '
+                "tags with ocr_kernels.prior_correlation(dataset_tags) (Eq. 7), or choose "
+                'group_split="max" or "all"; got None'
+            )
+        return
+    check_tensor("prior", prior, f"a floating-point tensor [{C1}, {C1}]")
+    check_floating("prior", prior, f"a floating-point tensor [{C1}, {C1}]")
+    if tuple(prior.shape) != (C1, C1):
+        raise ValueError(
+            f"prior must have shape [C+1, C+1] = [{C1}, {C1}] to match logits; got {_describe(prior)}"
+        )
+    check_same_device("prior", prior, "logits", logits)
+
+
+def validate_target(target, logits, ignore_index: int) -> None:
+    """Shape/dtype/device checks of a segmentation target [B, *spatial] (values are checked by the
+    kernels, lazily, without a host synchronisation)."""
+    check_tensor("target", target, "an integer tensor [B, *spatial]")
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(f"target must be an integer tensor [B, *spatial]; got {_describe(target)}")
+    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target must have shape [B, *spatial] = {list(expected)} to match logits "
+            f"{tuple(logits.shape)}; got {_describe(target)}"
+        )
+    check_same_device("target", target, "logits", logits)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
+
+
+def optional_prior_for(group_split: str, prior: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The prior only matters for "ada"; the other splits ignore it."""
+    return prior if group_split == "ada" else None

@@ -1,0 +1,26 @@
+"""Which function computes the OCR loss map on each backend.
+
+Each entry takes (logits, tags, prior, margin, threshold, group_split, pixels) -- already
+validated -- and returns the per-pixel loss [B, *spatial] in fp32 (fp64 for fp64 logits),
+differentiable with respect to the logits. Fast backends are imported only when chosen.
+"""
+from __future__ import annotations
+
+from .reference import ocr_loss_map_reference
+
+
+def _triton(*args):
+    from .triton_kernel import ocr_loss_map_triton
+
+    return ocr_loss_map_triton(*args)
+
+
+def _csrc(*args):
+    from .csrc_ops import ocr_loss_map_csrc
+
+    return ocr_loss_map_csrc(*args)
+
+
+OCR_LOSS_MAP_IMPLS = {
+    "reference": ocr_loss_map_reference,
+}

@@ -1,0 +1,89 @@
+"""Shared inputs and comparisons for the tests of every backend."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from ocr_kernels.ocr.prior import prior_correlation
+from ocr_kernels.ocr.reference import ic_mask_from_tags, ocr_loss_map_reference
+
+GROUP_SPLITS = ("ada", "max", "all")
+PIXEL_MODES = ("oc", "ic", "all")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def make_ocr_inputs(
+    B: int = 2,
+    C1: int = 6,
+    spatial: Sequence[int] = (5, 7),
+    *,
+    dtype: torch.dtype = torch.float32,
+    device="cpu",
+    scale: float = 3.0,
+    tag_p: float = 0.3,
+    prior_images: int = 64,
+    generator: Optional[torch.Generator] = None,
+):
+    """Random logits [B, C1, *spatial], tags [B, C1-1] and a prior from random dataset tags."""
+    g = generator
+    logits = (torch.randn((B, C1, *spatial), generator=g, dtype=torch.float64) * scale).to(dtype)
+    tags = (torch.rand((B, C1 - 1), generator=g) < tag_p).to(torch.int64)
+    ds = torch.rand((prior_images, C1 - 1), generator=g) < 0.3
+    prior = prior_correlation(ds)
+    return logits.to(device), tags.to(device), prior.to(device)
+
+
+def reference64(logits, tags, prior, grad_map=None, **opts):
+    """Loss map and logits gradient of the float64 reference at the given logits' values."""
+    z = logits.detach().to(torch.float64).requires_grad_(True)
+    loss = ocr_loss_map_reference(
+        z, tags, None if prior is None else prior.to(torch.float64),
+        opts.get("margin", 2.0), opts.get("threshold", 0.2),
+        opts.get("group_split", "ada"), opts.get("pixels", "oc"),
+    )
+    g = torch.ones_like(loss) if grad_map is None else grad_map.to(torch.float64)
+    (grad,) = torch.autograd.grad(loss, z, g)
+    return loss.detach(), grad
+
+
+def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):
+    """bool [B, *spatial]: pixels whose "ada" IC group changes under a perturbation of eps in the
+    threshold test (P_A − P_k·M[A, k] within eps of t). An fp32 kernel and the fp64 reference may
+    legitimately choose differently there, so comparisons leave those pixels out."""
+    z = logits.detach().to(torch.float64)
+    B, C1 = z.shape[:2]
+    bshape = (B, C1) + (1,) * (z.dim() - 2)
+    ic = ic_mask_from_tags(tags).view(bshape)
+    anchor = z.masked_fill(~ic, float("-inf")).argmax(1, keepdim=True)
+    p = torch.softmax(z, 1)
+    pa = p.gather(1, anchor)
+    ma = prior.to(torch.float64)[anchor.squeeze(1)].movedim(-1, 1)
+    near = ((pa - p * ma - threshold).abs() < eps) & ic
+    return near.any(1)
+
+
+def assert_close_rel(actual, expected, rtol, what="", mask=None):
+    """|actual − expected| <= rtol · (|expected| + max|expected|·1e-2) elementwise, in float64.
+
+    A relative bound per element, with a floor of 1% of the largest magnitude so that entries that
+    are tiny compared with the rest (and carry rounding of the large ones) are not held to a
+    relative bound they cannot meet in fp32."""
+    a = actual.detach().to(torch.float64)
+    e = expected.detach().to(torch.float64)
+    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+    if mask is not None:
+        a = torch.where(mask, a, torch.zeros_like(a))
+        e = torch.where(mask, e, torch.zeros_like(e))
+    assert torch.isfinite(a).all(), f"{what}: non-finite values in the result"
+    floor = e.abs().max() * 1e-2 if e.numel() else 0.0
+    err = (a - e).abs()
+    bound = rtol * (e.abs() + floor) + 1e-30
+    bad = err > bound
+    if bad.any():
+        i = int(torch.argmax((err / bound).flatten()))
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {e.numel()} elements off; worst at flat index {i}: "
+            f"got {a.flatten()[i].item():.9g}, expected {e.flatten()[i].item():.9g} "
+            f"(rtol={rtol})"
+        )

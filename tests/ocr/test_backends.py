@@ -1,0 +1,161 @@
+"""Every fast OCR backend against the float64 reference: one test matrix for all of them.
+
+A backend that cannot run here is skipped with its reason (on a CPU-only machine: "cuda"; Triton
+runs on the CPU through TRITON_INTERPRET=1). Selections near the "ada" threshold are left out of
+the comparison (see helpers.ambiguous_pixels): there an fp32 kernel may legitimately choose
+differently from fp64.
+"""
+import itertools
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import (GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
+                     make_ocr_inputs, reference64)
+from ocr_kernels import ocr_loss
+from ocr_kernels._dispatch import _call_reason, BACKEND_DTYPES
+
+# OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference itself (a check of the tolerances).
+FAST_BACKENDS = tuple(os.environ.get("OCR_TEST_BACKENDS", "triton,cpu,cuda").split(","))
+HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_HYPOTHESIS_EXAMPLES", "200"))
+
+
+def device_for(backend):
+    return "cuda" if backend in ("triton", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def backend(request):
+    name = request.param
+    from ocr_kernels.ocr.backends import OCR_LOSS_MAP_IMPLS
+
+    if name not in OCR_LOSS_MAP_IMPLS:
+        pytest.skip(f"{name}: not implemented in this build")
+    probe = torch.zeros(1, device=device_for(name)) if name != "cuda" or torch.cuda.is_available() else torch.zeros(1)
+    reason = _call_reason(name, probe, BACKEND_DTYPES[name])
+    if reason is not None:
+        pytest.skip(f"{name}: {reason}")
+    return name
+
+
+def run(backend, logits, tags, prior, grad_map=None, reduction="none", **opts):
+    dev = device_for(backend)
+    z = logits.detach().to(dev).requires_grad_(True)
+    loss = ocr_loss(z, tags.to(dev), None if prior is None else prior.to(dev),
+                    reduction=reduction, backend=backend, **opts)
+    if reduction == "none":
+        g = torch.ones_like(loss) if grad_map is None else grad_map.to(dev)
+        loss.backward(g)
+    else:
+        loss.backward()
+    return loss.detach().cpu(), z.grad.cpu()
+
+
+def check(backend, logits, tags, prior, rtol=1e-5, grad_map=None, **opts):
+    loss, grad = run(backend, logits, tags, prior, grad_map=grad_map, **opts)
+    want_loss, want_grad = reference64(logits, tags, prior, grad_map=grad_map, **opts)
+    keep = ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2)) \
+        if opts.get("group_split", "ada") == "ada" else torch.ones_like(want_loss, dtype=torch.bool)
+    assert loss.dtype == torch.float32 and grad.dtype == logits.dtype
+    assert_close_rel(loss, want_loss, rtol, "loss", keep)
+    assert_close_rel(grad, want_grad, rtol, "grad", keep.unsqueeze(1).expand_as(want_grad))
+
+
+@pytest.mark.parametrize("group_split, pixels", list(itertools.product(GROUP_SPLITS, PIXEL_MODES)))
+def test_every_option_fp32(backend, group_split, pixels):
+    logits, tags, prior = make_ocr_inputs(3, 7, (5, 6), tag_p=0.4)
+    tags[0] = 0  # no tag
+    tags[1] = 1  # every class tagged
+    check(backend, logits, tags, prior, group_split=group_split, pixels=pixels)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_reductions(backend, reduction):
+    logits, tags, prior = make_ocr_inputs(2, 5, (4, 9))
+    loss, grad = run(backend, logits, tags, prior, reduction=reduction, pixels="all")
+    z = logits.double().requires_grad_(True)
+    want = ocr_loss(z, tags, prior.double(), reduction=reduction, pixels="all", backend="reference")
+    (want if reduction != "none" else want.sum()).backward()
+    keep = ~ambiguous_pixels(logits, tags, prior)
+    if keep.all():
+        assert_close_rel(loss, want.detach(), 1e-5, "loss")
+        assert_close_rel(grad, z.grad, 1e-5, "grad")
+
+
+def test_none_with_random_upstream_gradient(backend):
+    # "not last layer": a per-pixel grad_output of any sign and scale
+    logits, tags, prior = make_ocr_inputs(2, 6, (7, 5))
+    g = torch.randn(2, 7, 5) * 10
+    check(backend, logits, tags, prior, grad_map=g, pixels="all")
+
+
+def test_fp16_inputs(backend):
+    logits, tags, prior = make_ocr_inputs(2, 9, (6, 6), dtype=torch.float16)
+    # fp16 values upcast exactly; the only fp16 rounding is the gradient's store
+    check(backend, logits, tags, prior, rtol=2e-3, pixels="all")
+
+
+@pytest.mark.parametrize("spatial", [(11,), (3, 4, 5), (1, 1)])
+def test_spatial_ranks(backend, spatial):
+    logits, tags, prior = make_ocr_inputs(2, 5, spatial)
+    check(backend, logits, tags, prior, pixels="all")
+
+
+def test_channels_last(backend):
+    logits, tags, prior = make_ocr_inputs(2, 6, (5, 7))
+    cl = logits.contiguous(memory_format=torch.channels_last)
+    loss, grad = run(backend, cl, tags, prior, pixels="all")
+    want_loss, want_grad = reference64(logits, tags, prior, pixels="all")
+    keep = ~ambiguous_pixels(logits, tags, prior)
+    assert_close_rel(loss, want_loss, 1e-5, "loss", keep)
+    assert_close_rel(grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
+
+
+@pytest.mark.parametrize("C1", [2, 300, 1030])
+def test_class_counts(backend, C1):
+    logits, tags, prior = make_ocr_inputs(2, C1, (3, 5), tag_p=0.05)
+    check(backend, logits, tags, prior, pixels="all")
+    check(backend, logits, tags, prior, pixels="oc", group_split="all")
+
+
+def test_confident_logits(backend):
+    logits, tags, prior = make_ocr_inputs(2, 8, (6, 6))
+    logits = torch.sign(logits) * 80.0
+    for split in GROUP_SPLITS:
+        check(backend, logits, tags, prior, group_split=split, pixels="all")
+
+
+def test_ties(backend):
+    # all-equal logits and exact ties between an IC and an OC class: argmax takes the lowest index
+    logits = torch.zeros(2, 5, 3, 4)
+    logits[1, 2] = 1.0
+    logits[1, 3] = 1.0
+    tags = torch.tensor([[0, 1, 0, 0], [0, 0, 1, 0]])
+    prior = torch.full((5, 5), 0.5)
+    for split in GROUP_SPLITS:
+        for pix in PIXEL_MODES:
+            check(backend, logits, tags, prior, group_split=split, pixels=pix)
+
+
+@settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 3),
+    C1=st.integers(2, 40),
+    spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
+    tag_p=st.floats(0.0, 1.0),
+    group_split=st.sampled_from(GROUP_SPLITS),
+    pixels=st.sampled_from(PIXEL_MODES),
+    margin=st.floats(0.0, 5.0),
+    threshold=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_hypothesis(backend, B, C1, spatial, scale, tag_p, group_split, pixels, margin, threshold, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)
+    check(backend, logits, tags, prior, group_split=group_split, pixels=pixels, margin=margin,
+          threshold=threshold)
