@@ -17,20 +17,25 @@ COLUMNS = ("op", "shape", "dtype", "scenario", "pass", "backend", "median", "GB/
            "peak mem", "vs eager", "vs compile")
 
 
+# The JSON has a speed-up against each; the table shows eager and compile.
+SPEEDUP_ROLES = ("eager", "compile", "compile-max")
+
+
 def add_derived(records: List[dict], bandwidth_gbps: Optional[float]) -> None:
     """Fill GB/s, % of floor and the speed-ups (eager or compile anchor of the same workload and
     pass over this time; > 1 means faster than the anchor)."""
     anchors: Dict[tuple, Dict[str, float]] = {}
     for r in records:
-        if r["status"] == "ok" and r["role"] in ("eager", "compile"):
+        if r["status"] == "ok" and r["role"] in SPEEDUP_ROLES:
             anchors.setdefault(_group(r), {})[r["role"]] = r["median_s"]
     for r in records:
         ok = r["status"] == "ok"
         r["gbps"] = gbps(r["bytes"], r["median_s"]) if ok else None
         r["pct_of_floor"] = pct_of_floor(r["bytes"], r["median_s"], bandwidth_gbps) if ok else None
         a = anchors.get(_group(r), {})
-        for role in ("eager", "compile"):
-            r[f"speedup_vs_{role}"] = a[role] / r["median_s"] if ok and role in a else None
+        for role in SPEEDUP_ROLES:
+            key = "speedup_vs_" + role.replace("-", "_")
+            r[key] = a[role] / r["median_s"] if ok and role in a else None
 
 
 def _group(r) -> tuple:
@@ -47,6 +52,10 @@ def _fmt_time(s: Optional[float]) -> str:
     return f"{s * 1e6:.1f} us"
 
 
+def _fmt_gbps(v: Optional[float]) -> str:
+    return "-" if v is None else (f"{v:.1f}" if v >= 1 else f"{v:.3f}")
+
+
 def _fmt(v: Optional[float], spec: str, suffix: str = "") -> str:
     return "-" if v is None else f"{v:{spec}}{suffix}"
 
@@ -58,7 +67,7 @@ def row_cells(r: dict) -> List[str]:
         mem = r.get("peak_mem_bytes")
         tail = [
             _fmt_time(r["median_s"]),
-            _fmt(r["gbps"], ".1f"),
+            _fmt_gbps(r["gbps"]),
             _fmt(r["pct_of_floor"], ".1f", "%"),
             "n/a" if mem is None else f"{mem / 2**20:.1f} MiB",
             _fmt(r["speedup_vs_eager"], ".2f", "x"),
