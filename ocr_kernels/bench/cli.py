@@ -57,6 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "can be far slower than 1: OpenMP workers wait on descheduled peers")
     p.add_argument("--copy-mib", type=int, default=None,
                    help="size of the copy that measures the bandwidth floor (default 1024 on a GPU, 256 on a CPU)")
+    p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--seed", type=int, default=0)
 
@@ -210,14 +211,16 @@ def run(args) -> int:
                "shapes": {k: [shape_str(s) for s in v] for k, v in opts["shapes"].items()},
                "min_time_s": opts["min_time"], "oc_fraction": opts["oc_fraction"],
                "time_budget_s": opts["time_budget"], "seed": args.seed, "device": device.type,
-               "torch_threads": torch.get_num_threads()}
+               "torch_threads": torch.get_num_threads(), "note": args.note}
+    load_start = report.load_average()
 
     def save(records, partial):
         report.add_derived(records, bw)
         for r in records:
             r["floor_s"] = floor_seconds(r["bytes"], bw) if bw else None
         doc = report.build_document(device=device, bandwidth=bandwidth, records=records, options=options,
-                                    started=started, wall_s=time.monotonic() - t0, partial=partial)
+                                    started=started, wall_s=time.monotonic() - t0, partial=partial,
+                                    load_start=load_start)
         report.write_json(doc, paths["json"])
 
     deadline = t0 + opts["time_budget"] if opts["time_budget"] is not None else None

@@ -49,7 +49,7 @@ def plot_results(records: List[dict], bandwidth_gbps: Optional[float], path: str
         ax.grid(True, which="both", axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True

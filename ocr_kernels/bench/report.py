@@ -98,16 +98,17 @@ def table_rows(records: List[dict], bandwidth_gbps: Optional[float]) -> List[Lis
 
 
 def skipped_summary(records: List[dict]) -> str:
-    """One line per (op, backend, reason) of the cases not measured."""
-    seen: Dict[tuple, int] = {}
+    """One line per (backend, reason) of the cases not measured, with the ops it concerns."""
+    seen: Dict[tuple, Dict[str, int]] = {}
     for r in records:
         if r["status"] == "skipped":
-            key = (r["op"], r["backend"], r.get("reason") or "")
-            seen[key] = seen.get(key, 0) + 1
+            ops = seen.setdefault((r["backend"], r.get("reason") or ""), {})
+            ops[r["op"]] = ops.get(r["op"], 0) + 1
     if not seen:
         return ""
-    lines = ["not measured (op, backend: reason):"]
-    lines += [f"  {op}, {b}: {why} ({n} case{'s' if n > 1 else ''})" for (op, b, why), n in seen.items()]
+    lines = ["not measured (backend: reason [ops]):"]
+    for (b, why), ops in seen.items():
+        lines.append(f"  {b}: {why} [{', '.join(ops)}; {sum(ops.values())} cases]")
     return "\n".join(lines) + "\n"
 
 
@@ -147,6 +148,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> Optional[List[float]]:
+    """The 1/5/15-minute load of the machine: other jobs make CPU timings noisy."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
@@ -176,8 +185,9 @@ def device_slug(info: dict) -> str:
 
 
 def build_document(*, device: torch.device, bandwidth: Optional[dict], records: List[dict], options: dict,
-                   started: _dt.datetime, wall_s: float, partial: bool) -> dict:
+                   started: _dt.datetime, wall_s: float, partial: bool, load_start=None) -> dict:
     info = device_info(device)
+    info["load_average_start"], info["load_average_end"] = load_start, load_average()
     return {
         "schema": 1,
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
