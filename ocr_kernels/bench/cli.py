@@ -250,6 +250,8 @@ def run(args) -> int:
     n_ok = sum(r["status"] == "ok" for r in records)
     print(f"{n_ok} of {len(records)} cases measured in {time.monotonic() - t0:.0f} s; "
           f"results: {paths['json']}" + ("" if args.no_plot else f", {paths['png']}"))
+    if partial:
+        return 2  # interrupted or killed by a timeout: the outputs hold the cases measured so far
     return 0 if not any(r["status"] == "error" for r in records) else 1
 
 

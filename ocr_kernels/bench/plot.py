@@ -32,8 +32,9 @@ def plot_results(records: List[dict], bandwidth_gbps: Optional[float], path: str
             pts = [(xs[(r["shape"], r["dtype"], r["scenario"])], r["median_s"] * 1e3) for r in rs if r["backend"] == lab]
             if pts:
                 off = (j - (len(labels) - 1) / 2) * 0.06
+                # One colour and marker per implementation across every panel.
                 ax.scatter([p[0] + off for p in pts], [p[1] for p in pts], marker=markers[j % len(markers)],
-                           label=lab, zorder=3)
+                           color=plt.get_cmap("tab10")(j % 10), label=lab, zorder=3)
         if bandwidth_gbps:
             fl = {}
             for r in rs:
