@@ -86,6 +86,11 @@ def table_rows(records: List[dict], bandwidth_gbps: Optional[float]) -> List[Lis
     """Rows of the measured (and failed) cases in run order, with a "floor" row ahead of each
     workload pass when a bandwidth is known. Skipped cases are listed by skipped_summary."""
     rows, seen = [], set()
+    first = {}
+    for k, r in enumerate(records):
+        first.setdefault(_group(r), k)
+    # Cases of one workload pass together (deferred compile-max cases join their group).
+    records = sorted(records, key=lambda r: first[_group(r)])
     for r in records:
         if r["status"] == "skipped":
             continue

@@ -148,3 +148,27 @@ def test_time_budget_skips_the_rest_and_still_writes(tmp_path):
     assert rc == 0
     assert doc["results"] and all(r["status"] == "skipped" for r in doc["results"])
     assert {r["reason"] for r in doc["results"] if r["backend"] == "eager"} == {"time budget spent"}
+
+
+def test_gpu_case_list_defers_max_autotune(monkeypatch):
+    """The GPU case list, built without a GPU: compile-max only at the target shapes, and after
+    every other case (a time budget cuts it first)."""
+    from ocr_kernels.bench import cases, impls
+
+    monkeypatch.setattr(impls, "backend_reason", lambda name, device, dtype: None)
+    shapes = {"ocr_loss": [(16, 21, 321, 321), (16, 21, 41, 41)], "kmeans": [(64, 8, 4)]}
+    ws = cases.workloads(torch.device("cuda"), shapes, [torch.float32], ["eager", "compile", "compile-max", "triton"], 0.1)
+    labels = [[i.label for i in w.impls] for w in ws]
+    assert labels[0] == ["eager", "compile", "triton"]  # (16, 21, 321, 321), oc=10%
+    small = [w for w in ws if w.shape == (16, 21, 41, 41)]
+    assert all(i.fn is None and "target shapes" in i.reason for w in small for i in w.impls if i.label == "compile-max")
+    tail = ws[-2:]
+    assert [(w.shape, [i.label for i in w.impls]) for w in tail] == [((16, 21, 321, 321), ["compile-max"])] * 2
+    assert {w.scenario_name for w in tail} == {"oc=10%", "all-pixels"}
+    # The table puts a deferred case back with its workload.
+    rs = [_rec("eager", "eager", 0.2), _rec("cpu", "backend", 0.1)]
+    rs[1]["shape"] = "other"
+    rs.append(_rec("compile-max", "compile-max", 0.3))
+    report.add_derived(rs, None)
+    order = [line.split()[5] for line in report.format_table(rs, None).splitlines()[2:]]
+    assert order == ["eager", "compile-max", "cpu"]
