@@ -27,6 +27,12 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, 
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 DEFAULT_IMPLS = ANCHORS + FAST_BACKENDS  # "reference" (the eager anchor through ocr_loss) on request
 SKIP_ERRORS = (BackendUnavailableError, NotImplementedError)
+TIMING_METHOD = {
+    "cuda": "CUDA events around each call after warm-up; inputs rotated past 2x L2 (or L2 flushed "
+            "between calls); times_s are per-call times, median_s their median",
+    "cpu": "torch.utils.benchmark blocked_autorange after warm-up; times_s are per-call means of "
+           "each block, median_s their median; peak memory n/a (the CPU allocator keeps no statistics)",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -211,7 +217,8 @@ def run(args) -> int:
                "shapes": {k: [shape_str(s) for s in v] for k, v in opts["shapes"].items()},
                "min_time_s": opts["min_time"], "oc_fraction": opts["oc_fraction"],
                "time_budget_s": opts["time_budget"], "seed": args.seed, "device": device.type,
-               "torch_threads": torch.get_num_threads(), "note": args.note}
+               "torch_threads": torch.get_num_threads(), "note": args.note,
+               "timing_method": TIMING_METHOD[device.type]}
     load_start = report.load_average()
 
     def save(records, partial):
