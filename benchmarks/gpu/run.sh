@@ -5,14 +5,16 @@
 #   benchmarks/gpu/run.sh [OUT_DIR]          (OUT_DIR defaults to $OUT, else ./gpu-out)
 #
 # Writes to OUT_DIR: log.txt (everything), summary.txt (each stage's exit code and time),
-# tests.xml (junit of the GPU tests) and gpu.{json,png,txt,md} (the benchmark). Each stage runs
+# tests-gpu.xml and tests.xml (junit of the GPU tests) and <device>-<date>.{json,png,txt,md} (the
+# benchmark, named as benchmarks/results/ keeps them; at most 8 files, the device tool's limit). Each stage runs
 # under `timeout`; a stage that fails or runs out of time does not stop the later ones, and the
 # benchmark writes what it measured even when its time runs out.
 #
 # Environment knobs: PYTHON (default python3), RUN_BUDGET_S (the whole run, default 570),
 # STAGES (default "env build tests bench"; e.g. STAGES=bench gives the benchmark the whole
 # budget), BENCH_ARGS (extra arguments of `python -m ocr_kernels bench`),
-# OCR_HYPOTHESIS_EXAMPLES (default 30 here).
+# OCR_HYPOTHESIS_EXAMPLES (default 30 here), OCR_BENCH_GIT_COMMIT (the commit to record in the JSON
+# when the tree was copied without .git).
 set -u
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 OUTDIR="${1:-${OUT:-$REPO/gpu-out}}"
@@ -80,11 +82,16 @@ if has_stage bench; then
     rem=$(left)
     # The bench stops starting cases 45 s before its stage ends, and writes what it has if killed.
     # shellcheck disable=SC2086
-    stage bench $(( rem - 5 )) $PY -m ocr_kernels bench --full --out "$OUTDIR" --name gpu \
+    stage bench $(( rem - 5 )) $PY -m ocr_kernels bench --full --out "$OUTDIR" \
         --time-budget $(( rem - 60 )) ${BENCH_ARGS:-}
 fi
 
 echo "== done in $(( $(date +%s) - START ))s" | tee -a "$SUMMARY"
 echo "---- summary"; cat "$SUMMARY"
-echo "---- benchmark table (head)"; head -c 8000 "$OUTDIR/gpu.txt" 2>/dev/null || echo "(no table)"
+echo "---- benchmark table (head)"
+found=0
+for f in "$OUTDIR"/*.txt; do
+    case "$f" in */log.txt | */summary.txt) ;; *) [ -e "$f" ] && { head -c 8000 "$f"; found=1; } ;; esac
+done
+(( found )) || echo "(no table: see log.txt)"
 exit 0

@@ -131,6 +131,10 @@ def format_table(records: List[dict], bandwidth_gbps: Optional[float], markdown:
 # --- environment ----------------------------------------------------------------------------------
 
 def git_commit() -> dict:
+    """The checkout's commit; OCR_BENCH_GIT_COMMIT names it where the tree is a copy without .git
+    (the GPU machine receives the working tree only)."""
+    if os.environ.get("OCR_BENCH_GIT_COMMIT"):
+        return {"commit": os.environ["OCR_BENCH_GIT_COMMIT"], "dirty": None, "source": "OCR_BENCH_GIT_COMMIT"}
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
