@@ -202,6 +202,11 @@ def run(args) -> int:
     print(f"ocr-kernels bench on {info['name']} ({device.type}), torch {torch.__version__}; "
           f"{'quick' if opts['quick'] else 'full'} run -> {args.out}/{stem}.*", flush=True)
 
+    load = report.load_average()
+    if device.type == "cpu" and load and load[0] > (os.cpu_count() or 1):
+        print(f"warning: load average {load[0]:.1f} on {os.cpu_count()} cores: other jobs compete for the CPU "
+              f"and the timings will be noisy (with several torch threads, badly so; --threads 1 helps)",
+              flush=True)
     bandwidth = None
     try:
         bandwidth = measure_copy_bandwidth(device, args.copy_mib << 20 if args.copy_mib else None)
@@ -219,7 +224,7 @@ def run(args) -> int:
                "time_budget_s": opts["time_budget"], "seed": args.seed, "device": device.type,
                "torch_threads": torch.get_num_threads(), "note": args.note,
                "timing_method": TIMING_METHOD[device.type]}
-    load_start = report.load_average()
+    load_start = load
 
     def save(records, partial):
         report.add_derived(records, bw)
