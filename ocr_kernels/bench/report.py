@@ -213,7 +213,15 @@ def build_document(*, device: torch.device, bandwidth: Optional[dict], records: 
 
 
 def write_json(doc: dict, path: str) -> None:
+    """Indented header, one line per result (raw timings to 6 significant digits), written
+    atomically so that a run killed mid-write leaves the previous complete file."""
+    head = json.dumps({k: v for k, v in doc.items() if k != "results"}, indent=1)
+    rows = []
+    for r in doc.get("results", []):
+        r = dict(r, times_s=[float(f"{t:.6g}") for t in r.get("times_s") or []])
+        rows.append("  " + json.dumps(r))
+    text = head[: -len("\n}")] + ',\n "results": [\n' + ",\n".join(rows) + "\n ]\n}\n"
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
+        f.write(text)
     os.replace(tmp, path)

@@ -40,7 +40,7 @@ def _sync(device):
 
 
 def time_fn(fn: Callable, sets: Sequence, device: torch.device, *, min_time: float = 0.5,
-            warmup: int = 2, max_reps: int = 2000, flush_l2: bool = True) -> dict:
+            warmup: int = 2, max_reps: int = 500, flush_l2: bool = True) -> dict:
     """{"median_s", "times_s"}: fn(set) timed after `warmup` calls per set."""
     for i in range(max(warmup, 1) * len(sets)):
         fn(sets[i % len(sets)])
