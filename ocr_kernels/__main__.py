@@ -37,9 +37,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="ocr-kernels", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("demo", help="compute the OCR loss on realistic shapes and time it")
-    args, rest = parser.parse_known_args(argv)
+    from .bench.cli import add_arguments, run
+
+    bench = sub.add_parser(
+        "bench", help="benchmark every op on every backend beside eager and torch.compile anchors",
+        description="Times every loss op on each available backend beside the eager reference, "
+                    "torch.compile(reference) and the copy-bandwidth floor; writes a table, a JSON "
+                    "file and a PNG plot to --out.")
+    add_arguments(bench)
+    args = parser.parse_args(argv)
     if args.cmd == "demo":
         return _demo(args)
+    if args.cmd == "bench":
+        return run(args)
     return 2
 
 

@@ -1,0 +1,269 @@
+"""What runs for each op: the anchors a user would otherwise pick, and each of our backends.
+
+An implementation is a function of one input set (a dict from inputs.py) that returns the loss
+(or, for K-means, the centroids). Anchors: "eager" (the pure-PyTorch reference; for W-OoD the
+official per-centroid loop, labelled "official"), "compile" (torch.compile of the reference,
+static shapes) and, on a GPU at the target shapes, "compile-max" (mode
+"max-autotune-no-cudagraphs"). Backends: ours, through the public entry point with backend=name.
+When an op or a backend is not part of this build, the implementation carries the reason instead
+of a function and is reported as skipped.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .._dispatch import BACKEND_DTYPES, _call_reason
+from .._triton import interpreting
+from .inputs import Scenario
+
+FAST_BACKENDS = ("triton", "cuda", "cpu")
+ANCHORS = ("eager", "compile", "compile-max")
+SEG_IGNORE_INDEX = 255
+
+
+@dataclass
+class Impl:
+    label: str  # column "backend" of the table
+    role: str  # "eager" / "compile" (the speed-up denominators), "compile-max", "backend"
+    fn: Optional[Callable[[dict], torch.Tensor]]
+    reason: Optional[str] = None  # why it is skipped (fn is None)
+
+
+# --- anchors -------------------------------------------------------------------------------------
+
+def ocr_reference_mean(logits, tags, prior, pixels):
+    from ..ocr.reference import ocr_loss_map_reference
+
+    return ocr_loss_map_reference(logits, tags, prior, 2.0, 0.2, "ada", pixels).mean()
+
+
+def seg_reference_composition(logits, target, tags, prior, pixels):
+    """F.cross_entropy + OCR reference, as seg_ocr_loss's reference defines it (used only when
+    ocr_kernels.seg is not part of this build)."""
+    ce = F.cross_entropy(logits.float(), target, ignore_index=SEG_IGNORE_INDEX)
+    return ce + ocr_reference_mean(logits, tags, prior, pixels)
+
+
+def eager_kmeans(x: torch.Tensor, k: int, iters: int = 10):
+    """What a user writes in eager torch: first-k init, then cdist + argmin + scatter per step.
+    An empty cluster keeps its centroid (torch.where, no host sync)."""
+    c = x[:k].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x, c).argmin(dim=1)
+        sums = torch.zeros_like(c).index_add_(0, assign, x)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype).unsqueeze(1)
+        c = torch.where(counts > 0, sums / counts.clamp_min(1), c)
+    return c
+
+
+_COMPILED: Dict[tuple, Callable] = {}
+
+
+def compiled(fn: Callable, mode: Optional[str] = None) -> Callable:
+    """One torch.compile wrapper per (function, mode), static shapes; the recompile limit is
+    raised so that many shapes and dtypes never fall back to eager silently."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 512))
+    key = (fn, mode)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(fn, dynamic=False, mode=mode)
+    return _COMPILED[key]
+
+
+def _optional(module: str, attr: str):
+    """(object, None) or (None, reason) for an attribute of a module that may not exist yet."""
+    try:
+        return getattr(importlib.import_module(module), attr), None
+    except (ImportError, AttributeError) as exc:
+        return None, f"{module}.{attr} is not part of this build ({type(exc).__name__})"
+
+
+# --- backend availability --------------------------------------------------------------------------
+
+def backend_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Why backend `name` cannot be timed on tensors of this device and dtype (None: it can)."""
+    if name == "triton" and device.type == "cpu" and interpreting():
+        return "TRITON_INTERPRET=1 runs Triton kernels in numpy: its timings mean nothing"
+    probe = torch.empty(0, dtype=dtype, device=device)
+    return _call_reason(name, probe, BACKEND_DTYPES[name])
+
+
+def _anchor_filter(device: torch.device, shape, wanted: Sequence[str]):
+    """The reason each anchor in `wanted` is not built here (only compile-max has one)."""
+    out = {}
+    if "compile-max" in wanted:
+        if device.type != "cuda":
+            out["compile-max"] = "GPU only (max-autotune tunes Triton kernels)"
+        elif tuple(shape) not in _max_autotune_shapes():
+            out["compile-max"] = "only at the target shapes (tuning takes minutes per graph)"
+    return out
+
+
+def _max_autotune_shapes():
+    from .shapes import MAX_AUTOTUNE_SHAPES
+
+    return MAX_AUTOTUNE_SHAPES
+
+
+def _backend_impls(op, backends, device, dtype, make_fn, label_prefix="") -> List[Impl]:
+    out = []
+    for b in backends:
+        if b in ANCHORS:
+            continue
+        reason = backend_reason(b, device, dtype)
+        label = f"{label_prefix}{b}"
+        out.append(Impl(label, "backend", None if reason else make_fn(b), reason))
+    return out
+
+
+# --- per op ----------------------------------------------------------------------------------------
+
+def ocr_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -> List[Impl]:
+    from .. import ocr_loss
+    from ..ocr.backends import OCR_LOSS_MAP_IMPLS
+
+    pix = scenario.pixels
+    skip = _anchor_filter(device, shape, wanted)
+    impls = []
+    if "eager" in wanted:
+        impls.append(Impl("eager", "eager", lambda i: ocr_reference_mean(i["logits"], i["tags"], i["prior"], pix)))
+    if "compile" in wanted:
+        f = compiled(ocr_reference_mean)
+        impls.append(Impl("compile", "compile", lambda i: f(i["logits"], i["tags"], i["prior"], pix)))
+
+    def make(b):
+        return lambda i: ocr_loss(i["logits"], i["tags"], i["prior"], pixels=pix, backend=b)
+
+    for impl in _backend_impls("ocr_loss", wanted, device, dtype, make):
+        if impl.fn is not None and impl.label not in OCR_LOSS_MAP_IMPLS:
+            impl.fn, impl.reason = None, f"ocr_loss backend {impl.label!r} is not part of this build"
+        impls.append(impl)
+    # Last: its autotuning is the slowest warm-up, so a time budget cuts it first.
+    if "compile-max" in wanted:
+        if skip.get("compile-max"):
+            impls.append(Impl("compile-max", "compile-max", None, skip["compile-max"]))
+        else:
+            fm = compiled(ocr_reference_mean, "max-autotune-no-cudagraphs")
+            impls.append(Impl("compile-max", "compile-max", lambda i: fm(i["logits"], i["tags"], i["prior"], pix)))
+    return impls
+
+
+def seg_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -> List[Impl]:
+    from .. import ocr_loss
+
+    pix = scenario.pixels
+    anchor = _seg_anchor()
+    impls = []
+    if "eager" in wanted:
+        impls.append(Impl("eager", "eager", lambda i: anchor(i["logits"], i["target"], i["tags"], i["prior"], pix)))
+    if "compile" in wanted:
+        f = compiled(anchor)
+        impls.append(Impl("compile", "compile", lambda i: f(i["logits"], i["target"], i["tags"], i["prior"], pix)))
+
+    fused, why_not = _optional("ocr_kernels", "seg_ocr_loss")
+
+    def make_fused(b):
+        return lambda i: fused(i["logits"], i["target"], i["tags"], i["prior"], pixels=pix, backend=b)
+
+    def make_separate(b):
+        def separate(i):
+            ce = F.cross_entropy(i["logits"], i["target"], ignore_index=SEG_IGNORE_INDEX)
+            return ce + ocr_loss(i["logits"], i["tags"], i["prior"], pixels=pix, backend=b)
+        return separate
+
+    from ..ocr.backends import OCR_LOSS_MAP_IMPLS
+
+    for impl in _backend_impls("seg_ocr_loss", wanted, device, dtype, make_fused, "fused:"):
+        if impl.fn is not None and fused is None:
+            impl.fn, impl.reason = None, why_not
+        impls.append(impl)
+    for impl in _backend_impls("seg_ocr_loss", wanted, device, dtype, make_separate, "separate:"):
+        b = impl.label.split(":", 1)[1]
+        if impl.fn is not None and b not in OCR_LOSS_MAP_IMPLS:
+            impl.fn, impl.reason = None, f"ocr_loss backend {b!r} is not part of this build"
+        impls.append(impl)
+    skip = _anchor_filter(device, shape, wanted)
+    if "compile-max" in wanted:
+        if skip.get("compile-max"):
+            impls.append(Impl("compile-max", "compile-max", None, skip["compile-max"]))
+        else:
+            fm = compiled(anchor, "max-autotune-no-cudagraphs")
+            impls.append(Impl("compile-max", "compile-max",
+                              lambda i: fm(i["logits"], i["target"], i["tags"], i["prior"], pix)))
+    return impls
+
+
+@functools.lru_cache(maxsize=None)
+def _seg_anchor():
+    """seg_ocr_loss_reference (positional pixels), or the same composition when ocr_kernels.seg
+    is not part of this build. One function object, so torch.compile wraps it once."""
+    ref, _ = _optional("ocr_kernels.seg.reference", "seg_ocr_loss_reference")
+    if ref is None:
+        return seg_reference_composition
+
+    def seg_reference(logits, target, tags, prior, pixels):
+        return ref(logits, target, tags, prior, pixels=pixels)
+
+    return seg_reference
+
+
+def wood_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[Impl]:
+    official, why_official = _optional("ocr_kernels.wood.official", "official_wood_distance_loss")
+    ref, why_ref = _optional("ocr_kernels.wood.reference", "wood_distance_loss_reference")
+    api, why_api = _optional("ocr_kernels", "wood_distance_loss")
+    topk = 0.2
+
+    def args(i):
+        return i["features"], i["labels"], i["class_centroids"], i["ood_centroids"], topk
+
+    impls = []
+    if "eager" in wanted:
+        impls.append(Impl("official", "eager", (lambda i: official(*args(i))) if official else None, why_official))
+    if "compile" in wanted:
+        f = compiled(ref) if ref is not None else None
+        impls.append(Impl("compile", "compile", (lambda i: f(*args(i))) if f else None, why_ref))
+    if "compile-max" in wanted and device.type == "cuda":
+        impls.append(Impl("compile-max", "compile-max", None, "not asked for W-OoD (latency-bound)"))
+
+    def make(b):
+        return lambda i: api(i["features"], i["labels"], i["class_centroids"], i["ood_centroids"], topk=topk, backend=b)
+
+    for impl in _backend_impls("wood_distance_loss", wanted, device, dtype, make):
+        if impl.fn is not None and api is None:
+            impl.fn, impl.reason = None, why_api
+        impls.append(impl)
+    return impls
+
+
+def kmeans_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[Impl]:
+    api, why_api = _optional("ocr_kernels", "kmeans")
+    impls = []
+    if "eager" in wanted:
+        impls.append(Impl("eager", "eager", lambda i: eager_kmeans(i["x"], i["k"], 10)))
+
+    def make(b):
+        return lambda i: api(i["x"], i["k"], iters=10, backend=b)[0]
+
+    for impl in _backend_impls("kmeans", wanted, device, dtype, make):
+        if impl.fn is not None and api is None:
+            impl.fn, impl.reason = None, why_api
+        impls.append(impl)
+    return impls
+
+
+IMPLS_BY_OP = {
+    "ocr_loss": ocr_impls,
+    "seg_ocr_loss": seg_impls,
+    "wood_distance_loss": wood_impls,
+    "kmeans": kmeans_impls,
+}

@@ -1,0 +1,120 @@
+"""Random inputs that look like what a training step sees.
+
+OCR logits: with unbiased random logits and VOC-like tags (one or two tagged classes of 20) about
+85% of pixels are out-of-candidate (argmax outside the tags), far from a trained network. The
+realistic scenario adds one bias to the in-candidate logits (background and tagged classes),
+found by bisection so that a chosen fraction of pixels (default 10%) stays OC; the worst case is
+pixels="all", where every pixel carries a loss and a gradient.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ..ocr.prior import prior_correlation
+from ..ocr.reference import ic_mask_from_tags
+
+DEFAULT_OC_FRACTION = 0.10
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Which pixels carry a loss: "oc" pixels at a set OC fraction, or every pixel."""
+
+    name: str  # the label in tables and plots
+    pixels: str  # the ocr_loss pixels= option
+    oc_fraction: Optional[float]  # None: leave the logits unbiased
+
+
+def scenarios(oc_fraction: float = DEFAULT_OC_FRACTION):
+    return (
+        Scenario(f"oc={oc_fraction:.0%}", "oc", oc_fraction),
+        Scenario("all-pixels", "all", None),
+    )
+
+
+def voc_like_tags(B: int, C: int, generator: torch.Generator) -> torch.Tensor:
+    """[B, C] int64 tags, 1 to 3 classes per image (VOC images average about 1.5)."""
+    tags = torch.zeros(B, C, dtype=torch.int64)
+    for b in range(B):
+        n = min(C - 1, 1 + int(torch.randint(0, 3, (1,), generator=generator))) if C > 1 else 0
+        tags[b, torch.randperm(C, generator=generator)[:n]] = 1
+    return tags
+
+
+def dataset_prior(C: int, generator: torch.Generator) -> torch.Tensor:
+    """The prior correlation of a VOC-sized training set (1464 images) of random tags."""
+    return prior_correlation(voc_like_tags(1464, C, generator))
+
+
+def oc_fraction_of(z: torch.Tensor, ic: torch.Tensor) -> torch.Tensor:
+    """Fraction of pixels whose argmax is out of candidate (a 0-dim tensor)."""
+    pred = z.argmax(dim=1, keepdim=True)
+    return (~ic.expand_as(z).gather(1, pred)).float().mean()
+
+
+def bias_for_oc_fraction(z: torch.Tensor, ic: torch.Tensor, target: float, steps: int = 30) -> float:
+    """The bias added to in-candidate logits that leaves `target` of the pixels OC (bisection on
+    at most 2^20 pixels; the fraction decreases monotonically with the bias)."""
+    flat = z.flatten(2)
+    sub = flat[..., : max(1, (1 << 20) // max(1, z.shape[0]))].float()
+    ic_f = ic.flatten(2).to(sub.dtype)
+    lo, hi = -30.0, 30.0
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        frac = float(oc_fraction_of(sub + mid * ic_f, ic.flatten(2)))
+        lo, hi = (mid, hi) if frac > target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def ocr_inputs(shape, dtype, device, scenario: Scenario, generator: torch.Generator):
+    """logits (leaf, requires grad), tags, prior and the measured OC fraction for one input set."""
+    B, C1 = shape[0], shape[1]
+    tags = voc_like_tags(B, C1 - 1, generator)
+    prior = dataset_prior(C1 - 1, generator)
+    z = torch.randn(shape, generator=generator).to(device)
+    ic = ic_mask_from_tags(tags).to(device).view((B, C1) + (1,) * (len(shape) - 2))
+    if scenario.oc_fraction is not None:
+        z = z + bias_for_oc_fraction(z, ic, scenario.oc_fraction) * ic.to(z.dtype)
+    frac = float(oc_fraction_of(z, ic))
+    logits = z.to(dtype).requires_grad_(True)
+    return dict(logits=logits, tags=tags.to(device), prior=prior.to(device)), frac
+
+
+def seg_target(logits: torch.Tensor, tags: torch.Tensor, generator: torch.Generator,
+               ignore_index: int = 255, ignore_fraction: float = 0.05) -> torch.Tensor:
+    """Pseudo-mask [B, *spatial] int64: a random in-candidate class per pixel, 5% ignored."""
+    B, C1 = logits.shape[:2]
+    spatial = tuple(logits.shape[2:])
+    ic = ic_mask_from_tags(tags.cpu()).float()  # [B, C1]
+    t = torch.multinomial(ic, int(torch.tensor(spatial).prod()), replacement=True, generator=generator)
+    t = t.view((B,) + spatial)
+    t[torch.rand(t.shape, generator=generator) < ignore_fraction] = ignore_index
+    return t.to(logits.device)
+
+
+def wood_inputs(shape, dtype, device, generator: torch.Generator):
+    """features [B, D] (post-ReLU pooled: non-negative, norms of tens), multi-hot labels [B, C],
+    class centroids (mean feature per class) and OoD centroids (features of other images)."""
+    B, D, C, K = shape
+    feats = torch.randn(B, D, generator=generator).abs() * 1.5
+    labels = voc_like_tags(B, C, generator).float()
+    pool = torch.randn(max(C, K) * 4, D, generator=generator).abs() * 1.5
+    class_c = pool[: C * 2].view(C, 2, D).mean(1)
+    ood_c = pool[-K:] + 0.1
+    return dict(
+        features=feats.to(device=device, dtype=dtype).requires_grad_(True),
+        labels=labels.to(device),
+        class_centroids=class_c.to(device=device, dtype=dtype),
+        ood_centroids=ood_c.to(device=device, dtype=dtype),
+    )
+
+
+def kmeans_inputs(shape, dtype, device, generator: torch.Generator):
+    """Points [N, D] drawn around k hidden centres, so that Lloyd iterations have work to do."""
+    N, D, k = shape
+    centres = torch.randn(k, D, generator=generator) * 4
+    x = centres[torch.randint(0, k, (N,), generator=generator)] + torch.randn(N, D, generator=generator)
+    return dict(x=x.to(device=device, dtype=dtype), k=k)
