@@ -55,11 +55,14 @@ def _log1p_pos(x):
 
 @triton.jit
 def _sigmoid_from_loss(L):
-    # σ(s) = 1 - e^{-L} with L = softplus(s) >= 0, accurate for tiny L (Kahan's expm1 trick).
+    # σ(s) = 1 - e^{-L} with L = softplus(s) >= 0. Kahan's expm1 trick keeps tiny L accurate;
+    # it is used only below 0.5, where e^{-L} is a normal number (log of a subnormal e^{-L}
+    # would be inexact) and where plain 1 - e^{-L} would cancel.
     u = tl.exp(-L)
-    lg = tl.log(tl.where((u == 1.0) | (u == 0.0), 0.5, u))
-    em1 = tl.where(u == 1.0, -L, tl.where(u == 0.0, -1.0, (u - 1.0) * (-L / lg)))
-    return -em1
+    small = L < 0.5
+    lg = tl.log(tl.where(small & (u != 1.0), u, 0.5))
+    em1 = tl.where(u == 1.0, -L, (u - 1.0) * (-L / lg))
+    return tl.where(small, -em1, 1.0 - u)
 
 
 @triton.jit
