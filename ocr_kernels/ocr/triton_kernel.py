@@ -92,12 +92,13 @@ def _ic_mask(tags_ptr, b, c, C1, t_sb, t_sc):
 
 @triton.jit
 def _lse_rows(x, sel):
-    # Row-wise log-sum-exp of x over sel; -inf for an empty selection (never NaN).
+    # Row-wise log-sum-exp of x over sel; 0 for an empty selection (no OC class: the loss is
+    # masked there, and a finite value keeps the backward's exponents free of inf - inf).
     xs = tl.where(sel, x, float("-inf"))
     mx = tl.max(xs, 1)
     mxs = tl.where(mx == float("-inf"), 0.0, mx)
     sm = tl.sum(tl.exp(xs - mxs[:, None]), 1)
-    return mxs + tl.log(sm)
+    return mxs + tl.log(tl.where(sm > 0.0, sm, 1.0))
 
 
 @triton.jit
