@@ -122,7 +122,7 @@ def _ada_group(z, c, ic, A, pA, lse_all, prior_ptr, p_s0, p_s1, C1, threshold):
     # Eq. 9: {A} ∪ {k ∈ IC : P_A − P_k·M[A, k] < t}; M[A, :] is a gather from the tiny prior.
     p = tl.exp(z - lse_all[:, None])
     mrow = tl.load(prior_ptr + A[:, None] * p_s0 + c[None, :] * p_s1,
-                   mask=(c[None, :] < C1) & (A[:, None] >= 0), other=0.0).to(tl.float32)
+                   mask=(c[None, :] < C1) & (A[:, None] >= 0) & (A[:, None] < C1), other=0.0).to(tl.float32)
     return (c[None, :] == A[:, None]) | (ic[None, :] & (pA[:, None] - p * mrow < threshold))
 
 
@@ -137,6 +137,7 @@ def _block_stats(z, c, ic, oc, prior_ptr, p_s0, p_s1, C1, threshold, GROUP: tl.c
     za = tl.where(ic[None, :], z, float("-inf"))
     zA = tl.max(za, 1)
     A = tl.min(tl.where((za == zA[:, None]) & ic[None, :], c[None, :], BIG), 1)
+    A = tl.minimum(A, C1 - 1)  # NaN logits match no maximum: never index the prior past C+1
     if GROUP == 0:
         G = _ada_group(z, c, ic, A, tl.exp(zA - lse_all), lse_all, prior_ptr, p_s0, p_s1, C1,
                        threshold)
