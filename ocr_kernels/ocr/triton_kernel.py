@@ -256,8 +256,10 @@ def _fwd_kernel(
     t_sb, t_sc, p_s0, p_s1,
     y_sb, y_s0, y_s1, y_s2,
     margin, threshold, ignore_index,
+    dz_ptr, d_sb, d_sc, d_s0, d_s1, d_s2,
     GROUP: tl.constexpr, PIXELS: tl.constexpr, WITH_CE: tl.constexpr, CHUNKED: tl.constexpr,
     FLAT: tl.constexpr, INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    STORE_GRAD: tl.constexpr = False,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -287,7 +289,14 @@ def _fwd_kernel(
         if WITH_CE:
             zt = tl.sum(tl.where(c[None, :] == tc[:, None], z, 0.0), 1)
     m = _pixel_mask(pred_ic, oc_any, PIXELS)
-    loss = tl.where(m, _softplus(lse_ic + lse_oc + margin), 0.0)
+    s = lse_ic + lse_oc + margin
+    loss = tl.where(m, _softplus(s), 0.0)
+    if STORE_GRAD:  # the "keep the gradient" design (block path, plain OCR): d loss / d z
+        coef = tl.where(m, 1.0 / (1.0 + tl.exp(-s)), 0.0)
+        g = tl.where(row_mask[:, None] & (c[None, :] < C1), _ocr_grad(z, G, oc, coef, lse_ic, lse_oc), 0.0)
+        drow = b * d_sb + _spatial_offset(n, S1, S2, d_s0, d_s1, d_s2, FLAT)
+        tl.store(dz_ptr + drow[:, None] + c[None, :] * d_sc, g.to(dz_ptr.dtype.element_ty),
+                 mask=row_mask[:, None] & (c[None, :] < C1))
     out = b * N + n
     tl.store(loss_ptr + out, loss, mask=row_mask)
     if WITH_CE:
@@ -433,16 +442,21 @@ def _launch_args(logits, tensors):
                 grid=grid)
 
 
-def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
+def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index,
+             store_grad=False):
+    """(loss_map, ce_map) -- ce_map is loss_map when target is None -- and, with store_grad (the
+    grad-in-forward design, block path only), (loss_map, d loss_map / d logits)."""
     with_ce = target is not None
     B = logits.shape[0]
     spatial = tuple(logits.shape[2:])
     loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
     ce = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device) if with_ce else loss
+    dz = torch.empty_like(logits) if store_grad else None
     if loss.numel() == 0:
-        return loss, ce
-    g = _launch_args(logits, [(logits, 2), (target, 1)])
-    (z_sb, zst, _), (y_sb, yst, _) = g["geoms"]
+        return (loss, dz) if store_grad else (loss, ce)
+    g = _launch_args(logits, [(logits, 2), (target, 1), (dz, 2)])
+    (z_sb, zst, _), (y_sb, yst, _), (d_sb, dst, _) = g["geoms"]
+    assert not (store_grad and (with_ce or g["chunked"])), "grad-in-forward: block path, OCR only"
     dummy = tags
     pr = prior if prior is not None else dummy
     p_st = prior.stride() if prior is not None else (0, 0)
@@ -453,11 +467,12 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         tags.stride(0), tags.stride(1), p_st[0], p_st[1],
         y_sb, yst[0], yst[1], yst[2],
         float(margin), float(threshold), int(ignore_index),
+        dz if store_grad else loss, d_sb, dz.stride(1) if store_grad else 0, dst[0], dst[1], dst[2],
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         CHUNKED=g["chunked"], FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
-        BLOCK_C=g["block_c"], num_warps=g["warps"],
+        BLOCK_C=g["block_c"], STORE_GRAD=store_grad, num_warps=g["warps"],
     )
-    return loss, ce
+    return (loss, dz) if store_grad else (loss, ce)
 
 
 def _backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group_split,
@@ -535,6 +550,34 @@ def _(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group_
     return torch.empty_like(logits)
 
 
+@torch.library.custom_op("ocr_kernels::ocr_loss_map_keep_grad_triton", mutates_args=())
+def _ocr_map_keep_grad_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
+                          margin: float, threshold: float, group_split: str,
+                          pixels: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    return _forward(logits, None, tags, prior, margin, threshold, group_split, pixels, -100,
+                    store_grad=True)
+
+
+@_ocr_map_keep_grad_op.register_fake
+def _(logits, tags, prior, margin, threshold, group_split, pixels):
+    return _map_like(logits), torch.empty_like(logits)
+
+
+def _keep_grad_setup(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _keep_grad_bwd(ctx, grad_map, _grad_of_grad):
+    (dz,) = ctx.saved_tensors
+    grad = None
+    if ctx.needs_input_grad[0]:  # a second read of the kept gradient and a second write
+        grad = dz * grad_map.unsqueeze(1).to(dz.dtype)  # keeps dz's (the logits') layout
+    return grad, None, None, None, None, None, None
+
+
+_ocr_map_keep_grad_op.register_autograd(_keep_grad_bwd, setup_context=_keep_grad_setup)
+
+
 def _ocr_setup(ctx, inputs, output):
     logits, tags, prior, margin, threshold, group_split, pixels = inputs
     ctx.save_for_backward(logits, tags, prior, output)
@@ -574,8 +617,18 @@ _seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
 # --------------------------------------------------------------------------------------------
 # Public entry points (inputs already validated by the caller)
 # --------------------------------------------------------------------------------------------
+# Which backward design ocr_loss_map_triton uses: "recompute" (the default: the forward writes
+# only the loss map, the backward re-reads the logits of pixels with a gradient) or "keep_grad"
+# (the forward also writes d loss/d logits, the backward scales it by grad_map). "keep_grad" is
+# an internal switch kept for measuring both on a GPU; it applies only when C+1 <= MAX_BLOCK_C.
+DESIGN = "recompute"
+
+
 def ocr_loss_map_triton(logits, tags, prior, margin, threshold, group_split, pixels):
     """Per-pixel OCR loss [B, *spatial] in fp32, differentiable in the logits (Triton)."""
+    if DESIGN == "keep_grad" and logits.shape[1] <= MAX_BLOCK_C and logits.requires_grad:
+        return _ocr_map_keep_grad_op(logits, tags, prior, float(margin), float(threshold),
+                                     group_split, pixels)[0]
     return _ocr_map_op(logits, tags, prior, float(margin), float(threshold), group_split, pixels)
 
 

@@ -370,3 +370,23 @@ def test_offsets_past_2_31_on_gpu():
     want_loss, want_grad = reference64(tail, tags.cpu(), None, group_split="all", pixels="all")
     assert_close_rel(loss.detach()[:, -2:].cpu(), want_loss, 1e-5, "loss")
     assert_close_rel(z.grad[:, :, -2:].float().cpu(), want_grad, 1e-2, "grad")
+
+
+# ---------------------------------------------------------------------------------------------
+# The alternative backward design (kept for GPU measurement)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+def test_keep_grad_design_matches_reference(monkeypatch, group_split):
+    monkeypatch.setattr(tk, "DESIGN", "keep_grad")
+    logits, tags, prior = make_ocr_inputs(2, 7, (4, 5), tag_p=0.4)
+    check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
+              pixels="all")
+    cl = logits.contiguous(memory_format=torch.channels_last)
+    grad = check_map(cl, tags, prior, group_split=group_split, pixels="oc")
+    assert grad.stride() == cl.stride()
+
+
+def test_keep_grad_opcheck():
+    logits, tags, prior = make_ocr_inputs(2, 6, (3, 5), device=DEV)
+    z = logits.clone().requires_grad_(True)
+    torch.library.opcheck(tk._ocr_map_keep_grad_op, (z, tags, prior, 2.0, 0.2, "ada", "all"))
