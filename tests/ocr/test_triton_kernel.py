@@ -7,9 +7,13 @@ CE + OCR maps of the segmentation objective, and "no copy of the logits".
 
 Runs on CUDA when there is a device, otherwise on the CPU under TRITON_INTERPRET=1.
 """
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
@@ -105,6 +109,37 @@ def test_integer_logits_with_many_ties(request, path):
     for split in GROUP_SPLITS:
         check_map(logits, tags, prior, group_split=split, pixels="all",
                   grad_map=torch.randn(3, 4, 6))
+
+
+@settings(max_examples=max(10, int(os.environ.get("OCR_HYPOTHESIS_EXAMPLES", "200")) // 4),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 2),
+    C1=st.integers(3, 40),
+    chunk=st.sampled_from([2, 4, 8]),
+    spatial=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
+    integer=st.booleans(),
+    tag_p=st.floats(0.0, 1.0),
+    group_split=st.sampled_from(GROUP_SPLITS),
+    pixels=st.sampled_from(PIXEL_MODES),
+    threshold=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_hypothesis_chunked(B, C1, chunk, spatial, scale, integer, tag_p, group_split, pixels,
+                            threshold, seed):
+    # The chunked class loop against the reference, chunk borders anywhere; integer logits make
+    # ties across chunks common.
+    g = torch.Generator().manual_seed(seed)
+    logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)
+    if integer:
+        logits = logits.round().clamp(-3, 3)
+    grad_map = torch.randn((B, *spatial), generator=g)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tk, "MAX_BLOCK_C", 2)
+        mp.setattr(tk, "CHUNK_C", chunk)
+        check_map(logits, tags, prior, grad_map=grad_map, group_split=group_split, pixels=pixels,
+                  threshold=threshold)
 
 
 def test_chunked_fp16(chunked):
