@@ -33,16 +33,6 @@ inline bool collapse_dims(const at::Tensor& t, int64_t first, int64_t* N, int64_
   return true;
 }
 
-// [B, C1, *spatial] (logits, gradients) walked as (b, k, p).
-struct Layout3 {
-  int64_t B, C1, N, sB, sC, sN;
-};
-
-// [B, *spatial] maps walked as (b, p).
-struct Layout2 {
-  int64_t sB, sN;
-};
-
 inline Layout3 layout3(const at::Tensor& t) {
   Layout3 l;
   l.B = t.size(0);

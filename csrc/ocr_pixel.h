@@ -27,6 +27,16 @@ enum PixelMode : int { PIXELS_OC = 0, PIXELS_IC = 1, PIXELS_ALL = 2 };
 // dtype codes the CUDA launcher receives (the binding maps torch dtypes onto them).
 enum DType : int { DTYPE_F32 = 0, DTYPE_F64 = 1, DTYPE_F16 = 2, DTYPE_BF16 = 3 };
 
+// [B, C1, *spatial] (logits, gradients) walked as (b, k, p).
+struct Layout3 {
+  int64_t B, C1, N, sB, sC, sN;
+};
+
+// [B, *spatial] maps walked as (b, p).
+struct Layout2 {
+  int64_t sB, sN;
+};
+
 OCR_HD float m_exp(float x) { return expf(x); }
 OCR_HD double m_exp(double x) { return exp(x); }
 OCR_HD float m_log(float x) { return logf(x); }
