@@ -131,14 +131,14 @@ struct Args {
 template <typename acc_t>
 struct Scratch {
   std::vector<acc_t> buf, obuf;
-  std::vector<acc_t> gmax, amax, ocmax, icmin, s_all, s_oc, s_ic, lse_ic, lse_oc, lse_all, pA,
+  std::vector<acc_t> gmax, oc_scale, amax, ocmax, icmin, s_all, s_oc, s_ic, lse_ic, lse_oc, lse_all, pA,
       inv_s, a, gc;
   std::vector<int32_t> pred, anchor, tgt;
   std::vector<int32_t> member, sel;
   Scratch(int64_t C1, int64_t P) {
     buf.resize(C1 * P);
     obuf.resize(C1 * P);
-    for (auto* v : {&gmax, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic, &lse_ic, &lse_oc, &lse_all,
+    for (auto* v : {&gmax, &oc_scale, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic, &lse_ic, &lse_oc, &lse_all,
                     &pA, &inv_s, &a, &gc})
       v->resize(P);
     pred.resize(P);
@@ -185,7 +185,8 @@ OCR_INLINE const acc_t* load_tile(const Args<scalar_t, acc_t>& A, Scratch<acc_t>
 template <typename acc_t, bool NEED_ALL>
 OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8_t* ic,
                            bool has_oc, const acc_t* prior, int64_t C1, acc_t threshold,
-                           int group, int pixels, Scratch<acc_t>& S, int64_t P) {
+                           int group, int pixels, Scratch<acc_t>& S, int64_t P, acc_t* e,
+                           int64_t es) {
   const acc_t NEG = -std::numeric_limits<acc_t>::infinity();
   const acc_t POS = std::numeric_limits<acc_t>::infinity();
   acc_t *gmax = S.gmax.data(), *amax = S.amax.data(), *ocmax = S.ocmax.data(),
@@ -227,7 +228,10 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
       }
     }
   }
-  // pass 2: sums of exponentials against the maxima
+  // pass 2: sums of exponentials against the maxima. Each exponential is also kept in the tile
+  // `e` (row k at e + k·es) for the later passes and the backward:
+  //   OC rows: e^{z−ocmax}; IC rows: "all": e^{icmin−z}, "ada": e^{z−gmax} (pass 3 reads it,
+  //   then replaces it with e^{gmin−z} for members and 0 for the others), "max": e^{z−gmax}.
   acc_t *s_all = S.s_all.data(), *s_oc = S.s_oc.data(), *s_ic = S.s_ic.data();
   OCR_IVDEP
   for (int64_t p = 0; p < n; ++p) {
@@ -238,30 +242,49 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
   const bool all_group = group == GROUP_ALL;
   for (int64_t k = 0; k < C1; ++k) {
     const acc_t* r = rows + k * rs;
+    acc_t* ek = e + k * es;
     if (ic[k]) {
       if (NEED_ALL && all_group) {
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) {
           s_all[p] += vexp(r[p] - gmax[p]);
-          s_ic[p] += vexp(icmin[p] - r[p]);
+          const acc_t x = vexp(icmin[p] - r[p]);
+          s_ic[p] += x;
+          ek[p] = x;
         }
       } else if (NEED_ALL) {
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p) s_all[p] += vexp(r[p] - gmax[p]);
+        for (int64_t p = 0; p < n; ++p) {
+          const acc_t x = vexp(r[p] - gmax[p]);
+          s_all[p] += x;
+          ek[p] = x;
+        }
       } else if (all_group) {
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p) s_ic[p] += vexp(icmin[p] - r[p]);
+        for (int64_t p = 0; p < n; ++p) {
+          const acc_t x = vexp(icmin[p] - r[p]);
+          s_ic[p] += x;
+          ek[p] = x;
+        }
       }
     } else {
       OCR_IVDEP
-      for (int64_t p = 0; p < n; ++p) s_oc[p] += vexp(r[p] - ocmax[p]);
+      for (int64_t p = 0; p < n; ++p) {
+        const acc_t x = vexp(r[p] - ocmax[p]);
+        s_oc[p] += x;
+        ek[p] = x;
+      }
     }
   }
   // The OC classes' share of the softmax denominator from their own sum (one exp per OC logit
   // instead of two): Σ_OC e^{z−gmax} = e^{ocmax−gmax} · Σ_OC e^{z−ocmax}.
+  acc_t* oc_scale = S.oc_scale.data();
   if (NEED_ALL && has_oc) {
     OCR_IVDEP
-    for (int64_t p = 0; p < n; ++p) s_all[p] += s_oc[p] * vexp(ocmax[p] - gmax[p]);
+    for (int64_t p = 0; p < n; ++p) {
+      oc_scale[p] = vexp(ocmax[p] - gmax[p]);
+      s_all[p] += s_oc[p] * oc_scale[p];
+    }
   }
   acc_t *lse_ic = S.lse_ic.data(), *lse_oc = S.lse_oc.data(), *lse_all = S.lse_all.data();
   acc_t *inv_s = S.inv_s.data(), *pA = S.pA.data();
@@ -274,7 +297,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
     }
   }
   if (group == GROUP_ADA) {
-    // pass 3 (Eq. 9): membership of each IC class, kept for the sum and for the backward
+    // pass 3 (Eq. 9): membership of each IC class, then the group's sum
     int32_t* mem = S.member.data();
     acc_t* gmin = icmin;  // reused: the group's smallest logit (the anchor is always in)
     OCR_IVDEP
@@ -282,13 +305,14 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
     for (int64_t k = 0; k < C1; ++k) {
       if (!ic[k]) continue;
       const acc_t* r = rows + k * rs;
+      const acc_t* ek = e + k * es;
       int32_t* mk = mem + k * P;
       const int32_t kk = (int32_t)k, c1 = (int32_t)C1;  // C1² < 2^31: a C1 × C1 prior fits in memory
       const acc_t* prior_k = prior + k;  // column k of M: M[A, k] = prior_k[A·C1]
       OCR_IVDEP
       for (int64_t p = 0; p < n; ++p) {
         const acc_t v = r[p];
-        const acc_t pk = vexp(v - gmax[p]) * inv_s[p];
+        const acc_t pk = ek[p] * inv_s[p];
         const bool in = (anchor[p] == kk) | ada_member(pA[p], pk, prior_k[anchor[p] * c1], threshold);
         mk[p] = in;
         gmin[p] = (in & (v < gmin[p])) ? v : gmin[p];
@@ -297,9 +321,14 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
     for (int64_t k = 0; k < C1; ++k) {
       if (!ic[k]) continue;
       const acc_t* r = rows + k * rs;
+      acc_t* ek = e + k * es;
       const int32_t* mk = mem + k * P;
       OCR_IVDEP
-      for (int64_t p = 0; p < n; ++p) s_ic[p] += mk[p] ? vexp(gmin[p] - r[p]) : acc_t(0);
+      for (int64_t p = 0; p < n; ++p) {
+        const acc_t x = mk[p] ? vexp(gmin[p] - r[p]) : acc_t(0);
+        s_ic[p] += x;
+        ek[p] = x;
+      }
     }
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) lse_ic[p] = vlog(s_ic[p]) - gmin[p];
@@ -334,9 +363,11 @@ OCR_INLINE void forward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_
     int64_t rs;
     const acc_t* rows = load_tile(A, S, b, p0, n, &rs);
     if (need_all)
-      tile_stats<acc_t, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels, S, P);
+      tile_stats<acc_t, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
+                              S, P, S.obuf.data(), P);
     else
-      tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels, S, P);
+      tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
+                               S, P, S.obuf.data(), P);
     acc_t* out = A.ocr_out + b * N + p0;
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
@@ -429,39 +460,49 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     for (int64_t k = 0; k < C1; ++k) has_oc |= !ic[k];
     int64_t rs;
     const acc_t* rows = load_tile(A, S, b, p0, n, &rs);
-    if (need_all)
-      tile_stats<acc_t, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels, S, P);
-    else
-      tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels, S, P);
-    const acc_t *lse_ic = S.lse_ic.data(), *lse_oc = S.lse_oc.data(), *lse_all = S.lse_all.data();
-    const int32_t* anchor = S.anchor.data();
-    const int32_t* mem = S.member.data();
+    // The exponentials of the statistics pass land in the gradient's rows (or its tile buffer)
+    // and are scaled there: one exp per logit for the whole backward (plus the IC rows).
     acc_t* obase = direct ? reinterpret_cast<acc_t*>(A.grad + b * A.gl.sB + p0) : S.obuf.data();
     const int64_t ors = direct ? A.gl.sC : P;
+    if (need_all)
+      tile_stats<acc_t, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
+                              S, P, obase, ors);
+    else
+      tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
+                               S, P, obase, ors);
+    const acc_t* lse_all = S.lse_all.data();
+    const int32_t* anchor = S.anchor.data();
+    // d/dz_l = a·e^{z_l−ocmax}/s_oc on OC; −a·e^{gmin−z_k}/s_ic on the IC group; and for the
+    // cross-entropy gc·(softmax_k − [k = t]) with softmax_l = e^{z_l−ocmax}·e^{ocmax−gmax}/s_all.
+    acc_t *c_oc = S.s_oc.data(), *c_ic = S.s_ic.data();  // overwritten with the coefficients
+    const acc_t *oc_scale = S.oc_scale.data(), *inv_s = S.inv_s.data();
+    OCR_IVDEP
+    for (int64_t p = 0; p < n; ++p) {
+      const acc_t coc = a[p] != acc_t(0) ? a[p] / c_oc[p] : acc_t(0);
+      c_oc[p] = CE ? coc + gc[p] * oc_scale[p] * inv_s[p] : coc;
+      c_ic[p] = (a[p] != acc_t(0) && A.group != GROUP_MAX) ? -a[p] / c_ic[p] : acc_t(0);
+    }
     for (int64_t k = 0; k < C1; ++k) {
       const acc_t* r = rows + k * rs;
       acc_t* o = obase + k * ors;
       const int32_t kk = (int32_t)k;
       if (!ic[k]) {
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p) o[p] = a[p] != 0 ? a[p] * vexp(r[p] - lse_oc[p]) : acc_t(0);
+        for (int64_t p = 0; p < n; ++p) o[p] = c_oc[p] * o[p];
       } else if (A.group == GROUP_MAX) {
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p)
-          o[p] = ((a[p] != 0) & (anchor[p] == kk)) ? -a[p] * vexp(-r[p] - lse_ic[p]) : acc_t(0);
-      } else if (A.group == GROUP_ALL) {
-        OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p) o[p] = a[p] != 0 ? -a[p] * vexp(-r[p] - lse_ic[p]) : acc_t(0);
+        for (int64_t p = 0; p < n; ++p) o[p] = anchor[p] == kk ? -a[p] : acc_t(0);
       } else {
-        const int32_t* mk = mem + k * P;
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p)
-          o[p] = ((a[p] != 0) & (mk[p] != 0)) ? -a[p] * vexp(-r[p] - lse_ic[p]) : acc_t(0);
+        for (int64_t p = 0; p < n; ++p) o[p] = c_ic[p] * o[p];
       }
       if (CE) {
+        if (ic[k]) {
+          OCR_IVDEP
+          for (int64_t p = 0; p < n; ++p) o[p] += gc[p] * vexp(r[p] - lse_all[p]);
+        }
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p)
-          o[p] += gc[p] * (vexp(r[p] - lse_all[p]) - (tg[p] == kk ? acc_t(1) : acc_t(0)));
+        for (int64_t p = 0; p < n; ++p) o[p] -= tg[p] == kk ? gc[p] : acc_t(0);
       }
     }
     if (!direct) store_tile(A, S.obuf.data(), b, p0, n);
