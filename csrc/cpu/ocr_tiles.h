@@ -93,10 +93,28 @@ OCR_INLINE acc_t vlog1p(acc_t e) {
 }
 OCR_INLINE double vlog1p(double e) { return std::log1p(e); }
 
+// σ(s) = 1 − e^{−L} from the saved loss L >= 0 (ocr::sigma_from_loss, vectorisable): Kahan's
+// expm1 through u = e^{−L} rounded, (u − 1)·x/log(u), exact to a few ulp for tiny L too.
+OCR_INLINE float vsigma_from_loss(float L) {
+  const float x = -L;
+  const float u = vexp(x);
+  const float kahan = (u - 1.0f) * x / vlog(u);
+  const float em1 = u == 1.0f ? x : (u < 0.5f ? u - 1.0f : kahan);
+  return -em1;
+}
+OCR_INLINE double vsigma_from_loss(double L) { return -std::expm1(-L); }
+
 // log(1 + e^s) (ocr::softplus_stable with the vectorisable exp/log1p).
 template <typename acc_t>
 OCR_INLINE acc_t vsoftplus(acc_t s) {
   return (s > acc_t(0) ? s : acc_t(0)) + vlog1p(vexp(s > acc_t(0) ? -s : s));
+}
+
+// c ? x : y written with bit operations: GCC turns `a[p] = c ? x : a[p]` into a masked store
+// behind a branch, which stalls the next load of a[p]; this stays a plain blend.
+OCR_INLINE int32_t blend_i32(bool c, int32_t x, int32_t y) {
+  const int32_t m = -(int32_t)c;
+  return (x & m) | (y & ~m);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -208,23 +226,22 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
     if (ic[k]) {
       OCR_IVDEP
       for (int64_t p = 0; p < n; ++p) {
-        const acc_t v = r[p];
-        const bool g = v > gmax[p];
-        gmax[p] = g ? v : gmax[p];
-        pred[p] = g ? kk : pred[p];
-        const bool a = v > amax[p];
-        amax[p] = a ? v : amax[p];
-        anchor[p] = a ? kk : anchor[p];
-        icmin[p] = v < icmin[p] ? v : icmin[p];
+        const acc_t v = r[p], gm = gmax[p], am = amax[p], im = icmin[p];
+        const bool g = v > gm, a = v > am;
+        gmax[p] = g ? v : gm;
+        pred[p] = blend_i32(g, kk, pred[p]);
+        amax[p] = a ? v : am;
+        anchor[p] = blend_i32(a, kk, anchor[p]);
+        icmin[p] = v < im ? v : im;
       }
     } else {
       OCR_IVDEP
       for (int64_t p = 0; p < n; ++p) {
-        const acc_t v = r[p];
-        const bool g = v > gmax[p];
-        gmax[p] = g ? v : gmax[p];
-        pred[p] = g ? kk : pred[p];
-        ocmax[p] = v > ocmax[p] ? v : ocmax[p];
+        const acc_t v = r[p], gm = gmax[p], om = ocmax[p];
+        const bool g = v > gm;
+        gmax[p] = g ? v : gm;
+        pred[p] = blend_i32(g, kk, pred[p]);
+        ocmax[p] = v > om ? v : om;
       }
     }
   }
@@ -325,7 +342,8 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
       const int32_t* mk = mem + k * P;
       OCR_IVDEP
       for (int64_t p = 0; p < n; ++p) {
-        const acc_t x = mk[p] ? vexp(gmin[p] - r[p]) : acc_t(0);
+        // unconditional exp (vexp is finite for any argument) times 0/1: no masked loads
+        const acc_t x = vexp(gmin[p] - r[p]) * static_cast<acc_t>(mk[p] != 0);
         s_ic[p] += x;
         ek[p] = x;
       }
@@ -438,7 +456,7 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     for (int64_t p = 0; p < n; ++p) {
       const acc_t l = L[p * A.ll.sN], g = go[p * A.gol.sN];
       // σ(s) from the saved loss; the logits are re-read only for tiles with a gradient
-      a[p] = (l > 0 && g != 0) ? g * sigma_from_loss(l) : acc_t(0);
+      a[p] = (l > 0 && g != 0) ? g * vsigma_from_loss(l) : acc_t(0);
       any |= a[p] != 0;
     }
     if (CE) {
@@ -491,7 +509,7 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
         for (int64_t p = 0; p < n; ++p) o[p] = c_oc[p] * o[p];
       } else if (A.group == GROUP_MAX) {
         OCR_IVDEP
-        for (int64_t p = 0; p < n; ++p) o[p] = anchor[p] == kk ? -a[p] : acc_t(0);
+        for (int64_t p = 0; p < n; ++p) o[p] = -a[p] * static_cast<acc_t>(anchor[p] == kk);
       } else {
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) o[p] = c_ic[p] * o[p];
