@@ -149,14 +149,14 @@ struct Args {
 template <typename acc_t>
 struct Scratch {
   std::vector<acc_t> buf, obuf;
-  std::vector<acc_t> gmax, oc_scale, amax, ocmax, icmin, s_all, s_oc, s_ic, lse_ic, lse_oc, lse_all, pA,
+  std::vector<acc_t> gmax, oc_scale, la, ga, amax, ocmax, icmin, s_all, s_oc, s_ic, lse_ic, lse_oc, lse_all, pA,
       inv_s, a, gc;
   std::vector<int32_t> pred, anchor, tgt;
   std::vector<int32_t> member, sel;
   Scratch(int64_t C1, int64_t P) {
     buf.resize(C1 * P);
     obuf.resize(C1 * P);
-    for (auto* v : {&gmax, &oc_scale, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic, &lse_ic, &lse_oc, &lse_all,
+    for (auto* v : {&gmax, &oc_scale, &la, &ga, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic, &lse_ic, &lse_oc, &lse_all,
                     &pA, &inv_s, &a, &gc})
       v->resize(P);
     pred.resize(P);
@@ -452,13 +452,21 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     bool any = false;
     const acc_t* L = A.loss + b * A.ll.sB + p0 * A.ll.sN;
     const acc_t* go = A.g_ocr + b * A.gol.sB + p0 * A.gol.sN;
+    acc_t *la = S.la.data(), *ga = S.ga.data();
+    for (int64_t p = 0; p < n; ++p) {
+      la[p] = L[p * A.ll.sN];
+      ga[p] = go[p * A.gol.sN];  // stride 0 for the expanded gradient of "mean"/"sum"
+    }
+    // σ(s) from the saved loss; the logits are re-read only for tiles with a gradient
+    int32_t nz = 0;
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
-      const acc_t l = L[p * A.ll.sN], g = go[p * A.gol.sN];
-      // σ(s) from the saved loss; the logits are re-read only for tiles with a gradient
-      a[p] = (l > 0 && g != 0) ? g * vsigma_from_loss(l) : acc_t(0);
-      any |= a[p] != 0;
+      const acc_t v = ga[p] * vsigma_from_loss(la[p]);
+      const bool on = (la[p] > acc_t(0)) & (ga[p] != acc_t(0));
+      a[p] = on ? v : acc_t(0);
+      nz |= (int32_t)on;
     }
+    any = nz != 0;
     if (CE) {
       const int64_t* tp = A.target + b * A.tl.sB + p0 * A.tl.sN;
       const acc_t* gp = A.g_ce + b * A.gcl.sB + p0 * A.gcl.sN;
@@ -494,11 +502,15 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     // cross-entropy gc·(softmax_k − [k = t]) with softmax_l = e^{z_l−ocmax}·e^{ocmax−gmax}/s_all.
     acc_t *c_oc = S.s_oc.data(), *c_ic = S.s_ic.data();  // overwritten with the coefficients
     const acc_t *oc_scale = S.oc_scale.data(), *inv_s = S.inv_s.data();
+    // (lanes with a = 0 may divide by a zero sum, or read an unset oc_scale when there is no OC
+    // class: the blends discard those values, and no OC row reads c_oc then)
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
-      const acc_t coc = a[p] != acc_t(0) ? a[p] / c_oc[p] : acc_t(0);
+      const bool on = a[p] != acc_t(0);
+      const acc_t qo = a[p] / c_oc[p], qi = -a[p] / c_ic[p];
+      const acc_t coc = on ? qo : acc_t(0);
       c_oc[p] = CE ? coc + gc[p] * oc_scale[p] * inv_s[p] : coc;
-      c_ic[p] = (a[p] != acc_t(0) && A.group != GROUP_MAX) ? -a[p] / c_ic[p] : acc_t(0);
+      c_ic[p] = on ? qi : acc_t(0);
     }
     for (int64_t k = 0; k < C1; ++k) {
       const acc_t* r = rows + k * rs;
