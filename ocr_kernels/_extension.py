@@ -17,6 +17,7 @@ reference; an explicit backend="cpu"/"cuda" raises with the reason.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import os
@@ -98,6 +99,22 @@ def _build_dir(srcs: List[str], with_cuda: bool) -> Path:
     return base / f"{tag}-{h.hexdigest()[:16]}"
 
 
+@functools.lru_cache(maxsize=None)
+def _jit_target() -> Optional[Path]:
+    """Where the JIT build of the current sources lives (built or not); None without sources."""
+    if csrc_dir() is None:
+        return None
+    with_cuda = cuda_build_possible()
+    return _build_dir(sources(with_cuda=with_cuda), with_cuda) / f"{EXT_NAME}.so"
+
+
+def _cached_library() -> Optional[Path]:
+    """A finished JIT build of exactly these sources, flags and versions (loadable without a
+    compiler or ninja)."""
+    lib = _jit_target()
+    return lib if lib is not None and lib.is_file() else None
+
+
 def _prebuilt() -> Optional[Path]:
     found = sorted(_PKG_DIR.glob("_C*.so")) + sorted(_PKG_DIR.glob("_C*.pyd"))
     return found[0] if found else None
@@ -120,7 +137,7 @@ def extension_unavailable_reason(backend: str) -> Optional[str]:
             return None
         if not cuda_build_possible():
             return "nvcc (CUDA_HOME) was not found, so the CUDA kernels cannot be built"
-    if _loaded is not None or _prebuilt() is not None:
+    if _loaded is not None or _prebuilt() is not None or _cached_library() is not None:
         return None
     if csrc_dir() is None:
         return "the csrc/ sources are not installed with the package, so it cannot be built"
@@ -173,6 +190,10 @@ def _jit_build(verbose: bool) -> str:
         raise RuntimeError(reason)
     from torch.utils.cpp_extension import load as cpp_load
 
+    cached = _cached_library()
+    if cached is not None:  # the build directory's name is the hash of what went into it
+        torch.ops.load_library(str(cached))
+        return str(cached)
     with_cuda = cuda_build_possible()
     srcs = sources(with_cuda=with_cuda)
     build_dir = _build_dir(srcs, with_cuda)
