@@ -5,7 +5,9 @@ reference and torch.compile(reference), measured in the same run (issue 4's targ
     python benchmarks/ocr/measure_cpu_backend.py [--threads 2] [--repeats 5] [--min-run-time 1.0]
 
 Prints one line per (shape, implementation) with the median over the repeats (each repeat is a
-torch.utils.benchmark blocked_autorange median), and the speedup ratios.
+torch.utils.benchmark blocked_autorange median), and the speedup ratios. Then, as a number that a
+loaded (shared) machine disturbs less, the median CPU time (time.process_time, all threads) of one
+forward+backward with ONE thread, and the same ratios.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 
 import torch
 import torch.utils.benchmark as tb
@@ -48,6 +51,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-run-time", type=float, default=1.0)
+    ap.add_argument("--cpu-time-runs", type=int, default=15,
+                    help="runs of the one-thread CPU-time measurement (0: skip it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
@@ -74,6 +79,24 @@ def main():
                   f"(runs: {', '.join(f'{r * 1e3:.2f}' for r in runs)})", flush=True)
         print(f"{str(shape):20s} cpu speedup: {med['eager'] / med['cpu']:.1f}x vs eager, "
               f"{med['compiled'] / med['cpu']:.1f}x vs torch.compile  (max rel grad diff {err:.1e})")
+    if args.cpu_time_runs:
+        torch.set_num_threads(1)
+        for shape in SHAPES:
+            logits, tags, prior = make(shape)
+            cpu = {}
+            for name, fn in impls.items():
+                fwd_bwd(fn, logits, tags, prior)
+                runs = []
+                for _ in range(args.cpu_time_runs):
+                    t0 = time.process_time()
+                    fwd_bwd(fn, logits, tags, prior)
+                    runs.append(time.process_time() - t0)
+                cpu[name] = statistics.median(runs)
+            print(f"{str(shape):20s} 1 thread, CPU time: eager {cpu['eager'] * 1e3:.1f} ms, compiled "
+                  f"{cpu['compiled'] * 1e3:.1f} ms, cpu {cpu['cpu'] * 1e3:.1f} ms -> "
+                  f"{cpu['eager'] / cpu['cpu']:.1f}x vs eager, {cpu['compiled'] / cpu['cpu']:.1f}x vs "
+                  f"torch.compile", flush=True)
+    print(f"load average at the end {os.getloadavg()}")
 
 
 if __name__ == "__main__":

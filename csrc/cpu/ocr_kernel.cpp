@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -68,7 +69,7 @@ template <typename scalar_t, typename acc_t, bool CE>
 void run_tiles(const Args<scalar_t, acc_t>& A, bool backward) {
   const int64_t tiles = A.zl.B * ((A.zl.N + A.P - 1) / A.P);
   if (tiles == 0) return;
-  at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+  auto work = [&](int64_t t0, int64_t t1) {
 #if OCR_X86_DISPATCH
     if (have_avx2()) {
       if (backward) backward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
@@ -78,6 +79,23 @@ void run_tiles(const Args<scalar_t, acc_t>& A, bool backward) {
 #endif
     if (backward) backward_default<scalar_t, acc_t, CE>(A, t0, t1);
     else forward_default<scalar_t, acc_t, CE>(A, t0, t1);
+  };
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), tiles);
+  if (threads <= 1 || tiles * A.P * A.zl.C1 < (int64_t(1) << 15) || at::in_parallel_region()) {
+    work(0, tiles);
+    return;
+  }
+  // Threads take chunks of tiles from a shared counter rather than one fixed share each: a
+  // call of a few milliseconds must not wait for a thread the OS has descheduled (shared or
+  // oversubscribed machines); whichever thread runs does the remaining work.
+  const int64_t chunk = std::max<int64_t>(1, tiles / (threads * 8));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t t0 = next.fetch_add(chunk);
+      if (t0 >= tiles) break;
+      work(t0, std::min(tiles, t0 + chunk));
+    }
   });
 }
 
