@@ -29,6 +29,24 @@ def _triton_assign(x, c, mu):
     return assign_triton(x, c, mu)
 
 
+def _csrc_distances(x, c):
+    from .csrc_ops import centroid_distances_csrc
+
+    return centroid_distances_csrc(x, c)
+
+
+def _csrc_loss(*args):
+    from .csrc_ops import wood_distance_loss_csrc
+
+    return wood_distance_loss_csrc(*args)
+
+
+def _csrc_assign(x, c, mu):
+    from .csrc_ops import assign_csrc
+
+    return assign_csrc(x, c, mu)
+
+
 def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
     """Nearest centroid of every point by direct differences, in row chunks so that at most
     ~4M pair-coordinates are alive at a time. Ties go to the lowest index (torch.argmin)."""
@@ -46,6 +64,9 @@ def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
     return torch.cat(idx), torch.cat(mind)
 
 
-DISTANCE_IMPLS = {"reference": centroid_distances_reference, "triton": _triton_distances}
-LOSS_IMPLS = {"reference": wood_distance_loss_reference, "triton": _triton_loss}
-ASSIGN_IMPLS = {"reference": assign_reference, "triton": _triton_assign}
+DISTANCE_IMPLS = {"reference": centroid_distances_reference, "triton": _triton_distances,
+                  "cpu": _csrc_distances, "cuda": _csrc_distances}
+LOSS_IMPLS = {"reference": wood_distance_loss_reference, "triton": _triton_loss,
+              "cpu": _csrc_loss, "cuda": _csrc_loss}
+ASSIGN_IMPLS = {"reference": assign_reference, "triton": _triton_assign,
+                "cpu": _csrc_assign, "cuda": _csrc_assign}
