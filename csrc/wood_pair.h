@@ -32,7 +32,16 @@ template <typename acc_t, typename scalar_t, typename Cvt>
 WOOD_HD acc_t sqdist_partial(const scalar_t* a, const scalar_t* b, int64_t begin, int64_t end,
                              int64_t step, Cvt cvt) {
   acc_t s = acc_t(0);
-  WOOD_SIMD_SUM
+#if !defined(__CUDA_ARCH__)
+  if (step == 1) {  // the CPU case: a unit-stride loop the compiler vectorises
+    WOOD_SIMD_SUM
+    for (int64_t d = begin; d < end; ++d) {
+      const acc_t t = cvt(a[d]) - cvt(b[d]);
+      s += t * t;
+    }
+    return s;
+  }
+#endif
   for (int64_t d = begin; d < end; d += step) {
     const acc_t t = cvt(a[d]) - cvt(b[d]);
     s += t * t;
@@ -67,7 +76,13 @@ WOOD_HD acc_t grad_coef(acc_t gout, acc_t w, acc_t dist) {
 template <typename acc_t, typename scalar_t, typename Cvt>
 WOOD_HD void accumulate_diff(acc_t* acc, const scalar_t* a, const scalar_t* b, acc_t g,
                              int64_t begin, int64_t end, int64_t step, Cvt cvt) {
-  WOOD_SIMD
+#if !defined(__CUDA_ARCH__)
+  if (step == 1) {
+    WOOD_SIMD
+    for (int64_t d = begin; d < end; ++d) acc[d] += g * (cvt(a[d]) - cvt(b[d]));
+    return;
+  }
+#endif
   for (int64_t d = begin; d < end; d += step) acc[d] += g * (cvt(a[d]) - cvt(b[d]));
 }
 
