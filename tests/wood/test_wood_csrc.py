@@ -6,6 +6,7 @@ import torch
 
 from wood_np import backend_runs, distances_np, large_norm_inputs, wood_loss_np
 from ocr_kernels import centroid_distances, kmeans, wood_distance_loss
+from ocr_kernels.wood.official import official_wood_distance_loss
 from ocr_kernels.wood.reference import centroid_distances_reference, wood_distance_loss_reference
 
 
@@ -92,6 +93,9 @@ def test_loss_matches_reference_and_numpy(be, topk):
     loss = wood_distance_loss(ts[0], y, ts[1], ts[2], topk=topk, backend=name)
     loss.backward()
     assert loss.item() == pytest.approx(wood_loss_np(x, y, cc, oc, topk), rel=1e-5, abs=1e-6)
+    if topk < 0.9:  # kk > 0: the official code runs (it raises IndexError when kk = 0)
+        official = official_wood_distance_loss(x, y.float(), cc, oc, topk).item()
+        assert loss.item() == pytest.approx(official, rel=1e-5, abs=1e-6)
     _, grads = grads64(lambda a, b, e: wood_distance_loss_reference(a, y.cpu(), b, e, topk), x, cc, oc)
     for t, g in zip(ts, grads):
         torch.testing.assert_close(t.grad.cpu().double(), g, rtol=1e-4, atol=1e-6)

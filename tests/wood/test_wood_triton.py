@@ -5,6 +5,7 @@ import torch
 
 from wood_np import backend_runs, distances_np, large_norm_inputs, wood_loss_np
 from ocr_kernels import centroid_distances, kmeans, wood_distance_loss
+from ocr_kernels.wood.official import official_wood_distance_loss
 from ocr_kernels.wood.reference import centroid_distances_reference, wood_distance_loss_reference
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -80,6 +81,9 @@ def test_loss_and_gradients(shape, topk):
     ref, grads = grads64(lambda a, b, e: wood_distance_loss_reference(a, y, b, e, topk) * gout.double(), x, cc, oc)
     assert loss.dtype == torch.float32 and loss.dim() == 0
     assert loss.item() == pytest.approx(wood_loss_np(x, y, cc, oc, topk), rel=1e-5, abs=1e-5)
+    if D >= 64 and topk < 0.9:  # no all-zero (zero-sum) centroid, kk > 0: the official code applies
+        official = official_wood_distance_loss(x, y.float(), cc, oc, topk).item()
+        assert loss.item() == pytest.approx(official, rel=1e-5, abs=1e-5)
     for t, g in zip(ts, grads):
         torch.testing.assert_close(t.grad.double(), g, rtol=1e-4, atol=1e-5)
 
