@@ -69,8 +69,8 @@ __global__ void weighted_diff_kernel(const T* __restrict__ a, const T* __restric
                                      const typename Acc<T>::type* __restrict__ gout,
                                      T* __restrict__ out, int64_t NA, int64_t J, int64_t D) {
   using acc_t = typename Acc<T>::type;
-  const int64_t i = blockIdx.y;
-  const int64_t d = (int64_t)blockIdx.x * kThreads + threadIdx.x;
+  const int64_t i = blockIdx.x;  // rows on x: up to 2^31 - 1 of them (y and z stop at 65535)
+  const int64_t d = (int64_t)blockIdx.y * kThreads + threadIdx.x;
   if (i >= NA || d >= D) return;
   const acc_t g0 = *gout;
   Cvt cvt;
@@ -138,7 +138,7 @@ void launch_weighted_diff(const void* a, const void* b, const void* w, int64_t s
                           const void* dist, int64_t sd0, int64_t sd1, const void* gout, void* out,
                           int64_t NA, int64_t J, int64_t D, int dtype, cudaStream_t stream) {
   if (NA * D == 0) return;
-  const dim3 grid((unsigned)cdiv(D, kThreads), (unsigned)NA);
+  const dim3 grid((unsigned)NA, (unsigned)cdiv(D, kThreads));
   by_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     using acc_t = typename Acc<T>::type;
