@@ -137,3 +137,17 @@ def test_opcheck(be):
     c = torch.randn(4, 9, device=dev, requires_grad=True)
     torch.library.opcheck(o.wood_distances, (x, c))
     torch.library.opcheck(o.wood_assign, (x.detach(), c.detach()))
+
+
+def test_loss_compiles_in_one_graph(be):
+    # no host synchronisation and fake registrations for every op: torch.compile needs no break
+    name, dev = be
+    x = torch.randn(8, 32, device=dev, requires_grad=True)
+    y = torch.rand(8, 5, device=dev) < 0.3
+    cc, oc = torch.randn(5, 32, device=dev), torch.randn(11, 32, device=dev)
+    f = torch.compile(lambda a: wood_distance_loss(a, y, cc, oc, backend=name), fullgraph=True)
+    loss = f(x)
+    loss.backward()
+    assert loss.item() == pytest.approx(wood_loss_np(x, y, cc, oc, 0.2), rel=1e-5, abs=1e-6)
+    _, (gx,) = grads64(lambda a: wood_distance_loss_reference(a, y.cpu(), cc.cpu(), oc.cpu(), 0.2), x)
+    torch.testing.assert_close(x.grad.cpu().double(), gx, rtol=1e-4, atol=1e-6)
