@@ -13,7 +13,13 @@
 #define WOOD_HD __host__ __device__ __forceinline__
 #else
 #include <cmath>
+#if defined(__GNUC__)
+// always_inline: the CPU kernel compiles its fp32 loops for several ISAs (target_clones); only an
+// inlined body is vectorised for the clone's ISA.
+#define WOOD_HD inline __attribute__((always_inline))
+#else
 #define WOOD_HD inline
+#endif
 #endif
 
 #if !defined(__CUDACC__) && defined(_OPENMP)

@@ -26,6 +26,44 @@ void check_pair(const at::Tensor& x, const at::Tensor& c, const char* op) {
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+// The fp32 hot loops are compiled twice, for baseline x86-64 and for AVX2 + FMA, and the loader
+// picks one per machine (GCC function multi-versioning): twice the throughput where AVX2 exists.
+#define WOOD_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define WOOD_CLONES
+#endif
+
+struct Same {
+  float operator()(float v) const { return v; }
+};
+
+WOOD_CLONES float sqdist_f32(const float* a, const float* b, int64_t D) {
+  return sqdist_partial<float>(a, b, 0, D, 1, Same());
+}
+
+WOOD_CLONES void accumulate_f32(float* acc, const float* a, const float* b, float g, int64_t D) {
+  accumulate_diff(acc, a, b, g, 0, D, 1, Same());
+}
+
+template <typename acc_t, typename scalar_t, typename Cvt>
+inline acc_t sqdist(const scalar_t* a, const scalar_t* b, int64_t D, Cvt cvt) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    return sqdist_f32(a, b, D);
+  } else {
+    return sqdist_partial<acc_t>(a, b, 0, D, 1, cvt);
+  }
+}
+
+template <typename acc_t, typename scalar_t, typename Cvt>
+inline void accumulate(acc_t* acc, const scalar_t* a, const scalar_t* b, acc_t g, int64_t D, Cvt cvt) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    accumulate_f32(acc, a, b, g, D);
+  } else {
+    accumulate_diff(acc, a, b, g, 0, D, 1, cvt);
+  }
+}
+
 // Enough pairs per task that a task does ~64k multiply-adds.
 int64_t grain(int64_t D) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(D, 1)); }
 
@@ -43,7 +81,7 @@ at::Tensor distances_cpu(const at::Tensor& x_, const at::Tensor& c_) {
     at::parallel_for(0, N * K, grain(D), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
         const int64_t n = p / K, k = p - n * K;
-        op[p] = root(sqdist_partial<acc_t>(xp + n * D, cp + k * D, 0, D, 1, cvt));
+        op[p] = root(sqdist<acc_t>(xp + n * D, cp + k * D, D, cvt));
       }
     });
   });
@@ -78,7 +116,7 @@ at::Tensor weighted_diff_cpu(const at::Tensor& a_, const at::Tensor& b_, const a
         for (int64_t j = 0; j < J; ++j) {
           const acc_t g = grad_coef(gv, wp[i * sw0 + j * sw1], dp[i * sd0 + j * sd1]);
           if (g == acc_t(0)) continue;
-          accumulate_diff(acc.data(), ap + i * D, bp + j * D, g, 0, D, 1, cvt);
+          accumulate(acc.data(), ap + i * D, bp + j * D, g, D, cvt);
         }
         for (int64_t d = 0; d < D; ++d) op[i * D + d] = static_cast<scalar_t>(acc[d]);
       }
@@ -107,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x_, const at::Te
         acc_t best = std::numeric_limits<acc_t>::infinity();
         int64_t best_k = 0;
         for (int64_t k = 0; k < K; ++k) {
-          const acc_t sq = sqdist_partial<acc_t>(xp + n * D, cp + k * D, 0, D, 1, cvt);
+          const acc_t sq = sqdist<acc_t>(xp + n * D, cp + k * D, D, cvt);
           if (closer(sq, best)) {
             best = sq;
             best_k = k;
