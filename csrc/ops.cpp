@@ -35,5 +35,13 @@ TORCH_LIBRARY(ocr_kernels, m) {
   // csrc/cpu/distance_kernel.cpp (TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m)) and
   // csrc/cuda/distance_kernel.cu + csrc/cuda/distance_binding.cpp (TORCH_LIBRARY_IMPL(ocr_kernels,
   // CUDA, m)); the build picks every such file up by glob (ocr_kernels/_extension.py).
+  // x [N, D], centroids [K, D] (same dtype) -> [N, K] Euclidean distances in fp32 (fp64 for fp64).
+  m.def("wood_distances(Tensor x, Tensor centroids) -> Tensor");
+  // The backward of wood_distances for either input: out[i, :] = sum_j g_ij (a_i - b_j) with
+  // g_ij = gout * w[i, j] / dist[i, j] (0 where dist = 0); w and dist [NA, J] of any strides
+  // (transposed views included); gout a 0-dim tensor on a's device. Returns a's dtype.
+  m.def("wood_weighted_diff(Tensor a, Tensor b, Tensor w, Tensor dist, Tensor gout) -> Tensor");
+  // K-means assignment: (argmin_k |x_n - c_k| as int64 [N], that squared distance [N]).
+  m.def("wood_assign(Tensor x, Tensor centroids) -> (Tensor, Tensor)");
   // ---- end of W-OoD distance op schemas -------------------------------------------------------
 }

@@ -1,6 +1,14 @@
 """ocr-kernels: fused kernels for the losses of weakly supervised semantic segmentation."""
 from ._dispatch import BackendStatus, BackendUnavailableError, available_backends
 from .ocr import OCRLoss, oc_error_rate, oc_pixel_mask, ocr_loss, prior_correlation
+from .wood import (
+    WOoDLoss,
+    centroid_distances,
+    class_centroids,
+    kmeans,
+    wood_classifier_loss,
+    wood_distance_loss,
+)
 
 __version__ = "0.1.0"
 
@@ -8,9 +16,15 @@ __all__ = [
     "BackendStatus",
     "BackendUnavailableError",
     "OCRLoss",
+    "WOoDLoss",
     "available_backends",
+    "centroid_distances",
+    "class_centroids",
+    "kmeans",
     "oc_error_rate",
     "oc_pixel_mask",
     "ocr_loss",
     "prior_correlation",
+    "wood_classifier_loss",
+    "wood_distance_loss",
 ]

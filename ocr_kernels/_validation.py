@@ -130,3 +130,115 @@ def validate_target(target, logits, ignore_index: int) -> None:
 def optional_prior_for(group_split: str, prior: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """The prior only matters for "ada"; the other splits ignore it."""
     return prior if group_split == "ada" else None
+
+
+# ---------------------------------------------------------------------------------------------
+# W-OoD (distance loss, centroids, K-means)
+
+KMEANS_INITS = ("first", "k-means++")
+
+
+def _check_matrix(name: str, x, what: str, *, floating: bool = True) -> torch.Tensor:
+    check_tensor(name, x, what)
+    if floating:
+        check_floating(name, x, what)
+    elif x.dtype.is_complex:
+        raise TypeError(f"{name} must be {what}; got {_describe(x)}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be {what}; got {_describe(x)}")
+    return x
+
+
+def _check_centroids(name: str, c, x: torch.Tensor, x_name: str, rows: str) -> None:
+    D = x.shape[1]
+    what = f"a floating-point tensor [{rows}, D] with D = {D} (as {x_name})"
+    _check_matrix(name, c, what)
+    if c.shape[1] != D or c.shape[0] < 1:
+        raise ValueError(f"{name} must be {what} and at least one row; got {_describe(c)}")
+    check_same_device(name, c, x_name, x)
+    if c.dtype != x.dtype:
+        raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}); got {_describe(c)}")
+
+
+def _check_labels(name: str, labels, B: int, C: int, x_name: str, x: torch.Tensor) -> None:
+    what = f"a tensor [B, C] = [{B}, {C}] (bool, int or float multi-hot)"
+    _check_matrix(name, labels, what, floating=False)
+    if tuple(labels.shape) != (B, C):
+        raise ValueError(f"{name} must be {what} to match {x_name}; got {_describe(labels)}")
+    check_same_device(name, labels, x_name, x)
+
+
+def validate_centroid_distances(x, centroids, backend: str = "auto") -> None:
+    _check_matrix("x", x, "a floating-point tensor [N, D]")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must be a non-empty floating-point tensor [N, D]; got {_describe(x)}")
+    _check_centroids("centroids", centroids, x, "x", "K")
+    check_option("backend", backend, BACKENDS)
+
+
+def validate_wood_inputs(features, labels, class_centroids, ood_centroids, topk,
+                         backend: str = "auto") -> float:
+    """Check the arguments of ``wood_distance_loss``; returns topk as a float."""
+    _check_matrix("features", features, "a floating-point tensor [B, D]")
+    if features.shape[0] < 1 or features.shape[1] < 1:
+        raise ValueError(f"features must be a non-empty floating-point tensor [B, D]; "
+                         f"got {_describe(features)}")
+    _check_centroids("class_centroids", class_centroids, features, "features", "C")
+    _check_centroids("ood_centroids", ood_centroids, features, "features", "K")
+    _check_labels("labels", labels, features.shape[0], class_centroids.shape[0], "features",
+                  features)
+    t = check_finite("topk", topk)
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"topk must be a fraction in [0, 1] (paper: 0.2); got {topk!r}")
+    check_option("backend", backend, BACKENDS)
+    return t
+
+
+def validate_class_centroid_inputs(features, labels) -> None:
+    _check_matrix("features", features, "a floating-point tensor [N, D]")
+    what = f"a tensor [N, C] with N = {features.shape[0]} (bool, int or float; nonzero = present)"
+    _check_matrix("labels", labels, what, floating=False)
+    if labels.shape[0] != features.shape[0] or labels.shape[1] < 1:
+        raise ValueError(f"labels must be {what}; got {_describe(labels)}")
+    check_same_device("labels", labels, "features", features)
+
+
+def check_every_class_present(counts: torch.Tensor) -> None:
+    """class_centroids of a class with no image is undefined. This reads the counts (one host
+    synchronisation): class_centroids runs once before training, never on the hot path."""
+    missing = (counts == 0).nonzero().flatten().tolist()
+    if missing:
+        raise ValueError(
+            f"labels must mark at least one image for every class; classes {missing} have no image "
+            f"(their centroid, the mean feature of their images, is undefined)"
+        )
+
+
+def validate_kmeans_inputs(x, k, iters, init, seed, backend, distributed) -> None:
+    _check_matrix("x", x, "a floating-point tensor [N, D]")
+    if x.shape[1] < 1:
+        raise ValueError(f"x must be a floating-point tensor [N, D] with D >= 1; got {_describe(x)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int; got {_describe(k)}")
+    if not distributed and k > x.shape[0]:
+        raise ValueError(f"k must be at most the number of points N = {x.shape[0]}; got {k}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters must be a non-negative int; got {_describe(iters)}")
+    check_option("init", init, KMEANS_INITS)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be None or an int; got {_describe(seed)}")
+    check_option("backend", backend, BACKENDS)
+    if not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be a bool; got {_describe(distributed)}")
+
+
+def validate_classifier_inputs(logits_in, labels, logits_ood, lambda_) -> None:
+    _check_matrix("logits_in", logits_in, "a floating-point tensor [B, C]")
+    _check_labels("labels", labels, logits_in.shape[0], logits_in.shape[1], "logits_in", logits_in)
+    C = logits_in.shape[1]
+    _check_matrix("logits_ood", logits_ood, f"a floating-point tensor [B_ood, C] with C = {C}")
+    if logits_ood.shape[1] != C:
+        raise ValueError(f"logits_ood must be a floating-point tensor [B_ood, C] with C = {C} "
+                         f"(as logits_in); got {_describe(logits_ood)}")
+    check_same_device("logits_ood", logits_ood, "logits_in", logits_in)
+    check_finite("lambda_", lambda_)

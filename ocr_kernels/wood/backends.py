@@ -1,0 +1,72 @@
+"""Which function runs each W-OoD op on each backend. Fast backends are imported only when chosen.
+
+DISTANCE_IMPLS[name](x, centroids) -> [N, K] fp32 (fp64 for fp64) distances, differentiable.
+LOSS_IMPLS[name](features, labels, class_centroids, ood_centroids, topk) -> 0-dim loss.
+ASSIGN_IMPLS[name](x, centroids, mu) -> (assignments int64 [N], squared distance [N]).
+"""
+from __future__ import annotations
+
+import torch
+
+from .reference import centroid_distances_reference, compute_dtype, wood_distance_loss_reference
+
+
+def _triton_distances(x, c):
+    from .triton_kernels import centroid_distances_triton
+
+    return centroid_distances_triton(x, c)
+
+
+def _triton_loss(*args):
+    from .triton_kernels import wood_distance_loss_triton
+
+    return wood_distance_loss_triton(*args)
+
+
+def _triton_assign(x, c, mu):
+    from .triton_kernels import assign_triton
+
+    return assign_triton(x, c, mu)
+
+
+def _csrc_distances(x, c):
+    from .csrc_ops import centroid_distances_csrc
+
+    return centroid_distances_csrc(x, c)
+
+
+def _csrc_loss(*args):
+    from .csrc_ops import wood_distance_loss_csrc
+
+    return wood_distance_loss_csrc(*args)
+
+
+def _csrc_assign(x, c, mu):
+    from .csrc_ops import assign_csrc
+
+    return assign_csrc(x, c, mu)
+
+
+def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
+    """Nearest centroid of every point by direct differences, in row chunks so that at most
+    ~4M pair-coordinates are alive at a time. Ties go to the lowest index (torch.argmin)."""
+    ct = compute_dtype(x.dtype)
+    N, D = x.shape
+    K = c.shape[0]
+    cc = c.to(ct)
+    rows = max(1, (1 << 22) // max(1, K * D))
+    idx, mind = [], []
+    for s in range(0, N, rows):
+        sq = (x[s:s + rows].to(ct)[:, None, :] - cc[None, :, :]).pow(2).sum(-1)
+        i = sq.argmin(1)
+        idx.append(i)
+        mind.append(sq.gather(1, i[:, None]).squeeze(1))
+    return torch.cat(idx), torch.cat(mind)
+
+
+DISTANCE_IMPLS = {"reference": centroid_distances_reference, "triton": _triton_distances,
+                  "cpu": _csrc_distances, "cuda": _csrc_distances}
+LOSS_IMPLS = {"reference": wood_distance_loss_reference, "triton": _triton_loss,
+              "cpu": _csrc_loss, "cuda": _csrc_loss}
+ASSIGN_IMPLS = {"reference": assign_reference, "triton": _triton_assign,
+                "cpu": _csrc_assign, "cuda": _csrc_assign}

@@ -1,0 +1,74 @@
+"""The C++/CUDA W-OoD ops (backends "cpu" and "cuda"): fake and autograd registrations and the
+functions the dispatch calls. Kernels: csrc/cpu/distance_kernel.cpp, csrc/cuda/distance_kernel.cu,
+per-pair math shared in csrc/wood_pair.h."""
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from .._extension import load
+from .reference import compute_dtype, wood_terms_from_distances
+
+_lock = threading.Lock()
+_registered = False
+
+
+def _register() -> None:
+    lib = "ocr_kernels::"
+
+    @torch.library.register_fake(lib + "wood_distances")
+    def _(x, centroids):
+        return x.new_empty((x.shape[0], centroids.shape[0]), dtype=compute_dtype(x.dtype))
+
+    @torch.library.register_fake(lib + "wood_weighted_diff")
+    def _(a, b, w, dist, gout):
+        return torch.empty_like(a, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake(lib + "wood_assign")
+    def _(x, centroids):
+        n = x.shape[0]
+        return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=compute_dtype(x.dtype))
+
+    def setup(ctx, inputs, output):
+        x, c = inputs
+        ctx.save_for_backward(x, c, output)
+
+    def backward(ctx, grad):
+        x, c, d = ctx.saved_tensors
+        one = torch.ones((), device=d.device, dtype=d.dtype)
+        ops = torch.ops.ocr_kernels
+        gx = ops.wood_weighted_diff(x, c, grad, d, one) if ctx.needs_input_grad[0] else None
+        gc = ops.wood_weighted_diff(c, x, grad.t(), d.t(), one) if ctx.needs_input_grad[1] else None
+        return gx, gc
+
+    torch.library.register_autograd(lib + "wood_distances", backward, setup_context=setup)
+
+
+def ops():
+    """torch.ops.ocr_kernels with the extension loaded and the W-OoD registrations made."""
+    global _registered
+    if not _registered:
+        load()
+        with _lock:
+            if not _registered:
+                _register()
+                _registered = True
+    return torch.ops.ocr_kernels
+
+
+def centroid_distances_csrc(x, centroids):
+    return ops().wood_distances(x, centroids)
+
+
+def wood_distance_loss_csrc(features, labels, class_centroids, ood_centroids, topk):
+    """Distances from the C++/CUDA kernel; the threshold and the two sums are a handful of small
+    device ops on [B, C] and [B, K] (the same code as the reference, no host sync)."""
+    o = ops()
+    d_in = o.wood_distances(features, class_centroids)
+    d_ood = o.wood_distances(features, ood_centroids)
+    return wood_terms_from_distances(d_in, labels, d_ood, topk)
+
+
+def assign_csrc(x, centroids, mu=None):
+    return ops().wood_assign(x, centroids)
