@@ -90,6 +90,22 @@ def _call_reason(name: str, x: torch.Tensor, dtypes: Sequence[torch.dtype]) -> O
     return _runtime_reason(name)
 
 
+def _ensure_loaded(name: str) -> Optional[str]:
+    """Build/load what backend `name` needs now (a no-op once loaded); the reason when that fails.
+
+    The C++ extension counts as available while it is buildable, so its build can only fail here:
+    resolving it at this point lets "auto" fall back and an explicit request name the failure.
+    """
+    if name in ("cpu", "cuda"):
+        from . import _extension
+
+        try:
+            _extension.load()
+        except RuntimeError as exc:
+            return str(exc)
+    return None
+
+
 def resolve_backend(
     requested: str,
     x: torch.Tensor,
@@ -104,7 +120,7 @@ def resolve_backend(
                 f"backend={requested!r} is not implemented for {op}; choose one of "
                 f"{['auto', *implemented]}"
             )
-        reason = _call_reason(requested, x, BACKEND_DTYPES[requested])
+        reason = _call_reason(requested, x, BACKEND_DTYPES[requested]) or _ensure_loaded(requested)
         if reason is not None:
             raise BackendUnavailableError(
                 f"backend={requested!r} cannot run {op} on {x.dtype} {x.device.type} tensors: "
@@ -113,6 +129,7 @@ def resolve_backend(
         return requested
     order = ("triton", "cuda", "reference") if x.device.type == "cuda" else ("cpu", "reference")
     for name in order:
-        if name in implemented and _call_reason(name, x, BACKEND_DTYPES[name]) is None:
+        if name in implemented and _call_reason(name, x, BACKEND_DTYPES[name]) is None \
+                and _ensure_loaded(name) is None:
             return name
     return "reference"

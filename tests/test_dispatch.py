@@ -20,3 +20,20 @@ def test_auto_never_picks_triton_for_cpu_tensors():
     x = torch.zeros(2, 3, 4)
     assert resolve_backend("auto", x, op="t") in ("cpu", "reference")
     assert resolve_backend("auto", x.double(), op="t", implemented=("reference",)) == "reference"
+
+
+def test_failed_build_falls_back_for_auto_and_is_named_for_explicit(monkeypatch):
+    import pytest
+
+    from ocr_kernels import _extension
+    from ocr_kernels._dispatch import BackendUnavailableError
+
+    def broken_load(verbose=False):
+        raise RuntimeError("building/loading the C++ extension failed: CalledProcessError: g++ exit 1")
+
+    monkeypatch.setattr(_extension, "extension_unavailable_reason", lambda backend: None)
+    monkeypatch.setattr(_extension, "load", broken_load)
+    x = torch.zeros(2, 3, 4)
+    assert resolve_backend("auto", x, op="ocr_loss") == "reference"
+    with pytest.raises(BackendUnavailableError, match=r"backend='cpu' cannot run ocr_loss.*g\+\+ exit 1"):
+        resolve_backend("cpu", x, op="ocr_loss")
