@@ -184,6 +184,21 @@ def load(verbose: bool = False) -> str:
         return _loaded
 
 
+_registrars_done: set = set()
+
+
+def registered_ops(register):
+    """torch.ops.ocr_kernels with the extension loaded and `register` -- a module's Python-side
+    registrations (register_fake/register_autograd) of its C++ ops -- run exactly once."""
+    if register not in _registrars_done:
+        load()
+        with _lock:
+            if register not in _registrars_done:
+                register()
+                _registrars_done.add(register)
+    return torch.ops.ocr_kernels
+
+
 def _jit_build(verbose: bool) -> str:
     reason = extension_unavailable_reason("cpu")
     if reason is not None:

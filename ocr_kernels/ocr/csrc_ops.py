@@ -8,16 +8,13 @@ L > 0 (and, for the segmentation maps, where the cross-entropy has a gradient).
 """
 from __future__ import annotations
 
-import threading
 from typing import Optional, Tuple
 
 import torch
 
-from .._extension import load
+from .._extension import registered_ops
 from .._options import GROUP_SPLITS, PIXEL_MODES
 
-_lock = threading.Lock()
-_registered = False
 
 
 def _map_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -86,14 +83,7 @@ def _register() -> None:
 
 def ops():
     """torch.ops.ocr_kernels, with the extension built/loaded and the Python registrations made."""
-    global _registered
-    if not _registered:
-        load()
-        with _lock:
-            if not _registered:
-                _register()
-                _registered = True
-    return torch.ops.ocr_kernels
+    return registered_ops(_register)
 
 
 def ocr_loss_map_csrc(

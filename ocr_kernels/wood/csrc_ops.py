@@ -3,15 +3,12 @@ functions the dispatch calls. Kernels: csrc/cpu/distance_kernel.cpp, csrc/cuda/d
 per-pair math shared in csrc/wood_pair.h."""
 from __future__ import annotations
 
-import threading
 
 import torch
 
-from .._extension import load
+from .._extension import registered_ops
 from .reference import compute_dtype, wood_terms_from_distances
 
-_lock = threading.Lock()
-_registered = False
 
 
 def _register() -> None:
@@ -47,14 +44,7 @@ def _register() -> None:
 
 def ops():
     """torch.ops.ocr_kernels with the extension loaded and the W-OoD registrations made."""
-    global _registered
-    if not _registered:
-        load()
-        with _lock:
-            if not _registered:
-                _register()
-                _registered = True
-    return torch.ops.ocr_kernels
+    return registered_ops(_register)
 
 
 def centroid_distances_csrc(x, centroids):
