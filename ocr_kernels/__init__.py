@@ -1,6 +1,7 @@
 """ocr-kernels: fused kernels for the losses of weakly supervised semantic segmentation."""
 from ._dispatch import BackendStatus, BackendUnavailableError, available_backends
 from .ocr import OCRLoss, oc_error_rate, oc_pixel_mask, ocr_loss, prior_correlation
+from .seg import SegOCRLoss, seg_ocr_loss
 
 __version__ = "0.1.0"
 
@@ -13,4 +14,6 @@ __all__ = [
     "oc_pixel_mask",
     "ocr_loss",
     "prior_correlation",
+    "seg_ocr_loss",
+    "SegOCRLoss",
 ]
