@@ -118,7 +118,6 @@ def make_dataset(n: int, size: int, confuse: float, g: torch.Generator):
             obj = colour.view(3, 1, 1) + 0.08 * torch.randn(3, size, size, generator=g)
             img = torch.where(m, obj, img)
             clean[i][m] = c
-            tags[i, c - 1] = True
             # simulated CAM: blurred mask with a random gain; the object's label, except on a
             # random half-plane where (with probability `confuse`) the twin's CAM wins
             cam = blur(m, 5) * (0.7 + 0.6 * torch.rand(1, generator=g).item())
@@ -135,6 +134,8 @@ def make_dataset(n: int, size: int, confuse: float, g: torch.Generator):
         p = torch.where(cam_fg > thr, cam_label, torch.zeros_like(cam_label))
         p[(cam_fg - thr).abs() < 0.08] = IGNORE  # uncertain band around the CAM threshold
         images[i], pseudo[i] = img.clamp(0, 1), p
+        # tags: the classes still visible (a later object can hide an earlier one completely)
+        tags[i] = torch.bincount(clean[i].flatten(), minlength=NUM_CLASSES + 1)[1:] > 0
     return images, clean, pseudo, tags
 
 
