@@ -45,3 +45,44 @@ def reference_maps64(logits, target, tags, prior, grad_ce=None, grad_ocr=None, i
     goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(torch.float64)
     (grad,) = torch.autograd.grad((gce * ce).sum() + (goc * oc).sum(), z)
     return ce.detach(), oc.detach(), grad
+
+
+def fp32_term_atol(logits, grad_ce=None, grad_ocr=None, ulps: float = 16.0):
+    """Per-element absolute error allowed in a fused fp32 gradient: `ulps` fp32 ulps of the terms
+    that meet in it, scaled by the logits' magnitude.
+
+    The gradient of a pixel sums a CE term g_ce·(softmax − onehot) and an OCR term g_ocr·σ·q of
+    magnitude up to |g_ce| and |g_ocr|, which can cancel (the target class is often the anchor). A
+    kernel that forms softmax as exp(z − lse) with lse held in fp32 has a relative error of about
+    (|z| + 1)·2^-24 in each term (torch's log_softmax is more precise), so after cancellation the
+    absolute error can exceed a bound relative to the (small) result. Bugs give errors of the size
+    of the terms, far above this."""
+    z = logits.detach().to(torch.float64)
+    B = z.shape[0]
+    spatial = z.shape[2:]
+    gce = torch.ones((B, *spatial), dtype=torch.float64) if grad_ce is None else grad_ce.to(torch.float64).abs()
+    goc = torch.ones((B, *spatial), dtype=torch.float64) if grad_ocr is None else grad_ocr.to(torch.float64).abs()
+    scale = (z.abs().amax(dim=1) + 1.0) * (gce + goc)
+    return (ulps * 2.0 ** -24 * scale).unsqueeze(1).expand_as(z)
+
+
+def assert_close_grad(actual, expected, rtol, atol, what="grad", mask=None):
+    """assert_close_rel's bound (rtol relative with a 1%-of-max floor) plus an elementwise atol."""
+    a = actual.detach().to(torch.float64)
+    e = expected.detach().to(torch.float64)
+    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+    if mask is not None:
+        a = torch.where(mask, a, torch.zeros_like(a))
+        e = torch.where(mask, e, torch.zeros_like(e))
+    assert torch.isfinite(a).all(), f"{what}: non-finite values in the result"
+    floor = e.abs().max() * 1e-2 if e.numel() else 0.0
+    err = (a - e).abs()
+    bound = rtol * (e.abs() + floor) + atol + 1e-30
+    bad = err > bound
+    if bad.any():
+        i = int(torch.argmax((err / bound).flatten()))
+        raise AssertionError(
+            f"{what}: {int(bad.sum())} of {e.numel()} elements off; worst at flat index {i}: got "
+            f"{a.flatten()[i].item():.9g}, expected {e.flatten()[i].item():.9g}, allowed error "
+            f"{bound.flatten()[i].item():.3g} (rtol={rtol})"
+        )
