@@ -106,6 +106,8 @@ def test_explicit_backend_that_is_not_registered_raises(good):
 
     logits, target, tags, prior = good
     missing = [b for b in ("triton", "cpu", "cuda") if b not in SEG_OCR_IMPLS]
+    if not missing:
+        pytest.skip("every fast backend is registered in this build")
     for b in missing:
         with pytest.raises(BackendUnavailableError, match=f"backend='{b}' is not implemented for seg_ocr_loss"):
             seg_ocr_loss(logits, target, tags, prior, backend=b)
