@@ -35,20 +35,16 @@ def reduce_seg_maps(
 ) -> torch.Tensor:
     """The one place the two maps become the scalar objective (see ``seg_ocr_loss``)."""
     n_pixels = ce_map.numel()
-    n_valid = (target != ignore_index).sum()
-    world = 1
-    if global_mean:
-        n_valid, n_all, world = _global_counts(n_valid, n_pixels)
-    else:
-        n_all = n_pixels
+    if not global_mean:
+        ce_den = (target != ignore_index).sum().clamp_min(1).to(ce_map.dtype) \
+            if ce_average == "valid" else n_pixels
+        return ce_map.sum() / ce_den + alpha * ocr_map.mean()
+    n_valid, n_all, world = _global_counts((target != ignore_index).sum(), n_pixels)
     ce_den = n_valid.clamp_min(1) if ce_average == "valid" else n_all
-    if isinstance(ce_den, torch.Tensor):
-        ce_den = ce_den.to(ce_map.dtype)
-    if isinstance(n_all, torch.Tensor):
-        n_all = n_all.to(ocr_map.dtype)
-    # With global_mean each rank returns world * (its share of the global sums): DDP averages the
-    # gradients over the ranks, which turns that back into the gradient of the global mean.
-    return world * (ce_map.sum() / ce_den + alpha * (ocr_map.sum() / n_all))
+    # Each rank returns world * (its share of the global sums): DDP averages the gradients over
+    # the ranks, which turns that back into the gradient of the global mean.
+    return world * (ce_map.sum() / ce_den.to(ce_map.dtype)
+                     + alpha * (ocr_map.sum() / n_all.to(ocr_map.dtype)))
 
 
 def seg_ocr_loss(
