@@ -265,7 +265,7 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, default=32, help="image side in pixels")
     p.add_argument("--train", type=int, default=512, help="training images")
     p.add_argument("--val", type=int, default=256, help="held-out images (clean masks)")
-    p.add_argument("--steps", type=int, default=800, help="training steps per objective")
+    p.add_argument("--steps", type=int, default=1600, help="training steps per objective")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--width", type=int, default=32, help="network width")
     p.add_argument("--lr", type=float, default=3e-3)
