@@ -23,4 +23,5 @@ def _csrc(*args):
 
 OCR_LOSS_MAP_IMPLS = {
     "reference": ocr_loss_map_reference,
+    "triton": _triton,
 }

@@ -1,0 +1,456 @@
+"""Triton-specific tests of the OCR kernels (the shared matrix is tests/ocr/test_backends.py).
+
+What the matrix does not cover: torch.library registration (opcheck, torch.compile without graph
+breaks), the chunked large-C path at small C (ties across chunk borders), the 64-bit offset path,
+layouts beyond contiguous/channels_last, strided and expanded upstream gradients, the fused
+CE + OCR maps of the segmentation objective, and "no copy of the logits".
+
+Runs on CUDA when there is a device, otherwise on the CPU under TRITON_INTERPRET=1.
+"""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
+                     make_ocr_inputs, reference64)
+from ocr_kernels import ocr_loss
+from ocr_kernels._dispatch import available_backends
+
+if not available_backends()["triton"].available:
+    pytest.skip(f"triton: {available_backends()['triton'].reason}", allow_module_level=True)
+
+import ocr_kernels.ocr.triton_kernel as tk  # noqa: E402
+from ocr_kernels.ocr.triton_kernel import ocr_loss_map_triton, seg_ocr_loss_maps_triton  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """Force the chunked class loop at small C: blocks of 4 classes."""
+    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
+    monkeypatch.setattr(tk, "CHUNK_C", 4)
+
+
+def _keep(logits, tags, prior, opts):
+    if opts.get("group_split", "ada") != "ada" or prior is None:
+        return torch.ones((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.bool)
+    return ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2))
+
+
+def check_map(logits, tags, prior, grad_map=None, rtol=1e-5, **opts):
+    """Triton loss map and gradient (for any layout of logits and grad_map) vs the fp64 reference."""
+    z = logits.detach().to(DEV).requires_grad_(True)
+    loss = ocr_loss_map_triton(z, tags.to(DEV), None if prior is None else prior.to(DEV),
+                               opts.get("margin", 2.0), opts.get("threshold", 0.2),
+                               opts.get("group_split", "ada"), opts.get("pixels", "oc"))
+    g = torch.ones_like(loss) if grad_map is None else grad_map.to(DEV)
+    loss.backward(g)
+    want_loss, want_grad = reference64(logits.cpu(), tags, prior, grad_map=g.cpu(), **opts)
+    keep = _keep(logits.cpu(), tags, prior, opts)
+    assert loss.dtype == torch.float32 and z.grad.dtype == logits.dtype
+    assert_close_rel(loss.detach().cpu(), want_loss, rtol, "loss", keep)
+    assert_close_rel(z.grad.cpu(), want_grad, rtol, "grad", keep.unsqueeze(1).expand_as(want_grad))
+    return z.grad
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked class loop
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+@pytest.mark.parametrize("pixels", PIXEL_MODES)
+def test_chunked_path_matches_reference(chunked, group_split, pixels):
+    logits, tags, prior = make_ocr_inputs(2, 13, (4, 5), tag_p=0.4)
+    tags[1] = 1  # every class tagged: no OC class, loss 0
+    check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
+              pixels=pixels)
+
+
+@pytest.mark.parametrize("path", ["block", "chunked"])
+def test_ties_across_chunks_take_lowest_index(request, path):
+    if path == "chunked":
+        request.getfixturevalue("chunked")
+    # Equal maxima in chunks 0, 2 and 3 (classes 2, 9, 12 of 13): the prediction is class 2, and
+    # the anchor the lowest tied IC class -- exactly torch.argmax's choice.
+    C1 = 13
+    logits = torch.zeros(2, C1, 3, 4)
+    logits[:, [2, 9, 12]] = 5.0
+    logits[:, :, 0, 0] = 0.0  # an all-tied pixel: prediction and anchor are class 0
+    logits[:, 10, 2, :] = 5.0  # another IC/IC tie (10 before 12) on one row
+    tags = torch.zeros(2, C1 - 1, dtype=torch.int64)
+    tags[0, [8, 9, 11]] = 1  # classes 9, 10, 12 in IC; 2 is OC -> OC pixels
+    tags[1, [1, 9, 11]] = 1  # class 2 in IC -> IC pixels
+    prior = torch.full((C1, C1), 0.5)
+    for split in GROUP_SPLITS:
+        for pix in PIXEL_MODES:
+            check_map(logits, tags, prior, group_split=split, pixels=pix)
+    # hand-derived: image 0, pixel (1, 1): pred 2 (OC), "max" group {A = 9}, OC = all but
+    # {0, 9, 10, 12}: lse_oc = log(e^5 + 8·e^0) over classes 1-8 and 11, s = -5 + lse_oc + 2.
+    z = logits.to(DEV)
+    got = ocr_loss_map_triton(z, tags.to(DEV), None, 2.0, 0.2, "max", "oc")[0, 1, 1].item()
+    s = -5.0 + torch.log(torch.tensor(torch.e**5 + 8.0, dtype=torch.float64)).item() + 2.0
+    assert abs(got - torch.nn.functional.softplus(torch.tensor(s, dtype=torch.float64)).item()) < 1e-5
+
+
+@pytest.mark.parametrize("path", ["block", "chunked"])
+def test_integer_logits_with_many_ties(request, path):
+    if path == "chunked":
+        request.getfixturevalue("chunked")
+    logits = torch.randint(-2, 3, (3, 11, 4, 6)).float()
+    tags = (torch.rand(3, 10) < 0.4).long()
+    prior = torch.rand(11, 11)
+    for split in GROUP_SPLITS:
+        check_map(logits, tags, prior, group_split=split, pixels="all",
+                  grad_map=torch.randn(3, 4, 6))
+
+
+@settings(max_examples=max(10, int(os.environ.get("OCR_HYPOTHESIS_EXAMPLES", "200")) // 4),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 2),
+    C1=st.integers(3, 30),
+    chunk=st.sampled_from([4, 8]),
+    spatial=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
+    integer=st.booleans(),
+    tag_p=st.floats(0.0, 1.0),
+    group_split=st.sampled_from(GROUP_SPLITS),
+    pixels=st.sampled_from(PIXEL_MODES),
+    threshold=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_hypothesis_chunked(B, C1, chunk, spatial, scale, integer, tag_p, group_split, pixels,
+                            threshold, seed):
+    # The chunked class loop against the reference, chunk borders anywhere; integer logits make
+    # ties across chunks common.
+    g = torch.Generator().manual_seed(seed)
+    logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)
+    if integer:
+        logits = logits.round().clamp(-3, 3)
+    grad_map = torch.randn((B, *spatial), generator=g)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tk, "MAX_BLOCK_C", 2)
+        mp.setattr(tk, "CHUNK_C", chunk)
+        check_map(logits, tags, prior, grad_map=grad_map, group_split=group_split, pixels=pixels,
+                  threshold=threshold)
+
+
+def test_chunked_fp16(chunked):
+    logits, tags, prior = make_ocr_inputs(2, 10, (3, 5), dtype=torch.float16)
+    check_map(logits, tags, prior, rtol=2e-3, pixels="all")
+
+
+def test_int64_offsets_path(monkeypatch):
+    # The 64-bit offset switch, forced on small tensors (sizes past 2^31 need a GPU: see below).
+    monkeypatch.setattr(tk, "_FORCE_INT64", True)
+    logits, tags, prior = make_ocr_inputs(2, 7, (3, 4, 2))
+    check_map(logits, tags, prior, pixels="all", grad_map=torch.randn(2, 3, 4, 2))
+    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
+    monkeypatch.setattr(tk, "CHUNK_C", 4)
+    check_map(logits, tags, prior, pixels="all")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts and upstream gradients
+# ---------------------------------------------------------------------------------------------
+def _layouts():
+    B, C1, H, W = 2, 6, 5, 7
+
+    def r(*shape):
+        return torch.randn(*shape) * 3
+
+    yield "channels_last", r(B, C1, H, W).contiguous(memory_format=torch.channels_last)
+    yield "channels_last_3d", r(B, C1, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
+    yield "permuted", r(B, W, H, C1).permute(0, 3, 2, 1)  # spatial dims do not collapse
+    yield "sliced_h", r(B, C1, 2 * H, W)[:, :, ::2]  # not dense, general index path
+    yield "sliced_w", r(B, C1, H, 2 * W)[..., ::2]  # not dense, one spatial stride
+    yield "class_slice", r(B, 2 * C1, H, W)[:, ::2]
+    yield "expanded_batch", r(1, C1, H, W).expand(B, C1, H, W)
+
+
+@pytest.mark.parametrize("name, logits", list(_layouts()), ids=[n for n, _ in _layouts()])
+def test_layouts(name, logits):
+    B, C1 = logits.shape[:2]
+    _, tags, prior = make_ocr_inputs(B, C1, (1,))
+    grad = check_map(logits, tags, prior, pixels="all", grad_map=torch.randn(logits.shape[:1] + logits.shape[2:]))
+    if name in ("channels_last", "channels_last_3d", "permuted"):  # dense layouts
+        assert grad.stride() == logits.stride(), "the gradient keeps the logits' layout"
+
+
+@pytest.mark.parametrize("kind", ["expanded", "transposed", "sum_reduction"])
+def test_strided_and_expanded_grad_map(kind):
+    logits, tags, prior = make_ocr_inputs(2, 6, (5, 7))
+    if kind == "expanded":
+        check_map(logits, tags, prior, pixels="all",
+                  grad_map=torch.tensor(-0.7).expand(2, 5, 7))
+    elif kind == "transposed":
+        check_map(logits, tags, prior, pixels="all",
+                  grad_map=torch.randn(2, 7, 5).transpose(1, 2))
+    else:  # sum's backward hands the kernel a stride-0 expanded tensor
+        z = logits.to(DEV).requires_grad_(True)
+        ocr_loss(z, tags.to(DEV), prior.to(DEV), pixels="all", reduction="sum",
+                 backend="triton").backward()
+        _, want = reference64(logits, tags, prior, pixels="all")
+        keep = ~ambiguous_pixels(logits, tags, prior)
+        assert_close_rel(z.grad.cpu(), want, 1e-5, "grad", keep.unsqueeze(1).expand_as(want))
+
+
+def test_zero_upstream_gradient_skips_pixels():
+    # Where grad_map == 0 the backward does not read the logits: the gradient there is exactly 0,
+    # even for logits that would give NaN if they were read.
+    logits, tags, prior = make_ocr_inputs(1, 5, (2, 3))
+    logits[0, :, 0, 0] = float("nan")
+    z = logits.to(DEV).requires_grad_(True)
+    loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV), 2.0, 0.2, "ada", "all")
+    g = torch.ones(1, 2, 3, device=DEV)
+    g[0, 0, 0] = 0.0
+    loss.backward(g)
+    assert (z.grad[0, :, 0, 0] == 0).all()
+    assert torch.isfinite(z.grad[0, :, 1:]).all()
+
+
+def test_no_copy_of_the_logits(monkeypatch):
+    # Contiguous, channels_last and an arbitrary layout: the launchers allocate the outputs and
+    # nothing else (no clone/contiguous/copy), and hand the kernels the caller's own logits
+    # storage with its own strides. The kernels are replaced by recorders (the interpreter itself
+    # copies every argument to and from numpy, which is no part of the GPU path).
+    recorded, launched = [], []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            recorded.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    class Launch:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launched.append(args)
+
+    monkeypatch.setattr(tk, "_fwd_kernel", Launch())
+    monkeypatch.setattr(tk, "_bwd_kernel", Launch())
+    layouts = dict(_layouts())
+    for name in ("channels_last", "channels_last_3d", "permuted"):
+        logits = layouts[name].to(DEV)
+        B, C1 = logits.shape[:2]
+        tags = torch.ones(B, C1 - 1, dtype=torch.int64, device=DEV)
+        prior = torch.rand(C1, C1, device=DEV)
+        g = torch.ones((B,) + tuple(logits.shape[2:]), device=DEV)
+        launched.clear()
+        with Record():
+            loss, _ = tk._forward(logits, None, tags, prior, 2.0, 0.2, "ada", "all", -100)
+            dz = tk._backward(g, None, logits, None, tags, prior, loss, 0.2, "ada", -100)
+        assert [a[0] is logits for a in launched] == [True, True], name
+        assert dz.stride() == logits.stride()
+        # the strides passed: batch, class, and (FLAT) the one collapsed spatial stride
+        fwd = launched[0]
+        assert fwd[10:12] == (logits.stride(0), logits.stride(1)), name
+    copies = [op for op in recorded if any(w in op for w in ("copy", "clone", "contiguous"))]
+    assert not copies, copies
+    assert any("empty" in op for op in recorded), "the recording saw the launchers' allocations"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused cross-entropy + OCR maps (issue 6)
+# ---------------------------------------------------------------------------------------------
+def _seg_reference(logits, target, tags, prior, gce, gocr, ignore_index, **opts):
+    z = logits.detach().double().requires_grad_(True)
+    ce = F.cross_entropy(z, target, ignore_index=ignore_index, reduction="none")
+    from ocr_kernels.ocr.reference import ocr_loss_map_reference
+    ocr = ocr_loss_map_reference(z, tags, None if prior is None else prior.double(),
+                                 opts.get("margin", 2.0), opts.get("threshold", 0.2),
+                                 opts.get("group_split", "ada"), opts.get("pixels", "oc"))
+    ((ce * gce.double()).sum() + (ocr * gocr.double()).sum()).backward()
+    return ce.detach(), ocr.detach(), z.grad
+
+
+@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+def test_seg_maps_match_cross_entropy_and_reference(request, path, layout, group_split):
+    if path == "chunked":
+        request.getfixturevalue("chunked")
+    logits, tags, prior = make_ocr_inputs(2, 9, (5, 6), tag_p=0.4)
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 9, (2, 5, 6))
+    target[0, :2] = 255  # ignored
+    gce, gocr = torch.randn(2, 5, 6), torch.randn(2, 5, 6)
+    z = logits.detach().clone().to(DEV).requires_grad_(True)
+    ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV), 2.0, 0.2,
+                                       group_split, "oc", 255)
+    torch.autograd.backward([ce, ocr], [gce.to(DEV), gocr.to(DEV)])
+    want_ce, want_ocr, want_grad = _seg_reference(logits, target, tags, prior, gce, gocr, 255,
+                                                  group_split=group_split)
+    keep = _keep(logits, tags, prior, {"group_split": group_split})
+    assert ce.dtype == ocr.dtype == torch.float32
+    assert (ce.detach().cpu()[0, :2] == 0).all()
+    assert_close_rel(ce.detach().cpu(), want_ce, 1e-5, "ce")
+    assert_close_rel(ocr.detach().cpu(), want_ocr, 1e-5, "ocr", keep)
+    # softmax_t − 1 cancels in fp32 as in torch's own fp32 cross_entropy, which misses 1e-5 on
+    # about 1 in 50 such draws: the summed gradient is held to 1e-4.
+    assert_close_rel(z.grad.cpu(), want_grad, 1e-4, "grad", keep.unsqueeze(1).expand_as(want_grad))
+
+
+def test_seg_maps_one_term_used_and_bad_target():
+    # Only the CE map reaches the loss (the OCR map's gradient is absent), and a target outside
+    # [0, C] that is not ignore_index never reads out of bounds; the OCR map is unaffected.
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
+    target = torch.randint(0, 5, (2, 3, 4))
+    z = logits.detach().clone().to(DEV).requires_grad_(True)
+    ce, _ = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV), 2.0, 0.2,
+                                     "max", "all", -100)
+    ce.sum().backward()
+    zr = logits.double().requires_grad_(True)
+    F.cross_entropy(zr, target, reduction="sum").backward()
+    assert_close_rel(z.grad.cpu(), zr.grad, 1e-5, "ce-only grad")
+
+    bad = target.clone()
+    bad[0, 0, 0], bad[1, 2, 3] = 10**6, -7
+    ce, ocr = seg_ocr_loss_maps_triton(logits.to(DEV), bad.to(DEV), tags.to(DEV), prior.to(DEV),
+                                       2.0, 0.2, "max", "all", -100)
+    want, _ = reference64(logits, tags, prior, group_split="max", pixels="all")
+    assert_close_rel(ocr.cpu(), want, 1e-5, "ocr map with a bad target")
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library: opcheck and torch.compile
+# ---------------------------------------------------------------------------------------------
+def test_opcheck():
+    logits, tags, prior = make_ocr_inputs(2, 6, (4, 5), device=DEV)
+    z = logits.clone().requires_grad_(True)
+    torch.library.opcheck(tk._ocr_map_op, (z, tags, prior, 2.0, 0.2, "ada", "oc"))
+    torch.library.opcheck(tk._ocr_map_op, (z, tags, None, 1.0, 0.2, "all", "all"))
+    target = torch.randint(0, 6, (2, 4, 5), device=DEV)
+    target[0, 0] = -100
+    torch.library.opcheck(tk._seg_maps_op, (z, target, tags, prior, 2.0, 0.2, "ada", "all", -100))
+    L = torch.rand(2, 4, 5, device=DEV)
+    g = torch.randn(2, 4, 5, device=DEV)
+    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, tags, prior, L, 0.2, "ada", -100))
+    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, tags, prior, L, 0.2,
+                                            "max", -100))
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_training_step_fullgraph(backend):
+    # fullgraph=True raises on any graph break: validation, dispatch and both custom ops trace.
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 6, 1).to(DEV)
+    x = torch.randn(2, 3, 5, 4, device=DEV)
+    _, tags, prior = make_ocr_inputs(2, 6, (1,), device=DEV)
+
+    def step(x):
+        return ocr_loss(conv(x) * 3, tags, prior, pixels="all", backend="triton")
+
+    compiled = torch.compile(step, fullgraph=True, backend=backend)
+    loss = compiled(x)
+    loss.backward()
+    got = [p.grad.clone() for p in conv.parameters()]
+    conv.zero_grad()
+    want = step(x)
+    want.backward()
+    assert torch.allclose(loss, want, rtol=1e-6, atol=0)
+    for a, b in zip(got, (p.grad for p in conv.parameters())):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_torch_compile_dynamic_shapes_and_seg():
+    # Symbolic shapes through the fake kernels (a second spatial size reuses the graph).
+    _, tags, prior = make_ocr_inputs(2, 5, (1,), device=DEV)
+
+    def f(z, target):
+        ce, ocr = seg_ocr_loss_maps_triton(z, target, tags, prior, 2.0, 0.2, "ada", "all", -100)
+        return ce.mean() + 0.5 * ocr.mean()
+
+    cf = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
+    for hw in [(3, 4), (5, 2)]:
+        z = (torch.randn(2, 5, *hw, device=DEV) * 3).requires_grad_(True)
+        t = torch.randint(0, 5, (2, *hw), device=DEV)
+        cf(z, t).backward()
+        z2 = z.detach().clone().requires_grad_(True)
+        f(z2, t).backward()
+        assert torch.allclose(z.grad, z2.grad, rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU only
+# ---------------------------------------------------------------------------------------------
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("C1, path", [(21, "block"), (81, "block"), (300, "chunked")])
+def test_bf16_on_gpu(C1, path):
+    logits, tags, prior = make_ocr_inputs(2, C1, (9, 11), dtype=torch.bfloat16)
+    check_map(logits, tags, prior, rtol=1e-2, pixels="all")
+
+
+@gpu
+@needs_cuda
+@pytest.mark.slow
+def test_offsets_past_2_31_on_gpu():
+    # 2 · 21 · 8192 · 6300 > 2^31 elements (bf16: 4.3 GB): per-pixel results of the last rows,
+    # which only 64-bit offsets reach, against the reference on those rows.
+    B, C1, H, W = 2, 21, 8192, 6300
+    logits = torch.randn(B, C1, H, W, device="cuda", dtype=torch.bfloat16) * 3
+    assert logits.numel() > 2**31
+    tags = (torch.rand(B, C1 - 1, device="cuda") < 0.3).long()
+    z = logits.requires_grad_(True)
+    loss = ocr_loss_map_triton(z, tags, None, 2.0, 0.2, "all", "all")
+    loss.backward(torch.ones_like(loss))
+    tail = logits.detach()[:, :, -2:].float().cpu()
+    want_loss, want_grad = reference64(tail, tags.cpu(), None, group_split="all", pixels="all")
+    assert_close_rel(loss.detach()[:, -2:].cpu(), want_loss, 1e-5, "loss")
+    assert_close_rel(z.grad[:, :, -2:].float().cpu(), want_grad, 1e-2, "grad")
+
+
+# ---------------------------------------------------------------------------------------------
+# The alternative backward design (kept for GPU measurement)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+def test_keep_grad_design_matches_reference(monkeypatch, group_split):
+    monkeypatch.setattr(tk, "DESIGN", "keep_grad")
+    logits, tags, prior = make_ocr_inputs(2, 7, (4, 5), tag_p=0.4)
+    check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
+              pixels="all")
+    cl = logits.contiguous(memory_format=torch.channels_last)
+    grad = check_map(cl, tags, prior, group_split=group_split, pixels="oc")
+    assert grad.stride() == cl.stride()
+
+
+def test_keep_grad_opcheck():
+    logits, tags, prior = make_ocr_inputs(2, 6, (3, 5), device=DEV)
+    z = logits.clone().requires_grad_(True)
+    torch.library.opcheck(tk._ocr_map_keep_grad_op, (z, tags, prior, 2.0, 0.2, "ada", "all"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The real compiler (no GPU needed)
+# ---------------------------------------------------------------------------------------------
+def _has_nvidia_toolchain():
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec("triton")
+    root = os.path.dirname(spec.origin) if spec and spec.origin else ""
+    return os.path.exists(os.path.join(root, "backends", "nvidia", "bin", "ptxas"))
+
+
+@pytest.mark.skipif(not _has_nvidia_toolchain(), reason="triton's NVIDIA backend (ptxas) is absent")
+@pytest.mark.timeout(600)
+def test_kernels_compile_for_sm90(tmp_path):
+    # The interpreter is lenient about types; compile every code path for an H100 with triton's
+    # own compiler and ptxas, in a subprocess without TRITON_INTERPRET.
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, os.path.join(root, "tests", "ocr", "triton_aot_compile.py")],
+                          env=env, capture_output=True, text=True, timeout=580)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.stdout.count("ok ") == 10
