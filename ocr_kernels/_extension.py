@@ -1,8 +1,218 @@
-"""Loading of the C++/CUDA extension (csrc/). Replaced by the csrc backend work."""
+"""Building and loading the C++/CUDA extension (csrc/).
+
+The extension is one shared library, ``ocr_kernels_C``, with every op of the ``ocr_kernels``
+namespace (schemas in csrc/ops.cpp, CPU kernels in csrc/cpu/*.cpp, CUDA kernels in csrc/cuda/*.cu
+with their bindings in csrc/cuda/*.cpp). It comes from, in order:
+
+1. an ahead-of-time build made at install time (``OCR_KERNELS_BUILD_EXT=1 pip install
+   --no-build-isolation .``), found as ``ocr_kernels/_C*.so``;
+2. a JIT build through ``torch.utils.cpp_extension.load`` (ninja), made on first use and cached
+   under ``$OCR_KERNELS_BUILD_DIR`` (default ``~/.cache/ocr_kernels``) in a folder keyed by the
+   sources' hash and the torch/Python/CUDA versions, so later processes load it in a second.
+   ``python -m ocr_kernels.build_ext`` builds it ahead of the first use.
+
+Sources are discovered by glob, so new kernel files are built without editing this module. Nothing
+here runs at import time: without a toolchain the package imports and "auto" falls back to the
+reference; an explicit backend="cpu"/"cuda" raises with the reason.
+"""
 from __future__ import annotations
 
-from typing import Optional
+import functools
+import glob
+import hashlib
+import os
+import shutil
+import sys
+import sysconfig
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+
+EXT_NAME = "ocr_kernels_C"
+_PKG_DIR = Path(__file__).resolve().parent
+
+_lock = threading.RLock()
+_loaded: Optional[str] = None  # path of the loaded library
+_load_error: Optional[str] = None  # why building/loading failed (kept: we do not retry)
+
+
+def csrc_dir() -> Optional[Path]:
+    """The csrc/ tree: shipped inside the package (ocr_kernels/csrc) or beside it (a checkout)."""
+    for d in (_PKG_DIR / "csrc", _PKG_DIR.parent / "csrc"):
+        if (d / "ops.cpp").is_file():
+            return d
+    return None
+
+
+def cuda_build_possible() -> bool:
+    """True when this torch has CUDA and nvcc can be found (the CUDA kernels are then built)."""
+    if torch.version.cuda is None:
+        return False
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None and Path(CUDA_HOME, "bin", "nvcc").exists()
+
+
+def sources(root: Optional[Path] = None, with_cuda: Optional[bool] = None) -> List[str]:
+    """Every translation unit of the extension (sorted, so the build is reproducible)."""
+    root = root or csrc_dir()
+    if root is None:
+        return []
+    if with_cuda is None:
+        with_cuda = cuda_build_possible()
+    pats = ["*.cpp", "cpu/*.cpp"] + (["cuda/*.cu", "cuda/*.cpp"] if with_cuda else [])
+    return sorted({p for pat in pats for p in glob.glob(str(root / pat))})
+
+
+def _compiler() -> Optional[str]:
+    cxx = os.environ.get("CXX", "c++")
+    return shutil.which(cxx) or shutil.which("g++") or shutil.which("clang++")
+
+
+def cflags() -> List[str]:
+    # -fopenmp: at::parallel_for is a header template that only runs in parallel when the including
+    # translation unit is compiled with OpenMP. -fno-trapping-math/-fno-math-errno let GCC turn the
+    # selects of the CPU tile loops into blends and vectorise them (we never read FP flags/errno);
+    # no -ffast-math: the kernels rely on IEEE infinities and exact rounding tricks.
+    return ["-O3", "-fopenmp", "-fno-trapping-math", "-fno-math-errno"]
+
+
+def cuda_cflags() -> List[str]:
+    return ["-O3", "--use_fast_math", "-lineinfo"]
+
+
+def _build_dir(srcs: List[str], with_cuda: bool) -> Path:
+    h = hashlib.sha256()
+    for flag in (torch.__version__, str(torch.version.cuda), sys.version, sysconfig.get_platform(),
+                 " ".join(cflags()), " ".join(cuda_cflags()) if with_cuda else ""):
+        h.update(flag.encode())
+    root = csrc_dir()
+    headers = sorted(glob.glob(str(root / "**" / "*.h"), recursive=True)) if root else []
+    for f in sorted(set(srcs) | set(headers)):
+        h.update(os.path.relpath(f, root).encode())
+        h.update(Path(f).read_bytes())
+    base = Path(os.environ.get("OCR_KERNELS_BUILD_DIR", Path.home() / ".cache" / "ocr_kernels"))
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}"
+    tag += f"-cu{torch.version.cuda}" if with_cuda else "-cpu"
+    return base / f"{tag}-{h.hexdigest()[:16]}"
+
+
+@functools.lru_cache(maxsize=None)
+def _jit_target() -> Optional[Path]:
+    """Where the JIT build of the current sources lives (built or not); None without sources."""
+    if csrc_dir() is None:
+        return None
+    with_cuda = cuda_build_possible()
+    return _build_dir(sources(with_cuda=with_cuda), with_cuda) / f"{EXT_NAME}.so"
+
+
+def _cached_library() -> Optional[Path]:
+    """A finished JIT build of exactly these sources, flags and versions (loadable without a
+    compiler or ninja)."""
+    lib = _jit_target()
+    return lib if lib is not None and lib.is_file() else None
+
+
+def _prebuilt() -> Optional[Path]:
+    found = sorted(_PKG_DIR.glob("_C*.so")) + sorted(_PKG_DIR.glob("_C*.pyd"))
+    return found[0] if found else None
 
 
 def extension_unavailable_reason(backend: str) -> Optional[str]:
-    return "the C++ extension is not part of this build yet"
+    """Why backend "cpu"/"cuda" cannot run in this process (None: built, or buildable on first use).
+
+    Cheap: looks for the library or the toolchain; the build itself happens on first use.
+    """
+    if _load_error is not None:
+        return _load_error
+    if backend == "cuda":
+        if torch.version.cuda is None:
+            return "this torch build has no CUDA (torch.version.cuda is None)"
+        if _loaded is not None:
+            return None if _has_cuda_kernels() else "the extension was built without its CUDA kernels"
+        prebuilt = _prebuilt()
+        if prebuilt is not None:
+            return None
+        if not cuda_build_possible():
+            return "nvcc (CUDA_HOME) was not found, so the CUDA kernels cannot be built"
+    if _loaded is not None or _prebuilt() is not None or _cached_library() is not None:
+        return None
+    if csrc_dir() is None:
+        return "the csrc/ sources are not installed with the package, so it cannot be built"
+    if _compiler() is None:
+        return "no C++ compiler was found (set CXX or install g++) to build the extension"
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not is_ninja_available():
+        return "ninja was not found (pip install ninja) to build the extension"
+    return None
+
+
+def _has_cuda_kernels() -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key("ocr_kernels::ocr_loss_map", "CUDA")
+    except Exception:
+        return False
+
+
+def load(verbose: bool = False) -> str:
+    """Load the extension, building it first when needed; returns the library's path.
+
+    Raises RuntimeError with the reason when it cannot be built or loaded (and remembers it, so
+    that "auto" falls back from then on).
+    """
+    global _loaded, _load_error
+    if _loaded is not None:
+        return _loaded
+    with _lock:
+        if _loaded is not None:
+            return _loaded
+        if _load_error is not None:
+            raise RuntimeError(_load_error)
+        try:
+            prebuilt = _prebuilt()
+            if prebuilt is not None:
+                torch.ops.load_library(str(prebuilt))
+                _loaded = str(prebuilt)
+            else:
+                _loaded = _jit_build(verbose)
+        except Exception as exc:
+            _load_error = f"building/loading the C++ extension failed: {type(exc).__name__}: {exc}"
+            raise RuntimeError(_load_error) from exc
+        return _loaded
+
+
+def _jit_build(verbose: bool) -> str:
+    reason = extension_unavailable_reason("cpu")
+    if reason is not None:
+        raise RuntimeError(reason)
+    from torch.utils.cpp_extension import load as cpp_load
+
+    cached = _cached_library()
+    if cached is not None:  # the build directory's name is the hash of what went into it
+        torch.ops.load_library(str(cached))
+        return str(cached)
+    with_cuda = cuda_build_possible()
+    srcs = sources(with_cuda=with_cuda)
+    build_dir = _build_dir(srcs, with_cuda)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    lib = build_dir / f"{EXT_NAME}.so"
+    if not lib.exists():
+        print(f"ocr-kernels: building the C++{'/CUDA' if with_cuda else ''} extension once "
+              f"(about a minute) in {build_dir}", file=sys.stderr, flush=True)
+    root = csrc_dir()
+    cpp_load(
+        name=EXT_NAME,
+        sources=srcs,
+        extra_cflags=cflags(),
+        extra_cuda_cflags=cuda_cflags(),
+        extra_ldflags=["-fopenmp"],
+        extra_include_paths=[str(root)],
+        build_directory=str(build_dir),
+        with_cuda=with_cuda,
+        is_python_module=False,
+        verbose=verbose,
+    )
+    return str(lib)

@@ -24,4 +24,7 @@ def _csrc(*args):
 OCR_LOSS_MAP_IMPLS = {
     "reference": ocr_loss_map_reference,
     "triton": _triton,
+    # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
+    "cpu": _csrc,
+    "cuda": _csrc,
 }

@@ -1,0 +1,307 @@
+// CPU kernels of the OCR ops (and of the fused segmentation maps).
+//
+// Work unit: a tile of up to P consecutive pixels of one image. The class loop is outside and the
+// pixel loop inside, so every inner loop runs over P independent lanes with no loop-carried
+// dependence and GCC vectorises it (branches become blends, exp is a polynomial below). For
+// contiguous fp32/fp64 logits the tile rows are read in place (row k = base + k·H·W); otherwise
+// (fp16/bf16, channels_last, other strides) the tile is converted/transposed once into a small
+// fp32 buffer that stays in cache for the few passes over it. The hot loops are compiled twice
+// (baseline x86-64 and AVX2+FMA) and picked at run time.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "../ocr_host.h"
+#include "../ocr_pixel.h"
+
+#include "ocr_tiles.h"
+
+namespace ocr {
+namespace {
+
+using namespace ocr::cpu;
+
+// Entry points compiled for the baseline ISA and for AVX2+FMA; the tile code above is
+// always_inline so each instantiates its own copy.
+template <typename scalar_t, typename acc_t, bool CE>
+void forward_default(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
+  forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
+}
+template <typename scalar_t, typename acc_t, bool CE>
+void backward_default(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
+  backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
+}
+#if OCR_X86_DISPATCH
+template <typename scalar_t, typename acc_t, bool CE>
+__attribute__((target("avx2,fma"))) void forward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0,
+                                                       int64_t t1) {
+  forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
+}
+template <typename scalar_t, typename acc_t, bool CE>
+__attribute__((target("avx2,fma"))) void backward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0,
+                                                        int64_t t1) {
+  backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
+}
+bool have_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+#endif
+
+// Tile width: keep a tile of the logits (C1 × P values) within ~32 KiB, P a multiple of 16.
+int64_t tile_width(int64_t C1, int64_t elem) {
+  int64_t p = (32 * 1024) / (C1 * elem);
+  p = (p / 16) * 16;
+  return std::max<int64_t>(16, std::min<int64_t>(512, p));
+}
+
+template <typename scalar_t, typename acc_t, bool CE>
+void run_tiles(const Args<scalar_t, acc_t>& A, bool backward) {
+  const int64_t tiles = A.zl.B * ((A.zl.N + A.P - 1) / A.P);
+  if (tiles == 0) return;
+  auto work = [&](int64_t t0, int64_t t1) {
+#if OCR_X86_DISPATCH
+    if (have_avx2()) {
+      if (backward) backward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
+      else forward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
+      return;
+    }
+#endif
+    if (backward) backward_default<scalar_t, acc_t, CE>(A, t0, t1);
+    else forward_default<scalar_t, acc_t, CE>(A, t0, t1);
+  };
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), tiles);
+  if (threads <= 1 || tiles * A.P * A.zl.C1 < (int64_t(1) << 15) || at::in_parallel_region()) {
+    work(0, tiles);
+    return;
+  }
+  // Threads take chunks of tiles from a shared counter rather than one fixed share each: a
+  // call of a few milliseconds must not wait for a thread the OS has descheduled (shared or
+  // oversubscribed machines); whichever thread runs does the remaining work.
+  const int64_t chunk = std::max<int64_t>(1, tiles / (threads * 8));
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t t0 = next.fetch_add(chunk);
+      if (t0 >= tiles) break;
+      work(t0, std::min(tiles, t0 + chunk));
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t>
+Args<scalar_t, acc_t> make_args(const at::Tensor& z, const at::Tensor& ic, const at::Tensor& prior,
+                                double margin, double threshold, int64_t group, int64_t pixels) {
+  Args<scalar_t, acc_t> A{};
+  A.z = z.data_ptr<scalar_t>();
+  A.zl = layout3(z);
+  A.ic = ic.data_ptr<uint8_t>();
+  A.prior = prior.numel() ? prior.data_ptr<acc_t>() : nullptr;
+  A.margin = (acc_t)margin;
+  A.threshold = (acc_t)threshold;
+  A.group = (int)group;
+  A.pixels = (int)pixels;
+  A.P = tile_width(A.zl.C1, sizeof(acc_t));
+  return A;
+}
+
+// ---- the torch-facing CPU kernels ---------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in,
+                                               const c10::optional<at::Tensor>& target_in,
+                                               const at::Tensor& tags,
+                                               const c10::optional<at::Tensor>& prior_in,
+                                               double margin, double threshold, int64_t group,
+                                               int64_t pixels, int64_t ignore_index) {
+  check_common(logits_in, tags, group, pixels);
+  const at::Tensor z = logits_for_kernel(logits_in);
+  const at::ScalarType acc = math_dtype(z.scalar_type());
+  const at::Tensor ic = ic_mask(tags);
+  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
+  at::Tensor ocr_map = new_map(z);
+  const bool ce = target_in.has_value();
+  at::Tensor target, ce_map;
+  if (ce) {
+    target = target_for_kernel(*target_in, z);
+    ce_map = new_map(z);
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto A = make_args<scalar_t, acc_t>(z, ic, prior, margin, threshold, group, pixels);
+    A.ocr_out = ocr_map.data_ptr<acc_t>();
+    if (ce) {
+      A.target = target.data_ptr<int64_t>();
+      A.tl = layout2(target);
+      A.ignore_index = ignore_index;
+      A.ce_out = ce_map.data_ptr<acc_t>();
+      run_tiles<scalar_t, acc_t, true>(A, false);
+    } else {
+      run_tiles<scalar_t, acc_t, false>(A, false);
+    }
+  });
+  return {ocr_map, ce_map};
+}
+
+at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::Tensor>& grad_ce_in,
+                        const at::Tensor& logits_in, const c10::optional<at::Tensor>& target_in,
+                        const at::Tensor& tags, const c10::optional<at::Tensor>& prior_in,
+                        const at::Tensor& loss_in, double threshold, int64_t group,
+                        int64_t pixels, int64_t ignore_index) {
+  check_common(logits_in, tags, group, pixels);
+  const at::Tensor z = logits_for_kernel(logits_in);
+  const at::ScalarType acc = math_dtype(z.scalar_type());
+  const at::Tensor ic = ic_mask(tags);
+  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
+  check_map("grad_map", grad_ocr_in, z);
+  check_map("loss_map", loss_in, z);
+  const at::Tensor g_ocr = map_for_kernel(grad_ocr_in, acc);
+  const at::Tensor loss = map_for_kernel(loss_in, acc);
+  const bool ce = target_in.has_value();
+  at::Tensor target, g_ce;
+  if (ce) {
+    target = target_for_kernel(*target_in, z);
+    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
+    check_map("grad_ce", *grad_ce_in, z);
+    g_ce = map_for_kernel(*grad_ce_in, acc);
+  }
+  at::Tensor grad = grad_like(logits_in);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    auto A = make_args<scalar_t, acc_t>(z, ic, prior, 0.0, threshold, group, pixels);
+    A.grad = grad.data_ptr<scalar_t>();
+    A.gl = layout3(grad);
+    A.loss = loss.data_ptr<acc_t>();
+    A.ll = layout2(loss);
+    A.g_ocr = g_ocr.data_ptr<acc_t>();
+    A.gol = layout2(g_ocr);
+    if (ce) {
+      A.target = target.data_ptr<int64_t>();
+      A.tl = layout2(target);
+      A.ignore_index = ignore_index;
+      A.g_ce = g_ce.data_ptr<acc_t>();
+      A.gcl = layout2(g_ce);
+      run_tiles<scalar_t, acc_t, true>(A, true);
+    } else {
+      run_tiles<scalar_t, acc_t, false>(A, true);
+    }
+  });
+  return grad;
+}
+
+at::Tensor ocr_loss_map_cpu(const at::Tensor& logits, const at::Tensor& tags,
+                            const c10::optional<at::Tensor>& prior, double margin,
+                            double threshold, int64_t group, int64_t pixels) {
+  return std::get<0>(forward_cpu(logits, c10::nullopt, tags, prior, margin, threshold, group,
+                                 pixels, 0));
+}
+
+at::Tensor ocr_loss_map_backward_cpu(const at::Tensor& grad_map, const at::Tensor& logits,
+                                     const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
+                                     const at::Tensor& loss_map, double margin, double threshold,
+                                     int64_t group, int64_t pixels) {
+  return backward_cpu(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map,
+                      threshold, group, pixels, 0);
+}
+
+std::tuple<at::Tensor, at::Tensor> seg_ocr_loss_maps_cpu(
+    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& tags,
+    const c10::optional<at::Tensor>& prior, double margin, double threshold, int64_t group,
+    int64_t pixels, int64_t ignore_index) {
+  auto out = forward_cpu(logits, target, tags, prior, margin, threshold, group, pixels, ignore_index);
+  return {std::get<1>(out), std::get<0>(out)};
+}
+
+at::Tensor seg_ocr_loss_maps_backward_cpu(const at::Tensor& grad_ce, const at::Tensor& grad_ocr,
+                                          const at::Tensor& logits, const at::Tensor& target,
+                                          const at::Tensor& tags,
+                                          const c10::optional<at::Tensor>& prior,
+                                          const at::Tensor& ocr_map, double margin,
+                                          double threshold, int64_t group, int64_t pixels,
+                                          int64_t ignore_index) {
+  return backward_cpu(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group,
+                      pixels, ignore_index);
+}
+
+// The per-pixel functions of ocr_pixel.h run one pixel at a time, exactly as the CUDA kernel runs
+// them: a test hook so that CI checks the GPU's math on the CPU. Returns (ce_map, ocr_map, grad)
+// with grad for the upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_cpu(
+    const at::Tensor& logits_in, const c10::optional<at::Tensor>& target_in,
+    const at::Tensor& tags, const c10::optional<at::Tensor>& prior_in,
+    const c10::optional<at::Tensor>& grad_ce_in, const at::Tensor& grad_ocr_in, double margin,
+    double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
+  check_common(logits_in, tags, group, pixels);
+  const at::Tensor z = logits_for_kernel(logits_in);
+  const at::ScalarType acc = math_dtype(z.scalar_type());
+  const at::Tensor ic = ic_mask(tags);
+  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
+  const bool ce = target_in.has_value();
+  at::Tensor target = ce ? target_for_kernel(*target_in, z) : at::Tensor();
+  check_map("grad_ocr", grad_ocr_in, z);
+  at::Tensor g_ocr = map_for_kernel(grad_ocr_in, acc);
+  at::Tensor g_ce;
+  if (ce) {
+    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
+    check_map("grad_ce", *grad_ce_in, z);
+    g_ce = map_for_kernel(*grad_ce_in, acc);
+  }
+  at::Tensor ocr_map = new_map(z), ce_map = at::zeros_like(ocr_map);
+  at::Tensor grad = grad_like(logits_in);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_pixelwise_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Layout3 zl = layout3(z), gl = layout3(grad);
+    const Layout2 gol = layout2(g_ocr);
+    const Layout2 tl = ce ? layout2(target) : Layout2{0, 0};
+    const Layout2 gcl = ce ? layout2(g_ce) : Layout2{0, 0};
+    const scalar_t* zp = z.data_ptr<scalar_t>();
+    scalar_t* gp = grad.data_ptr<scalar_t>();
+    const uint8_t* icp = ic.data_ptr<uint8_t>();
+    const acc_t* pp = prior.numel() ? prior.data_ptr<acc_t>() : nullptr;
+    acc_t* om = ocr_map.data_ptr<acc_t>();
+    acc_t* cm = ce_map.data_ptr<acc_t>();
+    const int64_t* tp = ce ? target.data_ptr<int64_t>() : nullptr;
+    const acc_t* gop = g_ocr.data_ptr<acc_t>();
+    const acc_t* gcp = ce ? g_ce.data_ptr<acc_t>() : nullptr;
+    for (int64_t b = 0; b < zl.B; ++b) {
+      for (int64_t p = 0; p < zl.N; ++p) {
+        const scalar_t* zb = zp + b * zl.sB + p * zl.sN;
+        auto zf = [&](int64_t k) { return static_cast<acc_t>(zb[k * zl.sC]); };
+        const int64_t t = ce ? tp[b * tl.sB + p * tl.sN] : 0;
+        acc_t cev = 0;
+        const acc_t l = pixel_forward<acc_t>(zf, icp + b * zl.C1, pp, zl.C1, (acc_t)margin,
+                                             (acc_t)threshold, (int)group, (int)pixels, ce, t,
+                                             ignore_index, &cev);
+        om[b * zl.N + p] = l;
+        cm[b * zl.N + p] = cev;
+        scalar_t* gb = gp + b * gl.sB + p * gl.sN;
+        auto store = [&](int64_t k, acc_t v) { gb[k * gl.sC] = static_cast<scalar_t>(v); };
+        const acc_t gce = (ce && t != ignore_index) ? gcp[b * gcl.sB + p * gcl.sN] : acc_t(0);
+        pixel_backward<acc_t>(zf, store, icp + b * zl.C1, pp, zl.C1, (acc_t)threshold, (int)group,
+                              (int)pixels, l, gop[b * gol.sB + p * gol.sN], gce, t);
+      }
+    }
+  });
+  return {ce_map, ocr_map, grad};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m) {
+  m.impl("ocr_loss_map", &ocr_loss_map_cpu);
+  m.impl("ocr_loss_map_backward", &ocr_loss_map_backward_cpu);
+  m.impl("seg_ocr_loss_maps", &seg_ocr_loss_maps_cpu);
+  m.impl("seg_ocr_loss_maps_backward", &seg_ocr_loss_maps_backward_cpu);
+  m.impl("_pixelwise_seg_ocr", &pixelwise_seg_ocr_cpu);
+}
+
+}  // namespace ocr

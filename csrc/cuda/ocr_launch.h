@@ -1,0 +1,40 @@
+// Launchers of the OCR CUDA kernels: raw pointers, sizes, strides and a cudaStream_t only, so
+// that ocr_kernel.cu includes no torch header and compiles with plain nvcc (kernel-lessons.md);
+// the torch-facing side is ocr_binding.cpp.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "../ocr_pixel.h"
+
+namespace ocr {
+
+struct CudaArgs {
+  int dtype;  // ocr::DType of the logits and of the gradient
+  const void* z;
+  Layout3 zl;
+  void* grad;
+  Layout3 gl;
+  const uint8_t* ic;  // [B, C1], contiguous
+  const void* prior;  // [C1, C1] in the math dtype (fp64 for fp64 logits, else fp32); ada only
+  double margin, threshold;
+  int group, pixels;
+  const int64_t* target;  // null: no cross-entropy term
+  Layout2 tl;
+  int64_t ignore_index;
+  void* ocr_out;  // forward outputs: contiguous [B, N] in the math dtype
+  void* ce_out;
+  const void* loss;  // backward inputs, math dtype, any (collapsed) strides
+  Layout2 ll;
+  const void* g_ocr;
+  Layout2 gol;
+  const void* g_ce;
+  Layout2 gcl;
+};
+
+// Enqueue on `stream`; returns the launch error (no synchronisation).
+cudaError_t launch_ocr_forward(const CudaArgs& args, cudaStream_t stream);
+cudaError_t launch_ocr_backward(const CudaArgs& args, cudaStream_t stream);
+
+}  // namespace ocr

@@ -1,0 +1,142 @@
+// Host-side helpers shared by the CPU and CUDA bindings of the OCR ops: argument checks, layout
+// collapsing (walk the spatial dims as one strided run, so NCHW and channels_last need no copy)
+// and the small per-call tensors (in-candidate mask, prior in the math dtype).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+#include "ocr_pixel.h"
+
+namespace ocr {
+
+// Dims [first, dim) of t as one run of N elements `stride` apart, when the strides allow it
+// (size-1 dims are skipped; stride-0 expanded maps collapse too).
+inline bool collapse_dims(const at::Tensor& t, int64_t first, int64_t* N, int64_t* stride) {
+  int64_t n = 1, s = 1, expect = 0;
+  bool have = false;
+  for (int64_t d = t.dim() - 1; d >= first; --d) {
+    const int64_t sz = t.size(d);
+    n *= sz;
+    if (sz == 1) continue;
+    if (!have) {
+      s = t.stride(d);
+      have = true;
+    } else if (t.stride(d) != expect) {
+      return false;
+    }
+    expect = t.stride(d) * sz;
+  }
+  *N = n;
+  *stride = s;
+  return true;
+}
+
+inline Layout3 layout3(const at::Tensor& t) {
+  Layout3 l;
+  l.B = t.size(0);
+  l.C1 = t.size(1);
+  l.sB = t.stride(0);
+  l.sC = t.stride(1);
+  bool ok = collapse_dims(t, 2, &l.N, &l.sN);
+  TORCH_INTERNAL_ASSERT(ok, "layout3 on a tensor whose spatial dims do not collapse");
+  return l;
+}
+
+inline Layout2 layout2(const at::Tensor& t) {
+  Layout2 l;
+  int64_t n;
+  l.sB = t.stride(0);
+  bool ok = collapse_dims(t, 1, &n, &l.sN);
+  TORCH_INTERNAL_ASSERT(ok, "layout2 on a tensor whose spatial dims do not collapse");
+  return l;
+}
+
+// The logits as the kernels read them: as they are when the spatial dims collapse (contiguous,
+// channels_last, channels_last_3d, batch/channel slices), else a contiguous copy (exotic layouts
+// only).
+inline at::Tensor logits_for_kernel(const at::Tensor& logits) {
+  int64_t n, s;
+  return collapse_dims(logits, 2, &n, &s) ? logits : logits.contiguous();
+}
+
+// A map [B, *spatial] in the math dtype with collapsible spatial dims (no copy in the usual case,
+// including stride-0 expanded gradients of "mean"/"sum").
+inline at::Tensor map_for_kernel(const at::Tensor& m, at::ScalarType dtype) {
+  at::Tensor t = m.scalar_type() == dtype ? m : m.to(dtype);
+  int64_t n, s;
+  return collapse_dims(t, 1, &n, &s) ? t : t.contiguous();
+}
+
+// Gradient buffer with the logits' layout where that layout is walkable, else contiguous.
+inline at::Tensor grad_like(const at::Tensor& logits) {
+  at::Tensor g = at::empty_like(logits);
+  int64_t n, s;
+  return collapse_dims(g, 2, &n, &s) ? g : at::empty(logits.sizes(), logits.options());
+}
+
+inline at::ScalarType math_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// uint8 [B, C1]: 1 for the in-candidate classes (background and the tagged ones).
+inline at::Tensor ic_mask(const at::Tensor& tags) {
+  at::Tensor present = tags.ne(0).to(at::kByte);
+  return at::cat({at::ones({tags.size(0), 1}, present.options()), present}, 1).contiguous();
+}
+
+inline at::Tensor prior_for_kernel(const c10::optional<at::Tensor>& prior, int64_t group,
+                                   at::ScalarType dtype, const at::Tensor& logits) {
+  if (group != GROUP_ADA) return at::empty({0}, logits.options().dtype(dtype));
+  TORCH_CHECK(prior.has_value() && prior->defined(), "ocr_kernels: group_split=ada needs a prior");
+  const int64_t C1 = logits.size(1);
+  TORCH_CHECK(prior->dim() == 2 && prior->size(0) == C1 && prior->size(1) == C1,
+              "ocr_kernels: prior must be [", C1, ", ", C1, "]; got ", prior->sizes());
+  TORCH_CHECK(prior->device() == logits.device(), "ocr_kernels: prior must be on ", logits.device());
+  return prior->to(dtype).contiguous();
+}
+
+inline void check_common(const at::Tensor& logits, const at::Tensor& tags, int64_t group,
+                         int64_t pixels) {
+  TORCH_CHECK(logits.dim() >= 3 && logits.dim() <= 5 && logits.size(1) >= 2,
+              "ocr_kernels: logits must be [B, C+1, *spatial] with 1-3 spatial dims and C+1 >= 2; got ",
+              logits.sizes());
+  TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble ||
+                  logits.scalar_type() == at::kHalf || logits.scalar_type() == at::kBFloat16,
+              "ocr_kernels: logits must be float16/bfloat16/float32/float64; got ",
+              logits.scalar_type());
+  TORCH_CHECK(tags.dim() == 2 && tags.size(0) == logits.size(0) &&
+                  tags.size(1) == logits.size(1) - 1,
+              "ocr_kernels: tags must be [B, C] = [", logits.size(0), ", ", logits.size(1) - 1,
+              "]; got ", tags.sizes());
+  TORCH_CHECK(tags.device() == logits.device(), "ocr_kernels: tags must be on ", logits.device());
+  TORCH_CHECK(group >= 0 && group <= 2, "ocr_kernels: bad group_split code ", group);
+  TORCH_CHECK(pixels >= 0 && pixels <= 2, "ocr_kernels: bad pixels code ", pixels);
+}
+
+inline void check_map(const char* name, const at::Tensor& m, const at::Tensor& logits) {
+  std::vector<int64_t> want{logits.size(0)};
+  for (int64_t d = 2; d < logits.dim(); ++d) want.push_back(logits.size(d));
+  TORCH_CHECK(m.sizes() == at::IntArrayRef(want), "ocr_kernels: ", name, " must be ",
+              at::IntArrayRef(want), "; got ", m.sizes());
+  TORCH_CHECK(m.device() == logits.device(), "ocr_kernels: ", name, " must be on ", logits.device());
+}
+
+inline at::Tensor target_for_kernel(const at::Tensor& target, const at::Tensor& logits) {
+  check_map("target", target, logits);
+  TORCH_CHECK(!at::isFloatingType(target.scalar_type()) && target.scalar_type() != at::kBool,
+              "ocr_kernels: target must be an integer tensor; got ", target.scalar_type());
+  at::Tensor t = target.scalar_type() == at::kLong ? target : target.to(at::kLong);
+  int64_t n, s;
+  return collapse_dims(t, 1, &n, &s) ? t : t.contiguous();
+}
+
+// The output map [B, *spatial] (contiguous, math dtype).
+inline at::Tensor new_map(const at::Tensor& logits) {
+  std::vector<int64_t> shape{logits.size(0)};
+  for (int64_t d = 2; d < logits.dim(); ++d) shape.push_back(logits.size(d));
+  return at::empty(shape, logits.options().dtype(math_dtype(logits.scalar_type())));
+}
+
+}  // namespace ocr

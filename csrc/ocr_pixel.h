@@ -1,0 +1,204 @@
+// Per-pixel OCR math (loss-semantics.md §1), shared by the CPU and CUDA kernels.
+//
+// Plain C++ with no torch or CUDA-library includes, so that it compiles in host code, in nvcc
+// device code, and in the CUDA translation units that must not see torch headers
+// (kernel-lessons.md). The CUDA kernel runs `pixel_forward`/`pixel_backward` per thread; the CPU
+// kernel vectorises over pixel tiles but uses the same element functions (softplus_stable,
+// sigma_from_loss, ada_member, pixel_selected) so the decisions match, and the CPU op
+// `_pixelwise_seg_ocr` runs `pixel_forward`/`pixel_backward` themselves so CI checks the exact
+// code the GPU runs.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define OCR_HD __host__ __device__ __forceinline__
+#else
+#define OCR_HD inline
+#endif
+
+namespace ocr {
+
+// Option codes: keep in step with ocr_kernels/_options.py.
+enum GroupSplit : int { GROUP_ADA = 0, GROUP_MAX = 1, GROUP_ALL = 2 };
+enum PixelMode : int { PIXELS_OC = 0, PIXELS_IC = 1, PIXELS_ALL = 2 };
+
+// dtype codes the CUDA launcher receives (the binding maps torch dtypes onto them).
+enum DType : int { DTYPE_F32 = 0, DTYPE_F64 = 1, DTYPE_F16 = 2, DTYPE_BF16 = 3 };
+
+// [B, C1, *spatial] (logits, gradients) walked as (b, k, p).
+struct Layout3 {
+  int64_t B, C1, N, sB, sC, sN;
+};
+
+// [B, *spatial] maps walked as (b, p).
+struct Layout2 {
+  int64_t sB, sN;
+};
+
+OCR_HD float m_exp(float x) { return expf(x); }
+OCR_HD double m_exp(double x) { return exp(x); }
+OCR_HD float m_log(float x) { return logf(x); }
+OCR_HD double m_log(double x) { return log(x); }
+OCR_HD float m_log1p(float x) { return log1pf(x); }
+OCR_HD double m_log1p(double x) { return log1p(x); }
+OCR_HD float m_expm1(float x) { return expm1f(x); }
+OCR_HD double m_expm1(double x) { return expm1(x); }
+
+template <typename acc_t>
+OCR_HD acc_t neg_inf() { return -(acc_t)INFINITY; }
+
+// log(1 + e^s) without overflow, smooth everywhere (the reference's logaddexp(s, 0)).
+template <typename acc_t>
+OCR_HD acc_t softplus_stable(acc_t s, acc_t e_neg_abs_s /* = exp(-|s|) */) {
+  return (s > (acc_t)0 ? s : (acc_t)0) + m_log1p(e_neg_abs_s);
+}
+
+// σ(s) recovered from the saved loss L = softplus(s): σ(s) = 1 − e^{−L}. The backward uses this
+// instead of recomputing s, so the forward need only keep L.
+template <typename acc_t>
+OCR_HD acc_t sigma_from_loss(acc_t L) { return -m_expm1(-L); }
+
+// Eq. 9: k ∈ IC joins the anchor's group when P_A − P_k·M[A, k] < t.
+template <typename acc_t>
+OCR_HD bool ada_member(acc_t p_anchor, acc_t p_k, acc_t m_ak, acc_t threshold) {
+  return p_anchor - p_k * m_ak < threshold;
+}
+
+// The pixel mask m (Eq. 5 and the Tab. 4b ablation); no OC class at all means no loss.
+OCR_HD bool pixel_selected(bool pred_in_ic, bool has_oc, int pixels) {
+  bool m = pixels == PIXELS_OC ? !pred_in_ic : (pixels == PIXELS_IC ? pred_in_ic : true);
+  return m && has_oc;
+}
+
+// Running (max, Σ exp(v − max)) with one exponential per value.
+template <typename acc_t>
+struct OnlineLSE {
+  acc_t m, s;
+  OCR_HD OnlineLSE() : m(neg_inf<acc_t>()), s((acc_t)0) {}
+  OCR_HD void add(acc_t v) {
+    if (v > m) {
+      s = s * m_exp(m - v) + (acc_t)1;
+      m = v;
+    } else {
+      s += m_exp(v - m);
+    }
+  }
+  OCR_HD acc_t value() const { return m + m_log(s); }
+};
+
+// Everything the loss and its gradient need about one pixel.
+template <typename acc_t>
+struct PixelStats {
+  int pred, anchor;
+  acc_t gmax, inv_sum, p_anchor;  // softmax over all classes: P_k = exp(z_k − gmax)·inv_sum
+  acc_t lse_all;                  // logsumexp(z): the cross-entropy term
+  acc_t lse_ic, lse_oc;           // LSE_{G_ic}(−z), LSE_{OC}(z)
+  bool has_oc, selected;
+};
+
+// Z(k) -> acc_t: logit of class k at this pixel; ic: uint8 [C1], 1 for in-candidate classes;
+// prior: [C1, C1] row-major (read only for GROUP_ADA).
+template <typename acc_t, typename Z>
+OCR_HD bool in_group(const PixelStats<acc_t>& st, const Z& z, const uint8_t* ic,
+                     const acc_t* prior, int64_t C1, int64_t k, acc_t threshold, int group) {
+  if (!ic[k]) return false;
+  if (k == st.anchor || group == GROUP_ALL) return true;
+  if (group == GROUP_MAX) return false;
+  acc_t p_k = m_exp(z(k) - st.gmax) * st.inv_sum;
+  return ada_member(st.p_anchor, p_k, prior[(int64_t)st.anchor * C1 + k], threshold);
+}
+
+template <typename acc_t, typename Z>
+OCR_HD PixelStats<acc_t> pixel_stats(const Z& z, const uint8_t* ic, const acc_t* prior,
+                                     int64_t C1, acc_t threshold, int group, int pixels) {
+  PixelStats<acc_t> st;
+  st.pred = 0;
+  st.anchor = 0;
+  acc_t amax = neg_inf<acc_t>();
+  OnlineLSE<acc_t> all, oc, ic_all;
+  st.gmax = neg_inf<acc_t>();
+  for (int64_t k = 0; k < C1; ++k) {
+    acc_t v = z(k);
+    if (v > st.gmax) { st.gmax = v; st.pred = (int)k; }  // strict: ties keep the lowest index
+    all.add(v);
+    if (ic[k]) {
+      if (v > amax) { amax = v; st.anchor = (int)k; }
+      if (group == GROUP_ALL) ic_all.add(-v);
+    } else {
+      oc.add(v);
+    }
+  }
+  st.gmax = all.m;
+  st.inv_sum = (acc_t)1 / all.s;
+  st.lse_all = all.value();
+  st.p_anchor = m_exp(amax - st.gmax) * st.inv_sum;
+  st.has_oc = oc.s > (acc_t)0;
+  st.lse_oc = st.has_oc ? oc.value() : (acc_t)0;
+  if (group == GROUP_MAX) {
+    st.lse_ic = -amax;
+  } else if (group == GROUP_ALL) {
+    st.lse_ic = ic_all.value();
+  } else {
+    OnlineLSE<acc_t> g;
+    for (int64_t k = 0; k < C1; ++k)
+      if (in_group(st, z, ic, prior, C1, k, threshold, group)) g.add(-z(k));
+    st.lse_ic = g.value();
+  }
+  st.selected = pixel_selected(ic[st.pred] != 0, st.has_oc, pixels);
+  return st;
+}
+
+template <typename acc_t>
+OCR_HD acc_t loss_from_stats(const PixelStats<acc_t>& st, acc_t margin) {
+  if (!st.selected) return (acc_t)0;
+  acc_t s = st.lse_ic + st.lse_oc + margin;
+  return softplus_stable(s, m_exp(s > (acc_t)0 ? -s : s));
+}
+
+// Cross-entropy of one pixel: logsumexp(z) − z[t]; 0 where t == ignore_index. A target outside
+// [0, C1) is clamped for the read (the caller validates targets; this only keeps reads in bounds).
+OCR_HD int64_t clamp_class(int64_t t, int64_t C1) { return t < 0 ? 0 : (t >= C1 ? C1 - 1 : t); }
+
+// Forward of one pixel: returns the OCR loss; writes the cross-entropy through ce when non-null.
+template <typename acc_t, typename Z>
+OCR_HD acc_t pixel_forward(const Z& z, const uint8_t* ic, const acc_t* prior, int64_t C1,
+                           acc_t margin, acc_t threshold, int group, int pixels,
+                           bool with_ce, int64_t target, int64_t ignore_index, acc_t* ce) {
+  PixelStats<acc_t> st = pixel_stats<acc_t>(z, ic, prior, C1, threshold, group, pixels);
+  if (with_ce)
+    *ce = target == ignore_index ? (acc_t)0 : st.lse_all - z(clamp_class(target, C1));
+  return loss_from_stats(st, margin);
+}
+
+// Backward of one pixel. a = grad_ocr·σ(s) (from the saved loss), gce = grad_ce (0 when the
+// pixel is ignored or there is no CE term). Writes every class through store(k, value): zeros
+// where neither term has a gradient, without reading the logits.
+template <typename acc_t, typename Z, typename Store>
+OCR_HD void pixel_backward(const Z& z, const Store& store, const uint8_t* ic, const acc_t* prior,
+                           int64_t C1, acc_t threshold, int group, int pixels, acc_t loss,
+                           acc_t grad_ocr, acc_t gce, int64_t target) {
+  const bool ocr_active = loss > (acc_t)0 && grad_ocr != (acc_t)0;
+  if (!ocr_active && gce == (acc_t)0) {
+    for (int64_t k = 0; k < C1; ++k) store(k, (acc_t)0);
+    return;
+  }
+  PixelStats<acc_t> st = pixel_stats<acc_t>(z, ic, prior, C1, threshold, group, pixels);
+  const acc_t a = ocr_active ? grad_ocr * sigma_from_loss(loss) : (acc_t)0;
+  const int64_t t = clamp_class(target, C1);
+  for (int64_t k = 0; k < C1; ++k) {
+    acc_t v = z(k);
+    acc_t d = (acc_t)0;
+    if (a != (acc_t)0) {
+      if (!ic[k])
+        d = a * m_exp(v - st.lse_oc);
+      else if (in_group(st, z, ic, prior, C1, k, threshold, group))
+        d = -a * m_exp(-v - st.lse_ic);
+    }
+    if (gce != (acc_t)0) d += gce * (m_exp(v - st.lse_all) - (k == t ? (acc_t)1 : (acc_t)0));
+    store(k, d);
+  }
+}
+
+}  // namespace ocr

@@ -1,0 +1,39 @@
+// Every op schema of the ocr_kernels extension, defined once. Kernels are registered per dispatch
+// key in csrc/cpu/*.cpp (CPU) and csrc/cuda/*_binding.cpp (CUDA); fake (meta) and autograd
+// registrations live in Python (ocr_kernels/ocr/csrc_ops.py), so torch.compile and opcheck work.
+#include <torch/library.h>
+
+TORCH_LIBRARY(ocr_kernels, m) {
+  // ---- OCR (loss-semantics.md §1) -----------------------------------------------------------
+  // group_split / pixels are the integer codes of ocr_kernels/_options.py. Maps are [B, *spatial]
+  // in fp32 (fp64 for fp64 logits).
+  m.def(
+      "ocr_loss_map(Tensor logits, Tensor tags, Tensor? prior, float margin, float threshold, "
+      "int group_split, int pixels) -> Tensor");
+  // grad_map may have any strides (a stride-0 expanded gradient of "mean"/"sum" included);
+  // loss_map is the forward's output: σ(s) = 1 − exp(−L) is recovered from it.
+  m.def(
+      "ocr_loss_map_backward(Tensor grad_map, Tensor logits, Tensor tags, Tensor? prior, "
+      "Tensor loss_map, float margin, float threshold, int group_split, int pixels) -> Tensor");
+  // Fused segmentation objective: (ce_map, ocr_map) from one read of the logits.
+  m.def(
+      "seg_ocr_loss_maps(Tensor logits, Tensor target, Tensor tags, Tensor? prior, float margin, "
+      "float threshold, int group_split, int pixels, int ignore_index) -> (Tensor, Tensor)");
+  m.def(
+      "seg_ocr_loss_maps_backward(Tensor grad_ce, Tensor grad_ocr, Tensor logits, Tensor target, "
+      "Tensor tags, Tensor? prior, Tensor ocr_map, float margin, float threshold, int group_split, "
+      "int pixels, int ignore_index) -> Tensor");
+  // Test hook (CPU only): runs ocr_pixel.h's per-pixel functions one pixel at a time, exactly as
+  // the CUDA kernel does. Returns (ce_map, ocr_map, grad_logits).
+  m.def(
+      "_pixelwise_seg_ocr(Tensor logits, Tensor? target, Tensor tags, Tensor? prior, "
+      "Tensor? grad_ce, Tensor grad_ocr, float margin, float threshold, int group_split, "
+      "int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
+
+  // ---- W-OoD distance ops: schemas go HERE (issue 5) ------------------------------------------
+  // Add the m.def(...) lines of the distance ops below this comment, and their kernels in
+  // csrc/cpu/distance_kernel.cpp (TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m)) and
+  // csrc/cuda/distance_kernel.cu + csrc/cuda/distance_binding.cpp (TORCH_LIBRARY_IMPL(ocr_kernels,
+  // CUDA, m)); the build picks every such file up by glob (ocr_kernels/_extension.py).
+  // ---- end of W-OoD distance op schemas -------------------------------------------------------
+}

@@ -1,0 +1,306 @@
+"""Tests specific to the csrc backend (C++ CPU kernel, CUDA kernel sources, build and fallback).
+
+The shared value matrix (every option, layout, class count, hypothesis) is tests/ocr/test_backends.py,
+which runs on "cpu" too. Here: gradcheck in float64, bf16/fp16/fp64, opcheck, torch.compile, the
+fused segmentation maps, the per-pixel code path the CUDA kernel runs (on the CPU), odd layouts,
+nvcc compile checks of every .cu file, and the fallback when the extension cannot be built.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel, make_ocr_inputs,
+                     reference64)
+from ocr_kernels import ocr_loss
+from ocr_kernels._extension import csrc_dir, extension_unavailable_reason
+from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES
+
+ROOT = Path(__file__).resolve().parents[2]
+CU_FILES = sorted(glob.glob(str(ROOT / "csrc" / "**" / "*.cu"), recursive=True))
+NVCC = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nvcc")
+                                if os.environ.get("CUDA_HOME") else None)
+
+
+@pytest.fixture(scope="module")
+def ops():
+    reason = extension_unavailable_reason("cpu")
+    if reason is not None:
+        pytest.skip(f"the C++ extension cannot be built here: {reason}")
+    from ocr_kernels.ocr.csrc_ops import ops as load_ops
+
+    return load_ops()
+
+
+def keep_mask(logits, tags, prior, group_split, threshold=0.2):
+    if group_split != "ada":
+        return torch.ones((logits.shape[0], *logits.shape[2:]), dtype=torch.bool)
+    return ~ambiguous_pixels(logits, tags, prior, threshold)
+
+
+def run_cpu(logits, tags, prior, grad_map=None, **opts):
+    from ocr_kernels.ocr.csrc_ops import ocr_loss_map_csrc
+
+    z = logits.detach().clone().requires_grad_(True)
+    split = opts.get("group_split", "ada")
+    loss = ocr_loss_map_csrc(z, tags, prior if split == "ada" else None, opts.get("margin", 2.0),
+                             opts.get("threshold", 0.2), split, opts.get("pixels", "oc"))
+    loss.backward(torch.ones_like(loss) if grad_map is None else grad_map)
+    return loss.detach(), z.grad
+
+
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+@pytest.mark.parametrize("pixels", PIXEL_MODES)
+def test_gradcheck_fp64(ops, group_split, pixels):
+    from ocr_kernels.ocr.csrc_ops import ocr_loss_map_csrc
+
+    logits, tags, prior = make_ocr_inputs(2, 6, (3, 4), dtype=torch.float64, scale=2.0, tag_p=0.4)
+    tags[1, :2] = 1  # two images with different tag sets
+    z = logits.clone().requires_grad_(True)
+    pr = prior.double() if group_split == "ada" else None
+
+    def fn(x):
+        return ocr_loss_map_csrc(x, tags, pr, 2.0, 0.2, group_split, pixels)
+
+    assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-11), (torch.bfloat16, 1e-2),
+                                         (torch.float16, 2e-3)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_dtypes_against_reference(ops, dtype, rtol, layout):
+    logits, tags, prior = make_ocr_inputs(3, 9, (6, 7), dtype=dtype, tag_p=0.3)
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    g = torch.randn(3, 6, 7, dtype=torch.float64)
+    for split in GROUP_SPLITS:
+        want_loss, want_grad = reference64(logits, tags, prior, grad_map=g, group_split=split,
+                                           pixels="all")
+        loss, grad = run_cpu(logits, tags, prior, grad_map=g.to(torch.float64 if dtype == torch.float64 else torch.float32),
+                             group_split=split, pixels="all")
+        assert loss.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        assert grad.dtype == dtype and grad.stride() == logits.stride()
+        keep = keep_mask(logits, tags, prior, split)
+        # the loss map is fp32 from exactly-upcast inputs; only the gradient is rounded to dtype
+        assert_close_rel(loss, want_loss, 1e-11 if dtype == torch.float64 else 1e-5, f"{split} loss", keep)
+        assert_close_rel(grad, want_grad, rtol, f"{split} grad", keep.unsqueeze(1).expand_as(want_grad))
+
+
+def test_hand_computed_pixel(ops):
+    # One pixel, C+1 = 4, tags {2}: IC = {0, 2}, OC = {1, 3}. z = (0, 3, 1, -1): pred = 1 (OC).
+    # "max": anchor 2, s = -1 + log(e^3 + e^-1) + 2; loss = softplus(s).
+    import math
+
+    z = torch.tensor([[[0.0], [3.0], [1.0], [-1.0]]], dtype=torch.float64)
+    tags = torch.tensor([[0, 1, 0]])
+    loss, grad = run_cpu(z, tags, None, group_split="max", pixels="oc")
+    s = -1.0 + math.log(math.exp(3) + math.exp(-1)) + 2.0
+    assert loss.item() == pytest.approx(math.log1p(math.exp(s)), rel=1e-14)
+    sig = 1 / (1 + math.exp(-s))
+    oc_soft = [math.exp(3) / (math.exp(3) + math.exp(-1)), math.exp(-1) / (math.exp(3) + math.exp(-1))]
+    want = [0.0, sig * oc_soft[0], -sig, sig * oc_soft[1]]
+    assert grad[0, :, 0].tolist() == pytest.approx(want, rel=1e-12)
+
+
+def test_odd_layouts_and_zero_sizes(ops):
+    logits, tags, prior = make_ocr_inputs(2, 5, (4, 6))
+    # [B, H, C, W] memory permuted to [B, C, H, W]: H and W do not collapse to one stride
+    odd = logits.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    big = torch.zeros(2, 5, 4, 12)
+    big[..., ::2] = logits
+    sliced = big[..., ::2]  # pixel stride 2
+    want_loss, want_grad = reference64(logits, tags, prior, pixels="all")
+    keep = keep_mask(logits, tags, prior, "ada")
+    for x in (odd, sliced):
+        loss, grad = run_cpu(x, tags, prior, pixels="all")
+        assert_close_rel(loss, want_loss, 1e-5, "loss", keep)
+        assert_close_rel(grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
+    empty = torch.zeros(2, 5, 0, 3)
+    loss, grad = run_cpu(empty, tags, prior)
+    assert loss.shape == (2, 0, 3) and grad.shape == empty.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
+    # ocr_pixel.h's pixel_forward/pixel_backward, one pixel at a time as on the GPU, on the CPU
+    logits, tags, prior = make_ocr_inputs(2, 7, (5, 6), dtype=dtype, tag_p=0.35)
+    tags[0] = 1  # every class tagged: no OC class, no loss
+    B, C1 = logits.shape[:2]
+    target = torch.randint(0, C1, (B, 5, 6))
+    target[0, 0, :3] = 255
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    g_ocr, g_ce = torch.randn(B, 5, 6, dtype=acc), torch.randn(B, 5, 6, dtype=acc)
+    for split in GROUP_SPLITS:
+        for pix in PIXEL_MODES:
+            ce, ocr, grad = ops._pixelwise_seg_ocr(
+                logits, target, tags, prior if split == "ada" else None, g_ce, g_ocr, 2.0, 0.2,
+                GROUP_CODES[split], PIXEL_CODES[pix], 255)
+            z = logits.detach().to(torch.float64).requires_grad_(True)
+            want_ce = F.cross_entropy(z, target, ignore_index=255, reduction="none")
+            want_ocr, _ = reference64(logits, tags, prior, group_split=split, pixels=pix)
+            from ocr_kernels.ocr.reference import ocr_loss_map_reference
+            ref = ocr_loss_map_reference(z, tags, prior.double() if split == "ada" else None,
+                                         2.0, 0.2, split, pix)
+            (want_grad,) = torch.autograd.grad((want_ce * g_ce.double()).sum() + (ref * g_ocr.double()).sum(), z)
+            keep = keep_mask(logits, tags, prior, split)
+            tol = 1e-11 if dtype == torch.float64 else 1e-5
+            assert_close_rel(ocr, want_ocr, tol, f"{split}/{pix} ocr", keep)
+            assert_close_rel(ce, want_ce, tol, f"{split}/{pix} ce", keep)
+            assert_close_rel(grad, want_grad, 1e-2 if dtype == torch.bfloat16 else tol,
+                             f"{split}/{pix} grad", keep.unsqueeze(1).expand_as(want_grad))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_seg_fused_maps(ops, layout):
+    from ocr_kernels.ocr.csrc_ops import seg_ocr_loss_maps_csrc
+
+    logits, tags, prior = make_ocr_inputs(2, 6, (5, 7), tag_p=0.4)
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 6, (2, 5, 7))
+    target[1, 2] = -100
+    g_ce, g_ocr = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    for split in GROUP_SPLITS:
+        z = logits.detach().clone().requires_grad_(True)
+        ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior if split == "ada" else None, 2.0,
+                                         0.2, split, "oc", -100)
+        assert ce.dtype == ocr.dtype == torch.float32 and ce.shape == ocr.shape == (2, 5, 7)
+        (ce * g_ce + ocr * g_ocr).sum().backward()
+        z64 = logits.detach().double().requires_grad_(True)
+        want_ce = F.cross_entropy(z64, target, ignore_index=-100, reduction="none")
+        from ocr_kernels.ocr.reference import ocr_loss_map_reference
+
+        want_ocr = ocr_loss_map_reference(z64, tags, prior.double() if split == "ada" else None,
+                                          2.0, 0.2, split, "oc")
+        (want_grad,) = torch.autograd.grad((want_ce * g_ce.double() + want_ocr * g_ocr.double()).sum(), z64,
+                                           retain_graph=True)
+        keep = keep_mask(logits, tags, prior, split)
+        assert (ce[1, 2] == 0).all()
+        assert_close_rel(ce, want_ce, 1e-5, "ce")
+        assert_close_rel(ocr, want_ocr, 1e-5, "ocr", keep)
+        assert_close_rel(z.grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
+        # only the CE term: the OCR map's gradient may be absent (materialised as zeros)
+        z2 = logits.detach().clone().requires_grad_(True)
+        ce2, _ = seg_ocr_loss_maps_csrc(z2, target, tags, prior, 2.0, 0.2, "ada", "oc", -100)
+        ce2.sum().backward()
+        (want_ce_grad,) = torch.autograd.grad(want_ce.sum(), z64)
+        assert_close_rel(z2.grad, want_ce_grad, 1e-5, "ce-only grad")
+
+
+def test_seg_bad_target_does_not_read_out_of_bounds(ops):
+    from ocr_kernels.ocr.csrc_ops import seg_ocr_loss_maps_csrc
+
+    logits, tags, prior = make_ocr_inputs(1, 4, (3, 3))
+    target = torch.full((1, 3, 3), 10**9)
+    target[0, 0, 0] = -(10**9)
+    ce, ocr = seg_ocr_loss_maps_csrc(logits, target, tags, prior, 2.0, 0.2, "ada", "oc", 255)
+    want_ocr, _ = reference64(logits, tags, prior)
+    assert_close_rel(ocr, want_ocr, 1e-5, "ocr", keep_mask(logits, tags, prior, "ada"))
+    assert ce.shape == (1, 3, 3)
+
+
+def test_opcheck(ops):
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
+    z = logits.requires_grad_(True)
+    target = torch.randint(0, 5, (2, 3, 4))
+    loss = ops.ocr_loss_map(logits.detach(), tags, prior, 2.0, 0.2, 0, 0)
+    cases = [
+        (ops.ocr_loss_map.default, (z, tags, prior, 2.0, 0.2, 0, 0)),
+        (ops.ocr_loss_map.default, (z, tags, None, 2.0, 0.2, 1, 2)),
+        (ops.ocr_loss_map_backward.default, (torch.ones_like(loss), logits.detach(), tags, prior, loss, 2.0, 0.2, 0, 0)),
+        (ops.seg_ocr_loss_maps.default, (z, target, tags, prior, 2.0, 0.2, 0, 0, 255)),
+        (ops.seg_ocr_loss_maps_backward.default, (torch.ones_like(loss), torch.ones_like(loss), logits.detach(), target, tags, prior, loss, 2.0, 0.2, 0, 0, 255)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_torch_compile(ops):
+    from ocr_kernels.ocr.csrc_ops import ocr_loss_map_csrc
+
+    logits, tags, prior = make_ocr_inputs(2, 6, (5, 5))
+
+    def f(z):
+        return ocr_loss_map_csrc(z, tags, prior, 2.0, 0.2, "ada", "all").mean()
+
+    compiled = torch.compile(f, fullgraph=True)
+    z1 = logits.clone().requires_grad_(True)
+    z2 = logits.clone().requires_grad_(True)
+    f(z1).backward()
+    out = compiled(z2)
+    out.backward()
+    assert torch.allclose(out, f(z1.detach()), rtol=1e-6)
+    assert torch.allclose(z2.grad, z1.grad, rtol=1e-6, atol=1e-9)
+
+
+def test_bad_arguments_raise_before_the_kernel(ops):
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 3))
+    with pytest.raises(ValueError, match="tags must have shape"):
+        ocr_loss(logits, tags[:, :3], prior, backend="cpu")
+    with pytest.raises(ValueError, match="prior must have shape"):
+        ocr_loss(logits, tags, prior[:4, :4], backend="cpu")
+    with pytest.raises(TypeError, match="logits must be a floating-point"):
+        ocr_loss(logits.long(), tags, prior, backend="cpu")
+    # the op itself checks shapes too, for callers that bypass ocr_loss
+    with pytest.raises(RuntimeError, match="tags must be"):
+        ops.ocr_loss_map(logits, tags[:, :3], prior, 2.0, 0.2, 0, 0)
+
+
+def test_auto_picks_cpu_for_cpu_tensors(ops):
+    from ocr_kernels._dispatch import resolve_backend
+
+    x = torch.zeros(1, 3, 2)
+    assert resolve_backend("auto", x, op="ocr_loss", implemented=("reference", "cpu")) == "cpu"
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: os.path.relpath(p, ROOT / "csrc"))
+def test_nvcc_compiles(cu, arch, tmp_path):
+    # The kernel translation units include only CUDA headers and ours, so they compile without a
+    # GPU and without a CUDA build of torch (kernel-lessons.md).
+    cmd = [NVCC, "-c", "-std=c++17", "-O1", f"-arch={arch}", "-I", str(ROOT / "csrc"), cu,
+           "-o", str(tmp_path / "k.o")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
+
+
+def test_every_cu_file_is_compile_checked():
+    assert CU_FILES, "no .cu file found under csrc/"
+    assert csrc_dir() is not None
+
+
+_FALLBACK_SCRIPT = r"""
+import torch, ocr_kernels
+from ocr_kernels import ocr_loss, BackendUnavailableError
+st = ocr_kernels.available_backends()["cpu"]
+assert not st.available, st
+print("REASON:", st.reason)
+z = torch.randn(2, 4, 3, 3, requires_grad=True)
+tags = torch.tensor([[1, 0, 0], [0, 1, 1]])
+loss = ocr_loss(z, tags, group_split="max")  # auto -> reference
+loss.backward()
+assert torch.isfinite(z.grad).all()
+try:
+    ocr_loss(z, tags, group_split="max", backend="cpu")
+except BackendUnavailableError as exc:
+    print("RAISED:", exc)
+else:
+    raise SystemExit("backend='cpu' did not raise")
+"""
+
+
+def test_imports_and_falls_back_without_a_toolchain(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path), CXX=str(tmp_path / "no-such-compiler"),
+               OCR_KERNELS_BUILD_DIR=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", _FALLBACK_SCRIPT], capture_output=True, text=True,
+                         env=env, cwd=str(tmp_path), timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "REASON: no C++ compiler was found" in res.stdout
+    assert "RAISED: backend='cpu' cannot run ocr_loss" in res.stdout and "compiler" in res.stdout
