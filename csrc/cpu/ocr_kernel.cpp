@@ -58,9 +58,10 @@ bool have_avx2() {
 }
 #endif
 
-// Tile width: keep a tile of the logits (C1 × P values) within ~32 KiB, P a multiple of 16.
+// Tile width: keep a tile of the logits (C1 × P values) within ~64 KiB (L2-resident across the
+// passes; measured slightly faster than 32 KiB), P a multiple of 16.
 int64_t tile_width(int64_t C1, int64_t elem) {
-  int64_t p = (32 * 1024) / (C1 * elem);
+  int64_t p = (64 * 1024) / (C1 * elem);
   p = (p / 16) * 16;
   return std::max<int64_t>(16, std::min<int64_t>(512, p));
 }

@@ -153,19 +153,28 @@ struct Scratch {
       inv_s, a, gc;
   std::vector<int32_t> pred, anchor, tgt;
   std::vector<int32_t> member, sel;
-  Scratch(int64_t C1, int64_t P) {
-    buf.resize(C1 * P);
-    obuf.resize(C1 * P);
-    for (auto* v : {&gmax, &oc_scale, &la, &ga, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic, &lse_ic, &lse_oc, &lse_all,
-                    &pA, &inv_s, &a, &gc})
-      v->resize(P);
-    pred.resize(P);
-    anchor.resize(P);
-    tgt.resize(P);
-    member.resize(C1 * P);
-    sel.resize(P);
+  // Grows only: one per thread is reused across calls (no allocation or zero-fill per call).
+  void ensure(int64_t C1, int64_t P) {
+    if ((int64_t)buf.size() < C1 * P) {
+      buf.resize(C1 * P);
+      obuf.resize(C1 * P);
+      member.resize(C1 * P);
+    }
+    if ((int64_t)gmax.size() < P) {
+      for (auto* v : {&gmax, &oc_scale, &la, &ga, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic,
+                      &lse_ic, &lse_oc, &lse_all, &pA, &inv_s, &a, &gc})
+        v->resize(P);
+      for (auto* v : {&pred, &anchor, &tgt, &sel}) v->resize(P);
+    }
   }
 };
+
+template <typename acc_t>
+OCR_INLINE Scratch<acc_t>& thread_scratch(int64_t C1, int64_t P) {
+  static thread_local Scratch<acc_t> s;
+  s.ensure(C1, P);
+  return s;
+}
 
 // Rows of one tile: row k is rows + k·rs, n valid lanes.
 template <typename scalar_t, typename acc_t>
@@ -371,7 +380,7 @@ template <typename scalar_t, typename acc_t, bool CE>
 OCR_INLINE void forward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   const int64_t C1 = A.zl.C1, N = A.zl.N, P = A.P;
   const int64_t tiles = (N + P - 1) / P;
-  Scratch<acc_t> S(C1, P);
+  Scratch<acc_t>& S = thread_scratch<acc_t>(C1, P);
   const bool need_all = CE || A.group == GROUP_ADA;
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t b = t / tiles, p0 = (t % tiles) * P, n = std::min(P, N - p0);
@@ -440,7 +449,7 @@ template <typename scalar_t, typename acc_t, bool CE>
 OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   const int64_t C1 = A.zl.C1, N = A.zl.N, P = A.P;
   const int64_t tiles = (N + P - 1) / P;
-  Scratch<acc_t> S(C1, P);
+  Scratch<acc_t>& S = thread_scratch<acc_t>(C1, P);
   const bool need_all = CE || A.group == GROUP_ADA;
   // Write gradients straight into the output rows when they are contiguous fp32/fp64 runs.
   const bool direct = std::is_same<scalar_t, acc_t>::value && A.gl.sN == 1;
