@@ -1,6 +1,7 @@
 """ocr-kernels: fused kernels for the losses of weakly supervised semantic segmentation."""
 from ._dispatch import BackendStatus, BackendUnavailableError, available_backends
 from .ocr import OCRLoss, oc_error_rate, oc_pixel_mask, ocr_loss, prior_correlation
+from .seg import SegOCRLoss, seg_ocr_loss
 from .wood import (
     WOoDLoss,
     centroid_distances,
@@ -16,6 +17,7 @@ __all__ = [
     "BackendStatus",
     "BackendUnavailableError",
     "OCRLoss",
+    "SegOCRLoss",
     "WOoDLoss",
     "available_backends",
     "centroid_distances",
@@ -25,6 +27,7 @@ __all__ = [
     "oc_pixel_mask",
     "ocr_loss",
     "prior_correlation",
+    "seg_ocr_loss",
     "wood_classifier_loss",
     "wood_distance_loss",
 ]

@@ -8,3 +8,6 @@ GROUP_SPLITS = {"ada": 0, "max": 1, "all": 2}
 PIXEL_MODES = {"oc": 0, "ic": 1, "all": 2}
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "reference", "triton", "cpu", "cuda")
+# Denominator of the segmentation cross-entropy in seg_ocr_loss: "valid" = the non-ignored pixels
+# (torch's F.cross_entropy mean), "all" = every pixel (mmsegmentation's avg_non_ignore=False).
+CE_AVERAGES = ("valid", "all")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ._options import BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS
+from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS
 
 
 def _describe(x) -> str:
@@ -111,8 +111,8 @@ def validate_ocr_inputs(
 
 
 def validate_target(target, logits, ignore_index: int) -> None:
-    """Shape/dtype/device checks of a segmentation target [B, *spatial] (values are checked by the
-    kernels, lazily, without a host synchronisation)."""
+    """Shape/dtype/device checks of a segmentation target [B, *spatial] (its values are checked by
+    ``check_target_values``, which reads no tensor data on the host where that would synchronise)."""
     check_tensor("target", target, "an integer tensor [B, *spatial]")
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
         raise TypeError(f"target must be an integer tensor [B, *spatial]; got {_describe(target)}")
@@ -125,6 +125,69 @@ def validate_target(target, logits, ignore_index: int) -> None:
     check_same_device("target", target, "logits", logits)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
+
+
+def _target_value_message(num_classes: int, ignore_index: int) -> str:
+    return (
+        f"target values must be class indices in [0, {num_classes - 1}] (logits have "
+        f"C+1 = {num_classes} channels) or ignore_index={ignore_index}"
+    )
+
+
+def check_target_values(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Every target value is in [0, num_classes) or equal to ignore_index.
+
+    CPU tensors in eager mode: checked at once (reading CPU memory costs no device
+    synchronisation), raising a ValueError with the first bad value and the number of bad pixels.
+    CUDA tensors, and any tensor under torch.compile: ``torch._assert_async`` on a device-side
+    flag -- no host synchronisation and no graph break; a bad value surfaces as a device-side
+    assertion at the next synchronisation (like torch's own cross_entropy on CUDA), after which the
+    CUDA context is unusable. Callers that have checked their targets once (a fixed dataset) can
+    pass ``validate=False`` to skip this read of the target.
+    """
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if target.device.type == "cpu" and not torch.compiler.is_compiling():
+        if bool(bad.any()):
+            first = target[bad][0].item()
+            raise ValueError(
+                f"{_target_value_message(num_classes, ignore_index)}; got {int(bad.sum())} "
+                f"pixel(s) outside that range, the first with value {first}"
+            )
+        return
+    torch._assert_async(~bad.any(), _target_value_message(num_classes, ignore_index))
+
+
+def validate_seg_inputs(
+    logits,
+    target,
+    tags,
+    prior=None,
+    *,
+    alpha: float = 1.0,
+    ignore_index: int = 255,
+    margin: float = 2.0,
+    threshold: float = 0.2,
+    group_split: str = "ada",
+    pixels: str = "oc",
+    ce_average: str = "valid",
+    global_mean: bool = False,
+    validate: bool = True,
+    backend: str = "auto",
+) -> None:
+    """Check the arguments of ``seg_ocr_loss``: the OCR arguments, the target's shape, dtype and
+    device, and -- when ``validate`` -- its values (see ``check_target_values``)."""
+    validate_ocr_inputs(
+        logits, tags, prior, margin=margin, threshold=threshold, group_split=group_split,
+        pixels=pixels, reduction="mean", backend=backend,
+    )
+    validate_target(target, logits, ignore_index)
+    check_finite("alpha", alpha)
+    check_option("ce_average", ce_average, CE_AVERAGES)
+    for name, flag in (("global_mean", global_mean), ("validate", validate)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool; got {_describe(flag)}")
+    if validate:
+        check_target_values(target, logits.shape[1], ignore_index)
 
 
 def optional_prior_for(group_split: str, prior: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -1,0 +1,109 @@
+"""The public segmentation objective: ``seg_ocr_loss`` = cross-entropy + alpha * OCR."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .._dispatch import resolve_backend
+from .._validation import optional_prior_for, validate_seg_inputs
+from .backends import SEG_OCR_IMPLS
+
+
+def _global_counts(n_valid: torch.Tensor, n_pixels: int):
+    """(non-ignored count, pixel count) summed over the ranks, and the world size; the local
+    values and 1 when torch.distributed is not initialised. One all_reduce of two int64 on the
+    logits' device (no host synchronisation: the counts stay tensors)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return n_valid, n_valid.new_tensor(n_pixels), 1
+    counts = torch.stack([n_valid, n_valid.new_tensor(n_pixels)])
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    return counts[0], counts[1], dist.get_world_size()
+
+
+def reduce_seg_maps(
+    ce_map: torch.Tensor,
+    ocr_map: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    alpha: float,
+    ignore_index: int,
+    ce_average: str = "valid",
+    global_mean: bool = False,
+) -> torch.Tensor:
+    """The one place the two maps become the scalar objective (see ``seg_ocr_loss``)."""
+    n_pixels = ce_map.numel()
+    if not global_mean:
+        ce_den = (target != ignore_index).sum().clamp_min(1).to(ce_map.dtype) \
+            if ce_average == "valid" else n_pixels
+        return ce_map.sum() / ce_den + alpha * ocr_map.mean()
+    n_valid, n_all, world = _global_counts((target != ignore_index).sum(), n_pixels)
+    ce_den = n_valid.clamp_min(1) if ce_average == "valid" else n_all
+    # Each rank returns world * (its share of the global sums): DDP averages the gradients over
+    # the ranks, which turns that back into the gradient of the global mean.
+    return world * (ce_map.sum() / ce_den.to(ce_map.dtype)
+                     + alpha * (ocr_map.sum() / n_all.to(ocr_map.dtype)))
+
+
+def seg_ocr_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    tags: torch.Tensor,
+    prior: Optional[torch.Tensor] = None,
+    *,
+    alpha: float = 1.0,
+    ignore_index: int = 255,
+    margin: float = 2.0,
+    threshold: float = 0.2,
+    group_split: str = "ada",
+    pixels: str = "oc",
+    ce_average: str = "valid",
+    global_mean: bool = False,
+    validate: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Segmentation cross-entropy + alpha * OCR (paper Eq. 4: L = L_seg + alpha * L_rec).
+
+    Equal to ``F.cross_entropy(logits, target, ignore_index=ignore_index) + alpha *
+    ocr_loss(logits, tags, prior, ...)``; the triton, cpu and cuda backends compute both terms in
+    one read of the logits (and one fused backward).
+
+    logits [B, C+1, *spatial] (channel 0 = background), target [B, *spatial] integer class
+    indices in [0, C] or ignore_index, tags [B, C], prior [C+1, C+1] (for group_split="ada").
+    Returns a 0-dim fp32 tensor (fp64 for fp64 logits); the gradient reaches the logits in their
+    dtype.
+
+    Reductions: the OCR term is the mean over every pixel (as ``ocr_loss``); the cross-entropy
+    term is the mean over the non-ignored pixels (``ce_average="valid"``, torch's mean) or over
+    every pixel (``"all"``, mmsegmentation's ``avg_non_ignore=False``). When every pixel is
+    ignored the cross-entropy term is 0, not NaN as in torch.
+
+    global_mean=True (under torch.distributed): the denominators are summed over the ranks with
+    one all_reduce, and the result is scaled by the world size, so that DDP's gradient averaging
+    gives exactly the gradient of the mean over the global batch, whatever each rank's pixel and
+    ignored counts. The value returned on a rank is then its share times the world size (their
+    average over ranks is the global loss). Without it, DDP gives the global gradient only when
+    every rank has the same number of pixels and (for ce_average="valid") of non-ignored pixels.
+
+    validate=True checks the target's values (see ``_validation.check_target_values``): a
+    ValueError at once for CPU tensors; on CUDA (or under torch.compile) a device-side assert,
+    never a host synchronisation. validate=False skips that read of the target; a bad target then
+    gives meaningless values (the kernels clamp indices and never read out of bounds).
+    """
+    validate_seg_inputs(
+        logits, target, tags, prior, alpha=alpha, ignore_index=ignore_index, margin=margin,
+        threshold=threshold, group_split=group_split, pixels=pixels, ce_average=ce_average,
+        global_mean=global_mean, validate=validate, backend=backend,
+    )
+    name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
+    target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
+    ce_map, ocr_map = SEG_OCR_IMPLS[name](
+        logits, target, tags, optional_prior_for(group_split, prior), float(margin),
+        float(threshold), group_split, pixels, ignore_index,
+    )
+    return reduce_seg_maps(
+        ce_map, ocr_map, target, alpha=float(alpha), ignore_index=ignore_index,
+        ce_average=ce_average, global_mean=global_mean,
+    )

@@ -1,0 +1,132 @@
+"""``SegOCRLoss``: the segmentation objective as a loss module in mmsegmentation's conventions."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .._options import BACKENDS, GROUP_SPLITS, PIXEL_MODES
+from .._validation import _describe, check_finite, check_option
+from .api import seg_ocr_loss
+
+
+class SegOCRLoss(nn.Module):
+    """``loss_weight * (cross-entropy + alpha * OCR)`` in mmsegmentation's loss conventions.
+
+    - ``forward(pred, target, tags, weight=None, ignore_index=None, **kwargs)``: pred
+      [B, C+1, *spatial] logits, target [B, *spatial] (mmseg's ``seg_label`` squeezed), tags [B, C]
+      image-level labels. ``ignore_index`` overrides the constructor's (mmseg's decode heads pass
+      it); per-pixel ``weight`` is not supported (a ValueError, rather than silently ignored).
+    - ``avg_non_ignore`` (mmseg's default False): False averages the cross-entropy over every pixel,
+      ignored ones counting as 0, exactly like mmseg's ``CrossEntropyLoss``; True averages over the
+      non-ignored pixels, like ``torch.nn.functional.cross_entropy`` and ``seg_ocr_loss``'s default.
+      The OCR term is always the mean over every pixel (the paper's Algorithm 1). mmseg computes
+      the non-ignored count with ``.item()``; here it stays on the device.
+    - ``loss_name`` must start with "loss_" (mmseg sums every such entry into the total loss).
+    - The prior is a buffer: it follows ``.to()``/``.cuda()`` and is saved in the state dict.
+    - ``global_mean`` / ``validate`` / ``backend``: see ``seg_ocr_loss``.
+
+    Registered as ``SegOCRLoss`` in mmseg's MODELS registry when mmsegmentation is importable
+    (``dict(type="SegOCRLoss", ...)`` in a config); the package does not depend on it.
+    """
+
+    def __init__(
+        self,
+        prior: Optional[torch.Tensor] = None,
+        *,
+        alpha: float = 1.0,
+        margin: float = 2.0,
+        threshold: float = 0.2,
+        group_split: str = "ada",
+        pixels: str = "oc",
+        ignore_index: int = 255,
+        avg_non_ignore: bool = False,
+        global_mean: bool = False,
+        validate: bool = True,
+        backend: str = "auto",
+        loss_weight: float = 1.0,
+        loss_name: str = "loss_seg_ocr",
+    ):
+        super().__init__()
+        check_option("group_split", group_split, GROUP_SPLITS)
+        check_option("pixels", pixels, PIXEL_MODES)
+        check_option("backend", backend, BACKENDS)
+        self.alpha = check_finite("alpha", alpha)
+        self.margin = check_finite("margin", margin)
+        self.threshold = check_finite("threshold", threshold)
+        self.loss_weight = check_finite("loss_weight", loss_weight)
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+            raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
+        for name, flag in (("avg_non_ignore", avg_non_ignore), ("global_mean", global_mean),
+                           ("validate", validate)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool; got {_describe(flag)}")
+        if group_split == "ada" and prior is None:
+            raise ValueError(
+                'prior is required for group_split="ada": pass '
+                "ocr_kernels.prior_correlation(dataset_tags); got None"
+            )
+        if prior is not None and not isinstance(prior, torch.Tensor):
+            raise TypeError(f"prior must be a tensor [C+1, C+1]; got {_describe(prior)}")
+        if not isinstance(loss_name, str) or not loss_name.startswith("loss_"):
+            raise ValueError(f'loss_name must be a string starting with "loss_"; got {loss_name!r}')
+        self.register_buffer("prior", prior)
+        self.group_split, self.pixels, self.backend = group_split, pixels, backend
+        self.ignore_index, self.avg_non_ignore = ignore_index, avg_non_ignore
+        self.global_mean, self.validate = global_mean, validate
+        self._loss_name = loss_name
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
+
+    def forward(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        tags: torch.Tensor,
+        weight: Optional[torch.Tensor] = None,
+        ignore_index: Optional[int] = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        if weight is not None:
+            raise ValueError(
+                "SegOCRLoss does not support a per-pixel weight (mmseg's seg_weight); got "
+                f"{_describe(weight)}; expected None"
+            )
+        unknown = {k: v for k, v in kwargs.items() if v is not None}
+        if unknown:
+            raise TypeError(f"SegOCRLoss.forward got unsupported arguments {sorted(unknown)}")
+        return self.loss_weight * seg_ocr_loss(
+            pred, target, tags, self.prior, alpha=self.alpha,
+            ignore_index=self.ignore_index if ignore_index is None else ignore_index,
+            margin=self.margin, threshold=self.threshold, group_split=self.group_split,
+            pixels=self.pixels, ce_average="valid" if self.avg_non_ignore else "all",
+            global_mean=self.global_mean, validate=self.validate, backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, group_split={self.group_split!r}, pixels={self.pixels!r}, "
+            f"margin={self.margin}, threshold={self.threshold}, ignore_index={self.ignore_index}, "
+            f"avg_non_ignore={self.avg_non_ignore}, global_mean={self.global_mean}, "
+            f"backend={self.backend!r}, loss_weight={self.loss_weight}, "
+            f"loss_name={self.loss_name!r}"
+        )
+
+
+def register_with_mmseg(registry=None) -> bool:
+    """Register SegOCRLoss in mmseg's MODELS registry (or the given one); False when mmseg is not
+    importable. Called once when the package is imported."""
+    if registry is None:
+        try:
+            from mmseg.registry import MODELS as registry  # mmseg >= 1.0
+        except Exception:  # not installed, or an install that fails to import
+            return False
+    if registry.get("SegOCRLoss") is None:
+        registry.register_module(name="SegOCRLoss", module=SegOCRLoss)
+    return True
+
+
+register_with_mmseg()

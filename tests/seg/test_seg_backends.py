@@ -1,0 +1,258 @@
+"""Every fused seg_ocr_loss backend (triton, cpu, cuda) against the float64 reference.
+
+One parametrisation for all of them, like tests/ocr/test_backends.py: a backend that is not
+registered in SEG_OCR_IMPLS (its module does not define seg_ocr_loss_maps_*) or cannot run here is
+skipped with the reason. OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference (a check
+of the tests and tolerances themselves). Pixels near the "ada" threshold are left out of the OCR
+comparisons (helpers.ambiguous_pixels).
+"""
+import itertools
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from helpers import GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel
+from seg_helpers import (assert_close_grad, fp32_map_atol, fp32_term_atol, make_seg_inputs,
+                         reference_maps64)
+from ocr_kernels import seg_ocr_loss
+from ocr_kernels._dispatch import BACKEND_DTYPES, _call_reason
+from ocr_kernels.seg import seg_ocr_loss_reference
+from ocr_kernels.seg.backends import SEG_OCR_IMPLS
+
+FAST_BACKENDS = tuple(os.environ.get("OCR_TEST_BACKENDS", "triton,cpu,cuda").split(","))
+
+
+def device_for(backend):
+    return "cuda" if backend in ("triton", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def backend(request):
+    name = request.param
+    if name not in SEG_OCR_IMPLS:
+        pytest.skip(f"{name}: seg_ocr_loss_maps is not implemented in this build")
+    probe = torch.zeros(1, device=device_for(name)) if name != "cuda" or torch.cuda.is_available() else torch.zeros(1)
+    reason = _call_reason(name, probe, BACKEND_DTYPES[name])
+    if reason is not None:
+        pytest.skip(f"{name}: {reason}")
+    return name
+
+
+def run_maps(backend, logits, target, tags, prior, grad_ce=None, grad_ocr=None, ignore_index=255,
+             **opts):
+    dev = device_for(backend)
+    z = logits.detach().to(dev).requires_grad_(True)
+    split = opts.get("group_split", "ada")
+    ce, oc = SEG_OCR_IMPLS[backend](
+        z, target.long().to(dev), tags.to(dev), prior.to(dev) if split == "ada" else None,
+        float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)), split,
+        opts.get("pixels", "oc"), ignore_index,
+    )
+    gce = torch.ones_like(ce) if grad_ce is None else grad_ce.to(dev)
+    goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(dev)
+    # the "random grad via a weighted sum": per-pixel upstream gradients for both maps at once
+    ((gce * ce).sum() + (goc * oc).sum()).backward()
+    return ce.detach().cpu(), oc.detach().cpu(), z.grad.cpu(), z.grad
+
+
+def check(backend, logits, target, tags, prior, rtol=1e-5, grad_ce=None, grad_ocr=None,
+          ignore_index=255, **opts):
+    ce, oc, grad, _ = run_maps(backend, logits, target, tags, prior, grad_ce, grad_ocr,
+                               ignore_index, **opts)
+    want_ce, want_oc, want_grad = reference_maps64(logits, target, tags, prior, grad_ce, grad_ocr,
+                                                   ignore_index, **opts)
+    want_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    assert ce.dtype == want_dtype and oc.dtype == want_dtype and grad.dtype == logits.dtype
+    keep = ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2)) \
+        if opts.get("group_split", "ada") == "ada" else torch.ones_like(want_oc, dtype=torch.bool)
+    map_atol = fp32_map_atol(logits)
+    assert_close_grad(ce, want_ce, rtol, map_atol, "ce_map")
+    assert torch.all(ce[target == ignore_index] == 0), "ce_map must be exactly 0 where ignored"
+    assert_close_grad(oc, want_oc, rtol, map_atol, "ocr_map", keep)
+    assert_close_grad(grad, want_grad, rtol, fp32_term_atol(logits, grad_ce, grad_ocr), "grad",
+                      keep.unsqueeze(1).expand_as(want_grad))
+
+
+@pytest.mark.parametrize("group_split, pixels", list(itertools.product(GROUP_SPLITS, PIXEL_MODES)))
+def test_every_option_with_ignore_regions(backend, group_split, pixels):
+    logits, target, tags, prior = make_seg_inputs(3, 7, (5, 6), ignore_p=0.3)
+    tags[0] = 0  # no tag
+    tags[1] = 1  # every class tagged: OCR is 0 there, CE is not
+    target[2, :2] = 255  # an ignored band
+    check(backend, logits, target, tags, prior, group_split=group_split, pixels=pixels)
+
+
+def test_random_upstream_gradients_of_both_maps(backend):
+    logits, target, tags, prior = make_seg_inputs(2, 6, (7, 5))
+    check(backend, logits, target, tags, prior, grad_ce=torch.randn(2, 7, 5) * 10,
+          grad_ocr=torch.randn(2, 7, 5) * 10, pixels="all")
+    # one map without gradient: the fused backward must not leak the other's
+    check(backend, logits, target, tags, prior, grad_ce=torch.zeros(2, 7, 5),
+          grad_ocr=torch.randn(2, 7, 5), pixels="all")
+    check(backend, logits, target, tags, prior, grad_ce=torch.randn(2, 7, 5),
+          grad_ocr=torch.zeros(2, 7, 5), pixels="all")
+
+
+def test_all_ignored_batch(backend):
+    logits, target, tags, prior = make_seg_inputs(2, 5, (4, 6))
+    target = torch.full_like(target, 255)
+    check(backend, logits, target, tags, prior, pixels="all")
+    dev = device_for(backend)
+    z = logits.detach().to(dev).requires_grad_(True)
+    loss = seg_ocr_loss(z, target.to(dev), tags.to(dev), prior.to(dev), alpha=0.5, pixels="all",
+                        backend=backend)
+    loss.backward()
+    want = seg_ocr_loss_reference(logits.double(), target, tags, prior.double(), alpha=0.5, pixels="all")
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    keep = ~ambiguous_pixels(logits, tags, prior)
+    if keep.all():
+        assert_close_rel(loss.detach().cpu(), want, 1e-5, "loss")
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 0, 3])
+def test_ignore_index_values(backend, ignore_index):
+    # 0 ignores the background class; 3 a foreground class; -100 is torch's default
+    logits, target, tags, prior = make_seg_inputs(2, 5, (4, 5), ignore_index=ignore_index)
+    check(backend, logits, target, tags, prior, ignore_index=ignore_index, pixels="all")
+
+
+def test_channels_last(backend):
+    logits, target, tags, prior = make_seg_inputs(2, 6, (5, 7))
+    cl = logits.contiguous(memory_format=torch.channels_last)
+    ce, oc, grad, grad_dev = run_maps(backend, cl, target, tags, prior, pixels="all")
+    want_ce, want_oc, want_grad = reference_maps64(logits, target, tags, prior, pixels="all")
+    keep = ~ambiguous_pixels(logits, tags, prior)
+    assert_close_rel(ce, want_ce, 1e-5, "ce_map")
+    assert_close_rel(oc, want_oc, 1e-5, "ocr_map", keep)
+    assert_close_grad(grad, want_grad, 1e-5, fp32_term_atol(logits), "grad",
+                      keep.unsqueeze(1).expand_as(want_grad))
+    if backend != "reference":  # BRIEF: the gradient has the logits' layout
+        assert grad_dev.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fp16_inputs(backend):
+    logits, target, tags, prior = make_seg_inputs(2, 9, (6, 6), dtype=torch.float16)
+    # fp16 values upcast exactly; the only fp16 rounding is the gradient's store
+    check(backend, logits, target, tags, prior, rtol=2e-3, pixels="all")
+
+
+@pytest.mark.parametrize("spatial", [(11,), (3, 4, 5), (1, 1)])
+def test_spatial_ranks(backend, spatial):
+    logits, target, tags, prior = make_seg_inputs(2, 5, spatial)
+    check(backend, logits, target, tags, prior, pixels="all")
+
+
+@pytest.mark.parametrize("C1", [2, 300])
+def test_class_counts(backend, C1):
+    logits, target, tags, prior = make_seg_inputs(2, C1, (3, 5), tag_p=0.05)
+    check(backend, logits, target, tags, prior, pixels="all")
+
+
+def test_confident_logits(backend):
+    logits, target, tags, prior = make_seg_inputs(2, 8, (6, 6))
+    logits = torch.sign(logits) * 80.0  # CE of a wrong confident class is ~160: no overflow
+    # CE and OCR gradients of opposite sign cancel on the same class here (fp32_term_atol)
+    for split in GROUP_SPLITS:
+        check(backend, logits, target, tags, prior, group_split=split, pixels="all")
+
+
+@pytest.mark.parametrize("ce_average", ["valid", "all"])
+def test_public_scalar_and_its_expanded_gradient(backend, ce_average):
+    # the mean reductions hand the kernels a stride-0 (expanded) gradient for each map
+    logits, target, tags, prior = make_seg_inputs(3, 6, (5, 4))
+    dev = device_for(backend)
+    z = logits.detach().to(dev).requires_grad_(True)
+    loss = seg_ocr_loss(z, target.to(dev), tags.to(dev), prior.to(dev), alpha=0.7,
+                        ce_average=ce_average, backend=backend)
+    loss.backward()
+    z64 = logits.detach().double().requires_grad_(True)
+    want = seg_ocr_loss(z64, target, tags, prior.double(), alpha=0.7, ce_average=ce_average,
+                        backend="reference")
+    want.backward()
+    keep = ~ambiguous_pixels(logits, tags, prior)
+    if keep.all():
+        assert_close_rel(loss.detach().cpu(), want.detach(), 1e-5, "loss")
+        n_ce = max(int((target != 255).sum()), 1) if ce_average == "valid" else target.numel()
+        per_pixel = torch.ones(target.shape)
+        atol = fp32_term_atol(logits, per_pixel / n_ce, per_pixel * 0.7 / target.numel())
+        assert_close_grad(z.grad.cpu(), z64.grad, 1e-5, atol)
+
+
+def test_bad_targets_are_never_read_out_of_bounds(backend):
+    # validate=False hands bad values to the kernel: it must clamp (no crash, no out-of-bounds
+    # read); the OCR map and the CE on the good pixels must be unaffected.
+    if backend == "reference":
+        pytest.skip("the reference is torch's cross_entropy, which raises on bad targets")
+    logits, target, tags, prior = make_seg_inputs(2, 5, (4, 6), ignore_p=0.0)
+    bad = target.clone()
+    bad[0, 0, :3] = torch.tensor([5, 10_000_000, -7])
+    ce, oc, grad, _ = run_maps(backend, logits, bad, tags, prior, pixels="all")
+    want_ce, want_oc, _ = reference_maps64(logits, target, tags, prior, pixels="all")
+    good = torch.ones_like(want_ce, dtype=torch.bool)
+    good[0, 0, :3] = False
+    keep = ~ambiguous_pixels(logits, tags, prior)
+    assert_close_rel(ce, want_ce, 1e-5, "ce_map (good pixels)", good)
+    assert_close_rel(oc, want_oc, 1e-5, "ocr_map", keep)
+
+
+def test_float64_gradcheck_where_supported(backend):
+    if torch.float64 not in BACKEND_DTYPES[backend]:
+        pytest.skip(f"{backend} does not compute in float64")
+    logits, target, tags, prior = make_seg_inputs(2, 5, (3, 4), dtype=torch.float64, scale=1.5)
+    tags[0] = 0
+    dev = device_for(backend)
+    target, tags, prior = target.to(dev), tags.to(dev), prior.double().to(dev)
+
+    def f(z):
+        ce, oc = SEG_OCR_IMPLS[backend](z, target, tags, prior, 0.5, 0.2, "ada", "oc", 255)
+        return ce, oc
+
+    z = logits.detach().to(dev).requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (z,), eps=1e-6, atol=1e-7)
+
+
+def test_fast_entries_are_registered_only_when_their_module_defines_the_function(tmp_path, monkeypatch):
+    from ocr_kernels.seg.backends import _defines
+
+    (tmp_path / "has_it.py").write_text("import nothing_needed_at_all\n\ndef seg_ocr_loss_maps_triton(*a):\n    pass\n")
+    (tmp_path / "lacks_it.py").write_text("def ocr_loss_map_triton(*a):\n    pass\n# seg_ocr_loss_maps_triton soon\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _defines("has_it", "seg_ocr_loss_maps_triton")  # decided without importing the module
+    assert not _defines("lacks_it", "seg_ocr_loss_maps_triton")
+    assert not _defines("no_such_module_here", "seg_ocr_loss_maps_triton")
+    assert "reference" in SEG_OCR_IMPLS
+
+
+HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_SEG_HYPOTHESIS_EXAMPLES", "25"))
+
+
+@settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(
+    B=st.integers(1, 3),
+    C1=st.integers(2, 40),
+    spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+    scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
+    tag_p=st.floats(0.0, 1.0),
+    ignore_p=st.sampled_from([0.0, 0.3, 1.0]),
+    ignore_index=st.sampled_from([255, -100, 0]),
+    group_split=st.sampled_from(GROUP_SPLITS),
+    pixels=st.sampled_from(PIXEL_MODES),
+    margin=st.floats(0.0, 5.0),
+    threshold=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_hypothesis(backend, B, C1, spatial, scale, tag_p, ignore_p, ignore_index, group_split,
+                    pixels, margin, threshold, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits, target, tags, prior = make_seg_inputs(B, C1, spatial, scale=scale, tag_p=tag_p,
+                                                  ignore_p=ignore_p, ignore_index=ignore_index,
+                                                  generator=g)
+    grad_ce = torch.randn(target.shape, generator=g)
+    grad_ocr = torch.randn(target.shape, generator=g)
+    check(backend, logits, target, tags, prior, grad_ce=grad_ce, grad_ocr=grad_ocr,
+          ignore_index=ignore_index, group_split=group_split, pixels=pixels, margin=margin,
+          threshold=threshold)

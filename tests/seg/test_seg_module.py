@@ -1,0 +1,111 @@
+"""SegOCRLoss: mmsegmentation's conventions, the prior buffer, registration."""
+import sys
+import types
+
+import pytest
+import torch
+
+from seg_helpers import make_seg_inputs
+from ocr_kernels import SegOCRLoss, seg_ocr_loss
+from ocr_kernels.seg.module import register_with_mmseg
+
+
+def test_module_matches_the_function_for_both_averages():
+    logits, target, tags, prior = make_seg_inputs(2, 6, (4, 5), dtype=torch.float64)
+    for avg, ce_average in ((False, "all"), (True, "valid")):
+        mod = SegOCRLoss(prior, alpha=0.3, loss_weight=0.5, avg_non_ignore=avg, pixels="all")
+        want = 0.5 * seg_ocr_loss(logits, target, tags, prior, alpha=0.3, pixels="all",
+                                  ce_average=ce_average)
+        assert torch.allclose(mod(logits, target, tags), want, rtol=1e-14)
+
+
+def test_avg_non_ignore_false_is_mmseg_cross_entropy():
+    # mmseg's CrossEntropyLoss(avg_non_ignore=False): F.cross_entropy(reduction="none") with
+    # ignored pixels at 0, averaged over every pixel.
+    logits, target, tags, prior = make_seg_inputs(2, 6, (4, 5), dtype=torch.float64, ignore_p=0.4)
+    mmseg_ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255,
+                                                 reduction="none").mean()
+    mod = SegOCRLoss(group_split="max", alpha=0.0)
+    assert torch.allclose(mod(logits, target, tags), mmseg_ce, rtol=1e-14)
+    mod = SegOCRLoss(group_split="max", alpha=0.0, avg_non_ignore=True)
+    torch_ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255)
+    assert torch.allclose(mod(logits, target, tags), torch_ce, rtol=1e-14)
+
+
+def test_forward_ignore_index_overrides_like_mmseg_decode_heads():
+    logits, target, tags, prior = make_seg_inputs(2, 5, (3, 3), ignore_index=-1)
+    mod = SegOCRLoss(prior)  # ignore_index=255 by default
+    got = mod(logits, target, tags, weight=None, ignore_index=-1)
+    want = seg_ocr_loss(logits, target, tags, prior, ignore_index=-1, ce_average="all")
+    assert torch.allclose(got, want)
+
+
+def test_forward_refuses_what_it_does_not_support():
+    logits, target, tags, prior = make_seg_inputs(2, 5, (3, 3))
+    mod = SegOCRLoss(prior)
+    with pytest.raises(ValueError, match=r"does not support a per-pixel weight .* expected None"):
+        mod(logits, target, tags, weight=torch.ones(2, 3, 3))
+    with pytest.raises(TypeError, match=r"unsupported arguments \['avg_factor'\]"):
+        mod(logits, target, tags, avg_factor=10)
+    mod(logits, target, tags, avg_factor=None)  # mmseg passes None for what it does not use
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, pattern",
+    [
+        (dict(loss_name="seg_ocr"), ValueError, r'loss_name must be a string starting with "loss_"'),
+        (dict(prior=None), ValueError, r"prior is required for group_split=\"ada\""),
+        (dict(prior=[[1.0]]), TypeError, r"prior must be a tensor"),
+        (dict(avg_non_ignore=1), TypeError, r"avg_non_ignore must be a bool; got int 1"),
+        (dict(ignore_index=255.0), TypeError, r"ignore_index must be an int"),
+        (dict(alpha=float("inf")), ValueError, r"alpha must be a finite number"),
+        (dict(pixels="some"), ValueError, r"pixels must be one of"),
+    ],
+)
+def test_constructor_checks(kwargs, exc, pattern):
+    args = dict(prior=torch.eye(3))
+    args.update(kwargs)
+    with pytest.raises(exc, match=pattern):
+        SegOCRLoss(args.pop("prior"), **args)
+
+
+def test_prior_is_a_buffer_that_moves_and_is_saved():
+    logits, target, tags, prior = make_seg_inputs(2, 6, (4, 4))
+    mod = SegOCRLoss(prior, loss_name="loss_wsss")
+    assert mod.loss_name == "loss_wsss" and "prior" in dict(mod.named_buffers())
+    mod = mod.double()
+    assert mod.prior.dtype == torch.float64
+    assert torch.equal(mod.state_dict()["prior"], prior.double())
+    fresh = SegOCRLoss(torch.zeros_like(prior))
+    fresh.load_state_dict(mod.state_dict())
+    assert torch.allclose(fresh(logits, target, tags), mod(logits, target, tags))
+    assert "avg_non_ignore=False" in repr(mod)
+
+
+def test_registration_with_an_mmseg_registry(monkeypatch):
+    class Registry:
+        def __init__(self):
+            self.modules = {}
+
+        def get(self, name):
+            return self.modules.get(name)
+
+        def register_module(self, name=None, module=None):
+            assert name not in self.modules
+            self.modules[name] = module
+
+    reg = Registry()
+    assert register_with_mmseg(reg) and reg.get("SegOCRLoss") is SegOCRLoss
+    assert register_with_mmseg(reg)  # idempotent: a second import does not re-register
+
+    # the import path: a module named mmseg.registry with a MODELS registry
+    fake = types.ModuleType("mmseg.registry")
+    fake.MODELS = Registry()
+    monkeypatch.setitem(sys.modules, "mmseg", types.ModuleType("mmseg"))
+    monkeypatch.setitem(sys.modules, "mmseg.registry", fake)
+    assert register_with_mmseg() and fake.MODELS.get("SegOCRLoss") is SegOCRLoss
+
+
+def test_without_mmseg_registration_is_a_no_op(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mmseg", None)  # import mmseg raises ImportError
+    assert register_with_mmseg() is False
