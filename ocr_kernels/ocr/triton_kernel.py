@@ -91,14 +91,16 @@ def _ic_mask(tags_ptr, b, c, C1, t_sb, t_sc):
 
 
 @triton.jit
-def _lse_rows(x, sel):
-    # Row-wise log-sum-exp of x over sel; 0 for an empty selection (no OC class: the loss is
-    # masked there, and a finite value keeps the backward's exponents free of inf - inf).
+def _max_sum_rows(x, sel):
+    # Row-wise (max, Σ e^{x - max}) of x over sel; (0, 1) for an empty selection (no OC class: the
+    # loss is masked there, and finite values keep the backward's exponents free of inf - inf).
+    # The pair, not max + log(sum), feeds the softmax: one absolute fp32 log-sum-exp would carry
+    # an error of |x|·2^-24, a large relative error in e^{x_k - lse} for large logits.
     xs = tl.where(sel, x, float("-inf"))
     mx = tl.max(xs, 1)
     mxs = tl.where(mx == float("-inf"), 0.0, mx)
     sm = tl.sum(tl.exp(xs - mxs[:, None]), 1)
-    return mxs + tl.log(tl.where(sm > 0.0, sm, 1.0))
+    return mxs, tl.where(sm > 0.0, sm, 1.0)
 
 
 @triton.jit
@@ -112,9 +114,31 @@ def _online_lse(run_m, run_s, x, sel):
 
 
 @triton.jit
-def _finish_lse(run_m, run_s):
-    safe = tl.where(run_m == float("-inf"), 0.0, run_m)
-    return safe + tl.log(run_s)
+def _online_max_rest(run_m, run_s1, z, c, cm, ci):
+    # Merge one chunk (max cm at index ci) into (run_m, run_s1), where run_s1 = Σ e^{z_k - run_m}
+    # over all classes but ONE argmax, whose term is exactly 1: the full sum is 1 + run_s1 with
+    # run_s1 held to its own relative precision (see _block_stats).
+    safe_c = tl.where(cm == float("-inf"), 0.0, cm)
+    cs1 = tl.sum(tl.where(c[None, :] == ci[:, None], 0.0, tl.exp(z - safe_c[:, None])), 1)
+    up = cm > run_m
+    w = tl.exp(tl.where(cm == run_m, 0.0, tl.where(up, run_m - cm, cm - run_m)))
+    run_s1 = tl.where(up, cs1 + (run_s1 + 1.0) * w, run_s1 + (cs1 + 1.0) * w)
+    return tl.maximum(run_m, cm), run_s1
+
+
+@triton.jit
+def _finish_max(run_m):
+    return tl.where(run_m == float("-inf"), 0.0, run_m)
+
+
+@triton.jit
+def _ce_grad(z, c, tc, zmax, s1):
+    # softmax_k - [k == t] with the full sum 1 + s1. The target's entry is -(sum - e_t)/sum
+    # = -(s1 + (1 - e_t))/sum (s1 holds e_t unless t is the excluded argmax, where e_t = 1):
+    # no cancellation, so a confident pixel's tiny gradient keeps its relative precision.
+    e = tl.exp(z - zmax[:, None])
+    hit = c[None, :] == tc[:, None]
+    return tl.where(hit, -(s1[:, None] + (1.0 - e)), e) / (1.0 + s1[:, None])
 
 
 @triton.jit
@@ -131,8 +155,12 @@ def _block_stats(z, c, ic, oc, prior_ptr, p_s0, p_s1, C1, threshold, GROUP: tl.c
     # Everything a pixel needs, from its C+1 logits held in registers (-inf past C1).
     BIG: tl.constexpr = 2147483647
     zmax = tl.max(z, 1)
-    lse_all = zmax + tl.log(tl.sum(tl.exp(z - zmax[:, None]), 1))
     pred = tl.min(tl.where(z == zmax[:, None], c[None, :], BIG), 1)  # ties: lowest index
+    # Full softmax normaliser as 1 + s1, s1 = Σ_{k≠pred} e^{z_k - max}: CE = (max - z_t) +
+    # log1p(s1) keeps a confident pixel's tiny CE (s1 far below fp32's epsilon relative to 1)
+    # to relative precision, where max + log(sum) - z_t would lose it to |z|·2^-24.
+    s1 = tl.sum(tl.where(c[None, :] == pred[:, None], 0.0, tl.exp(z - zmax[:, None])), 1)
+    lse_all = zmax + _log1p_pos(s1)
     pred_ic = tl.max(tl.where((c[None, :] == pred[:, None]) & ic[None, :], 1, 0), 1)
     za = tl.where(ic[None, :], z, float("-inf"))
     zA = tl.max(za, 1)
@@ -145,17 +173,17 @@ def _block_stats(z, c, ic, oc, prior_ptr, p_s0, p_s1, C1, threshold, GROUP: tl.c
         G = c[None, :] == A[:, None]
     else:
         G = (c[None, :] == A[:, None]) | ic[None, :]
-    lse_ic = _lse_rows(-z, G)
-    lse_oc = _lse_rows(z, oc[None, :] & (z == z))
-    return lse_all, pred_ic, G, lse_ic, lse_oc
+    icm, ics = _max_sum_rows(-z, G)
+    ocm, ocs = _max_sum_rows(z, oc[None, :] & (z == z))
+    return zmax, s1, lse_all, pred_ic, G, icm, ics, ocm, ocs
 
 
 @triton.jit
-def _ocr_grad(z, G, oc, coef, lse_ic, lse_oc):
+def _ocr_grad(z, G, oc, coef, icm, ics, ocm, ocs):
     # -σ·softmax_G(-z) on the IC group, +σ·softmax_OC(z) on OC, 0 elsewhere (the exponents are
     # masked before exp so that classes past C+1, at -inf, never make inf·0).
-    e_ic = tl.exp(tl.where(G, -z - lse_ic[:, None], float("-inf")))
-    e_oc = tl.exp(tl.where(oc[None, :] & (z == z), z - lse_oc[:, None], float("-inf")))
+    e_ic = tl.exp(tl.where(G, -z - icm[:, None], float("-inf"))) / ics[:, None]
+    e_oc = tl.exp(tl.where(oc[None, :] & (z == z), z - ocm[:, None], float("-inf"))) / ocs[:, None]
     return coef[:, None] * (e_oc - e_ic)
 
 
@@ -197,7 +225,7 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
     NEG: tl.constexpr = float("-inf")
     BIG: tl.constexpr = 2147483647
     run_m = tl.full((BLOCK_P,), NEG, tl.float32)
-    run_s = tl.zeros((BLOCK_P,), tl.float32)
+    run_s1 = tl.zeros((BLOCK_P,), tl.float32)
     pred_ic = tl.full((BLOCK_P,), 1, tl.int32)
     zA = tl.full((BLOCK_P,), NEG, tl.float32)
     A = tl.zeros((BLOCK_P,), tl.int32)
@@ -216,7 +244,7 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
         ci = tl.min(tl.where(z == cm[:, None], c[None, :], BIG), 1)
         ci_ic = tl.max(tl.where((c[None, :] == ci[:, None]) & ic[None, :], 1, 0), 1)
         pred_ic = tl.where(cm > run_m, ci_ic, pred_ic)
-        run_m, run_s = _online_lse(run_m, run_s, z, z == z)
+        run_m, run_s1 = _online_max_rest(run_m, run_s1, z, c, cm, ci)
         za = tl.where(ic[None, :], z, NEG)
         cA = tl.max(za, 1)
         cAi = tl.min(tl.where((za == cA[:, None]) & ic[None, :], c[None, :], BIG), 1)
@@ -228,7 +256,8 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
         if WITH_CE:
             zt += tl.sum(tl.where(c[None, :] == tc[:, None], z, 0.0), 1)
         n_oc += tl.sum(oc.to(tl.int32), 0)
-    lse_all = _finish_lse(run_m, run_s)
+    zmax = _finish_max(run_m)
+    lse_all = zmax + _log1p_pos(run_s1)
     if GROUP == 0:
         pA = tl.exp(zA - lse_all)
         for c0 in range(0, C1, BLOCK_C):
@@ -236,13 +265,14 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
                                   BLOCK_C, INT64)
             G = _ada_group(z, c, ic, A, pA, lse_all, prior_ptr, p_s0, p_s1, C1, threshold)
             im, isum = _online_lse(im, isum, -z, G)
-        lse_ic = _finish_lse(im, isum)
+        icm = _finish_max(im)
     elif GROUP == 1:
-        lse_ic = -zA
+        icm = -zA
+        isum = tl.full((BLOCK_P,), 1.0, tl.float32)
     else:
-        lse_ic = _finish_lse(im, isum)
-    lse_oc = _finish_lse(om, tl.where(osum > 0, osum, 1.0))
-    return lse_all, pred_ic, A, zA, lse_ic, lse_oc, zt, n_oc > 0
+        icm = _finish_max(im)
+    return (zmax, run_s1, lse_all, pred_ic, A, zA, icm, isum, _finish_max(om),
+            tl.where(osum > 0, osum, 1.0), zt, n_oc > 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,30 +307,33 @@ def _fwd_kernel(
         # A bad target must never read out of bounds: clamp (the caller validates values).
         tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
     if CHUNKED:
-        lse_all, pred_ic, A, zA, lse_ic, lse_oc, zt, oc_any = _chunked_stats(
+        zmax, s1, lse_all, pred_ic, A, zA, icm, ics, ocm, ocs, zt, oc_any = _chunked_stats(
             z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, prior_ptr, p_s0, p_s1,
             threshold, tc, BLOCK_P, BLOCK_C, GROUP, WITH_CE, INT64)
     else:
         c, z, ic, oc = _chunk(z_ptr, zrow, row_mask, 0, C1, z_sc, tags_ptr, b, t_sb, t_sc,
                               BLOCK_C, INT64)
         oc_any = tl.max(oc.to(tl.int32), 0) > 0
-        lse_all, pred_ic, G, lse_ic, lse_oc = _block_stats(z, c, ic, oc, prior_ptr, p_s0, p_s1,
-                                                           C1, threshold, GROUP)
+        zmax, s1, lse_all, pred_ic, G, icm, ics, ocm, ocs = _block_stats(
+            z, c, ic, oc, prior_ptr, p_s0, p_s1, C1, threshold, GROUP)
         if WITH_CE:
             zt = tl.sum(tl.where(c[None, :] == tc[:, None], z, 0.0), 1)
     m = _pixel_mask(pred_ic, oc_any, PIXELS)
-    s = lse_ic + lse_oc + margin
+    # The large maxima first: -z_A + max_OC z is exact for close logits, where summing two
+    # absolute log-sum-exps would cost |z|·2^-24 of s and so of σ(s) in the gradient.
+    s = (icm + ocm) + (tl.log(ics) + tl.log(ocs)) + margin
     loss = tl.where(m, _softplus(s), 0.0)
     if STORE_GRAD:  # the "keep the gradient" design (block path, plain OCR): d loss / d z
         coef = tl.where(m, 1.0 / (1.0 + tl.exp(-s)), 0.0)
-        g = tl.where(row_mask[:, None] & (c[None, :] < C1), _ocr_grad(z, G, oc, coef, lse_ic, lse_oc), 0.0)
+        g = tl.where(row_mask[:, None] & (c[None, :] < C1),
+                     _ocr_grad(z, G, oc, coef, icm, ics, ocm, ocs), 0.0)
         drow = b * d_sb + _spatial_offset(n, S1, S2, d_s0, d_s1, d_s2, FLAT)
         tl.store(dz_ptr + drow[:, None] + c[None, :] * d_sc, g.to(dz_ptr.dtype.element_ty),
                  mask=row_mask[:, None] & (c[None, :] < C1))
     out = b * N + n
     tl.store(loss_ptr + out, loss, mask=row_mask)
     if WITH_CE:
-        tl.store(ce_ptr + out, tl.where(y_ok, lse_all - zt, 0.0), mask=row_mask)
+        tl.store(ce_ptr + out, tl.where(y_ok, (zmax - zt) + _log1p_pos(s1), 0.0), mask=row_mask)
 
 
 @triton.jit
@@ -345,7 +378,7 @@ def _bwd_kernel(
     drow = b * d_sb + _spatial_offset(n, S1, S2, d_s0, d_s1, d_s2, FLAT)
     if CHUNKED:
         # Statistics first (the same passes as the forward), then one more pass writes.
-        lse_all, pred_ic, A, zA, lse_ic, lse_oc, zt, oc_any = _chunked_stats(
+        zmax, s1, lse_all, pred_ic, A, zA, icm, ics, ocm, ocs, zt, oc_any = _chunked_stats(
             z_ptr, zrow, active, C1, z_sc, tags_ptr, b, t_sb, t_sc, prior_ptr, p_s0, p_s1,
             threshold, tc, BLOCK_P, BLOCK_C, GROUP, WITH_CE, INT64)
         pA = tl.exp(zA - lse_all)
@@ -358,22 +391,20 @@ def _bwd_kernel(
                 G = c[None, :] == A[:, None]
             else:
                 G = (c[None, :] == A[:, None]) | ic[None, :]
-            g = _ocr_grad(z, G, oc, coef, lse_ic, lse_oc)
+            g = _ocr_grad(z, G, oc, coef, icm, ics, ocm, ocs)
             if WITH_CE:
-                soft = tl.exp(z - lse_all[:, None]) - tl.where(c[None, :] == tc[:, None], 1.0, 0.0)
-                g += gce[:, None] * soft
+                g += gce[:, None] * _ce_grad(z, c, tc, zmax, s1)
             g = tl.where(active[:, None] & (c[None, :] < C1), g, 0.0)
             tl.store(dz_ptr + drow[:, None] + c[None, :] * d_sc, g.to(dz_ptr.dtype.element_ty),
                      mask=row_mask[:, None] & (c[None, :] < C1))
     else:
         c, z, ic, oc = _chunk(z_ptr, zrow, active, 0, C1, z_sc, tags_ptr, b, t_sb, t_sc,
                               BLOCK_C, INT64)
-        lse_all, pred_ic, G, lse_ic, lse_oc = _block_stats(z, c, ic, oc, prior_ptr, p_s0, p_s1,
-                                                           C1, threshold, GROUP)
-        g = _ocr_grad(z, G, oc, coef, lse_ic, lse_oc)
+        zmax, s1, lse_all, pred_ic, G, icm, ics, ocm, ocs = _block_stats(
+            z, c, ic, oc, prior_ptr, p_s0, p_s1, C1, threshold, GROUP)
+        g = _ocr_grad(z, G, oc, coef, icm, ics, ocm, ocs)
         if WITH_CE:
-            soft = tl.exp(z - lse_all[:, None]) - tl.where(c[None, :] == tc[:, None], 1.0, 0.0)
-            g += gce[:, None] * soft
+            g += gce[:, None] * _ce_grad(z, c, tc, zmax, s1)
         g = tl.where(active[:, None] & (c[None, :] < C1), g, 0.0)
         tl.store(dz_ptr + drow[:, None] + c[None, :] * d_sc, g.to(dz_ptr.dtype.element_ty),
                  mask=row_mask[:, None] & (c[None, :] < C1))

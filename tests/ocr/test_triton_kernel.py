@@ -318,6 +318,79 @@ def test_seg_maps_one_term_used_and_bad_target():
     assert_close_rel(ocr.cpu(), want, 1e-5, "ocr map with a bad target")
 
 
+def _force_chunked(monkeypatch, chunk):
+    monkeypatch.setattr(tk, "MAX_BLOCK_C", 1)
+    monkeypatch.setattr(tk, "CHUNK_C", chunk)
+
+
+@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("C1", [2, 5])
+def test_seg_maps_tiny_cross_entropy_at_large_logits(monkeypatch, path, C1):
+    # A confident pixel at logits near ±30: CE = log1p(Σ_{k≠t} e^{z_k - z_t}) ~ 1e-7..1e-4. An
+    # absolute fp32 log-sum-exp minus z_t carries |z|·2^-24 ~ 2e-6 of error (5 % of
+    # CE = 7.26e-6 at z = [30, 18.2]); the kernel must keep CE, and its gradient, to relative
+    # precision. Chunks of 2 classes put the maximum in any chunk.
+    if path == "chunked":
+        _force_chunked(monkeypatch, 2)
+    g = torch.Generator().manual_seed(7)
+    B, H, W = 2, 4, 8
+    target = torch.randint(0, C1, (B, H, W), generator=g)
+    base = 30.0 * torch.where(torch.rand(B, 1, H, W, generator=g) < 0.5, -1.0, 1.0)
+    base = base + torch.rand(B, 1, H, W, generator=g) * 2 - 1
+    gap = 9.0 + 6.0 * torch.rand(B, C1, H, W, generator=g)
+    gap[:, 2:] += 20.0  # further classes: terms of e^-29 and below next to the runner-up
+    logits = (base - gap).scatter(1, target.unsqueeze(1), base)
+    logits[0, :, 0, :2] = -30.0
+    logits[0, :2, 0, 0] = torch.tensor([30.0, 18.2])  # the measured case
+    target[0, 0, 0] = 0
+    logits[0, :2, 0, 1] = 30.0  # a tie: CE = log(2 + tiny)
+    target[0, 0, 1] = 1
+    tags = torch.ones(B, C1 - 1, dtype=torch.int64)
+    z = logits.clone().to(DEV).requires_grad_(True)
+    ce, _ = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), None, 2.0, 0.2, "max",
+                                     "all", -100)
+    gce = torch.randn(B, H, W, generator=g)
+    ce.backward(gce.to(DEV))
+    zr = logits.double().requires_grad_(True)
+    want = F.cross_entropy(zr, target, reduction="none")
+    want.backward(gce.double())
+    # hand-derived: log1p(e^{18.2f - 30}) with 18.2f = 18.200000762939453 (+ e^-60 terms)
+    assert want[0, 0, 0].item() == pytest.approx(7.5045354814e-6, rel=1e-9)
+    err = (ce.detach().cpu().double() - want.detach()).abs()
+    assert (err <= 1e-5 * want.detach().abs() + 1e-30).all(), (err / want.detach()).max()
+    gerr = (z.grad.cpu().double() - zr.grad).abs()
+    assert (gerr <= 1e-5 * zr.grad.abs() + 1e-30).all(), (gerr / zr.grad.abs()).max()
+
+
+@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+def test_seg_maps_gradient_at_logits_of_80(monkeypatch, path, group_split):
+    # Logits of ±80: an absolute log-sum-exp is off by ~80·2^-24 = 5e-6, which every softmax
+    # term e^{z_k - lse} and σ(lse_ic + lse_oc + margin) inherit; the fused CE + OCR gradient must
+    # hold 1e-6 of its largest element everywhere (a should-be-zero entry came out 1.4e-6).
+    if path == "chunked":
+        _force_chunked(monkeypatch, 4)
+    g = torch.Generator().manual_seed(11)
+    B, C1, H, W = 2, 7, 4, 5
+    logits, tags, prior = make_ocr_inputs(B, C1, (H, W), tag_p=0.4, generator=g)
+    sign = torch.where(torch.rand(B, C1, H, W, generator=g) < 0.4, 1.0, -1.0)
+    logits = 80.0 * sign + torch.rand(B, C1, H, W, generator=g) * 2 - 1
+    target = torch.randint(0, C1, (B, H, W), generator=g)
+    gce, gocr = torch.randn(B, H, W, generator=g), torch.randn(B, H, W, generator=g)
+    z = logits.clone().to(DEV).requires_grad_(True)
+    ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV), 2.0, 0.2,
+                                       group_split, "all", -100)
+    torch.autograd.backward([ce, ocr], [gce.to(DEV), gocr.to(DEV)])
+    want_ce, want_ocr, want_grad = _seg_reference(logits, target, tags, prior, gce, gocr, -100,
+                                                  group_split=group_split, pixels="all")
+    keep = _keep(logits, tags, prior, {"group_split": group_split}).unsqueeze(1)
+    assert (want_ocr > 0).any() and keep.any()
+    err = torch.where(keep, (z.grad.cpu().double() - want_grad).abs(), 0.0)
+    bound = 1e-6 * want_grad.abs().max()
+    assert err.max() <= bound, (err.max().item(), bound.item())
+    assert_close_rel(ce.detach().cpu(), want_ce, 1e-5, "ce")
+
+
 # ---------------------------------------------------------------------------------------------
 # torch.library: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
