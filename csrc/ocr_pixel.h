@@ -72,19 +72,26 @@ OCR_HD bool pixel_selected(bool pred_in_ic, bool has_oc, int pixels) {
   return m && has_oc;
 }
 
-// Running (max, Σ exp(v − max)) with one exponential per value.
+// Running (max, Σ exp(v − max)) with one exponential per value. rest = s − 1 is summed on its own
+// (the terms other than the first maximum): log(s) = log1p(rest) stays accurate to a few ulp of
+// itself when s is within an ulp or so of 1, which s itself cannot resolve.
 template <typename acc_t>
 struct OnlineLSE {
-  acc_t m, s;
-  OCR_HD OnlineLSE() : m(neg_inf<acc_t>()), s((acc_t)0) {}
+  acc_t m, s, rest;
+  OCR_HD OnlineLSE() : m(neg_inf<acc_t>()), s((acc_t)0), rest((acc_t)0) {}
   OCR_HD void add(acc_t v) {
     if (v > m) {
-      s = s * m_exp(m - v) + (acc_t)1;
+      const acc_t e = m_exp(m - v);
+      s = s * e + (acc_t)1;
+      rest = (rest + (acc_t)1) * e;
       m = v;
     } else {
-      s += m_exp(v - m);
+      const acc_t e = m_exp(v - m);
+      s += e;
+      rest += e;
     }
   }
+  OCR_HD acc_t log_sum() const { return m_log1p(rest); }
   OCR_HD acc_t value() const { return m + m_log(s); }
 };
 
@@ -93,8 +100,14 @@ template <typename acc_t>
 struct PixelStats {
   int pred, anchor;
   acc_t gmax, inv_sum, p_anchor;  // softmax over all classes: P_k = exp(z_k − gmax)·inv_sum
-  acc_t lse_all;                  // logsumexp(z): the cross-entropy term
-  acc_t lse_ic, lse_oc;           // LSE_{G_ic}(−z), LSE_{OC}(z)
+  // logsumexp(z) = gmax + log_sum_all, kept apart: the cross-entropy (gmax − z_t) + log_sum_all
+  // and the softmax must not round through one absolute number ~|z| (2^-24·|z| of error swamps a
+  // small loss or 1 − softmax_t).
+  acc_t log_sum_all;
+  acc_t lse_ic, lse_oc;           // LSE_{G_ic}(−z), LSE_{OC}(z): only summed into s
+  // The same two as (max, 1/Σ) for the gradient's softmaxes e^{±z − max}/Σ: e^{±z − lse} would
+  // carry the rounding of lse (~|z|·2^-24) into every gradient element.
+  acc_t ic_max, ic_inv_sum, oc_max, oc_inv_sum;
   bool has_oc, selected;
 };
 
@@ -132,19 +145,27 @@ OCR_HD PixelStats<acc_t> pixel_stats(const Z& z, const uint8_t* ic, const acc_t*
   }
   st.gmax = all.m;
   st.inv_sum = (acc_t)1 / all.s;
-  st.lse_all = all.value();
+  st.log_sum_all = all.log_sum();
   st.p_anchor = m_exp(amax - st.gmax) * st.inv_sum;
   st.has_oc = oc.s > (acc_t)0;
   st.lse_oc = st.has_oc ? oc.value() : (acc_t)0;
+  st.oc_max = oc.m;
+  st.oc_inv_sum = (acc_t)1 / oc.s;
   if (group == GROUP_MAX) {
     st.lse_ic = -amax;
+    st.ic_max = -amax;
+    st.ic_inv_sum = (acc_t)1;
   } else if (group == GROUP_ALL) {
     st.lse_ic = ic_all.value();
+    st.ic_max = ic_all.m;
+    st.ic_inv_sum = (acc_t)1 / ic_all.s;
   } else {
     OnlineLSE<acc_t> g;
     for (int64_t k = 0; k < C1; ++k)
       if (in_group(st, z, ic, prior, C1, k, threshold, group)) g.add(-z(k));
     st.lse_ic = g.value();
+    st.ic_max = g.m;
+    st.ic_inv_sum = (acc_t)1 / g.s;
   }
   st.selected = pixel_selected(ic[st.pred] != 0, st.has_oc, pixels);
   return st;
@@ -168,7 +189,8 @@ OCR_HD acc_t pixel_forward(const Z& z, const uint8_t* ic, const acc_t* prior, in
                            bool with_ce, int64_t target, int64_t ignore_index, acc_t* ce) {
   PixelStats<acc_t> st = pixel_stats<acc_t>(z, ic, prior, C1, threshold, group, pixels);
   if (with_ce)
-    *ce = target == ignore_index ? (acc_t)0 : st.lse_all - z(clamp_class(target, C1));
+    *ce = target == ignore_index ? (acc_t)0
+                                 : (st.gmax - z(clamp_class(target, C1))) + st.log_sum_all;
   return loss_from_stats(st, margin);
 }
 
@@ -192,11 +214,12 @@ OCR_HD void pixel_backward(const Z& z, const Store& store, const uint8_t* ic, co
     acc_t d = (acc_t)0;
     if (a != (acc_t)0) {
       if (!ic[k])
-        d = a * m_exp(v - st.lse_oc);
+        d = a * (m_exp(v - st.oc_max) * st.oc_inv_sum);
       else if (in_group(st, z, ic, prior, C1, k, threshold, group))
-        d = -a * m_exp(-v - st.lse_ic);
+        d = -a * (m_exp(-v - st.ic_max) * st.ic_inv_sum);
     }
-    if (gce != (acc_t)0) d += gce * (m_exp(v - st.lse_all) - (k == t ? (acc_t)1 : (acc_t)0));
+    if (gce != (acc_t)0)
+      d += gce * (m_exp(v - st.gmax) * st.inv_sum - (k == t ? (acc_t)1 : (acc_t)0));
     store(k, d);
   }
 }

@@ -83,8 +83,8 @@ OCR_INLINE float vlog(float x) {
 }
 OCR_INLINE double vlog(double x) { return std::log(x); }
 
-// log(1 + e) for e in [0, 1], accurate for tiny e too: log(u)·e/(u − 1) with u = 1 + e rounded
-// (Goldberg's trick; the ratio corrects the rounding of u).
+// log(1 + e) for e >= 0 (here e <= C1), accurate for tiny e too: log(u)·e/(u − 1) with u = 1 + e
+// rounded (Goldberg's trick; the ratio corrects the rounding of u).
 template <typename acc_t>
 OCR_INLINE acc_t vlog1p(acc_t e) {
   const acc_t u = acc_t(1) + e;
@@ -149,8 +149,8 @@ struct Args {
 template <typename acc_t>
 struct Scratch {
   std::vector<acc_t> buf, obuf;
-  std::vector<acc_t> gmax, oc_scale, la, ga, amax, ocmax, icmin, s_all, s_oc, s_ic, lse_ic, lse_oc, lse_all, pA,
-      inv_s, a, gc;
+  std::vector<acc_t> gmax, oc_scale, la, ga, amax, ocmax, icmin, s_all, s_oc, s_ic, oc_rest, lse_ic, lse_oc,
+      log_s_all, pA, inv_s, a, gc;
   std::vector<int32_t> pred, anchor, tgt;
   std::vector<int32_t> member, sel;
   // Grows only: one per thread is reused across calls (no allocation or zero-fill per call).
@@ -162,7 +162,7 @@ struct Scratch {
     }
     if ((int64_t)gmax.size() < P) {
       for (auto* v : {&gmax, &oc_scale, &la, &ga, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic,
-                      &lse_ic, &lse_oc, &lse_all, &pA, &inv_s, &a, &gc})
+                      &oc_rest, &lse_ic, &lse_oc, &log_s_all, &pA, &inv_s, &a, &gc})
         v->resize(P);
       for (auto* v : {&pred, &anchor, &tgt, &sel}) v->resize(P);
     }
@@ -258,22 +258,30 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
   // `e` (row k at e + k·es) for the later passes and the backward:
   //   OC rows: e^{z−ocmax}; IC rows: "all": e^{icmin−z}, "ada": e^{z−gmax} (pass 3 reads it,
   //   then replaces it with e^{gmin−z} for members and 0 for the others), "max": e^{z−gmax}.
+  // The softmax denominator is summed as s_all − 1 = Σ_{k≠pred} e^{z_k−gmax} (the term of `pred`
+  // is exactly 1), so that log(s_all) = log1p(s_all − 1) keeps its relative accuracy when s_all
+  // is within an ulp or so of 1 (a confident pixel's tiny cross-entropy); oc_rest is the OC share
+  // without `pred` (all of s_oc unless pred is an OC class).
   acc_t *s_all = S.s_all.data(), *s_oc = S.s_oc.data(), *s_ic = S.s_ic.data();
+  acc_t* oc_rest = S.oc_rest.data();
   OCR_IVDEP
   for (int64_t p = 0; p < n; ++p) {
     s_all[p] = 0;
     s_oc[p] = 0;
     s_ic[p] = 0;
+    oc_rest[p] = 0;
   }
   const bool all_group = group == GROUP_ALL;
   for (int64_t k = 0; k < C1; ++k) {
     const acc_t* r = rows + k * rs;
     acc_t* ek = e + k * es;
+    const int32_t kk = (int32_t)k;
     if (ic[k]) {
       if (NEED_ALL && all_group) {
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) {
-          s_all[p] += vexp(r[p] - gmax[p]);
+          const acc_t xa = vexp(r[p] - gmax[p]);
+          s_all[p] += pred[p] == kk ? acc_t(0) : xa;
           const acc_t x = vexp(icmin[p] - r[p]);
           s_ic[p] += x;
           ek[p] = x;
@@ -282,7 +290,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) {
           const acc_t x = vexp(r[p] - gmax[p]);
-          s_all[p] += x;
+          s_all[p] += pred[p] == kk ? acc_t(0) : x;
           ek[p] = x;
         }
       } else if (all_group) {
@@ -292,6 +300,14 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
           s_ic[p] += x;
           ek[p] = x;
         }
+      }
+    } else if (NEED_ALL) {
+      OCR_IVDEP
+      for (int64_t p = 0; p < n; ++p) {
+        const acc_t x = vexp(r[p] - ocmax[p]);
+        s_oc[p] += x;
+        oc_rest[p] += pred[p] == kk ? acc_t(0) : x;
+        ek[p] = x;
       }
     } else {
       OCR_IVDEP
@@ -309,17 +325,18 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
       oc_scale[p] = vexp(ocmax[p] - gmax[p]);
-      s_all[p] += s_oc[p] * oc_scale[p];
+      s_all[p] += oc_rest[p] * oc_scale[p];
     }
   }
-  acc_t *lse_ic = S.lse_ic.data(), *lse_oc = S.lse_oc.data(), *lse_all = S.lse_all.data();
+  acc_t *lse_ic = S.lse_ic.data(), *lse_oc = S.lse_oc.data(), *log_s_all = S.log_s_all.data();
   acc_t *inv_s = S.inv_s.data(), *pA = S.pA.data();
   if (NEED_ALL) {
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
+      log_s_all[p] = vlog1p(s_all[p]);  // s_all holds the sum − 1 here
+      s_all[p] += acc_t(1);
       inv_s[p] = acc_t(1) / s_all[p];
       pA[p] = vexp(amax[p] - gmax[p]) * inv_s[p];
-      lse_all[p] = gmax[p] + vlog(s_all[p]);
     }
   }
   if (group == GROUP_ADA) {
@@ -409,7 +426,8 @@ OCR_INLINE void forward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_
       for (int64_t p = 0; p < n; ++p) {
         const int64_t tv = tg[p * A.tl.sN];
         const acc_t zt = rows[clamp_class(tv, C1) * rs + p];
-        ce[p] = tv == A.ignore_index ? acc_t(0) : S.lse_all[p] - zt;
+        // logsumexp − z_t as (gmax − z_t) + log(Σ): no absolute ~|z| number is rounded
+        ce[p] = tv == A.ignore_index ? acc_t(0) : (S.gmax[p] - zt) + S.log_s_all[p];
       }
     }
   }
@@ -505,7 +523,7 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     else
       tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
                                S, P, obase, ors);
-    const acc_t* lse_all = S.lse_all.data();
+    const acc_t* gmax = S.gmax.data();
     const int32_t* anchor = S.anchor.data();
     // d/dz_l = a·e^{z_l−ocmax}/s_oc on OC; −a·e^{gmin−z_k}/s_ic on the IC group; and for the
     // cross-entropy gc·(softmax_k − [k = t]) with softmax_l = e^{z_l−ocmax}·e^{ocmax−gmax}/s_all.
@@ -538,7 +556,7 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
       if (CE) {
         if (ic[k]) {
           OCR_IVDEP
-          for (int64_t p = 0; p < n; ++p) o[p] += gc[p] * vexp(r[p] - lse_all[p]);
+          for (int64_t p = 0; p < n; ++p) o[p] += gc[p] * (vexp(r[p] - gmax[p]) * inv_s[p]);
         }
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) o[p] -= tg[p] == kk ? gc[p] : acc_t(0);
