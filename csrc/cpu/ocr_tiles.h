@@ -36,8 +36,10 @@ namespace cpu {
 // Written branch-free so that loops calling it vectorise; std::exp would not.
 OCR_INLINE float vexp(float x) {
   float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float n = xc * 1.44269504088896341f + 12582912.0f;  // 1.5·2^23: rounds to nearest
-  n = n - 12582912.0f;
+  // 1.5·2^23 + 127 rounds to the nearest integer n and leaves n + 127 in the low mantissa bits,
+  // which shift straight into the exponent field of 2^n (no float-to-int conversion)
+  const float nm = xc * 1.44269504088896341f + 12583039.0f;
+  const float n = nm - 12583039.0f;
   float r = xc - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float y = 1.9875691500e-4f;
@@ -47,7 +49,9 @@ OCR_INLINE float vexp(float x) {
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * r * r + r + 1.0f;
-  int32_t bits = ((int32_t)n + 127) << 23;
+  uint32_t bits;
+  std::memcpy(&bits, &nm, sizeof(bits));
+  bits <<= 23;  // n + 127 in [1, 254] after the clamp
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return x < -87.0f ? 0.0f : y * scale;
