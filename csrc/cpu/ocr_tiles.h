@@ -213,7 +213,9 @@ OCR_INLINE const acc_t* load_tile(const Args<scalar_t, acc_t>& A, Scratch<acc_t>
 }
 
 // Per-pixel statistics of a tile (the vectorised counterpart of ocr::pixel_stats).
-template <typename acc_t, bool NEED_ALL>
+// NEED_ALL: the softmax denominator is needed (cross-entropy, "ada"). REST: it is needed as
+// s_all − 1 to a few ulp of itself (the cross-entropy); "ada" alone needs only s_all.
+template <typename acc_t, bool NEED_ALL, bool REST>
 OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8_t* ic,
                            bool has_oc, const acc_t* prior, int64_t C1, acc_t threshold,
                            int group, int pixels, Scratch<acc_t>& S, int64_t P, acc_t* e,
@@ -285,7 +287,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) {
           const acc_t xa = vexp(r[p] - gmax[p]);
-          s_all[p] += pred[p] == kk ? acc_t(0) : xa;
+          s_all[p] += (REST && pred[p] == kk) ? acc_t(0) : xa;
           const acc_t x = vexp(icmin[p] - r[p]);
           s_ic[p] += x;
           ek[p] = x;
@@ -294,7 +296,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         OCR_IVDEP
         for (int64_t p = 0; p < n; ++p) {
           const acc_t x = vexp(r[p] - gmax[p]);
-          s_all[p] += pred[p] == kk ? acc_t(0) : x;
+          s_all[p] += (REST && pred[p] == kk) ? acc_t(0) : x;
           ek[p] = x;
         }
       } else if (all_group) {
@@ -305,7 +307,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
           ek[p] = x;
         }
       }
-    } else if (NEED_ALL) {
+    } else if (NEED_ALL && REST) {
       OCR_IVDEP
       for (int64_t p = 0; p < n; ++p) {
         const acc_t x = vexp(r[p] - ocmax[p]);
@@ -329,16 +331,22 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
       oc_scale[p] = vexp(ocmax[p] - gmax[p]);
-      s_all[p] += oc_rest[p] * oc_scale[p];
+      s_all[p] += (REST ? oc_rest[p] : s_oc[p]) * oc_scale[p];
     }
   }
   acc_t *lse_ic = S.lse_ic.data(), *lse_oc = S.lse_oc.data(), *log_s_all = S.log_s_all.data();
   acc_t *inv_s = S.inv_s.data(), *pA = S.pA.data();
-  if (NEED_ALL) {
+  if (NEED_ALL && REST) {
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
       log_s_all[p] = vlog1p(s_all[p]);  // s_all holds the sum − 1 here
       s_all[p] += acc_t(1);
+      inv_s[p] = acc_t(1) / s_all[p];
+      pA[p] = vexp(amax[p] - gmax[p]) * inv_s[p];
+    }
+  } else if (NEED_ALL) {  // s_all holds the whole sum
+    OCR_IVDEP
+    for (int64_t p = 0; p < n; ++p) {
       inv_s[p] = acc_t(1) / s_all[p];
       pA[p] = vexp(amax[p] - gmax[p]) * inv_s[p];
     }
@@ -411,11 +419,11 @@ OCR_INLINE void forward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_
     int64_t rs;
     const acc_t* rows = load_tile(A, S, b, p0, n, &rs);
     if (need_all)
-      tile_stats<acc_t, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
-                              S, P, S.obuf.data(), P);
+      tile_stats<acc_t, true, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                  A.pixels, S, P, S.obuf.data(), P);
     else
-      tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
-                               S, P, S.obuf.data(), P);
+      tile_stats<acc_t, false, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                   A.pixels, S, P, S.obuf.data(), P);
     acc_t* out = A.ocr_out + b * N + p0;
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
@@ -522,11 +530,11 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     acc_t* obase = direct ? reinterpret_cast<acc_t*>(A.grad + b * A.gl.sB + p0) : S.obuf.data();
     const int64_t ors = direct ? A.gl.sC : P;
     if (need_all)
-      tile_stats<acc_t, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
-                              S, P, obase, ors);
+      tile_stats<acc_t, true, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                  A.pixels, S, P, obase, ors);
     else
-      tile_stats<acc_t, false>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group, A.pixels,
-                               S, P, obase, ors);
+      tile_stats<acc_t, false, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                   A.pixels, S, P, obase, ors);
     const acc_t* gmax = S.gmax.data();
     const int32_t* anchor = S.anchor.data();
     // d/dz_l = a·e^{z_l−ocmax}/s_oc on OC; −a·e^{gmin−z_k}/s_ic on the IC group; and for the
