@@ -214,8 +214,10 @@ OCR_INLINE const acc_t* load_tile(const Args<scalar_t, acc_t>& A, Scratch<acc_t>
 
 // Per-pixel statistics of a tile (the vectorised counterpart of ocr::pixel_stats).
 // NEED_ALL: the softmax denominator is needed (cross-entropy, "ada"). REST: it is needed as
-// s_all − 1 to a few ulp of itself (the cross-entropy); "ada" alone needs only s_all.
-template <typename acc_t, bool NEED_ALL, bool REST>
+// s_all − 1 to a few ulp of itself (the cross-entropy); "ada" alone needs only s_all. PRED: the
+// argmax and the pixel mask are needed (the forward, and REST); the OCR-only backward has the
+// mask in its saved loss already.
+template <typename acc_t, bool NEED_ALL, bool REST, bool PRED>
 OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8_t* ic,
                            bool has_oc, const acc_t* prior, int64_t C1, acc_t threshold,
                            int group, int pixels, Scratch<acc_t>& S, int64_t P, acc_t* e,
@@ -244,7 +246,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         const acc_t v = r[p], gm = gmax[p], am = amax[p], im = icmin[p];
         const bool g = v > gm, a = v > am;
         gmax[p] = g ? v : gm;
-        pred[p] = blend_i32(g, kk, pred[p]);
+        if (PRED) pred[p] = blend_i32(g, kk, pred[p]);
         amax[p] = a ? v : am;
         anchor[p] = blend_i32(a, kk, anchor[p]);
         icmin[p] = v < im ? v : im;
@@ -255,7 +257,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         const acc_t v = r[p], gm = gmax[p], om = ocmax[p];
         const bool g = v > gm;
         gmax[p] = g ? v : gm;
-        pred[p] = blend_i32(g, kk, pred[p]);
+        if (PRED) pred[p] = blend_i32(g, kk, pred[p]);
         ocmax[p] = v > om ? v : om;
       }
     }
@@ -402,7 +404,8 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
   } else {
     for (int64_t p = 0; p < n; ++p) lse_oc[p] = acc_t(0);
   }
-  for (int64_t p = 0; p < n; ++p) sel[p] = pixel_selected(ic[pred[p]] != 0, has_oc, pixels);
+  if (PRED)
+    for (int64_t p = 0; p < n; ++p) sel[p] = pixel_selected(ic[pred[p]] != 0, has_oc, pixels);
 }
 
 template <typename scalar_t, typename acc_t, bool CE>
@@ -419,11 +422,11 @@ OCR_INLINE void forward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_
     int64_t rs;
     const acc_t* rows = load_tile(A, S, b, p0, n, &rs);
     if (need_all)
-      tile_stats<acc_t, true, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
-                                  A.pixels, S, P, S.obuf.data(), P);
+      tile_stats<acc_t, true, CE, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                        A.pixels, S, P, S.obuf.data(), P);
     else
-      tile_stats<acc_t, false, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
-                                   A.pixels, S, P, S.obuf.data(), P);
+      tile_stats<acc_t, false, CE, true>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                         A.pixels, S, P, S.obuf.data(), P);
     acc_t* out = A.ocr_out + b * N + p0;
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
@@ -530,11 +533,11 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
     acc_t* obase = direct ? reinterpret_cast<acc_t*>(A.grad + b * A.gl.sB + p0) : S.obuf.data();
     const int64_t ors = direct ? A.gl.sC : P;
     if (need_all)
-      tile_stats<acc_t, true, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
-                                  A.pixels, S, P, obase, ors);
+      tile_stats<acc_t, true, CE, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                      A.pixels, S, P, obase, ors);
     else
-      tile_stats<acc_t, false, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
-                                   A.pixels, S, P, obase, ors);
+      tile_stats<acc_t, false, CE, CE>(rows, rs, n, ic, has_oc, A.prior, C1, A.threshold, A.group,
+                                       A.pixels, S, P, obase, ors);
     const acc_t* gmax = S.gmax.data();
     const int32_t* anchor = S.anchor.data();
     // d/dz_l = a·e^{z_l−ocmax}/s_oc on OC; −a·e^{gmin−z_k}/s_ic on the IC group; and for the
