@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -70,14 +71,29 @@ template <typename scalar_t, typename acc_t, bool CE>
 OCR_AVX512_TARGET void backward_avx512(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
 }
+// OCR_KERNELS_CPU_ISA=avx2|baseline caps the variant picked below, read once per process: the
+// tests run every compiled variant on one machine (CI's CPU would otherwise only exercise its
+// best one), and a user can sidestep a variant that misbehaves on some CPU.
+int isa_cap() {
+  static const int cap = [] {
+    const char* s = std::getenv("OCR_KERNELS_CPU_ISA");
+    if (s == nullptr || *s == 0 || !std::strcmp(s, "auto") || !std::strcmp(s, "avx512")) return 2;
+    if (!std::strcmp(s, "avx2")) return 1;
+    if (!std::strcmp(s, "baseline")) return 0;
+    TORCH_CHECK(false, "OCR_KERNELS_CPU_ISA must be auto, avx512, avx2 or baseline; got '", s, "'");
+    return 2;
+  }();
+  return cap;
+}
 bool have_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+                         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         isa_cap() >= 2;
   return ok;
 }
 bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && isa_cap() >= 1;
   return ok;
 }
 #endif

@@ -390,3 +390,25 @@ def test_imports_and_falls_back_without_a_toolchain(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "REASON: no C++ compiler was found" in res.stdout
     assert "RAISED: backend='cpu' cannot run ocr_loss" in res.stdout and "compiler" in res.stdout
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_every_cpu_isa_variant_passes_the_shared_matrices(isa):
+    """The CPU kernels are compiled for several instruction sets and pick the best at run time, so
+    on one machine the suite only exercises one of them: run the shared OCR and seg matrices again
+    in a process capped at each lower variant (OCR_KERNELS_CPU_ISA)."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, OCR_KERNELS_CPU_ISA=isa, OCR_HYPOTHESIS_EXAMPLES="50")
+    env.pop("PYTEST_XDIST_WORKER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "tests/ocr/test_backends.py", "tests/seg/test_seg_backends.py", "-k", "cpu"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )
+    tail = (proc.stdout + proc.stderr)[-3000:]
+    assert proc.returncode == 0, tail
+    assert " passed" in tail and "failed" not in tail, tail
