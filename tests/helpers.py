@@ -1,16 +1,39 @@
 """Shared inputs and comparisons for the tests of every backend."""
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
+import pytest
 import torch
 
+from ocr_kernels._dispatch import BACKEND_DTYPES, _call_reason
 from ocr_kernels.ocr.prior import prior_correlation
 from ocr_kernels.ocr.reference import ic_mask_from_tags, ocr_loss_map_reference
 
 GROUP_SPLITS = ("ada", "max", "all")
 PIXEL_MODES = ("oc", "ic", "all")
 REDUCTIONS = ("mean", "sum", "none")
+
+# The fast backends the shared matrices run (OCR_TEST_BACKENDS=reference runs a matrix on the fp32
+# reference itself: a check of the tolerances).
+FAST_BACKENDS = tuple(os.environ.get("OCR_TEST_BACKENDS", "triton,cpu,cuda").split(","))
+
+
+def device_for(backend):
+    return "cuda" if backend in ("triton", "cuda") and torch.cuda.is_available() else "cpu"
+
+
+def require_backend(name, impls, op):
+    """`name`, or skip the test with the reason: not registered in `impls`, or cannot run here."""
+    if name not in impls:
+        pytest.skip(f"{name}: {op} is not implemented in this build")
+    dev = device_for(name)
+    probe = torch.zeros(1, device=dev)
+    reason = _call_reason(name, probe, BACKEND_DTYPES[name])
+    if reason is not None:
+        pytest.skip(f"{name}: {reason}")
+    return name
 
 
 def make_ocr_inputs(
@@ -63,8 +86,9 @@ def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):
     return near.any(1)
 
 
-def assert_close_rel(actual, expected, rtol, what="", mask=None):
-    """|actual − expected| <= rtol · (|expected| + max|expected|·1e-2) elementwise, in float64.
+def assert_close_rel(actual, expected, rtol, what="", mask=None, atol=0.0):
+    """|actual − expected| <= rtol · (|expected| + max|expected|·1e-2) + atol elementwise, in float64
+    (atol may be a tensor: a per-element allowance).
 
     A relative bound per element, with a floor of 1% of the largest magnitude so that entries that
     are tiny compared with the rest (and carry rounding of the large ones) are not held to a
@@ -78,12 +102,12 @@ def assert_close_rel(actual, expected, rtol, what="", mask=None):
     assert torch.isfinite(a).all(), f"{what}: non-finite values in the result"
     floor = e.abs().max() * 1e-2 if e.numel() else 0.0
     err = (a - e).abs()
-    bound = rtol * (e.abs() + floor) + 1e-30
+    bound = rtol * (e.abs() + floor) + atol + 1e-30
     bad = err > bound
     if bad.any():
         i = int(torch.argmax((err / bound).flatten()))
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {e.numel()} elements off; worst at flat index {i}: "
-            f"got {a.flatten()[i].item():.9g}, expected {e.flatten()[i].item():.9g} "
-            f"(rtol={rtol})"
+            f"got {a.flatten()[i].item():.9g}, expected {e.flatten()[i].item():.9g}, allowed error "
+            f"{bound.flatten()[i].item():.3g} (rtol={rtol})"
         )

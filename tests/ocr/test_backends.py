@@ -13,32 +13,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import (GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
-                     make_ocr_inputs, reference64)
+from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
+                     make_ocr_inputs, reference64, device_for, require_backend)
 from ocr_kernels import ocr_loss
-from ocr_kernels._dispatch import _call_reason, BACKEND_DTYPES
 
-# OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference itself (a check of the tolerances).
-FAST_BACKENDS = tuple(os.environ.get("OCR_TEST_BACKENDS", "triton,cpu,cuda").split(","))
 HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_HYPOTHESIS_EXAMPLES", "200"))
-
-
-def device_for(backend):
-    return "cuda" if backend in ("triton", "cuda") and torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(params=FAST_BACKENDS)
 def backend(request):
-    name = request.param
     from ocr_kernels.ocr.backends import OCR_LOSS_MAP_IMPLS
 
-    if name not in OCR_LOSS_MAP_IMPLS:
-        pytest.skip(f"{name}: not implemented in this build")
-    probe = torch.zeros(1, device=device_for(name)) if name != "cuda" or torch.cuda.is_available() else torch.zeros(1)
-    reason = _call_reason(name, probe, BACKEND_DTYPES[name])
-    if reason is not None:
-        pytest.skip(f"{name}: {reason}")
-    return name
+    return require_backend(request.param, OCR_LOSS_MAP_IMPLS, "ocr_loss")
 
 
 def run(backend, logits, tags, prior, grad_map=None, reduction="none", **opts):

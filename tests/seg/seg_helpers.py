@@ -66,28 +66,6 @@ def fp32_term_atol(logits, grad_ce=None, grad_ocr=None, ulps: float = 16.0):
     return (ulps * 2.0 ** -24 * scale).unsqueeze(1).expand_as(z)
 
 
-def assert_close_grad(actual, expected, rtol, atol, what="grad", mask=None):
-    """assert_close_rel's bound (rtol relative with a 1%-of-max floor) plus an elementwise atol."""
-    a = actual.detach().to(torch.float64)
-    e = expected.detach().to(torch.float64)
-    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != {tuple(e.shape)}"
-    if mask is not None:
-        a = torch.where(mask, a, torch.zeros_like(a))
-        e = torch.where(mask, e, torch.zeros_like(e))
-    assert torch.isfinite(a).all(), f"{what}: non-finite values in the result"
-    floor = e.abs().max() * 1e-2 if e.numel() else 0.0
-    err = (a - e).abs()
-    bound = rtol * (e.abs() + floor) + atol + 1e-30
-    bad = err > bound
-    if bad.any():
-        i = int(torch.argmax((err / bound).flatten()))
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} of {e.numel()} elements off; worst at flat index {i}: got "
-            f"{a.flatten()[i].item():.9g}, expected {e.flatten()[i].item():.9g}, allowed error "
-            f"{bound.flatten()[i].item():.3g} (rtol={rtol})"
-        )
-
-
 def fp32_map_atol(logits, ulps: float = 16.0):
     """Per-pixel absolute error allowed in a fused fp32 loss map: ce = lse − z[target] is the
     difference of two numbers of size |z| (the OCR softplus argument is a sum of such), so a kernel
