@@ -228,6 +228,22 @@ def extension_unavailable_reason(backend: str) -> Optional[str]:
     return None
 
 
+def extension_ops() -> List[str]:
+    """The ops csrc/ops.cpp declares (its m.def schemas), as "ocr_kernels::name"."""
+    root = csrc_dir()
+    if root is None:
+        return []
+    text = (root / "ops.cpp").read_text()
+    return [f"ocr_kernels::{n}" for n in re.findall(r'm\.def\(\s*"(\w+)\(', text)]
+
+
+def missing_kernels(dispatch_key: str) -> List[str]:
+    """The declared ops with no kernel registered for `dispatch_key` ("CPU", "CUDA") in this
+    process (load() first)."""
+    return [op for op in extension_ops()
+            if not torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key)]
+
+
 def _has_cuda_kernels() -> bool:
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key("ocr_kernels::ocr_loss_map", "CUDA")

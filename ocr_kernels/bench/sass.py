@@ -86,6 +86,18 @@ def tool(name: str) -> Optional[str]:
     return shutil.which(name)
 
 
+def triton_ptxas() -> Optional[str]:
+    """The ptxas Triton's NVIDIA backend runs for sm_90 (newer Triton picks one per architecture)."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+    except ImportError:
+        return tool("ptxas")
+    try:
+        return get_ptxas(90).path
+    except TypeError:
+        return get_ptxas().path
+
+
 def _run(args: List[str]) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
@@ -232,6 +244,7 @@ def summary(sass: Sass) -> Dict[str, float]:
     return {
         "static": len(real),
         "static_mufu": sum(1 for i in real if is_mufu(i)),
+        "static_in_loops": sum(1 for i in real if any(lp.contains(i.addr) for lp in sass.loops)),
         "executed": executed(s),
         "executed_mufu": executed(s, is_mufu),
         "executed_fp64": executed(s, is_fp64),

@@ -58,6 +58,7 @@ GROUPS = ("ada", "max", "all")
 SCENARIOS = ("blobs", "indep", "all-pixels")  # the layouts of the bench's OCR scenarios (inputs.py)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 _ITEMSIZE = {"fp32": 4, "bf16": 2}
+_ASM_DIR: Optional[str] = None  # set by --static-asm
 
 
 @dataclass(frozen=True)
@@ -320,8 +321,13 @@ def analyse_triton(cap: Captured) -> Dict[str, object]:
     summ = sass.summary(code)
     st, ld = sass.spill_bytes(code)
     warps = k.metadata.num_warps
+    if _ASM_DIR is not None:  # the PTX beside the results, for checking by hand (ptxas -v)
+        ptx = Path(_ASM_DIR) / f"{name}-{k.hash[:12]}.ptx"
+        if not ptx.exists():
+            ptx.parent.mkdir(parents=True, exist_ok=True)
+            ptx.write_text(k.asm["ptx"])
     return {
-        "kernel": f"triton:{name}", "grid": list(cap.grid), "num_warps": warps,
+        "kernel": f"triton:{name}", "kernel_hash": k.hash, "grid": list(cap.grid), "num_warps": warps,
         "constexprs": {a: v for a, v in consts.items() if isinstance(v, (int, float, bool, str))},
         "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st, "spill_load_bytes": ld,
         "stack_bytes": res.get("STACK", 0),
@@ -452,7 +458,7 @@ def tool_versions() -> Dict[str, str]:
 
     out = {"torch": torch.__version__, "triton": triton.__version__}
     for name in ("ptxas", "nvdisasm", "cuobjdump"):
-        exe = sass.tool(name)
+        exe = sass.triton_ptxas() if name == "ptxas" else sass.tool(name)
         if exe:
             try:
                 v = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
@@ -495,16 +501,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "executed SASS and PREDICTED H200/H100 times (no GPU needed)")
     p.add_argument("--static-cases", default="full", choices=("full", "ocr", "smoke"),
                    help="with --static: all cases (default), the OCR/seg ones only, or the CI smoke set")
+    p.add_argument("--static-asm", action="store_true",
+                   help="with --static: also write each kernel's PTX to OUT/asm/NAME-HASH.ptx")
 
 
 def run(args) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") == "1":  # the interpreter swaps the kernels out
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         return subprocess.call([sys.executable, "-m", "ocr_kernels.bench.static", *_argv(args)], env=env)
+    global _ASM_DIR
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.monotonic()
     cases = all_cases(args.static_cases)
     os.makedirs(args.out, exist_ok=True)
+    _ASM_DIR = os.path.join(args.out, "asm") if args.static_asm else None
     stem = args.name or f"static-sm90-{started:%Y-%m-%d}"
     print(f"ocr-kernels static model: {len(cases)} cases, sm_{TARGET_ARCH} -> {args.out}/{stem}.*", flush=True)
     rows: List[dict] = []
@@ -538,7 +548,7 @@ def run(args) -> int:
 
 def _argv(args) -> List[str]:
     out = ["--out", args.out, "--static-cases", args.static_cases]
-    return out + (["--name", args.name] if args.name else [])
+    return out + (["--name", args.name] if args.name else []) + (["--static-asm"] if args.static_asm else [])
 
 
 def main(argv=None) -> int:
