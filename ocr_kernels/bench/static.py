@@ -89,9 +89,14 @@ def all_cases(preset: str = "full") -> List[Case]:
     if preset == "smoke":  # the CI test's: one block-path and one chunked case, both kernels
         return [Case("ocr_loss", (2, 21, 64, 64), "fp32", "ada", "blobs"),
                 Case("ocr_loss", (1, 300, 16, 16), "bf16", "max", "all-pixels")]
+    if preset == "gpu":  # what benchmarks/gpu/run.sh times beside: the target shapes, "ada"
+        return [Case(op, shape, dt, "ada", sc) for shape in OCR_SHAPES[:2]
+                for op in ("ocr_loss", "seg_ocr_loss") for dt in DTYPES for sc in SCENARIOS]
     out = []
     for shape in OCR_SHAPES:
-        for op in ("ocr_loss", "seg_ocr_loss"):
+        # many classes (C+1 = 201, 1030: the chunked path) for the OCR loss alone: the seg kernels
+        # are the same code with the CE terms added
+        for op in ("ocr_loss", "seg_ocr_loss") if shape[1] <= 81 else ("ocr_loss",):
             for dt in DTYPES:
                 for g in GROUPS:
                     for sc in SCENARIOS:
@@ -353,7 +358,7 @@ def _sector_fraction(case: Case) -> float:
     return float(hit) / (B * math.ceil(m.shape[1] / per))
 
 
-def kernel_bytes(case: Case, pass_: str, cap: Captured) -> float:
+def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
     if case.op in ("ocr_loss", "seg_ocr_loss"):
         B, C1 = case.shape[:2]
         P = B * math.prod(case.shape[2:])
@@ -389,65 +394,221 @@ def _logits(case: Case) -> int:
     return N * D
 
 
-def model_case(case: Case) -> List[dict]:
-    """Rows for the case: one per kernel launch of each pass, then the pass totals."""
-    rows = []
-    launches = launch_case(case)
-    totals: Dict[str, Dict[str, float]] = {}
-    for pass_, caps in launches.items():
-        for cap in caps:
-            a = analyse_triton(cap)
-            nbytes = kernel_bytes(case, pass_, cap)
-            threads = math.prod(cap.grid) * a["num_warps"] * 32
-            n = _logits(case)
-            row = dict(a, case=case.name, op=case.op, shape=shape_str(case.shape), dtype=case.dtype,
-                       group=case.group, scenario=case.scenario, pass_=pass_, bytes=nbytes,
-                       sass_per_logit=a["sass"]["executed"] * threads / n,
-                       mufu_per_logit=a["sass"]["executed_mufu"] * threads / n,
-                       shared_per_logit=a["sass"]["executed_shared"] * threads / n)
-            launch = gpu_model.Launch(
-                ctas=math.prod(cap.grid), warps_per_cta=a["num_warps"], regs=a["regs"] or 255,
-                smem_per_cta=a["smem_bytes"], instr_per_thread=a["sass"]["executed"],
-                mufu_per_thread=a["sass"]["executed_mufu"], fp64_per_thread=a["sass"]["executed_fp64"],
-                load_bytes_in_flight_per_thread=a["load_bytes_in_flight_per_thread"], bytes=nbytes)
-            row["predicted"] = {}
-            for gname, gpu in gpu_model.GPUS.items():
-                p = gpu_model.predict(launch, gpu)
-                row["predicted"][gname] = p
-                t = totals.setdefault(pass_, {}).setdefault(gname, 0.0)
-                totals[pass_][gname] = t + (p["time_s"] or float("inf"))
-            row["pass"] = row.pop("pass_")
-            rows.append(row)
-    passes = list(totals) + (["fwd+bwd"] if "bwd" in totals else [])
+def _row(case: Case, pass_: str, a: dict, ctas: int, nbytes: float) -> dict:
+    """One launch's record: its facts `a`, per-logit counts and the model's predictions."""
+    threads = ctas * a["num_warps"] * 32
+    n = _logits(case)
+    row = dict(a, case=case.name, op=case.op, shape=shape_str(case.shape), dtype=case.dtype,
+               group=case.group, scenario=case.scenario, bytes=nbytes,
+               sass_per_logit=a["sass"]["executed"] * threads / n,
+               mufu_per_logit=a["sass"]["executed_mufu"] * threads / n,
+               shared_per_logit=a["sass"]["executed_shared"] * threads / n)
+    row["pass"] = pass_
+    launch = gpu_model.Launch(
+        ctas=ctas, warps_per_cta=a["num_warps"], regs=a["regs"] or 255, smem_per_cta=a["smem_bytes"],
+        instr_per_thread=a["sass"]["executed"], mufu_per_thread=a["sass"]["executed_mufu"],
+        fp64_per_thread=a["sass"]["executed_fp64"],
+        load_bytes_in_flight_per_thread=a["load_bytes_in_flight_per_thread"], bytes=nbytes)
+    row["predicted"] = {g: gpu_model.predict(launch, gpu) for g, gpu in gpu_model.GPUS.items()}
+    return row
+
+
+def _totals(case: Case, backend: str, rows: List[dict]) -> List[dict]:
+    """Per pass (fwd, bwd, fwd+bwd) of one backend: the sum of its launches against the floor."""
+    out = []
+    passes = [p for p in ("fwd", "bwd") if any(r["pass"] == p for r in rows)]
+    passes += ["fwd+bwd"] if "bwd" in passes else []
     for pass_ in passes:
         floor_b = _floor_bytes(case, pass_)
-        for row in [r for r in rows if r["pass"] == pass_]:
-            row["floor_bytes"] = floor_b
-            for gname, gpu in gpu_model.GPUS.items():
-                p = row["predicted"][gname]
-                p["pct_of_floor_alone"] = (100 * gpu_model.floor_s(floor_b, gpu) / p["time_s"]
-                                           if p["time_s"] else None)
-        summary = {"kernel": "+".join(sorted({r["kernel"] for r in rows
-                                              if r["pass"] in pass_.split("+")})),
-                   "case": case.name, "op": case.op, "shape": shape_str(case.shape),
-                   "dtype": case.dtype, "group": case.group, "scenario": case.scenario,
-                   "pass": pass_, "total": True, "floor_bytes": floor_b, "predicted": {}}
-        parts = [r for r in rows if r["pass"] in pass_.split("+") and not r.get("total")]
-        summary["regs"] = max((r["regs"] or 0) for r in parts)
-        summary["spills"] = sum(r["spills"] for r in parts)
-        summary["sass_per_logit"] = sum(r["sass_per_logit"] for r in parts)
-        summary["mufu_per_logit"] = sum(r["mufu_per_logit"] for r in parts)
-        summary["bytes"] = sum(r["bytes"] for r in parts)
-        for gname, gpu in gpu_model.GPUS.items():
-            t = sum(totals[p][gname] for p in pass_.split("+"))
-            summary["predicted"][gname] = {"time_s": t, "pct_of_floor": 100 * gpu_model.floor_s(floor_b, gpu) / t,
-                                           "bound": "+".join(r["predicted"][gname]["bound"] for r in parts)}
-        rows.append(summary)
+        parts = [r for r in rows if r["pass"] in pass_.split("+")]
+        for r in parts:
+            if r["pass"] == pass_:
+                r["floor_bytes"] = floor_b
+                for g, gpu in gpu_model.GPUS.items():
+                    p = r["predicted"][g]
+                    p["pct_of_floor_alone"] = 100 * gpu_model.floor_s(floor_b, gpu) / p["time_s"] if p["time_s"] else None
+        t = {"kernel": "+".join(sorted({r["kernel"] for r in parts})), "backend": backend,
+             "case": case.name, "op": case.op, "shape": shape_str(case.shape), "dtype": case.dtype,
+             "group": case.group, "scenario": case.scenario, "pass": pass_, "total": True,
+             "floor_bytes": floor_b, "regs": max((r["regs"] or 0) for r in parts),
+             "spills": sum(r["spills"] for r in parts),
+             "sass_per_logit": sum(r["sass_per_logit"] for r in parts),
+             "mufu_per_logit": sum(r["mufu_per_logit"] for r in parts),
+             "bytes": sum(r["bytes"] for r in parts), "predicted": {}}
+        for g, gpu in gpu_model.GPUS.items():
+            time_s = sum(r["predicted"][g]["time_s"] or float("inf") for r in parts)
+            t["predicted"][g] = {"time_s": time_s, "pct_of_floor": 100 * gpu_model.floor_s(floor_b, gpu) / time_s,
+                                 "bound": "+".join(r["predicted"][g]["bound"] for r in parts)}
+        out.append(t)
+    return out
+
+
+def model_case(case: Case, backends=("triton", "cuda")) -> List[dict]:
+    """Rows for the case: one per kernel launch of each pass, then each backend's pass totals."""
+    rows = []
+    if "triton" in backends:
+        tr = []
+        for pass_, caps in launch_case(case).items():
+            for cap in caps:
+                a = analyse_triton(cap)
+                tr.append(_row(case, pass_, a, math.prod(cap.grid), kernel_bytes(case, pass_, cap)))
+        for r in tr:
+            r["backend"] = "triton"
+        rows += tr + _totals(case, "triton", tr)
+    if "cuda" in backends and case.op in ("ocr_loss", "seg_ocr_loss") and _nvcc() is not None:
+        cu = []
+        for pass_ in ("fwd", "bwd"):
+            a, ctas = analyse_cuda_ocr(case, pass_)
+            cu.append(_row(case, pass_, a, ctas, kernel_bytes(case, pass_, None)))
+        for r in cu:
+            r["backend"] = "cuda"
+        rows += cu + _totals(case, "cuda", cu)
     for r in rows:
         h = r["predicted"]["H200"]
         r["predicted_pct_of_floor"] = h.get("pct_of_floor", h.get("pct_of_floor_alone"))
         r["predicted_time_s"] = h["time_s"]
     return rows
+
+
+# ------------------------------------------------------------------------------------------
+# The CUDA kernels (csrc/cuda/*.cu through nvcc)
+# ------------------------------------------------------------------------------------------
+def _nvcc() -> Optional[str]:
+    from .._extension import find_cuda_home
+
+    home, _ = find_cuda_home()
+    return os.path.join(home, "bin", "nvcc") if home else None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_cubin(source: str) -> bytes:
+    """The sm_90 cubin of one .cu file, with the extension's own nvcc flags."""
+    from .._extension import csrc_dir, cuda_cflags
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "k.cubin")
+        subprocess.run([_nvcc(), "-cubin", f"-arch=sm_{TARGET_ARCH}", *cuda_cflags(), "-I", str(csrc_dir()),
+                        source, "-o", out], check=True, capture_output=True, text=True)
+        return Path(out).read_bytes()
+
+
+@functools.lru_cache(maxsize=None)
+def _demangled(cubin: bytes) -> Dict[str, str]:
+    names = list(sass.resource_usage(cubin))
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        out = names
+    return dict(zip(out, names))
+
+
+_FOR = re.compile(r"\bfor\s*\((?:[^;]*);\s*\w+\s*<\s*([\w.]+)\s*;")
+
+
+@functools.lru_cache(maxsize=None)
+def _cpp_loops(path: str) -> List[Tuple[int, int, str]]:
+    """(first line, last line, bound) of each ``for (...; i < bound; ...)`` of a C++ file: the
+    body's extent by brace matching (or the statement up to its ';')."""
+    lines = Path(path).read_text().splitlines()
+    out = []
+    for i, text in enumerate(lines):
+        m = _FOR.search(text)
+        if not m:
+            continue
+        depth, opened, end = 0, False, i
+        header_done = False
+        paren = 0
+        for j in range(i, len(lines)):
+            seg = lines[j] if j > i else lines[j][m.start():]
+            for ch in seg:
+                if not header_done:
+                    paren += ch == "("
+                    paren -= ch == ")"
+                    header_done = paren == 0 and ch == ")"
+                    continue
+                if ch == "{":
+                    depth, opened = depth + 1, True
+                elif ch == "}":
+                    depth -= 1
+                elif ch == ";" and not opened:
+                    depth = 0
+                    opened = True  # a single statement ends here
+                    break
+            if header_done and opened and depth == 0:
+                end = j
+                break
+        out.append((i + 1, end + 1, m.group(1)))
+    return out
+
+
+def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int) -> List[str]:
+    """Trip counts of the SASS loops of a CUDA kernel: each maps to the C++ loop holding most of
+    its instructions' lines; a loop unrolled U times (U = its global loads over the distinct
+    source lines they come from) runs bound / U times; the grid-stride pixel loop runs
+    ceil(pixels / threads) times."""
+    notes = []
+    files = {f for i in code.instrs for f, _ in i.lines if f.endswith((".h", ".cuh", ".cu"))}
+    loops = [(f, lo, hi, b) for f in files if os.path.exists(f) for lo, hi, b in _cpp_loops(f)]
+    for lp in code.loops:
+        lines = sass.loop_lines(code, lp)
+        best, best_key = None, None
+        for f, lo, hi, b in loops:
+            score = sum(1 for ls in lines if any(ff == f and lo <= n <= hi for ff, n in ls))
+            key = (score, -(hi - lo))
+            if score and (best_key is None or key > best_key):
+                best, best_key = (f, lo, hi, b), key
+        if best is None:
+            notes.append(f"SASS loop at {lp.start:#x} matched no source loop: counted once")
+            continue
+        f, lo, hi, bound = best
+        body = [i for i in code.instrs if lp.contains(i.addr)]
+        inner = [o for o in code.loops if o is not lp and lp.contains(o.start) and lp.contains(o.end)]
+        direct = [i for i in body if not any(o.contains(i.addr) for o in inner)]
+        unroll = 1
+        for kind in ("LDG", "STG"):
+            mem = [i for i in direct if i.base == kind]
+            if mem:
+                unroll = max(1, round(len(mem) / len({i.lines for i in mem})))
+                break
+        if bound == "total":
+            lp.trips = float(math.ceil(ns["total"] / threads_total))
+        elif bound in ns:
+            lp.trips = max(1.0, ns[bound] / unroll)
+        else:
+            notes.append(f"loop {os.path.basename(f)}:{lo} bound {bound!r} unknown: counted once")
+            continue
+        lp.source = f"{os.path.basename(f)}:{lo} i < {bound}, unrolled x{unroll}: {lp.trips:.1f}"
+    return notes
+
+
+def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
+    """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches."""
+    from .._extension import csrc_dir
+
+    src = str(csrc_dir() / "cuda" / "ocr_kernel.cu")
+    cubin = cuda_cubin(src)
+    threads = int(re.search(r"kThreads\s*=\s*(\d+)", Path(src).read_text()).group(1))
+    scalar = {"fp32": "float", "bf16": "__nv_bfloat16"}[case.dtype]
+    ce = "true" if case.op == "seg_ocr_loss" else "false"
+    kern = "forward_kernel" if pass_ == "fwd" else "backward_kernel"
+    want = f"{kern}<{scalar}, float, {ce}>"
+    names = _demangled(cubin)
+    mangled = next(m for d, m in names.items() if want in d)
+    res, code0 = _cubin_facts(cubin, mangled)
+    code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
+    B, C1 = case.shape[:2]
+    P = B * math.prod(case.shape[2:])
+    ctas = min(math.ceil(P / threads), 1 << 20)
+    notes = _cpp_trips(code, {"C1": C1, "total": P}, ctas * threads)
+    notes.append("CUDA kernels: the group_split/pixels switches and the zero-gradient path are "
+                 "runtime branches, all counted (an upper bound on executed instructions)")
+    st, ld = sass.spill_bytes(code)
+    return ({"kernel": f"cuda:{want}", "grid": [ctas, 1, 1], "num_warps": threads // 32,
+             "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
+             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": res.get("SHARED", 0),
+             "sass": sass.summary(code), "loops": [lp.source or "unmapped" for lp in code.loops],
+             "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes}, ctas)
 
 
 # ------------------------------------------------------------------------------------------
@@ -469,14 +630,14 @@ def tool_versions() -> Dict[str, str]:
 
 
 def format_table(rows: List[dict], markdown: bool = False) -> str:
-    hdr = ["case", "pass", "kernel", "warps", "regs", "spill B", "smem B", "SASS/logit", "MUFU/logit",
+    hdr = ["case", "pass", "backend / kernel", "warps", "regs", "spill B", "smem B", "SASS/logit", "MUFU/logit",
            "MB", "H200 us", "H200 %floor", "H100 us", "H100 %floor", "bound (H200)"]
     lines = []
     for r in rows:
         h2, h1 = r["predicted"]["H200"], r["predicted"]["H100"]
         pct = lambda p: p.get("pct_of_floor", p.get("pct_of_floor_alone"))  # noqa: E731
         lines.append([r["case"], r["pass"] + (" (total)" if r.get("total") else ""),
-                      r["kernel"].replace("triton:", ""),
+                      r["backend"] if r.get("total") else r["kernel"],
                       str(r.get("num_warps", "")), str(r["regs"]), str(r["spills"]),
                       str(r.get("smem_bytes", "")), f"{r['sass_per_logit']:.1f}", f"{r['mufu_per_logit']:.2f}",
                       f"{r['bytes'] / 1e6:.1f}", f"{h2['time_s'] * 1e6:.0f}", f"{pct(h2):.1f}",
@@ -499,8 +660,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--static", action="store_true",
                    help="no timing: compile every kernel for sm_90 and report registers, spills, "
                         "executed SASS and PREDICTED H200/H100 times (no GPU needed)")
-    p.add_argument("--static-cases", default="full", choices=("full", "ocr", "smoke"),
-                   help="with --static: all cases (default), the OCR/seg ones only, or the CI smoke set")
+    p.add_argument("--static-cases", default="full", choices=("full", "ocr", "gpu", "smoke"),
+                   help="with --static: all cases (default), the OCR/seg ones only, those the GPU "
+                        "runner times, or the CI smoke set")
+    p.add_argument("--static-jobs", type=int, default=2,
+                   help="with --static: compile in this many processes (default 2)")
     p.add_argument("--static-asm", action="store_true",
                    help="with --static: also write each kernel's PTX to OUT/asm/NAME-HASH.ptx")
 
@@ -519,13 +683,23 @@ def run(args) -> int:
     print(f"ocr-kernels static model: {len(cases)} cases, sm_{TARGET_ARCH} -> {args.out}/{stem}.*", flush=True)
     rows: List[dict] = []
     errors = []
-    for i, case in enumerate(cases):
-        print(f"[{i + 1}/{len(cases)}] {case.name}", file=sys.stderr, flush=True)
-        try:
-            rows += model_case(case)
-        except Exception as exc:  # one failing case must not stop the rest
-            errors.append({"case": case.name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"})
-            print(f"  failed: {errors[-1]['error']}", file=sys.stderr, flush=True)
+    # the scenarios of one (op, shape, dtype, group) share their backward kernel: one task each,
+    # so a worker compiles it once (Triton's in-process cache)
+    groups: Dict[tuple, List[Case]] = {}
+    for c in cases:
+        groups.setdefault((c.op, c.shape, c.dtype, c.group), []).append(c)
+    if args.static_jobs > 1 and len(groups) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(args.static_jobs, mp_context=mp.get_context("fork")) as pool:
+            futures = [pool.submit(_model_cases, g, _ASM_DIR) for g in groups.values()]
+            results = [f.result() for f in futures]  # in submission order: a stable report
+    else:
+        results = [_model_cases(g, _ASM_DIR) for g in groups.values()]
+    for g_rows, g_errors in results:
+        rows += g_rows
+        errors += g_errors
     doc = {"kind": "static-model", "target": f"sm_{TARGET_ARCH}", "started": started.isoformat(),
            "wall_s": time.monotonic() - t0, "header": HEADER, "method": __doc__,
            "sass_method": sass.__doc__, "model": gpu_model.__doc__, "constants": gpu_model.constants(),
@@ -546,9 +720,24 @@ def run(args) -> int:
     return 1 if errors else 0
 
 
+def _model_cases(cases: List[Case], asm_dir: Optional[str]):
+    global _ASM_DIR
+    _ASM_DIR = asm_dir
+    rows, errors = [], []
+    for case in cases:
+        print(f"  {case.name}", file=sys.stderr, flush=True)
+        try:
+            rows += model_case(case)
+        except Exception as exc:  # one failing case must not stop the rest
+            errors.append({"case": case.name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"})
+            print(f"  failed: {errors[-1]['error']}", file=sys.stderr, flush=True)
+    return rows, errors
+
+
 def _argv(args) -> List[str]:
     out = ["--out", args.out, "--static-cases", args.static_cases]
-    return out + (["--name", args.name] if args.name else []) + (["--static-asm"] if args.static_asm else [])
+    out += ["--static-jobs", str(args.static_jobs)] + (["--name", args.name] if args.name else [])
+    return out + (["--static-asm"] if args.static_asm else [])
 
 
 def main(argv=None) -> int:
