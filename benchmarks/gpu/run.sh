@@ -110,10 +110,10 @@ fi
 stage env $(( 60 * SLOW )) bash -c "command -v nvidia-smi >/dev/null && nvidia-smi || echo 'nvidia-smi: skipped: no CUDA'; $PY -c 'import sys, torch; print(sys.version); print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0)); import triton; print(\"triton\", triton.__version__)'"
 
 # The static model needs no GPU: in the background from the start (its own log, appended later).
-STATIC_CASES=gpu
-(( REHEARSAL )) && STATIC_CASES=smoke
-( timeout -k 10 $(( $(left) - 60 )) $PY -m ocr_kernels bench --static --static-cases $STATIC_CASES \
-      --static-jobs 8 --out "$WORK/static" --name static >"$WORK/static.log" 2>&1
+STATIC=(--static-cases gpu --static-backends triton,cuda --static-jobs 8)
+(( REHEARSAL )) && STATIC=(--static-cases smoke --static-backends triton --static-jobs 1)
+( timeout -k 10 $(( $(left) - 60 )) $PY -m ocr_kernels bench --static "${STATIC[@]}" \
+      --out "$WORK/static" --name static >"$WORK/static.log" 2>&1
   echo "static: rc=$? in $(( $(date +%s) - START ))s (background)" >"$WORK/static.rc" ) &
 STATIC_PID=$!
 

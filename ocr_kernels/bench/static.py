@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -443,7 +443,7 @@ def _totals(case: Case, backend: str, rows: List[dict]) -> List[dict]:
     return out
 
 
-def model_case(case: Case, backends=("triton", "cuda")) -> List[dict]:
+def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List[dict]:
     """Rows for the case: one per kernel launch of each pass, then each backend's pass totals."""
     rows = []
     if "triton" in backends:
@@ -651,6 +651,22 @@ def format_table(rows: List[dict], markdown: bool = False) -> str:
     return "\n".join([fmt(hdr)] + [fmt(c) for c in lines]) + "\n"
 
 
+def headline(rows: List[dict]) -> str:
+    """Markdown: fwd+bwd of ocr/seg at the target shapes, "ada", realistic and worst scenarios."""
+    out = ["| op, shape | dtype | scenario | backend | regs (max) | spill B | SASS / logit | MUFU / logit | "
+           "H200 predicted | H200 % of floor | H100 % of floor | bound |", "|" + "---|" * 12]
+    for r in rows:
+        if not (r.get("total") and r["pass"] == "fwd+bwd" and r["group"] == "ada"
+                and r["scenario"] in ("blobs", "all-pixels") and r["shape"] in ("16x21x321x321", "16x81x321x321")):
+            continue
+        h2, h1 = r["predicted"]["H200"], r["predicted"]["H100"]
+        out.append(f"| `{r['op']}` ({r['shape'].replace('x', ', ')}) | {r['dtype']} | {r['scenario']} | "
+                   f"{r['backend']} | {r['regs']} | {r['spills']} | {r['sass_per_logit']:.0f} | "
+                   f"{r['mufu_per_logit']:.1f} | {h2['time_s'] * 1e3:.2f} ms | {h2['pct_of_floor']:.0f}% | "
+                   f"{h1['pct_of_floor']:.0f}% | {h2['bound']} |")
+    return "\n".join(out) + "\n"
+
+
 HEADER = ("PREDICTIONS of a static model (ocr_kernels/bench/gpu_model.py), not measurements: "
           "kernels compiled for sm_90 without a GPU; times from issue, MUFU and memory throughput "
           "bounds. '%floor' = copy-floor time / predicted time (100 = at the copy bandwidth).")
@@ -663,6 +679,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--static-cases", default="full", choices=("full", "ocr", "gpu", "smoke"),
                    help="with --static: all cases (default), the OCR/seg ones only, those the GPU "
                         "runner times, or the CI smoke set")
+    p.add_argument("--static-backends", default="triton,cuda",
+                   help="with --static: the kernels to model (default triton,cuda; the CUDA ones need nvcc)")
     p.add_argument("--static-jobs", type=int, default=2,
                    help="with --static: compile in this many processes (default 2)")
     p.add_argument("--static-asm", action="store_true",
@@ -685,6 +703,7 @@ def run(args) -> int:
     errors = []
     # the scenarios of one (op, shape, dtype, group) share their backward kernel: one task each,
     # so a worker compiles it once (Triton's in-process cache)
+    backends = [b.strip() for b in args.static_backends.split(",") if b.strip()]
     groups: Dict[tuple, List[Case]] = {}
     for c in cases:
         groups.setdefault((c.op, c.shape, c.dtype, c.group), []).append(c)
@@ -693,10 +712,10 @@ def run(args) -> int:
         import multiprocessing as mp
 
         with cf.ProcessPoolExecutor(args.static_jobs, mp_context=mp.get_context("fork")) as pool:
-            futures = [pool.submit(_model_cases, g, _ASM_DIR) for g in groups.values()]
+            futures = [pool.submit(_model_cases, g, _ASM_DIR, backends) for g in groups.values()]
             results = [f.result() for f in futures]  # in submission order: a stable report
     else:
-        results = [_model_cases(g, _ASM_DIR) for g in groups.values()]
+        results = [_model_cases(g, _ASM_DIR, backends) for g in groups.values()]
     for g_rows, g_errors in results:
         rows += g_rows
         errors += g_errors
@@ -711,7 +730,9 @@ def run(args) -> int:
         f.write(f"# Static sm_90 model ({started:%Y-%m-%d})\n\n{HEADER}\n\n"
                 f"Command: `python -m ocr_kernels bench --static{' --static-cases ' + args.static_cases if args.static_cases != 'full' else ''}`; "
                 f"tools: {', '.join(f'{k} {v}' for k, v in doc['tools'].items())}.\n\n"
-                "## Per pass (fwd, bwd, fwd+bwd)\n\n" + format_table(totals, markdown=True) +
+                "## Headline: forward + backward at the target shapes (group_split=\"ada\")\n\n"
+                + headline(rows) +
+                "\n## Per pass (fwd, bwd, fwd+bwd)\n\n" + format_table(totals, markdown=True) +
                 "\n## Per kernel launch\n\n" + format_table([r for r in rows if not r.get("total")], markdown=True))
     print(HEADER)
     print(format_table(totals))
@@ -720,14 +741,14 @@ def run(args) -> int:
     return 1 if errors else 0
 
 
-def _model_cases(cases: List[Case], asm_dir: Optional[str]):
+def _model_cases(cases: List[Case], asm_dir: Optional[str], backends: Sequence[str]):
     global _ASM_DIR
     _ASM_DIR = asm_dir
     rows, errors = [], []
     for case in cases:
         print(f"  {case.name}", file=sys.stderr, flush=True)
         try:
-            rows += model_case(case)
+            rows += model_case(case, backends)
         except Exception as exc:  # one failing case must not stop the rest
             errors.append({"case": case.name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"})
             print(f"  failed: {errors[-1]['error']}", file=sys.stderr, flush=True)
@@ -736,7 +757,8 @@ def _model_cases(cases: List[Case], asm_dir: Optional[str]):
 
 def _argv(args) -> List[str]:
     out = ["--out", args.out, "--static-cases", args.static_cases]
-    out += ["--static-jobs", str(args.static_jobs)] + (["--name", args.name] if args.name else [])
+    out += ["--static-jobs", str(args.static_jobs), "--static-backends", args.static_backends]
+    out += ["--name", args.name] if args.name else []
     return out + (["--static-asm"] if args.static_asm else [])
 
 

@@ -42,7 +42,7 @@ def smoke(tmp_path_factory):
     env["TRITON_CACHE_DIR"] = str(out / "triton-cache")
     # through the CLI with TRITON_INTERPRET=1 set, as `make test` has it: it re-runs itself without
     proc = subprocess.run([sys.executable, "-m", "ocr_kernels", "bench", "--static", "--static-cases", "smoke",
-                           "--static-asm", "--out", str(out), "--name", "smoke"],
+                           "--static-backends", "triton", "--static-asm", "--out", str(out), "--name", "smoke"],
                           env=dict(env, TRITON_INTERPRET="1"), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "PREDICTIONS" in proc.stdout
@@ -108,3 +108,25 @@ def test_registers_and_spills_match_ptxas(smoke):
         assert (r["regs"], r["spill_store_bytes"], r["spill_load_bytes"]) == (regs, st, ld), r["case"]
         checked += 1
     assert checked == 4
+
+
+def test_cpp_loop_extents_and_bounds(tmp_path):
+    # The CUDA kernels' trip counts come from their C++ loops: extent by braces or by the single
+    # statement, bound from the condition.
+    from ocr_kernels.bench.static import _cpp_loops
+
+    src = tmp_path / "k.h"
+    src.write_text("""void f(int C1, long total) {
+  for (int64_t k = 0; k < C1; ++k) {
+    a(k);
+    if (x) { b(k); }
+  }
+  for (int64_t k = 0; k < C1; ++k) store(k, 0);
+  for (int64_t i = start; i < total;
+       i += step) {
+    for (int j = 0; j < D; ++j)
+      acc += g(j);
+  }
+}
+""")
+    assert _cpp_loops(str(src)) == [(2, 5, "C1"), (6, 6, "C1"), (7, 11, "total"), (9, 10, "D")]
