@@ -49,7 +49,7 @@ import torch
 
 from . import gpu_model, sass
 from .cases import bytes_moved
-from .inputs import DEFAULT_OC_FRACTION, blob_mask
+from .inputs import DEFAULT_OC_FRACTION, blob_mask, dataset_prior, voc_like_tags
 from .shapes import PRESETS, shape_str
 
 TARGET_ARCH = 90
@@ -192,8 +192,11 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             B, C1 = case.shape[:2]
             spatial = case.shape[2:]
             z = _meta(case.shape, DTYPES[case.dtype])
-            tags = _meta((B, C1 - 1), torch.int64)
-            prior = _meta((C1 - 1, C1 - 1)) if case.group == "ada" else None
+            # the tags and prior are real (the bench's VOC-like draw): a launcher may derive
+            # per-image data from them (class lists, counts) that bounds the kernels' loops
+            g = torch.Generator().manual_seed(0)
+            tags = voc_like_tags(B, C1 - 1, g)
+            prior = dataset_prior(C1 - 1, g) if case.group == "ada" else None
             seg = case.op == "seg_ocr_loss"
             tgt = _meta((B,) + spatial, torch.int64) if seg else None
             tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group, case.pixels, 255)
@@ -227,46 +230,109 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
 # ------------------------------------------------------------------------------------------
 # Loop trip counts from the Python source
 # ------------------------------------------------------------------------------------------
+_RANGES = ("range", "static_range")  # range(...), tl.range(...); tl.static_range unrolls (no loop)
+
+
 @functools.lru_cache(maxsize=None)
-def _source_loops(path: str):
-    """[(for node, enclosing FunctionDef)] of every ``for ... in range(...)`` in a file."""
+def _source_tree(path: str):
+    """(every FunctionDef by name, [(for node, enclosing FunctionDef)] of its range loops)."""
     tree = ast.parse(Path(path).read_text())
+    funcs = {fn.name: fn for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)}
     loops = []
-    for fn in ast.walk(tree):
-        if isinstance(fn, ast.FunctionDef):
-            for node in ast.walk(fn):
-                if (isinstance(node, ast.For) and isinstance(node.iter, ast.Call)
-                        and getattr(node.iter.func, "id", None) == "range"):
-                    loops.append((node, fn))
-    return loops
-
-
-def _namespace(args: Dict[str, object], fn_node: ast.FunctionDef) -> Dict[str, object]:
-    ns = {k: (v.value if hasattr(v, "value") and not isinstance(v, torch.Tensor) else v)
-          for k, v in args.items() if not isinstance(v, torch.Tensor)}
-    for node in ast.walk(fn_node):  # simple local definitions such as J = C + K
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                ns.setdefault(node.targets[0].id, _eval(node.value, ns))
-            except Exception:
-                pass
-    return ns
+    for fn in funcs.values():
+        for node in ast.walk(fn):
+            f = node.iter.func if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) else None
+            name = getattr(f, "id", None) or getattr(f, "attr", None)
+            if name in _RANGES:
+                loops.append((node, fn))
+    return funcs, loops
 
 
 def _eval(expr: ast.AST, ns: Dict[str, object]):
     return eval(compile(ast.Expression(expr), "<range>", "eval"), {"__builtins__": {}}, dict(ns))
 
 
-def resolve_trips(code: sass.Sass, source_file: str, args: Dict[str, object]) -> List[str]:
+def _loaded_mean(value: ast.AST, tensors: Dict[str, torch.Tensor]) -> Optional[float]:
+    """``x = tl.load(p + ...)`` of a small host-known tensor argument p (per-image counts the
+    launcher computed from the tags): the mean over the tensor, the average trip of a loop
+    bounded by it."""
+    if not (isinstance(value, ast.Call) and getattr(value.func, "attr", None) == "load" and value.args):
+        return None
+    for n in ast.walk(value.args[0]):
+        t = tensors.get(getattr(n, "id", None))
+        if t is not None and t.device.type != "meta" and t.numel():
+            return float(t.double().mean())
+    return None
+
+
+class _Env:
+    """Values of names inside the kernel and its inlined helpers, for evaluating loop bounds:
+    the launch's scalar arguments and constexprs, simple local assignments, per-image counts
+    loaded from host-known tensors, and helper parameters bound through the call site that the
+    SASS line info names."""
+
+    def __init__(self, funcs, kernel_name: str, args: Dict[str, object]):
+        self.funcs, self.kernel = funcs, kernel_name
+        self.tensors = {k: v for k, v in args.items() if isinstance(v, torch.Tensor)}
+        self.scalars = {k: (v.value if hasattr(v, "value") else v) for k, v in args.items()
+                        if not isinstance(v, torch.Tensor)}
+
+    def _locals(self, fn: ast.FunctionDef, ns: Dict[str, object]) -> Dict[str, object]:
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name in ns:
+                    continue
+                v = _loaded_mean(node.value, self.tensors)
+                try:
+                    ns[name] = v if v is not None else _eval(node.value, ns)
+                except Exception:
+                    pass
+        return ns
+
+    def namespace(self, fn: ast.FunctionDef, lines: set, depth: int = 0) -> Dict[str, object]:
+        if fn.name == self.kernel or depth > 6:
+            return self._locals(fn, dict(self.scalars))
+        ns: Dict[str, object] = {}
+        for caller in self.funcs.values():  # the call site the instructions were inlined through
+            for call in ast.walk(caller):
+                if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == fn.name
+                        and call.lineno in lines):
+                    outer = self.namespace(caller, lines, depth + 1)
+                    params = [a.arg for a in fn.args.args]
+                    for p, a in zip(params, call.args):
+                        try:
+                            ns[p] = _eval(a, outer)
+                        except Exception:
+                            pass
+                    for kw in call.keywords:
+                        try:
+                            ns[kw.arg] = _eval(kw.value, outer)
+                        except Exception:
+                            pass
+                    for p in params:  # same-named arguments flow through unchanged
+                        if p not in ns and p in outer:
+                            ns[p] = outer[p]
+                    return self._locals(fn, ns)
+        return self._locals(fn, {k: v for k, v in self.scalars.items()})
+
+
+def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dict[str, object]) -> List[str]:
     """Sets each loop's trips from its source loop; returns notes for loops it could not map."""
     notes = []
-    loops = _source_loops(source_file)
+    funcs, loops = _source_tree(source_file)
+    # Triton caches compiled kernels by source, so the line info may name another checkout of
+    # the same file: compare paths from the package folder down.
+    parts = Path(source_file).parts
+    suffix = os.path.join(*parts[-3:]) if len(parts) >= 3 else source_file
+    env = _Env(funcs, kernel_name, args)
     for lp in code.loops:
         lines = sass.loop_lines(code, lp)
+        here = [{n for f, n in ls if f.endswith(suffix)} for ls in lines]
         best, best_key = None, None
         for node, fn_node in loops:
             lo, hi = node.body[0].lineno, node.end_lineno
-            score = sum(1 for ls in lines if any(f == source_file and lo <= n <= hi for f, n in ls))
+            score = sum(1 for ls in here if any(lo <= n <= hi for n in ls))
             key = (score, -(hi - lo))
             if score and (best_key is None or key > best_key):
                 best, best_key = (node, fn_node), key
@@ -274,20 +340,22 @@ def resolve_trips(code: sass.Sass, source_file: str, args: Dict[str, object]) ->
             notes.append(f"SASS loop at {lp.start:#x}-{lp.end:#x} matched no source loop: counted once")
             continue
         node, fn_node = best
+        all_lines = set().union(*here) if here else set()
         try:
-            vals = [int(_eval(a, _namespace(args, fn_node))) for a in node.iter.args]
-            lp.trips = float(len(range(*vals)))
-            lp.source = f"{fn_node.name}:{node.lineno} {ast.unparse(node.iter)} = {lp.trips:.0f}"
+            ns = env.namespace(fn_node, all_lines)
+            vals = [_eval(a, ns) for a in node.iter.args]
+            start, stop, step = (0, vals[0], 1) if len(vals) == 1 else (vals + [1])[:3]
+            lp.trips = float(max(0.0, math.ceil((stop - start) / step) if all(isinstance(v, int) for v in vals)
+                                 else (stop - start) / step))
+            lp.source = f"{fn_node.name}:{node.lineno} {ast.unparse(node.iter)} = {lp.trips:.4g}"
         except Exception as exc:
             notes.append(f"loop {fn_node.name}:{node.lineno} {ast.unparse(node.iter)}: trips not "
                          f"evaluated ({type(exc).__name__}: {exc}); counted once")
-    # the same source loop split by the compiler (e.g. peeled) would be counted twice: say so
-    seen = {}
-    for lp in code.loops:
-        if lp.source:
-            if lp.source in seen:
-                notes.append(f"two SASS loops map to {lp.source}: both counted at the full trips")
-            seen[lp.source] = lp
+    # a source loop the compiler split in two (versioned, peeled) is counted twice: say so
+    sources = [lp.source for lp in code.loops if lp.source]
+    for src in sorted({x for x in sources if sources.count(x) > 1}):
+        notes.append(f"{sources.count(src)} SASS loops map to {src} (same call site): each counted at "
+                     f"the full trips, an upper bound")
     return notes
 
 
@@ -322,7 +390,7 @@ def analyse_triton(cap: Captured) -> Dict[str, object]:
     src = sys.modules[cap.fn.fn.__module__].__file__
     consts = {a: (v.value if hasattr(v, "value") else v) for a, v in cap.args.items()
               if a in [cap.fn.arg_names[i] for i in cap.fn.constexprs]}
-    notes = resolve_trips(code, os.path.realpath(src), {**cap.args, **consts})
+    notes = resolve_trips(code, os.path.realpath(src), cap.fn.fn.__name__, {**cap.args, **consts})
     summ = sass.summary(code)
     st, ld = sass.spill_bytes(code)
     warps = k.metadata.num_warps
