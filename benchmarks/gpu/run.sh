@@ -123,6 +123,12 @@ else  # the CPU kernels only: the CUDA ones need a CUDA torch (CI builds them: m
     stage build-cpu 400 $PY -m ocr_kernels.build_ext
     note "build (CUDA kernels): skipped: no CUDA"
 fi
+# A build killed by its timeout leaves torch's build lock behind, and every later first use
+# would wait on it until its own stage times out: remove it (a later use resumes the build).
+if grep -qE "^build(-cpu)?: .*TIMED OUT" "$SUMMARY"; then
+    find "${OCR_KERNELS_BUILD_DIR:-$HOME/.cache/ocr_kernels}" -maxdepth 2 -name lock -delete 2>/dev/null
+    note "build: removed the stale build lock"
+fi
 
 # -o addopts= : no --strict-markers from pyproject (a plugin such as pytest-timeout may be absent)
 XDIST=""
