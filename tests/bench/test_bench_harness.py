@@ -178,9 +178,21 @@ def test_gpu_case_list_defers_max_autotune(monkeypatch):
     assert labels[0] == ["eager", "compile", "triton"]  # (16, 21, 321, 321), oc=10%
     small = [w for w in ws if w.shape == (16, 21, 41, 41)]
     assert all(i.fn is None and "target shapes" in i.reason for w in small for i in w.impls if i.label == "compile-max")
-    tail = ws[-2:]
-    assert [(w.shape, [i.label for i in w.impls]) for w in tail] == [((16, 21, 321, 321), ["compile-max"])] * 2
-    assert {w.scenario_name for w in tail} == {"oc=10%", "all-pixels"}
+    tail = ws[-3:]
+    assert [(w.shape, [i.label for i in w.impls]) for w in tail] == [((16, 21, 321, 321), ["compile-max"])] * 3
+    assert {w.scenario_name for w in tail} == {"oc=10%-blobs", "oc=10%-indep", "all-pixels"}
+    # The GPU runner's preset (defer_max=False): OCR/seg before K-means, the first dtype and the
+    # realistic scenario first, the backends before the anchors, compile-max kept in place but
+    # only for ocr_loss in the realistic scenario at the first dtype, no compile anchor for
+    # all-pixels (another graph to compile).
+    shapes = {"ocr_loss": [(16, 21, 321, 321)], "seg_ocr_loss": [(16, 21, 321, 321)], "kmeans": [(64, 8, 4)]}
+    ws = cases.workloads(torch.device("cuda"), shapes, [torch.float32, torch.bfloat16],
+                         ["eager", "compile", "compile-max", "triton"], 0.1, defer_max=False)
+    got = [(w.op, w.dtype, w.scenario_name, [i.label for i in w.impls]) for w in ws]
+    assert got[0] == ("ocr_loss", torch.float32, "oc=10%-blobs", ["triton", "eager", "compile", "compile-max"])
+    assert got[-1][0] == "kmeans" and [g[1] for g in got[:-1]] == [torch.float32] * 6 + [torch.bfloat16] * 6
+    assert sum("compile-max" in g[3] for g in got) == 1
+    assert all("compile" not in g[3] for g in got if g[2] == "all-pixels")
     # The table puts a deferred case back with its workload.
     rs = [_rec("eager", "eager", 0.2), _rec("cpu", "backend", 0.1)]
     rs[1]["shape"] = "other"
