@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import pytest
 import torch
 
-from ocr_kernels._dispatch import BACKEND_DTYPES, _call_reason
+from ocr_kernels._dispatch import unavailable_reason
 from ocr_kernels.ocr.prior import prior_correlation
 from ocr_kernels.ocr.reference import ic_mask_from_tags, ocr_loss_map_reference
 
@@ -30,7 +30,7 @@ def require_backend(name, impls, op):
         pytest.skip(f"{name}: {op} is not implemented in this build")
     dev = device_for(name)
     probe = torch.zeros(1, device=dev)
-    reason = _call_reason(name, probe, BACKEND_DTYPES[name])
+    reason = unavailable_reason(name, probe)
     if reason is not None:
         pytest.skip(f"{name}: {reason}")
     return name

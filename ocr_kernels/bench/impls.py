@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .._dispatch import BACKEND_DTYPES, _call_reason
+from .._dispatch import unavailable_reason
 from .._triton import interpreting
 from .inputs import Scenario
 
@@ -95,7 +95,7 @@ def backend_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optio
     if name == "triton" and device.type == "cpu" and interpreting():
         return "TRITON_INTERPRET=1 runs Triton kernels in numpy: its timings mean nothing"
     probe = torch.empty(0, dtype=dtype, device=device)
-    return _call_reason(name, probe, BACKEND_DTYPES[name])
+    return unavailable_reason(name, probe)
 
 
 def _anchor_filter(device: torch.device, shape, wanted: Sequence[str]):

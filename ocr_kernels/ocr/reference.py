@@ -13,15 +13,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._tensors import math_dtype
+
 
 def ic_mask_from_tags(tags: torch.Tensor) -> torch.Tensor:
     """[B, C] tags (nonzero = present) -> bool [B, C+1] in-candidate mask; background always in."""
     present = tags != 0
     return torch.cat([torch.ones_like(present[:, :1]), present], dim=1)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def ocr_loss_map_reference(
@@ -34,7 +32,7 @@ def ocr_loss_map_reference(
     pixels: str,
 ) -> torch.Tensor:
     """Per-pixel OCR loss [B, *spatial] (fp32, or fp64 for fp64 logits), differentiable in logits."""
-    z = logits.to(compute_dtype(logits.dtype))
+    z = logits.to(math_dtype(logits.dtype))
     B, C1 = z.shape[:2]
     bcast = (B, C1) + (1,) * (z.dim() - 2)
     ic = ic_mask_from_tags(tags).view(bcast)  # [B, C1, 1, ...]

@@ -12,7 +12,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..ocr.reference import compute_dtype, ocr_loss_map_reference
+from .._tensors import math_dtype
+from ..ocr.reference import ocr_loss_map_reference
 
 
 def seg_ocr_loss_maps_reference(
@@ -29,7 +30,7 @@ def seg_ocr_loss_maps_reference(
     """(ce_map, ocr_map), both [B, *spatial] in fp32 (fp64 for fp64 logits), differentiable in the
     logits: ce_map = logsumexp(z) - z[target] (0 where target == ignore_index), ocr_map = the
     per-pixel OCR loss. The same contract as the fused ``seg_ocr_loss_maps_<triton|csrc>``."""
-    z = logits.to(compute_dtype(logits.dtype))
+    z = logits.to(math_dtype(logits.dtype))
     ce_map = F.cross_entropy(z, target.long(), ignore_index=ignore_index, reduction="none")
     ocr_map = ocr_loss_map_reference(z, tags, prior, margin, threshold, group_split, pixels)
     return ce_map, ocr_map
@@ -56,7 +57,7 @@ def seg_ocr_loss_reference(
     mean gives NaN, 0/0), so a crop that falls entirely into an ignored region does not poison a
     training step. That is why the mean is written as sum / max(count, 1).
     """
-    z = logits.to(compute_dtype(logits.dtype))
+    z = logits.to(math_dtype(logits.dtype))
     target = target.long()
     ce_sum = F.cross_entropy(z, target, ignore_index=ignore_index, reduction="sum")
     n_valid = (target != ignore_index).sum().clamp_min(1).to(ce_sum.dtype)

@@ -115,7 +115,7 @@ def test_loss_large_norms():
 
 @pytest.mark.parametrize("use_dot", [True, False])
 def test_assignment_kernel(use_dot):
-    from ocr_kernels.wood.triton_kernels import assign_triton
+    from ocr_kernels.wood.triton_kernel import assign_triton
 
     x, c = torch.randn(70, 80, device=DEV), torch.randn(19, 80, device=DEV)
     idx, mind = assign_triton(x, c, x.mean(0), use_dot=use_dot)
@@ -129,7 +129,7 @@ def test_assignment_kernel(use_dot):
 
 
 def test_assignment_kernel_large_norms_recomputes_ill_conditioned_tiles():
-    from ocr_kernels.wood.triton_kernels import assign_triton
+    from ocr_kernels.wood.triton_kernel import assign_triton
 
     x, _, c = large_norm_inputs(40, 256, 1, 20, torch.float32)
     # centring by a far-away vector keeps the norms large: the dot path must notice and recompute

@@ -1,6 +1,6 @@
-// Launchers of the W-OoD CUDA kernels (distance_kernel.cu). Raw pointers, sizes and a stream only:
+// Launchers of the W-OoD CUDA kernels (wood_kernel.cu). Raw pointers, sizes and a stream only:
 // the .cu includes nothing of torch (see kernel-lessons.md), the torch-facing code is
-// distance_binding.cpp.
+// wood_binding.cpp.
 #pragma once
 
 #include <cuda_runtime_api.h>

@@ -1,11 +1,11 @@
 // Torch-facing CUDA registration of the W-OoD distance ops: checks, output allocation, the current
-// stream; the kernels themselves are in distance_kernel.cu (no torch headers there).
+// stream; the kernels themselves are in wood_kernel.cu (no torch headers there).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "distance_launch.h"
+#include "wood_launch.h"
 
 namespace wood {
 namespace {

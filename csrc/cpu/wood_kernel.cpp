@@ -1,4 +1,4 @@
-// CPU kernels of the W-OoD distance ops (schemas in csrc/ops.cpp; per-pair math in wood_pair.h).
+// CPU kernels of the W-OoD distance ops (schemas in csrc/ops.cpp; per-pair math in wood_pixel.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../wood_pair.h"
+#include "../wood_pixel.h"
 
 namespace wood {
 namespace {
