@@ -7,6 +7,7 @@
 
 #include <tuple>
 
+#include "common_host.h"
 #include "ocr_pixel.h"
 
 namespace ocr {
@@ -76,9 +77,7 @@ inline at::Tensor grad_like(const at::Tensor& logits) {
   return collapse_dims(g, 2, &n, &s) ? g : at::empty(logits.sizes(), logits.options());
 }
 
-inline at::ScalarType math_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+using ocr_kernels::math_dtype;
 
 // uint8 [B, C1]: 1 for the in-candidate classes (background and the tagged ones).
 inline at::Tensor ic_mask(const at::Tensor& tags) {

@@ -12,6 +12,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "common.h"
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define OCR_HD __host__ __device__ __forceinline__
 #else
@@ -23,9 +25,6 @@ namespace ocr {
 // Option codes: keep in step with ocr_kernels/_options.py.
 enum GroupSplit : int { GROUP_ADA = 0, GROUP_MAX = 1, GROUP_ALL = 2 };
 enum PixelMode : int { PIXELS_OC = 0, PIXELS_IC = 1, PIXELS_ALL = 2 };
-
-// dtype codes the CUDA launcher receives (the binding maps torch dtypes onto them).
-enum DType : int { DTYPE_F32 = 0, DTYPE_F64 = 1, DTYPE_F16 = 2, DTYPE_BF16 = 3 };
 
 // [B, C1, *spatial] (logits, gradients) walked as (b, k, p).
 struct Layout3 {

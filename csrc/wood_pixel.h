@@ -14,8 +14,8 @@
 #else
 #include <cmath>
 #if defined(__GNUC__)
-// always_inline: the CPU kernel compiles its fp32 loops for several ISAs (target_clones); only an
-// inlined body is vectorised for the clone's ISA.
+// always_inline: the CPU kernel compiles its fp32 loops for several ISAs (cpu/isa.h); only an
+// inlined body is vectorised for each variant's ISA.
 #define WOOD_HD inline __attribute__((always_inline))
 #else
 #define WOOD_HD inline

@@ -86,6 +86,14 @@ def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):
     return near.any(1)
 
 
+def comparable_pixels(logits, tags, prior, opts):
+    """bool [B, *spatial]: the pixels a fp32 kernel and the fp64 reference must agree on (all of
+    them but the ambiguous "ada" ones; see ambiguous_pixels)."""
+    if opts.get("group_split", "ada") != "ada" or prior is None:
+        return torch.ones((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.bool)
+    return ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2))
+
+
 def assert_close_rel(actual, expected, rtol, what="", mask=None, atol=0.0):
     """|actual − expected| <= rtol · (|expected| + max|expected|·1e-2) + atol elementwise, in float64
     (atol may be a tensor: a per-element allowance).

@@ -5,8 +5,8 @@
 // dependence and GCC vectorises it (branches become blends, exp is a polynomial below). For
 // contiguous fp32/fp64 logits the tile rows are read in place (row k = base + k·H·W); otherwise
 // (fp16/bf16, channels_last, other strides) the tile is converted/transposed once into a small
-// fp32 buffer that stays in cache for the few passes over it. The hot loops are compiled twice
-// (baseline x86-64, AVX2+FMA and AVX-512) and picked at run time.
+// fp32 buffer that stays in cache for the few passes over it. The hot loops are compiled for
+// three instruction sets (baseline x86-64, AVX2+FMA, AVX-512) and picked at run time (isa.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -25,15 +25,17 @@
 #include "../ocr_host.h"
 #include "../ocr_pixel.h"
 
+#include "isa.h"
 #include "ocr_tiles.h"
 
 namespace ocr {
 namespace {
 
 using namespace ocr::cpu;
+namespace cpu_isa = ocr_kernels::cpu_isa;
 
-// Entry points compiled for the baseline ISA and for AVX2+FMA; the tile code above is
-// always_inline so each instantiates its own copy.
+// Entry points compiled for each instruction set of isa.h; the tile code above is always_inline
+// so each instantiates its own copy.
 template <typename scalar_t, typename acc_t, bool CE>
 void forward_default(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
@@ -42,27 +44,17 @@ template <typename scalar_t, typename acc_t, bool CE>
 void backward_default(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
 }
-#if OCR_X86_DISPATCH
-// GCC may still vectorise with 256-bit registers for an AVX-512 target (a tuning preference):
-// ask for 512 (Clang has no such target option).
-#if defined(__clang__)
-#define OCR_AVX512_ISA "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"
-#else
-#define OCR_AVX512_ISA "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512"
-#endif
+#if OCR_KERNELS_ISA_DISPATCH
 template <typename scalar_t, typename acc_t, bool CE>
-__attribute__((target("avx2,fma"))) void forward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0,
-                                                       int64_t t1) {
+OCR_AVX2_TARGET void forward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
 }
 template <typename scalar_t, typename acc_t, bool CE>
-__attribute__((target("avx2,fma"))) void backward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0,
-                                                        int64_t t1) {
+OCR_AVX2_TARGET void backward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
 }
 // AVX-512 (16 lanes) roughly halves the instructions of the exp-bound class loops: at 81 classes
 // the kernels are compute-bound, not memory-bound.
-#define OCR_AVX512_TARGET __attribute__((target(OCR_AVX512_ISA)))
 template <typename scalar_t, typename acc_t, bool CE>
 OCR_AVX512_TARGET void forward_avx512(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
@@ -70,31 +62,6 @@ OCR_AVX512_TARGET void forward_avx512(const Args<scalar_t, acc_t>& A, int64_t t0
 template <typename scalar_t, typename acc_t, bool CE>
 OCR_AVX512_TARGET void backward_avx512(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
   backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
-// OCR_KERNELS_CPU_ISA=avx2|baseline caps the variant picked below, read once per process: the
-// tests run every compiled variant on one machine (CI's CPU would otherwise only exercise its
-// best one), and a user can sidestep a variant that misbehaves on some CPU.
-int isa_cap() {
-  static const int cap = [] {
-    const char* s = std::getenv("OCR_KERNELS_CPU_ISA");
-    if (s == nullptr || *s == 0 || !std::strcmp(s, "auto") || !std::strcmp(s, "avx512")) return 2;
-    if (!std::strcmp(s, "avx2")) return 1;
-    if (!std::strcmp(s, "baseline")) return 0;
-    TORCH_CHECK(false, "OCR_KERNELS_CPU_ISA must be auto, avx512, avx2 or baseline; got '", s, "'");
-    return 2;
-  }();
-  return cap;
-}
-bool have_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         isa_cap() >= 2;
-  return ok;
-}
-bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && isa_cap() >= 1;
-  return ok;
 }
 #endif
 
@@ -111,13 +78,13 @@ void run_tiles(const Args<scalar_t, acc_t>& A, bool backward) {
   const int64_t tiles = A.zl.B * ((A.zl.N + A.P - 1) / A.P);
   if (tiles == 0) return;
   auto work = [&](int64_t t0, int64_t t1) {
-#if OCR_X86_DISPATCH
-    if (have_avx512()) {
+#if OCR_KERNELS_ISA_DISPATCH
+    if (cpu_isa::have_avx512()) {
       if (backward) backward_avx512<scalar_t, acc_t, CE>(A, t0, t1);
       else forward_avx512<scalar_t, acc_t, CE>(A, t0, t1);
       return;
     }
-    if (have_avx2()) {
+    if (cpu_isa::have_avx2()) {
       if (backward) backward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
       else forward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
       return;

@@ -13,20 +13,10 @@
 namespace ocr {
 namespace {
 
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DTYPE_F32;
-    case at::kDouble: return DTYPE_F64;
-    case at::kHalf: return DTYPE_F16;
-    case at::kBFloat16: return DTYPE_BF16;
-    default: TORCH_CHECK(false, "ocr_kernels: unsupported logits dtype ", t);
-  }
-}
-
 CudaArgs make_args(const at::Tensor& z, const at::Tensor& ic, const at::Tensor& prior,
                    double margin, double threshold, int64_t group, int64_t pixels) {
   CudaArgs A{};
-  A.dtype = dtype_code(z.scalar_type());
+  A.dtype = ocr_kernels::dtype_code(z.scalar_type());
   A.z = z.data_ptr();
   A.zl = layout3(z);
   A.ic = ic.data_ptr<uint8_t>();

@@ -11,7 +11,7 @@
 namespace ocr {
 
 struct CudaArgs {
-  int dtype;  // ocr::DType of the logits and of the gradient
+  int dtype;  // ocr_kernels::DType (csrc/common.h) of the logits and of the gradient
   const void* z;
   Layout3 zl;
   void* grad;

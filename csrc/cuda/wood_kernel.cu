@@ -112,10 +112,10 @@ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <typename F>
 void by_dtype(int dtype, F&& f) {
   switch (dtype) {
-    case kF32: f(float()); break;
-    case kF64: f(double()); break;
-    case kF16: f(__half()); break;
-    case kBF16: f(__nv_bfloat16()); break;
+    case ocr_kernels::DTYPE_F32: f(float()); break;
+    case ocr_kernels::DTYPE_F64: f(double()); break;
+    case ocr_kernels::DTYPE_F16: f(__half()); break;
+    case ocr_kernels::DTYPE_BF16: f(__nv_bfloat16()); break;
     default: break;
   }
 }

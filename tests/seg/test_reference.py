@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg_helpers import make_seg_inputs
+from seg.seg_helpers import make_seg_inputs
 from ocr_kernels import ocr_loss, seg_ocr_loss
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.reference import seg_ocr_loss_maps_reference

@@ -1,8 +1,7 @@
 """Every fused seg_ocr_loss backend (triton, cpu, cuda) against the float64 reference.
 
-One parametrisation for all of them, like tests/ocr/test_backends.py: a backend that is not
-registered in SEG_OCR_IMPLS (its module does not define seg_ocr_loss_maps_*) or cannot run here is
-skipped with the reason. OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference (a check
+One parametrisation for all of them, like tests/ocr/test_backends.py: a backend that cannot run
+here is skipped with the reason. OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference (a check
 of the tests and tolerances themselves). Pixels near the "ada" threshold are left out of the OCR
 comparisons (helpers.ambiguous_pixels).
 """
@@ -16,12 +15,12 @@ from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
                      device_for, require_backend)
-from seg_helpers import (fp32_map_atol, fp32_term_atol, make_seg_inputs,
-                         reference_maps64)
+from seg.seg_helpers import fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64
 from ocr_kernels import seg_ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.backends import SEG_OCR_IMPLS
+
 
 @pytest.fixture(params=FAST_BACKENDS)
 def backend(request):
@@ -197,18 +196,6 @@ def test_float64_gradcheck_where_supported(backend):
 
     z = logits.detach().to(dev).requires_grad_(True)
     assert torch.autograd.gradcheck(f, (z,), eps=1e-6, atol=1e-7)
-
-
-def test_fast_entries_are_registered_only_when_their_module_defines_the_function(tmp_path, monkeypatch):
-    from ocr_kernels.seg.backends import _defines
-
-    (tmp_path / "has_it.py").write_text("import nothing_needed_at_all\n\ndef seg_ocr_loss_maps_triton(*a):\n    pass\n")
-    (tmp_path / "lacks_it.py").write_text("def ocr_loss_map_triton(*a):\n    pass\n# seg_ocr_loss_maps_triton soon\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert _defines("has_it", "seg_ocr_loss_maps_triton")  # decided without importing the module
-    assert not _defines("lacks_it", "seg_ocr_loss_maps_triton")
-    assert not _defines("no_such_module_here", "seg_ocr_loss_maps_triton")
-    assert "reference" in SEG_OCR_IMPLS
 
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_SEG_HYPOTHESIS_EXAMPLES", "25"))
