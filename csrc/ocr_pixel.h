@@ -1,8 +1,8 @@
-// Per-pixel OCR math (loss-semantics.md §1), shared by the CPU and CUDA kernels.
+// Per-pixel OCR math (docs/semantics.md §1), shared by the CPU and CUDA kernels.
 //
 // Plain C++ with no torch or CUDA-library includes, so that it compiles in host code, in nvcc
 // device code, and in the CUDA translation units that must not see torch headers
-// (kernel-lessons.md). The CUDA kernel runs `pixel_forward`/`pixel_backward` per thread; the CPU
+// (docs/kernel-notes.md). The CUDA kernel runs `pixel_forward`/`pixel_backward` per thread; the CPU
 // kernel vectorises over pixel tiles but uses the same element functions (softplus_stable,
 // sigma_from_loss, ada_member, pixel_selected) so the decisions match, and the CPU op
 // `_pixelwise_seg_ocr` runs `pixel_forward`/`pixel_backward` themselves so CI checks the exact

@@ -5,7 +5,7 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(ocr_kernels, m) {
-  // ---- OCR and the segmentation objective (docs/semantics.md §1) -------------------------------
+  // ---- OCR and the segmentation objective (docs/semantics.md §1, §1b) --------------------------
   // group_split / pixels are the integer codes of ocr_kernels/_options.py. Maps are [B, *spatial]
   // in fp32 (fp64 for fp64 logits).
   m.def(

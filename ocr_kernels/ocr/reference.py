@@ -1,4 +1,4 @@
-"""Pure-PyTorch OCR loss: the equations of loss-semantics.md §1, written for clarity.
+"""Pure-PyTorch OCR loss: the equations of docs/semantics.md §1, written for clarity.
 
 Every fast backend is tested against this function. It runs on any device and layout, uses fp32
 math for fp16/bf16/fp32 inputs and fp64 math for fp64 inputs (for gradcheck), and has no

@@ -1,6 +1,7 @@
-"""Fused Triton kernels of the OCR loss (loss-semantics.md §1) and of the fused CE + OCR maps.
+"""Fused Triton kernels of the OCR loss (docs/semantics.md §1) and of the fused CE + OCR maps of
+the segmentation objective (§1b; its op registration is ocr_kernels/seg/triton_kernel.py).
 
-Design (the "recompute" design of issue 3):
+Design ("recompute"):
 - Forward: one read of each pixel's C+1 logits computes the prediction, the OC mask, the anchor,
   the softmax statistics, the IC group, both log-sum-exps and the loss; it writes only the fp32
   loss map (and the fp32 cross-entropy map for the fused segmentation objective).

@@ -79,7 +79,7 @@ def wood_terms_from_distances(d_in, labels, d_ood, topk: float) -> torch.Tensor:
 
 
 def wood_distance_loss_reference(features, labels, class_centroids, ood_centroids, topk=0.2):
-    """W-OoD distance loss (loss-semantics.md section 2): a 0-dim fp32 tensor (fp64 for fp64
+    """W-OoD distance loss (docs/semantics.md §2): a 0-dim fp32 tensor (fp64 for fp64
     features), differentiable w.r.t. features and both centroid sets."""
     d_in = centroid_distances_reference(features, class_centroids)
     d_ood = centroid_distances_reference(features, ood_centroids)

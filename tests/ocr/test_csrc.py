@@ -218,7 +218,7 @@ def test_auto_picks_cpu_for_cpu_tensors(ops):
 @pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: os.path.relpath(p, ROOT / "csrc"))
 def test_nvcc_compiles(cu, arch, tmp_path):
     # The kernel translation units include only CUDA headers and ours, so they compile without a
-    # GPU and without a CUDA build of torch (kernel-lessons.md).
+    # GPU and without a CUDA build of torch (docs/kernel-notes.md).
     cmd = [NVCC, "-c", "-std=c++17", "-O1", f"-arch={arch}", "-I", str(ROOT / "csrc"), cu,
            "-o", str(tmp_path / "k.o")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
