@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS
+from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, OCROptions
 
 
 def describe(x) -> str:
@@ -58,23 +58,25 @@ def check_loss_name(loss_name) -> str:
     return loss_name
 
 
-def validate_ocr_options(prior, *, margin, threshold, group_split, pixels, backend) -> None:
+def validate_ocr_options(prior, opts: OCROptions, backend: str) -> OCROptions:
     """The arguments of ``ocr_loss``/``seg_ocr_loss`` that are not per-batch tensors: what the
-    loss modules fix at construction (the prior's shape is checked against the logits later)."""
-    check_option("group_split", group_split, GROUP_SPLITS)
-    check_option("pixels", pixels, PIXEL_MODES)
+    loss modules fix at construction (the prior's shape is checked against the logits later).
+    Returns the options with float margin and threshold."""
+    check_option("group_split", opts.group_split, GROUP_SPLITS)
+    check_option("pixels", opts.pixels, PIXEL_MODES)
     check_option("backend", backend, BACKENDS)
-    check_finite("margin", margin)
-    check_finite("threshold", threshold)
+    opts = opts._replace(margin=check_finite("margin", opts.margin),
+                         threshold=check_finite("threshold", opts.threshold))
     if prior is None:
-        if group_split == "ada":
+        if opts.group_split == "ada":
             raise ValueError(
                 'prior is required for group_split="ada": build it once from the training set\'s '
                 "tags with ocr_kernels.prior_correlation(dataset_tags) (Eq. 7), or choose "
                 'group_split="max" or "all"; got None'
             )
-        return
+        return opts
     check_tensor("prior", prior, "a tensor [C+1, C+1]")
+    return opts
 
 
 def check_floating(name: str, x: torch.Tensor, what: str = "a floating-point tensor") -> None:
@@ -89,19 +91,10 @@ def check_same_device(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tens
         )
 
 
-def validate_ocr_inputs(
-    logits,
-    tags,
-    prior=None,
-    *,
-    margin: float = 2.0,
-    threshold: float = 0.2,
-    group_split: str = "ada",
-    pixels: str = "oc",
-    reduction: str = "mean",
-    backend: str = "auto",
-) -> None:
-    """Check the arguments of ``ocr_loss`` (and of everything built on it).
+def validate_ocr_inputs(logits, tags, prior, opts: OCROptions, *, reduction: str = "mean",
+                        backend: str = "auto") -> None:
+    """Check the arguments of ``ocr_loss`` (and of everything built on it); ``opts`` holds the
+    option values as the user passed them.
 
     Raises TypeError/ValueError naming the argument, what it got and what it expected.
     """
@@ -128,8 +121,7 @@ def validate_ocr_inputs(
         )
     check_same_device("tags", tags, "logits", logits)
     check_option("reduction", reduction, REDUCTIONS)
-    validate_ocr_options(prior, margin=margin, threshold=threshold, group_split=group_split,
-                         pixels=pixels, backend=backend)
+    validate_ocr_options(prior, opts, backend)
     if prior is None:
         return
     check_tensor("prior", prior, f"a floating-point tensor [{C1}, {C1}]")
@@ -187,29 +179,13 @@ def check_target_values(target: torch.Tensor, num_classes: int, ignore_index: in
     torch._assert_async(~bad.any(), _target_value_message(num_classes, ignore_index))
 
 
-def validate_seg_inputs(
-    logits,
-    target,
-    tags,
-    prior=None,
-    *,
-    alpha: float = 1.0,
-    ignore_index: int = 255,
-    margin: float = 2.0,
-    threshold: float = 0.2,
-    group_split: str = "ada",
-    pixels: str = "oc",
-    ce_average: str = "valid",
-    global_mean: bool = False,
-    validate: bool = True,
-    backend: str = "auto",
-) -> None:
+def validate_seg_inputs(logits, target, tags, prior, opts: OCROptions, *, alpha: float = 1.0,
+                        ce_average: str = "valid", global_mean: bool = False, validate: bool = True,
+                        backend: str = "auto") -> None:
     """Check the arguments of ``seg_ocr_loss``: the OCR arguments, the target's shape, dtype and
     device, and -- when ``validate`` -- its values (see ``check_target_values``)."""
-    validate_ocr_inputs(
-        logits, tags, prior, margin=margin, threshold=threshold, group_split=group_split,
-        pixels=pixels, reduction="mean", backend=backend,
-    )
+    validate_ocr_inputs(logits, tags, prior, opts, backend=backend)
+    ignore_index = opts.ignore_index
     validate_target(target, logits, ignore_index)
     check_finite("alpha", alpha)
     check_option("ce_average", ce_average, CE_AVERAGES)

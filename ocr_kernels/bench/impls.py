@@ -36,9 +36,10 @@ class Impl:
 # --- anchors -------------------------------------------------------------------------------------
 
 def ocr_reference_mean(logits, tags, prior, pixels):
+    from .._options import OCROptions
     from ..ocr.reference import ocr_loss_map_reference
 
-    return ocr_loss_map_reference(logits, tags, prior, 2.0, 0.2, "ada", pixels).mean()
+    return ocr_loss_map_reference(logits, tags, prior, OCROptions(pixels=pixels)).mean()
 
 
 def eager_kmeans(x: torch.Tensor, k: int, iters: int = 10):

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from .._dispatch import resolve_backend
+from .._options import OCROptions
 from .._validation import optional_prior_for, validate_ocr_inputs
 from .backends import OCR_LOSS_MAP_IMPLS
 
@@ -38,13 +39,9 @@ def ocr_loss(
     the per-pixel loss [B, *spatial] ("none"); fp64 for fp64 logits. The gradient flows to the
     logits in their dtype. See README "Semantics" for the exact definition.
     """
-    validate_ocr_inputs(
-        logits, tags, prior, margin=margin, threshold=threshold, group_split=group_split,
-        pixels=pixels, reduction=reduction, backend=backend,
-    )
+    opts = OCROptions(margin, threshold, group_split, pixels)
+    validate_ocr_inputs(logits, tags, prior, opts, reduction=reduction, backend=backend)
     name = resolve_backend(backend, logits, op="ocr_loss", implemented=tuple(OCR_LOSS_MAP_IMPLS))
-    loss_map = OCR_LOSS_MAP_IMPLS[name](
-        logits, tags, optional_prior_for(group_split, prior), float(margin), float(threshold),
-        group_split, pixels,
-    )
+    opts = opts._replace(margin=float(margin), threshold=float(threshold))
+    loss_map = OCR_LOSS_MAP_IMPLS[name](logits, tags, optional_prior_for(group_split, prior), opts)
     return reduce_loss_map(loss_map, reduction)

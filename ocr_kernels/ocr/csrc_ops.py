@@ -8,12 +8,10 @@ L > 0. The segmentation objective's ops register in ocr_kernels/seg/csrc_ops.py.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .._extension import registered_ops
-from .._options import GROUP_SPLITS, PIXEL_MODES
+from .._options import OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 
 
@@ -53,15 +51,6 @@ def ops():
     return registered_ops(_register)
 
 
-def ocr_loss_map_csrc(
-    logits: torch.Tensor,
-    tags: torch.Tensor,
-    prior: Optional[torch.Tensor],
-    margin: float,
-    threshold: float,
-    group_split: str,
-    pixels: str,
-) -> torch.Tensor:
+def ocr_loss_map_csrc(logits, tags, prior, opts: OCROptions):
     """Per-pixel OCR loss [B, *spatial] (fp32; fp64 for fp64 logits), differentiable in logits."""
-    return ops().ocr_loss_map(logits, tags, prior, float(margin), float(threshold),
-                              GROUP_SPLITS[group_split], PIXEL_MODES[pixels])
+    return ops().ocr_loss_map(logits, tags, prior, *opts.codes())

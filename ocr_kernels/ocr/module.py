@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .._options import REDUCTIONS
+from .._options import REDUCTIONS, OCROptions
 from .._validation import check_finite, check_loss_name, check_option, validate_ocr_options
 from .api import ocr_loss
 
@@ -32,10 +32,9 @@ class OCRLoss(nn.Module):
         loss_name: str = "loss_ocr",
     ):
         super().__init__()
-        validate_ocr_options(prior, margin=margin, threshold=threshold, group_split=group_split,
-                             pixels=pixels, backend=backend)
+        opts = validate_ocr_options(prior, OCROptions(margin, threshold, group_split, pixels), backend)
         check_option("reduction", reduction, REDUCTIONS)
-        self.margin, self.threshold = float(margin), float(threshold)
+        self.margin, self.threshold = opts.margin, opts.threshold
         self.loss_weight = check_finite("loss_weight", loss_weight)
         self._loss_name = check_loss_name(loss_name)
         self.register_buffer("prior", prior)

@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._options import OCROptions
 from .._tensors import math_dtype
 
 
@@ -26,12 +27,10 @@ def ocr_loss_map_reference(
     logits: torch.Tensor,
     tags: torch.Tensor,
     prior: Optional[torch.Tensor],
-    margin: float,
-    threshold: float,
-    group_split: str,
-    pixels: str,
+    opts: OCROptions,
 ) -> torch.Tensor:
     """Per-pixel OCR loss [B, *spatial] (fp32, or fp64 for fp64 logits), differentiable in logits."""
+    margin, threshold, group_split, pixels = opts.margin, opts.threshold, opts.group_split, opts.pixels
     z = logits.to(math_dtype(logits.dtype))
     B, C1 = z.shape[:2]
     bcast = (B, C1) + (1,) * (z.dim() - 2)
@@ -81,7 +80,7 @@ def oc_pixel_mask(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """bool [B, *spatial]: pixels whose argmax over all C+1 classes is not in the tag set (Eq. 5)."""
     from .._validation import validate_ocr_inputs
 
-    validate_ocr_inputs(logits, tags, group_split="max")
+    validate_ocr_inputs(logits, tags, None, OCROptions(group_split="max"))
     B, C1 = logits.shape[:2]
     ic = ic_mask_from_tags(tags).view((B, C1) + (1,) * (logits.dim() - 2))
     pred = logits.detach().argmax(dim=1, keepdim=True)

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._options import GROUP_SPLITS, PIXEL_MODES
+from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
 
@@ -626,9 +626,10 @@ _ocr_map_op.register_autograd(_ocr_bwd, setup_context=_ocr_setup)
 DESIGN = "recompute"
 
 
-def ocr_loss_map_triton(logits, tags, prior, margin, threshold, group_split, pixels):
+def ocr_loss_map_triton(logits, tags, prior, opts: OCROptions):
     """Per-pixel OCR loss [B, *spatial] in fp32, differentiable in the logits (Triton)."""
+    args = (logits, tags, prior, float(opts.margin), float(opts.threshold), opts.group_split,
+            opts.pixels)
     if DESIGN == "keep_grad" and logits.shape[1] <= MAX_BLOCK_C and logits.requires_grad:
-        return _ocr_map_keep_grad_op(logits, tags, prior, float(margin), float(threshold),
-                                     group_split, pixels)[0]
-    return _ocr_map_op(logits, tags, prior, float(margin), float(threshold), group_split, pixels)
+        return _ocr_map_keep_grad_op(*args)[0]
+    return _ocr_map_op(*args)

@@ -1,7 +1,7 @@
 """Which function computes the two per-pixel maps of the segmentation objective on each backend.
 
-Each entry takes (logits, target, tags, prior, margin, threshold, group_split, pixels,
-ignore_index) -- already validated, target int64 -- and returns (ce_map, ocr_map), both
+Each entry takes (logits, target, tags, prior, opts: OCROptions) -- already validated, target
+int64 -- and returns (ce_map, ocr_map), both
 [B, *spatial] in fp32 (fp64 for fp64 logits) and differentiable in the logits; ``seg_ocr_loss``
 reduces them once in Python. Fast backends are imported only when chosen.
 """

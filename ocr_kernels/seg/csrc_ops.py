@@ -6,12 +6,10 @@ only where L > 0 or the cross-entropy has a gradient.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 
 from .._extension import registered_ops
-from .._options import GROUP_SPLITS, PIXEL_MODES
+from .._options import OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 
 
@@ -58,19 +56,8 @@ def ops():
     return registered_ops(_register)
 
 
-def seg_ocr_loss_maps_csrc(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    tags: torch.Tensor,
-    prior: Optional[torch.Tensor],
-    margin: float,
-    threshold: float,
-    group_split: str,
-    pixels: str,
-    ignore_index: int,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def seg_ocr_loss_maps_csrc(logits, target, tags, prior, opts: OCROptions):
     """(ce_map, ocr_map), both [B, *spatial] fp32 (fp64 for fp64 logits), from one read of the
     logits; ce_map[p] = logsumexp(z_p) − z_p[target_p] (0 where target_p == ignore_index). Both
     are differentiable in logits through one fused backward."""
-    return ops().seg_ocr_loss_maps(logits, target, tags, prior, float(margin), float(threshold),
-                                   GROUP_SPLITS[group_split], PIXEL_MODES[pixels], int(ignore_index))
+    return ops().seg_ocr_loss_maps(logits, target, tags, prior, *opts.codes(), int(opts.ignore_index))

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .._options import OCROptions
 from .._validation import (
     check_bool, check_finite, check_int, check_loss_name, describe, validate_ocr_options,
 )
@@ -50,10 +51,9 @@ class SegOCRLoss(nn.Module):
         loss_name: str = "loss_seg_ocr",
     ):
         super().__init__()
-        validate_ocr_options(prior, margin=margin, threshold=threshold, group_split=group_split,
-                             pixels=pixels, backend=backend)
+        opts = validate_ocr_options(prior, OCROptions(margin, threshold, group_split, pixels), backend)
         self.alpha = check_finite("alpha", alpha)
-        self.margin, self.threshold = float(margin), float(threshold)
+        self.margin, self.threshold = opts.margin, opts.threshold
         self.loss_weight = check_finite("loss_weight", loss_weight)
         self.ignore_index = check_int("ignore_index", ignore_index)
         self.avg_non_ignore = check_bool("avg_non_ignore", avg_non_ignore)

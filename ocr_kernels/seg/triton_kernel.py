@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .._options import OCROptions
 from .._tensors import check_ocr_args, new_map
 from ..ocr.triton_kernel import _forward, _maps_bwd_op
 
@@ -44,9 +45,8 @@ def _seg_bwd(ctx, grad_ce, grad_ocr):
 _seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
 
 
-def seg_ocr_loss_maps_triton(logits, target, tags, prior, margin, threshold, group_split, pixels,
-                             ignore_index):
+def seg_ocr_loss_maps_triton(logits, target, tags, prior, opts: OCROptions):
     """(ce_map, ocr_map), two fp32 maps [B, *spatial] from ONE read of the logits, with one fused
     backward. ce_map[p] = logsumexp(z_p) − z_p[target_p], 0 where target_p == ignore_index."""
-    return _seg_maps_op(logits, target, tags, prior, float(margin), float(threshold), group_split,
-                        pixels, int(ignore_index))
+    return _seg_maps_op(logits, target, tags, prior, float(opts.margin), float(opts.threshold),
+                        opts.group_split, opts.pixels, int(opts.ignore_index))

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel, make_ocr_inputs,
-                     reference64)
+from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel, csrc_ops,
+                     make_ocr_inputs, reference64)
 from ocr_kernels import ocr_loss
 from ocr_kernels._extension import csrc_dir, extension_unavailable_reason
-from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES
+from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
 
 ROOT = Path(__file__).resolve().parents[2]
 CU_FILES = sorted(glob.glob(str(ROOT / "csrc" / "**" / "*.cu"), recursive=True))
@@ -34,12 +34,9 @@ NVCC = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nv
 
 @pytest.fixture(scope="module")
 def ops():
-    reason = extension_unavailable_reason("cpu")
-    if reason is not None:
-        pytest.skip(f"the C++ extension cannot be built here: {reason}")
     from ocr_kernels.ocr.csrc_ops import ops as load_ops
 
-    return load_ops()
+    return csrc_ops(load_ops)
 
 
 def keep_mask(logits, tags, prior, group_split, threshold=0.2):
@@ -53,8 +50,9 @@ def run_cpu(logits, tags, prior, grad_map=None, **opts):
 
     z = logits.detach().clone().requires_grad_(True)
     split = opts.get("group_split", "ada")
-    loss = ocr_loss_map_csrc(z, tags, prior if split == "ada" else None, opts.get("margin", 2.0),
-                             opts.get("threshold", 0.2), split, opts.get("pixels", "oc"))
+    loss = ocr_loss_map_csrc(z, tags, prior if split == "ada" else None,
+                             OCROptions(opts.get("margin", 2.0),
+                             opts.get("threshold", 0.2), split, opts.get("pixels", "oc")))
     loss.backward(torch.ones_like(loss) if grad_map is None else grad_map)
     return loss.detach(), z.grad
 
@@ -70,7 +68,7 @@ def test_gradcheck_fp64(ops, group_split, pixels):
     pr = prior.double() if group_split == "ada" else None
 
     def fn(x):
-        return ocr_loss_map_csrc(x, tags, pr, 2.0, 0.2, group_split, pixels)
+        return ocr_loss_map_csrc(x, tags, pr, OCROptions(2.0, 0.2, group_split, pixels))
 
     assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
@@ -150,7 +148,7 @@ def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
             want_ocr, _ = reference64(logits, tags, prior, group_split=split, pixels=pix)
             from ocr_kernels.ocr.reference import ocr_loss_map_reference
             ref = ocr_loss_map_reference(z, tags, prior.double() if split == "ada" else None,
-                                         2.0, 0.2, split, pix)
+                                         OCROptions(2.0, 0.2, split, pix))
             (want_grad,) = torch.autograd.grad((want_ce * g_ce.double()).sum() + (ref * g_ocr.double()).sum(), z)
             keep = keep_mask(logits, tags, prior, split)
             tol = 1e-11 if dtype == torch.float64 else 1e-5
@@ -181,7 +179,7 @@ def test_torch_compile(ops):
     logits, tags, prior = make_ocr_inputs(2, 6, (5, 5))
 
     def f(z):
-        return ocr_loss_map_csrc(z, tags, prior, 2.0, 0.2, "ada", "all").mean()
+        return ocr_loss_map_csrc(z, tags, prior, OCROptions(2.0, 0.2, "ada", "all")).mean()
 
     compiled = torch.compile(f, fullgraph=True)
     z1 = logits.clone().requires_grad_(True)

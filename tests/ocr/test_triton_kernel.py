@@ -18,6 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
                      comparable_pixels, make_ocr_inputs, reference64)
+from ocr_kernels._options import OCROptions
 from ocr_kernels import ocr_loss
 from ocr_kernels._dispatch import available_backends
 
@@ -43,8 +44,8 @@ def check_map(logits, tags, prior, grad_map=None, rtol=1e-5, **opts):
     """Triton loss map and gradient (for any layout of logits and grad_map) vs the fp64 reference."""
     z = logits.detach().to(DEV).requires_grad_(True)
     loss = ocr_loss_map_triton(z, tags.to(DEV), None if prior is None else prior.to(DEV),
-                               opts.get("margin", 2.0), opts.get("threshold", 0.2),
-                               opts.get("group_split", "ada"), opts.get("pixels", "oc"))
+                               OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
+                               opts.get("group_split", "ada"), opts.get("pixels", "oc")))
     g = torch.ones_like(loss) if grad_map is None else grad_map.to(DEV)
     loss.backward(g)
     want_loss, want_grad = reference64(logits.cpu(), tags, prior, grad_map=g.cpu(), **opts)
@@ -88,7 +89,8 @@ def test_ties_across_chunks_take_lowest_index(request, path):
     # hand-derived: image 0, pixel (1, 1): pred 2 (OC), "max" group {A = 9}, OC = all but
     # {0, 9, 10, 12}: lse_oc = log(e^5 + 8·e^0) over classes 1-8 and 11, s = -5 + lse_oc + 2.
     z = logits.to(DEV)
-    got = ocr_loss_map_triton(z, tags.to(DEV), None, 2.0, 0.2, "max", "oc")[0, 1, 1].item()
+    got = ocr_loss_map_triton(z, tags.to(DEV), None,
+                              OCROptions(2.0, 0.2, "max", "oc"))[0, 1, 1].item()
     s = -5.0 + torch.log(torch.tensor(torch.e**5 + 8.0, dtype=torch.float64)).item() + 2.0
     assert abs(got - torch.nn.functional.softplus(torch.tensor(s, dtype=torch.float64)).item()) < 1e-5
 
@@ -202,7 +204,7 @@ def test_zero_upstream_gradient_skips_pixels():
     logits, tags, prior = make_ocr_inputs(1, 5, (2, 3))
     logits[0, :, 0, 0] = float("nan")
     z = logits.to(DEV).requires_grad_(True)
-    loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV), 2.0, 0.2, "ada", "all")
+    loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV), OCROptions(2.0, 0.2, "ada", "all"))
     g = torch.ones(1, 2, 3, device=DEV)
     g[0, 0, 0] = 0.0
     loss.backward(g)
@@ -311,7 +313,7 @@ def test_offsets_past_2_31_on_gpu():
     assert logits.numel() > 2**31
     tags = (torch.rand(B, C1 - 1, device="cuda") < 0.3).long()
     z = logits.requires_grad_(True)
-    loss = ocr_loss_map_triton(z, tags, None, 2.0, 0.2, "all", "all")
+    loss = ocr_loss_map_triton(z, tags, None, OCROptions(2.0, 0.2, "all", "all"))
     loss.backward(torch.ones_like(loss))
     tail = logits.detach()[:, :, -2:].float().cpu()
     want_loss, want_grad = reference64(tail, tags.cpu(), None, group_split="all", pixels="all")

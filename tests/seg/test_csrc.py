@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import GROUP_SPLITS, assert_close_rel, comparable_pixels, make_ocr_inputs, reference64
-from ocr_kernels._extension import extension_unavailable_reason
-from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES
+from helpers import (GROUP_SPLITS, assert_close_rel, comparable_pixels, csrc_ops, make_ocr_inputs,
+                     reference64)
+from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
 
 # d ce/dz_t = softmax_t - 1 cancels when softmax_t is near 1: an fp32 softmax good to a few ulp
 # leaves a relative error of a few 1e-7 / (1 - softmax_t) in the difference.
@@ -18,12 +18,9 @@ CE_GRAD_RTOL = 1e-4
 
 @pytest.fixture(scope="module")
 def ops():
-    reason = extension_unavailable_reason("cpu")
-    if reason is not None:
-        pytest.skip(f"the C++ extension cannot be built here: {reason}")
     from ocr_kernels.seg.csrc_ops import ops as load_ops
 
-    return load_ops()
+    return csrc_ops(load_ops)
 
 
 def _seg_csrc_and_pixelwise(ops, logits, target, tags, prior, split, g_ce, g_ocr, ignore_index):
@@ -31,7 +28,8 @@ def _seg_csrc_and_pixelwise(ops, logits, target, tags, prior, split, g_ce, g_ocr
     from ocr_kernels.seg.csrc_ops import seg_ocr_loss_maps_csrc
 
     z = logits.detach().clone().requires_grad_(True)
-    ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior, 2.0, 0.2, split, "oc", ignore_index)
+    ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior,
+                                     OCROptions(2.0, 0.2, split, "oc", ignore_index))
     (ce * g_ce + ocr * g_ocr).sum().backward()
     ce_p, _, grad_p = ops._pixelwise_seg_ocr(logits, target, tags, prior, g_ce, g_ocr, 2.0, 0.2,
                                              GROUP_CODES[split], PIXEL_CODES["oc"], ignore_index)
@@ -96,7 +94,7 @@ def test_seg_gradient_at_saturated_logits(ops, dtype, atol, group_split):
     g_ce[0, 1] = 4.0
     z64 = logits.detach().double().requires_grad_(True)
     ce, ocr = seg_ocr_loss_maps_reference(z64, target, tags, None if prior is None else prior.double(),
-                                          2.0, 0.2, group_split, "oc", 255)
+                                          OCROptions(2.0, 0.2, group_split, "oc", 255))
     (want,) = torch.autograd.grad((ce * g_ce.double() + ocr * g_ocr.double()).sum(), z64)
     keep = comparable_pixels(logits, tags, prior, {"group_split": group_split}).unsqueeze(1).expand_as(want)
     bound = atol * want.abs().max().item()
@@ -119,8 +117,9 @@ def test_seg_fused_maps(ops, layout):
     g_ce, g_ocr = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
     for split in GROUP_SPLITS:
         z = logits.detach().clone().requires_grad_(True)
-        ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior if split == "ada" else None, 2.0,
-                                         0.2, split, "oc", -100)
+        ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior if split == "ada" else None,
+                                         OCROptions(2.0,
+                                         0.2, split, "oc", -100))
         assert ce.dtype == ocr.dtype == torch.float32 and ce.shape == ocr.shape == (2, 5, 7)
         (ce * g_ce + ocr * g_ocr).sum().backward()
         z64 = logits.detach().double().requires_grad_(True)
@@ -128,7 +127,7 @@ def test_seg_fused_maps(ops, layout):
         from ocr_kernels.ocr.reference import ocr_loss_map_reference
 
         want_ocr = ocr_loss_map_reference(z64, tags, prior.double() if split == "ada" else None,
-                                          2.0, 0.2, split, "oc")
+                                          OCROptions(2.0, 0.2, split, "oc"))
         (want_grad,) = torch.autograd.grad((want_ce * g_ce.double() + want_ocr * g_ocr.double()).sum(), z64,
                                            retain_graph=True)
         keep = comparable_pixels(logits, tags, prior, {"group_split": split})
@@ -138,7 +137,8 @@ def test_seg_fused_maps(ops, layout):
         assert_close_rel(z.grad, want_grad, CE_GRAD_RTOL, "grad", keep.unsqueeze(1).expand_as(want_grad))
         # only the CE term: the OCR map's gradient may be absent (materialised as zeros)
         z2 = logits.detach().clone().requires_grad_(True)
-        ce2, _ = seg_ocr_loss_maps_csrc(z2, target, tags, prior, 2.0, 0.2, "ada", "oc", -100)
+        ce2, _ = seg_ocr_loss_maps_csrc(z2, target, tags, prior,
+                                        OCROptions(2.0, 0.2, "ada", "oc", -100))
         ce2.sum().backward()
         (want_ce_grad,) = torch.autograd.grad(want_ce.sum(), z64)
         assert_close_rel(z2.grad, want_ce_grad, CE_GRAD_RTOL, "ce-only grad")
@@ -150,7 +150,8 @@ def test_seg_bad_target_does_not_read_out_of_bounds(ops):
     logits, tags, prior = make_ocr_inputs(1, 4, (3, 3))
     target = torch.full((1, 3, 3), 10**9)
     target[0, 0, 0] = -(10**9)
-    ce, ocr = seg_ocr_loss_maps_csrc(logits, target, tags, prior, 2.0, 0.2, "ada", "oc", 255)
+    ce, ocr = seg_ocr_loss_maps_csrc(logits, target, tags, prior,
+                                     OCROptions(2.0, 0.2, "ada", "oc", 255))
     want_ocr, _ = reference64(logits, tags, prior)
     assert_close_rel(ocr, want_ocr, 1e-5, "ocr", comparable_pixels(logits, tags, prior, {"group_split": "ada"}))
     assert ce.shape == (1, 3, 3)

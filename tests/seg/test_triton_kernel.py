@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import GROUP_SPLITS, assert_close_rel, comparable_pixels, make_ocr_inputs, reference64
+from ocr_kernels._options import OCROptions
 from ocr_kernels._dispatch import available_backends
 
 if not available_backends()["triton"].available:
@@ -34,8 +35,8 @@ def _seg_reference(logits, target, tags, prior, gce, gocr, ignore_index, **opts)
     ce = F.cross_entropy(z, target, ignore_index=ignore_index, reduction="none")
     from ocr_kernels.ocr.reference import ocr_loss_map_reference
     ocr = ocr_loss_map_reference(z, tags, None if prior is None else prior.double(),
-                                 opts.get("margin", 2.0), opts.get("threshold", 0.2),
-                                 opts.get("group_split", "ada"), opts.get("pixels", "oc"))
+                                 OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
+                                 opts.get("group_split", "ada"), opts.get("pixels", "oc")))
     ((ce * gce.double()).sum() + (ocr * gocr.double()).sum()).backward()
     return ce.detach(), ocr.detach(), z.grad
 
@@ -53,8 +54,9 @@ def test_seg_maps_match_cross_entropy_and_reference(request, path, layout, group
     target[0, :2] = 255  # ignored
     gce, gocr = torch.randn(2, 5, 6), torch.randn(2, 5, 6)
     z = logits.detach().clone().to(DEV).requires_grad_(True)
-    ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV), 2.0, 0.2,
-                                       group_split, "oc", 255)
+    ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV),
+                                       OCROptions(2.0, 0.2,
+                                       group_split, "oc", 255))
     torch.autograd.backward([ce, ocr], [gce.to(DEV), gocr.to(DEV)])
     want_ce, want_ocr, want_grad = _seg_reference(logits, target, tags, prior, gce, gocr, 255,
                                                   group_split=group_split)
@@ -74,8 +76,9 @@ def test_seg_maps_one_term_used_and_bad_target():
     logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
     target = torch.randint(0, 5, (2, 3, 4))
     z = logits.detach().clone().to(DEV).requires_grad_(True)
-    ce, _ = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV), 2.0, 0.2,
-                                     "max", "all", -100)
+    ce, _ = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV),
+                                     OCROptions(2.0, 0.2,
+                                     "max", "all", -100))
     ce.sum().backward()
     zr = logits.double().requires_grad_(True)
     F.cross_entropy(zr, target, reduction="sum").backward()
@@ -84,7 +87,7 @@ def test_seg_maps_one_term_used_and_bad_target():
     bad = target.clone()
     bad[0, 0, 0], bad[1, 2, 3] = 10**6, -7
     ce, ocr = seg_ocr_loss_maps_triton(logits.to(DEV), bad.to(DEV), tags.to(DEV), prior.to(DEV),
-                                       2.0, 0.2, "max", "all", -100)
+                                       OCROptions(2.0, 0.2, "max", "all", -100))
     want, _ = reference64(logits, tags, prior, group_split="max", pixels="all")
     assert_close_rel(ocr.cpu(), want, 1e-5, "ocr map with a bad target")
 
@@ -118,8 +121,9 @@ def test_seg_maps_tiny_cross_entropy_at_large_logits(monkeypatch, path, C1):
     target[0, 0, 1] = 1
     tags = torch.ones(B, C1 - 1, dtype=torch.int64)
     z = logits.clone().to(DEV).requires_grad_(True)
-    ce, _ = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), None, 2.0, 0.2, "max",
-                                     "all", -100)
+    ce, _ = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), None,
+                                     OCROptions(2.0, 0.2, "max",
+                                     "all", -100))
     gce = torch.randn(B, H, W, generator=g)
     ce.backward(gce.to(DEV))
     zr = logits.double().requires_grad_(True)
@@ -149,8 +153,9 @@ def test_seg_maps_gradient_at_logits_of_80(monkeypatch, path, group_split):
     target = torch.randint(0, C1, (B, H, W), generator=g)
     gce, gocr = torch.randn(B, H, W, generator=g), torch.randn(B, H, W, generator=g)
     z = logits.clone().to(DEV).requires_grad_(True)
-    ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV), 2.0, 0.2,
-                                       group_split, "all", -100)
+    ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV),
+                                       OCROptions(2.0, 0.2,
+                                       group_split, "all", -100))
     torch.autograd.backward([ce, ocr], [gce.to(DEV), gocr.to(DEV)])
     want_ce, want_ocr, want_grad = _seg_reference(logits, target, tags, prior, gce, gocr, -100,
                                                   group_split=group_split, pixels="all")
@@ -175,7 +180,8 @@ def test_torch_compile_dynamic_shapes_and_seg():
     _, tags, prior = make_ocr_inputs(2, 5, (1,), device=DEV)
 
     def f(z, target):
-        ce, ocr = seg_ocr_loss_maps_triton(z, target, tags, prior, 2.0, 0.2, "ada", "all", -100)
+        ce, ocr = seg_ocr_loss_maps_triton(z, target, tags, prior,
+                                           OCROptions(2.0, 0.2, "ada", "all", -100))
         return ce.mean() + 0.5 * ocr.mean()
 
     cf = torch.compile(f, fullgraph=True, dynamic=True, backend="aot_eager")
