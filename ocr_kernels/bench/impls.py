@@ -114,7 +114,6 @@ def _backend_impls(op, backends, device, dtype, make_fn, label_prefix="") -> Lis
 
 def ocr_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -> List[Impl]:
     from .. import ocr_loss
-    from ..ocr.backends import OCR_LOSS_MAP_IMPLS
 
     pix = scenario.pixels
     skip = _anchor_filter(device, shape, wanted)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel, csrc_ops,
                      make_ocr_inputs, reference64)
 from ocr_kernels import ocr_loss
-from ocr_kernels._extension import csrc_dir, extension_unavailable_reason
+from ocr_kernels._extension import csrc_dir
 from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,6 @@ import torch
 
 from seg.seg_helpers import make_seg_inputs
 from ocr_kernels import seg_ocr_loss
-from ocr_kernels._dispatch import BackendUnavailableError
 from ocr_kernels._validation import check_target_values
 
 
