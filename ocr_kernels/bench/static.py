@@ -1,7 +1,7 @@
 """``python -m ocr_kernels bench --static``: a static sm_90 performance model, no GPU needed.
 
 Every Triton kernel is compiled for an sm_90 target through its REAL launcher (ocr/triton_kernel.py
-``_forward``/``_backward``, wood/triton_kernels.py ``_distances``/``_weighted_diff``/
+``_forward``/``_backward``, wood/triton_kernel.py ``_distances``/``_weighted_diff``/
 ``assign_triton``) called on meta tensors of the case's shape: a stand-in Triton driver answers
 "cuda, capability 9.0" and JITFunction.run compiles (warm-up) instead of launching, so the model
 sees the grid, num_warps and constexprs (block sizes, chunking, flat/int64 paths) that would run.
@@ -205,7 +205,7 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             tk._backward(gmap, gmap if seg else None, z, tgt, tags, prior, gmap, 0.5, case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
-            from ..wood import triton_kernels as tw
+            from ..wood import triton_kernel as tw
 
             B, D, C, K = case.shape
             x, cc, oc = _meta((B, D)), _meta((C, D)), _meta((K, D))
@@ -217,7 +217,7 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             tw._weighted_diff(x, cc, oc, w, d, _meta(()))
             out["bwd"] = list(cap.records)
         elif case.op == "kmeans":
-            from ..wood import triton_kernels as tw
+            from ..wood import triton_kernel as tw
 
             N, D, k = case.shape
             tw.assign_triton(_meta((N, D)), _meta((k, D)), _meta((D,)))
