@@ -13,10 +13,19 @@ import torch
 from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS
 
 
-def _describe(x) -> str:
+def _describe(x, limit: int = 120) -> str:
+    """What x is, short: tensors and arrays by dtype and shape, other values by a repr cut to
+    ``limit`` characters (a prior written as a nested list must not fill the message)."""
     if isinstance(x, torch.Tensor):
         return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
-    return f"{type(x).__name__} {x!r}"
+    if type(x).__module__ == "numpy" and hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"a {x.dtype} ndarray of shape {tuple(x.shape)}"
+    text = repr(x)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    if isinstance(x, (list, tuple, dict)):
+        return f"{type(x).__name__} of {len(x)} items {text}"
+    return f"{type(x).__name__} {text}"
 
 
 def check_tensor(name: str, x, expected: str) -> torch.Tensor:
@@ -173,6 +182,7 @@ def validate_seg_inputs(
     global_mean: bool = False,
     validate: bool = True,
     backend: str = "auto",
+    ce_weight=None,
 ) -> None:
     """Check the arguments of ``seg_ocr_loss``: the OCR arguments, the target's shape, dtype and
     device, and -- when ``validate`` -- its values (see ``check_target_values``)."""
@@ -186,6 +196,14 @@ def validate_seg_inputs(
     for name, flag in (("global_mean", global_mean), ("validate", validate)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool; got {_describe(flag)}")
+    if ce_weight is not None:
+        check_tensor("ce_weight", ce_weight, "a floating-point tensor [B, *spatial] or None")
+        check_floating("ce_weight", ce_weight, "a floating-point tensor [B, *spatial] or None")
+        if ce_weight.shape != target.shape:
+            raise ValueError(
+                f"ce_weight must have the target's shape {list(target.shape)}; got {_describe(ce_weight)}"
+            )
+        check_same_device("ce_weight", ce_weight, "logits", logits)
     if validate:
         check_target_values(target, logits.shape[1], ignore_index)
 
