@@ -13,11 +13,15 @@ registers in mmseg's registries:
 try:
     import mmseg.models  # noqa: F401  the stock segmentors, heads and losses
 except ImportError as e:
+    if getattr(e, "name", None) in ("mmseg", "mmengine", "mmcv"):
+        hint = ('Install mmsegmentation (pip install "ocr-kernels[mmseg]") and mmcv with its '
+                "compiled ops (e.g. `mim install mmcv==2.1.0`)")
+    else:
+        hint = ("mmsegmentation imports mmcv's compiled ops (mmcv._ext), which mmcv-lite does not "
+                'have: install the full mmcv ("mmcv>=2.0.0rc4,<2.2.0" for mmsegmentation 1.x, '
+                "e.g. `mim install mmcv==2.1.0`)")
     raise ImportError(
-        f"ocr_kernels.mmseg needs mmsegmentation's models, whose import failed: {e}. "
-        "mmsegmentation imports mmcv's compiled ops (mmcv._ext), which mmcv-lite does not have: "
-        'install the full mmcv ("mmcv>=2.0.0rc4,<2.2.0" for mmsegmentation 1.x, e.g. '
-        "`mim install mmcv==2.1.0`)"
+        f"ocr_kernels.mmseg needs mmsegmentation's models, whose import failed: {e}. {hint}"
     ) from e
 
 from .losses import OCRLoss, SegOCRLoss, batch_tags, stack_tags
