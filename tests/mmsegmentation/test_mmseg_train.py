@@ -27,7 +27,8 @@ def write_data(root):
     """4 images 32x32, masks with 1-2 classes and an ignored band; cls_labels.npy whose tags are
     the mask's classes plus, for two images, a class the mask lacks (a CAM that missed it)."""
     rng = np.random.default_rng(0)
-    os.makedirs(os.path.join(root, "img")), os.makedirs(os.path.join(root, "ann"))
+    for sub in ("img", "ann"):
+        os.makedirs(os.path.join(root, sub))
     cls_labels, mask_classes = {}, {}
     for i, name in enumerate(NAMES):
         mask = np.zeros((32, 32), np.uint8)
