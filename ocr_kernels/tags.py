@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ._validation import _describe, check_tensor
+from ._validation import describe, check_tensor
 from .ocr.prior import prior_correlation
 
 PathLike = Union[str, os.PathLike]
@@ -45,20 +45,20 @@ class ClsLabels:
             if loaded.dtype != object or loaded.shape != ():
                 raise ValueError(
                     f"{self.file} must hold a pickled dict image name -> C-dim multi-hot vector "
-                    f"(cls_labels.npy); got {_describe(loaded)}"
+                    f"(cls_labels.npy); got {describe(loaded)}"
                 )
             source = loaded.item()
         if not isinstance(source, Mapping) or not source:
             raise TypeError(
                 "cls_labels must be a path to a cls_labels.npy or a non-empty dict image name -> "
-                f"C-dim multi-hot vector; got {_describe(source)}"
+                f"C-dim multi-hot vector; got {describe(source)}"
             )
         rows = {}
         for name, row in source.items():
             row = np.asarray(row)
             if row.ndim != 1 or row.size == 0:
                 raise ValueError(
-                    f"cls_labels[{name!r}] must be a C-dim multi-hot vector; got {_describe(row)}"
+                    f"cls_labels[{name!r}] must be a C-dim multi-hot vector; got {describe(row)}"
                 )
             rows[name] = row != 0
         sizes = {r.size for r in rows.values()}
@@ -111,7 +111,7 @@ def tags_from_target(target: torch.Tensor, num_classes: int, ignore_index: int =
     check_tensor("target", target, "an integer tensor [B, *spatial]")
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool \
             or target.dim() < 2:
-        raise TypeError(f"target must be an integer tensor [B, *spatial]; got {_describe(target)}")
+        raise TypeError(f"target must be an integer tensor [B, *spatial]; got {describe(target)}")
     flat = target.reshape(target.shape[0], -1).long()
     valid = flat != ignore_index
     # Ignored pixels scatter into the background column, which is dropped; values outside [0, C]
@@ -153,11 +153,11 @@ def _prior_from_value(value, what: str) -> torch.Tensor:
     try:
         tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
     except (TypeError, ValueError) as e:
-        raise TypeError(f"prior must be a square matrix of numbers; {what} is {_describe(value)} ({e})") from None
+        raise TypeError(f"prior must be a square matrix of numbers; {what} is {describe(value)} ({e})") from None
     if tensor.dim() != 2 or tensor.shape[0] != tensor.shape[1] or tensor.shape[0] < 2:
-        raise ValueError(f"prior must be a square matrix [C+1, C+1]; {what} is {_describe(value)}")
+        raise ValueError(f"prior must be a square matrix [C+1, C+1]; {what} is {describe(value)}")
     if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"prior must hold real numbers; {what} is {_describe(value)}")
+        raise TypeError(f"prior must hold real numbers; {what} is {describe(value)}")
     return tensor if tensor.is_floating_point() and isinstance(value, torch.Tensor) else tensor.to(torch.float32)
 
 
@@ -183,12 +183,12 @@ def load_prior(spec) -> torch.Tensor:
         if kind != "cls_labels" or "file" not in spec or set(spec) - {"file", "names", "normalize"}:
             raise ValueError(
                 'a prior given as a dict must be dict(type="cls_labels", file=..., names=None, '
-                f"normalize=None); got {_describe(dict(spec, type=kind))}"
+                f"normalize=None); got {describe(dict(spec, type=kind))}"
             )
         return ClsLabels(spec["file"]).prior(spec.get("names"), spec.get("normalize"))
     if isinstance(spec, (list, tuple, np.ndarray)):
         return _prior_from_value(spec, "the value")
     raise TypeError(
         "prior must be a tensor, a nested list, a path (.npy, .pt, .json, .txt) or "
-        f'dict(type="cls_labels", file=...); got {_describe(spec)}'
+        f'dict(type="cls_labels", file=...); got {describe(spec)}'
     )

@@ -23,7 +23,7 @@ from mmseg.registry import MODELS
 
 from .. import ocr as _ocr
 from .. import seg as _seg
-from .._validation import _describe, check_option
+from .._validation import check_int, check_option
 from ..tags import load_prior, tags_from_target
 
 TAGS_FROM = ("data", "target")
@@ -125,9 +125,7 @@ class OCRLoss(_ocr.OCRLoss):
     def __init__(self, prior=None, *, tags_from: str = "data", ignore_index: int = 255, **kwargs):
         super().__init__(_resolve_prior(prior), **kwargs)
         self.tags_from = check_option("tags_from", tags_from, TAGS_FROM)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
-        self.ignore_index = ignore_index
+        self.ignore_index = check_int("ignore_index", ignore_index)
 
     def forward(self, pred, target=None, tags=None, weight=None, ignore_index=None,
                 reduction_override=None, **kwargs):

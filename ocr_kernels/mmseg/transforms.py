@@ -7,7 +7,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
 
-from .._validation import _describe
+from .._validation import describe
 from ..tags import ClsLabels
 from .losses import TAGS_KEY
 
@@ -44,7 +44,7 @@ class LoadImageTags(BaseTransform):
             raise ValueError(
                 "LoadImageTags needs cls_labels=<path to cls_labels.npy>, or num_classes=C (the "
                 f"foreground classes) to read the annotation's {key!r} list; got num_classes="
-                f"{_describe(num_classes)}"
+                f"{describe(num_classes)}"
             )
         self.num_classes, self.key = num_classes, key
 
@@ -62,7 +62,7 @@ class LoadImageTags(BaseTransform):
             if bad.any():
                 raise ValueError(
                     f"LoadImageTags: {self.key} of {results.get('img_path')!r} must hold class "
-                    f"indices in [0, {self.num_classes}]; got {_describe(results[self.key])}"
+                    f"indices in [0, {self.num_classes}]; got {describe(results[self.key])}"
                 )
             tags = np.zeros(self.num_classes + 1, dtype=bool)
             tags[labels] = True

@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from .._dispatch import resolve_backend
+from .._options import OCROptions
 from .._validation import optional_prior_for, validate_seg_inputs
 from .backends import SEG_OCR_IMPLS
 
@@ -97,17 +98,15 @@ def seg_ocr_loss(
     reduction, as mmsegmentation's ``CrossEntropyLoss`` applies a ``weight`` (OHEM's ``seg_weight``);
     the denominators do not change. The OCR term is not weighted.
     """
-    validate_seg_inputs(
-        logits, target, tags, prior, alpha=alpha, ignore_index=ignore_index, margin=margin,
-        threshold=threshold, group_split=group_split, pixels=pixels, ce_average=ce_average,
-        global_mean=global_mean, validate=validate, backend=backend, ce_weight=ce_weight,
-    )
+    opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
+    validate_seg_inputs(logits, target, tags, prior, opts, alpha=alpha, ce_average=ce_average,
+                        global_mean=global_mean, validate=validate, backend=backend,
+                        ce_weight=ce_weight)
     name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
-    ce_map, ocr_map = SEG_OCR_IMPLS[name](
-        logits, target, tags, optional_prior_for(group_split, prior), float(margin),
-        float(threshold), group_split, pixels, ignore_index,
-    )
+    opts = opts._replace(margin=float(margin), threshold=float(threshold))
+    ce_map, ocr_map = SEG_OCR_IMPLS[name](logits, target, tags, optional_prior_for(group_split, prior),
+                                          opts)
     if ce_weight is not None:
         ce_map = ce_map * ce_weight
     return reduce_seg_maps(

@@ -1,8 +1,3 @@
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-import mmcv_ext_standin  # noqa: E402
+from mmsegmentation import mmcv_ext_standin
 
 mmcv_ext_standin.install()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from seg_helpers import make_seg_inputs
+from seg.seg_helpers import make_seg_inputs
 from ocr_kernels import SegOCRLoss, ocr_loss, seg_ocr_loss
 
 
