@@ -29,14 +29,14 @@ def run_python(code):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_ocr_kernels_is_fast_never_imports_mmseg_and_survives_a_half_installed_one():
+def test_import_ocr_kernels_never_imports_mmseg_and_survives_a_half_installed_one():
     # mmsegmentation with mmcv-lite: mmseg.models fails on `import mmcv._ext` (simulated here
     # whatever mmcv is installed). import ocr_kernels neither imports nor needs mmseg;
     # ocr_kernels.mmseg, loaded the mmseg way, says what to install.
     got = run_python(
-        "import json, sys, time, torch, numpy\n"
+        "import json, sys, torch, numpy\n"
         "sys.modules['mmcv._ext'] = None\n"
-        "t = time.perf_counter(); import ocr_kernels; dt = time.perf_counter() - t\n"
+        "import ocr_kernels\n"
         "mods = sorted(m for m, v in sys.modules.items()\n"
         "              if v is not None and m.split('.')[0] in ('mmseg', 'mmengine', 'mmcv'))\n"
         "import mmseg\n"
@@ -46,10 +46,11 @@ def test_import_ocr_kernels_is_fast_never_imports_mmseg_and_survives_a_half_inst
         "    err = None\n"
         "except ImportError as e:  # mmengine re-raises; ours is the exception it handled\n"
         "    err = str(e.__context__)\n"
-        "print(json.dumps(dict(seconds=dt, mods=mods, err=err, loss=ocr_kernels.SegOCRLoss.__name__)))"
+        "print(json.dumps(dict(mods=mods, err=err, loss=ocr_kernels.SegOCRLoss.__name__)))"
     )
+    # Importing mmseg.models takes seconds; not importing any of it is what keeps
+    # `import ocr_kernels` fast (its time is measured, not asserted: README, mmsegmentation).
     assert got["mods"] == [] and got["loss"] == "SegOCRLoss"
-    assert got["seconds"] < 0.5, got  # importing mmseg.models alone takes seconds
     assert "mmcv._ext" in got["err"] and "mmcv-lite" in got["err"] and "mim install mmcv" in got["err"]
 
 
