@@ -1,7 +1,8 @@
 """Triton-specific tests of the OCR kernels (the shared matrix is tests/ocr/test_backends.py).
 
 What the matrix does not cover: torch.library registration (opcheck, torch.compile without graph
-breaks), the chunked large-C path at small C (ties across chunk borders), the 64-bit offset path,
+breaks), many small pixel tiles (tail lanes, blocks without a gradient next to blocks with one),
+ties across the IC/OC class lists, the 64-bit offset path,
 layouts beyond contiguous/channels_last, strided and expanded upstream gradients, the fused
 CE + OCR maps of the segmentation objective, and "no copy of the logits".
 
@@ -33,10 +34,15 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 @pytest.fixture
-def chunked(monkeypatch):
-    """Force the chunked class loop at small C: blocks of 4 classes."""
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
-    monkeypatch.setattr(tk, "CHUNK_C", 4)
+def small_tiles(monkeypatch):
+    """Tiles of 16 pixels: several programs per image, tail lanes, and (in the backward) tiles
+    without a gradient, which write zeros only, beside tiles with one."""
+    _force_small_tiles(monkeypatch, 16)
+
+
+def _force_small_tiles(monkeypatch, block_p):
+    monkeypatch.setattr(tk, "BLOCK_P", block_p)
+    monkeypatch.setattr(tk, "INTERPRET_BLOCK_P", block_p)
 
 
 def _keep(logits, tags, prior, opts):
@@ -62,22 +68,22 @@ def check_map(logits, tags, prior, grad_map=None, rtol=1e-5, **opts):
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunked class loop
+# Pixel tiles and class lists
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 @pytest.mark.parametrize("pixels", PIXEL_MODES)
-def test_chunked_path_matches_reference(chunked, group_split, pixels):
+def test_small_tiles_match_reference(small_tiles, group_split, pixels):
     logits, tags, prior = make_ocr_inputs(2, 13, (4, 5), tag_p=0.4)
     tags[1] = 1  # every class tagged: no OC class, loss 0
     check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
               pixels=pixels)
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
-def test_ties_across_chunks_take_lowest_index(request, path):
-    if path == "chunked":
-        request.getfixturevalue("chunked")
-    # Equal maxima in chunks 0, 2 and 3 (classes 2, 9, 12 of 13): the prediction is class 2, and
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
+def test_ties_across_class_lists_take_lowest_index(request, path):
+    if path == "small_tiles":
+        request.getfixturevalue("small_tiles")
+    # Equal maxima in IC and OC classes (classes 2, 9, 12 of 13): the prediction is class 2, and
     # the anchor the lowest tied IC class -- exactly torch.argmax's choice.
     C1 = 13
     logits = torch.zeros(2, C1, 3, 4)
@@ -99,10 +105,10 @@ def test_ties_across_chunks_take_lowest_index(request, path):
     assert abs(got - torch.nn.functional.softplus(torch.tensor(s, dtype=torch.float64)).item()) < 1e-5
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_integer_logits_with_many_ties(request, path):
-    if path == "chunked":
-        request.getfixturevalue("chunked")
+    if path == "small_tiles":
+        request.getfixturevalue("small_tiles")
     logits = torch.randint(-2, 3, (3, 11, 4, 6)).float()
     tags = (torch.rand(3, 10) < 0.4).long()
     prior = torch.rand(11, 11)
@@ -116,7 +122,7 @@ def test_integer_logits_with_many_ties(request, path):
 @given(
     B=st.integers(1, 2),
     C1=st.integers(3, 30),
-    chunk=st.sampled_from([4, 8]),
+    block_p=st.sampled_from([16, 32]),
     spatial=st.lists(st.integers(1, 5), min_size=1, max_size=3),
     scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
     integer=st.booleans(),
@@ -126,23 +132,22 @@ def test_integer_logits_with_many_ties(request, path):
     threshold=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_hypothesis_chunked(B, C1, chunk, spatial, scale, integer, tag_p, group_split, pixels,
-                            threshold, seed):
-    # The chunked class loop against the reference, chunk borders anywhere; integer logits make
-    # ties across chunks common.
+def test_hypothesis_small_tiles(B, C1, block_p, spatial, scale, integer, tag_p, group_split,
+                                pixels, threshold, seed):
+    # Small tiles against the reference, any tags (so ties across the IC and OC class lists);
+    # integer logits make ties common.
     g = torch.Generator().manual_seed(seed)
     logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)
     if integer:
         logits = logits.round().clamp(-3, 3)
     grad_map = torch.randn((B, *spatial), generator=g)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tk, "MAX_BLOCK_C", 2)
-        mp.setattr(tk, "CHUNK_C", chunk)
+        _force_small_tiles(mp, block_p)
         check_map(logits, tags, prior, grad_map=grad_map, group_split=group_split, pixels=pixels,
                   threshold=threshold)
 
 
-def test_chunked_fp16(chunked):
+def test_small_tiles_fp16(small_tiles):
     logits, tags, prior = make_ocr_inputs(2, 10, (3, 5), dtype=torch.float16)
     check_map(logits, tags, prior, rtol=2e-3, pixels="all")
 
@@ -152,9 +157,8 @@ def test_int64_offsets_path(monkeypatch):
     monkeypatch.setattr(tk, "_FORCE_INT64", True)
     logits, tags, prior = make_ocr_inputs(2, 7, (3, 4, 2))
     check_map(logits, tags, prior, pixels="all", grad_map=torch.randn(2, 3, 4, 2))
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
-    monkeypatch.setattr(tk, "CHUNK_C", 4)
-    check_map(logits, tags, prior, pixels="all")
+    _force_small_tiles(monkeypatch, 16)
+    check_map(logits, tags, prior, pixels="oc")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def test_no_copy_of_the_logits(monkeypatch):
         assert dz.stride() == logits.stride()
         # the strides passed: batch, class, and (FLAT) the one collapsed spatial stride
         fwd = launched[0]
-        assert fwd[10:12] == (logits.stride(0), logits.stride(1)), name
+        assert fwd[11:13] == (logits.stride(0), logits.stride(1)), name
     copies = [op for op in recorded if any(w in op for w in ("copy", "clone", "contiguous"))]
     assert not copies, copies
     assert any("empty" in op for op in recorded), "the recording saw the launchers' allocations"
@@ -269,12 +273,12 @@ def _seg_reference(logits, target, tags, prior, gce, gocr, ignore_index, **opts)
     return ce.detach(), ocr.detach(), z.grad
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 def test_seg_maps_match_cross_entropy_and_reference(request, path, layout, group_split):
-    if path == "chunked":
-        request.getfixturevalue("chunked")
+    if path == "small_tiles":
+        request.getfixturevalue("small_tiles")
     logits, tags, prior = make_ocr_inputs(2, 9, (5, 6), tag_p=0.4)
     if layout == "channels_last":
         logits = logits.contiguous(memory_format=torch.channels_last)
@@ -318,20 +322,15 @@ def test_seg_maps_one_term_used_and_bad_target():
     assert_close_rel(ocr.cpu(), want, 1e-5, "ocr map with a bad target")
 
 
-def _force_chunked(monkeypatch, chunk):
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 1)
-    monkeypatch.setattr(tk, "CHUNK_C", chunk)
-
-
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 @pytest.mark.parametrize("C1", [2, 5])
 def test_seg_maps_tiny_cross_entropy_at_large_logits(monkeypatch, path, C1):
     # A confident pixel at logits near ±30: CE = log1p(Σ_{k≠t} e^{z_k - z_t}) ~ 1e-7..1e-4. An
     # absolute fp32 log-sum-exp minus z_t carries |z|·2^-24 ~ 2e-6 of error (5 % of
     # CE = 7.26e-6 at z = [30, 18.2]); the kernel must keep CE, and its gradient, to relative
-    # precision. Chunks of 2 classes put the maximum in any chunk.
-    if path == "chunked":
-        _force_chunked(monkeypatch, 2)
+    # precision.
+    if path == "small_tiles":
+        _force_small_tiles(monkeypatch, 16)
     g = torch.Generator().manual_seed(7)
     B, H, W = 2, 4, 8
     target = torch.randint(0, C1, (B, H, W), generator=g)
@@ -362,14 +361,14 @@ def test_seg_maps_tiny_cross_entropy_at_large_logits(monkeypatch, path, C1):
     assert (gerr <= 1e-5 * zr.grad.abs() + 1e-30).all(), (gerr / zr.grad.abs()).max()
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 def test_seg_maps_gradient_at_logits_of_80(monkeypatch, path, group_split):
     # Logits of ±80: an absolute log-sum-exp is off by ~80·2^-24 = 5e-6, which every softmax
     # term e^{z_k - lse} and σ(lse_ic + lse_oc + margin) inherit; the fused CE + OCR gradient must
     # hold 1e-6 of its largest element everywhere (a should-be-zero entry came out 1.4e-6).
-    if path == "chunked":
-        _force_chunked(monkeypatch, 4)
+    if path == "small_tiles":
+        _force_small_tiles(monkeypatch, 16)
     g = torch.Generator().manual_seed(11)
     B, C1, H, W = 2, 7, 4, 5
     logits, tags, prior = make_ocr_inputs(B, C1, (H, W), tag_p=0.4, generator=g)
@@ -455,8 +454,8 @@ def test_torch_compile_dynamic_shapes_and_seg():
 # ---------------------------------------------------------------------------------------------
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("C1, path", [(21, "block"), (81, "block"), (300, "chunked")])
-def test_bf16_on_gpu(C1, path):
+@pytest.mark.parametrize("C1", [21, 81, 300, 1030])
+def test_bf16_on_gpu(C1):
     logits, tags, prior = make_ocr_inputs(2, C1, (9, 11), dtype=torch.bfloat16)
     check_map(logits, tags, prior, rtol=1e-2, pixels="all")
 
@@ -478,26 +477,6 @@ def test_offsets_past_2_31_on_gpu():
     want_loss, want_grad = reference64(tail, tags.cpu(), None, group_split="all", pixels="all")
     assert_close_rel(loss.detach()[:, -2:].cpu(), want_loss, 1e-5, "loss")
     assert_close_rel(z.grad[:, :, -2:].float().cpu(), want_grad, 1e-2, "grad")
-
-
-# ---------------------------------------------------------------------------------------------
-# The alternative backward design (kept for GPU measurement)
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("group_split", GROUP_SPLITS)
-def test_keep_grad_design_matches_reference(monkeypatch, group_split):
-    monkeypatch.setattr(tk, "DESIGN", "keep_grad")
-    logits, tags, prior = make_ocr_inputs(2, 7, (4, 5), tag_p=0.4)
-    check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
-              pixels="all")
-    cl = logits.contiguous(memory_format=torch.channels_last)
-    grad = check_map(cl, tags, prior, group_split=group_split, pixels="oc")
-    assert grad.stride() == cl.stride()
-
-
-def test_keep_grad_opcheck():
-    logits, tags, prior = make_ocr_inputs(2, 6, (3, 5), device=DEV)
-    z = logits.clone().requires_grad_(True)
-    torch.library.opcheck(tk._ocr_map_keep_grad_op, (z, tags, prior, 2.0, 0.2, "ada", "all"))
 
 
 # ---------------------------------------------------------------------------------------------
