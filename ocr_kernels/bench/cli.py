@@ -14,7 +14,7 @@ from typing import List, Optional
 import torch
 
 from .. import BackendUnavailableError
-from . import report
+from . import report, static
 from .cases import LEAF, PASSES, bytes_moved, pass_fn, workloads
 from .floor import floor_seconds, measure_copy_bandwidth
 from .impls import ANCHORS, FAST_BACKENDS
@@ -66,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--seed", type=int, default=0)
+    static.add_arguments(p)
 
 
 def _options(args, device) -> dict:
@@ -185,6 +186,8 @@ def _time_one(w, pass_, impl, nbytes, sets, device, opts, flush, extra) -> dict:
 
 
 def run(args) -> int:
+    if args.static:
+        return static.run(args)
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.monotonic()
     if args.device == "cuda" and not torch.cuda.is_available():
