@@ -24,6 +24,11 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   a pixel with a gradient (the scenario decides: blobs, independent draw, every pixel) and the
   full gradient write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
+- Both: the forward's saved OC statistics (8 bytes a pixel), written at every pixel, read where
+  the backward can have a gradient (the OCR scenario's sectors; every pixel for seg).
+- Instructions: the per-image IC class count is a launch-invisible loop bound; the model takes
+  ASSUMED_IC_CLASSES. Program-uniform branches (a tile without an active pixel) weigh each side
+  by the share of programs taking it in the case's scenario (sass.py).
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -191,10 +196,12 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             prior = _meta((C1 - 1, C1 - 1)) if case.group == "ada" else None
             seg = case.op == "seg_ocr_loss"
             tgt = _meta((B,) + spatial, torch.int64) if seg else None
-            tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group, case.pixels, 255)
+            _, _, stats, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
+                                               case.pixels, 255)
             out["fwd"], cap.records[:] = list(cap.records), []
             gmap = _meta((B,) + spatial)
-            tk._backward(gmap, gmap if seg else None, z, tgt, tags, prior, gmap, 0.5, case.group, 255)
+            tk._backward(gmap, gmap if seg else None, z, tgt, prior, gmap, stats, classes, 0.5,
+                         case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
             from ..wood import triton_kernels as tw
@@ -252,8 +259,49 @@ def _eval(expr: ast.AST, ns: Dict[str, object]):
     return eval(compile(ast.Expression(expr), "<range>", "eval"), {"__builtins__": {}}, dict(ns))
 
 
+@functools.lru_cache(maxsize=None)
+def _source_calls(path: str):
+    """{line: [(call node, enclosing FunctionDef)]} of every call of a plain name in a file."""
+    tree = ast.parse(Path(path).read_text())
+    out: Dict[int, list] = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                    for ln in range(node.lineno, node.end_lineno + 1):
+                        out.setdefault(ln, []).append((node, fn))
+    return out
+
+
+def _helper_namespace(lines, source_file, fn_node, args):
+    """The namespace of a helper's loop through the call site its instructions were inlined from
+    (the most common one among them): the helper's parameters bound to the caller's arguments,
+    evaluated in the caller's namespace. None when no call site is found."""
+    calls = _source_calls(source_file)
+    votes: Dict[int, int] = {}
+    found = {}
+    for ls in lines:
+        for f, n in ls:
+            for call, caller in calls.get(n, []) if f == source_file else []:
+                if call.func.id == fn_node.name:
+                    votes[id(call)] = votes.get(id(call), 0) + 1
+                    found[id(call)] = (call, caller)
+    if not votes:
+        return None
+    call, caller = found[max(votes, key=votes.get)]
+    outer = _namespace(args, caller)
+    ns = dict(outer)
+    for param, expr in zip([a.arg for a in fn_node.args.args], call.args):
+        try:
+            ns[param] = _eval(expr, outer)
+        except Exception:
+            pass
+    return ns
+
+
 def resolve_trips(code: sass.Sass, source_file: str, args: Dict[str, object]) -> List[str]:
-    """Sets each loop's trips from its source loop; returns notes for loops it could not map."""
+    """Sets each loop's trips from its source loop; returns notes for loops it could not map.
+    A loop in a helper takes the helper's arguments from the call site it was inlined from."""
     notes = []
     loops = _source_loops(source_file)
     for lp in code.loops:
@@ -270,7 +318,14 @@ def resolve_trips(code: sass.Sass, source_file: str, args: Dict[str, object]) ->
             continue
         node, fn_node = best
         try:
-            vals = [int(_eval(a, _namespace(args, fn_node))) for a in node.iter.args]
+            ns = _namespace(args, fn_node)
+            try:
+                vals = [int(_eval(a, ns)) for a in node.iter.args]
+            except NameError:
+                ns = _helper_namespace(lines, source_file, fn_node, args)
+                if ns is None:
+                    raise
+                vals = [int(_eval(a, ns)) for a in node.iter.args]
             lp.trips = float(len(range(*vals)))
             lp.source = f"{fn_node.name}:{node.lineno} {ast.unparse(node.iter)} = {lp.trips:.0f}"
         except Exception as exc:
@@ -309,15 +364,54 @@ def _load_bytes_in_flight(code: sass.Sass) -> float:
     return max(per.values(), default=0.0)
 
 
-def analyse_triton(cap: Captured) -> Dict[str, object]:
+@functools.lru_cache(maxsize=None)
+def _program_branches(path: str):
+    """[(body lines, else lines, body_when_active)] of every ``if`` whose test reduces a per-pixel
+    mask over the program (``tl.max(...)``): a whole program takes one side. body_when_active:
+    the body runs in programs holding an active pixel (``!= 0`` / ``> 0``), else the else side."""
+    out = []
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.If) and "tl.max(" in ast.unparse(node.test):
+            t = node.test
+            active_body = not (isinstance(t, ast.Compare) and isinstance(t.ops[0], ast.Eq))
+            body = (node.body[0].lineno, node.body[-1].end_lineno)
+            orelse = (node.orelse[0].lineno, node.orelse[-1].end_lineno) if node.orelse else None
+            out.append((body, orelse, active_body))
+    return out
+
+
+def _program_shares(code: sass.Sass, source_file: str, active: float) -> Dict[int, float]:
+    """addr -> share of programs that run the instruction, for the sides of program-uniform
+    branches (`active` = share of programs holding an active pixel)."""
+    shares = {}
+    for body, orelse, active_body in _program_branches(source_file):
+        for rng, share in ((body, active if active_body else 1 - active),
+                           (orelse, 1 - active if active_body else active)):
+            if rng is None:
+                continue
+            for i in code.instrs:
+                if any(f == source_file and rng[0] <= n <= rng[1] for f, n in i.lines):
+                    shares[i.addr] = shares.get(i.addr, 1.0) * share
+    return shares
+
+
+def analyse_triton(cap: Captured, hints: Optional[Dict[str, object]] = None,
+                   active_programs: float = 1.0) -> Dict[str, object]:
+    """hints: values of kernel-side names the launch does not show (e.g. a count loaded from a
+    tensor); active_programs: share of programs that take the active side of program-uniform
+    branches."""
     k = cap.kernel
     name = k.name
     res, code0 = _cubin_facts(k.asm["cubin"], name)
     code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
-    src = sys.modules[cap.fn.fn.__module__].__file__
+    src = os.path.realpath(sys.modules[cap.fn.fn.__module__].__file__)
     consts = {a: (v.value if hasattr(v, "value") else v) for a, v in cap.args.items()
               if a in [cap.fn.arg_names[i] for i in cap.fn.constexprs]}
-    notes = resolve_trips(code, os.path.realpath(src), {**cap.args, **consts})
+    notes = resolve_trips(code, src, {**(hints or {}), **cap.args, **consts})
+    code.shares = _program_shares(code, src, active_programs)
+    if code.shares:
+        notes.append(f"program-uniform branches weighted: {active_programs:.3f} of the programs "
+                     f"take the active side")
     summ = sass.summary(code)
     st, ld = sass.spill_bytes(code)
     warps = k.metadata.num_warps
@@ -334,6 +428,7 @@ def analyse_triton(cap: Captured) -> Dict[str, object]:
         "smem_bytes": int(getattr(k.metadata, "shared", 0) or 0) + res.get("SHARED", 0),
         "sass": summ, "loops": [lp.source or "unmapped" for lp in code.loops],
         "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes,
+        "hints": hints or {}, "active_programs": active_programs,
     }
 
 
@@ -353,17 +448,50 @@ def _sector_fraction(case: Case) -> float:
     return float(hit) / (B * math.ceil(m.shape[1] / per))
 
 
+# IC classes per image the model assumes (background + the tags): the bench's VOC-like tags
+# (inputs.voc_like_tags) draw 1 to 3 classes per image, 2 on average.
+ASSUMED_IC_CLASSES = 3
+
+
+def _active_programs(case: Case, block: int) -> float:
+    """Share of the OCR programs (`block` consecutive pixels of one image) that hold a pixel of
+    the case's scenario (an OC pixel: a loss in the forward, a gradient in the backward)."""
+    if case.scenario == "all-pixels":
+        return 1.0
+    f = DEFAULT_OC_FRACTION
+    if case.scenario == "indep":
+        return 1.0 - (1.0 - f) ** block
+    B, _, *sp = case.shape
+    m = blob_mask((B, *sp), f, torch.Generator().manual_seed(0)).reshape(B, -1)
+    tiles = -(-m.shape[1] // block)
+    pad = torch.zeros(B, tiles * block - m.shape[1], dtype=torch.bool)
+    return float(torch.cat([m, pad], 1).reshape(B, tiles, block).any(-1).float().mean())
+
+
+def _case_hints(case: Case, pass_: str, cap: Captured):
+    """(hints, share of active programs) of one OCR/seg launch; ({}, 1) for the others. The seg
+    backward has a CE gradient at every pixel: every program is active."""
+    if case.op not in ("ocr_loss", "seg_ocr_loss") or "BLOCK_P" not in cap.args:
+        return {}, 1.0
+    block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
+    active = 1.0 if (case.op == "seg_ocr_loss" and pass_ == "bwd") else _active_programs(case, block)
+    return {"nic": min(ASSUMED_IC_CLASSES, case.shape[1])}, active
+
+
 def kernel_bytes(case: Case, pass_: str, cap: Captured) -> float:
-    if case.op in ("ocr_loss", "seg_ocr_loss"):
+    if case.op in ("ocr_loss", "seg_ocr_loss") and cap.fn.fn.__name__ in ("_fwd_kernel", "_bwd_kernel"):
         B, C1 = case.shape[:2]
         P = B * math.prod(case.shape[2:])
         logits = P * C1 * _ITEMSIZE[case.dtype]
         seg = case.op == "seg_ocr_loss"
-        if pass_ == "fwd":
-            return logits + 4 * P + (4 * P + 8 * P if seg else 0)
         read_frac = 1.0 if seg else _sector_fraction(case)
-        return logits * read_frac + logits + 8 * P + (12 * P if seg else 0)
-    # W-OoD and K-means: every tensor argument once (centroid re-reads across tiles hit L2)
+        # the forward's saved OC statistics (8 bytes a pixel), written at every pixel and read
+        # back where the backward can have a gradient (every pixel for seg: its CE term)
+        if pass_ == "fwd":
+            return logits + 4 * P + 8 * P + (4 * P + 8 * P if seg else 0)
+        return logits * read_frac + logits + 8 * P + 8 * P * read_frac + (12 * P if seg else 0)
+    # W-OoD, K-means and the OCR class lists: every tensor argument once (centroid re-reads
+    # across tiles hit L2)
     seen, total = set(), 0
     for v in cap.args.values():
         if isinstance(v, torch.Tensor) and id(v) not in seen:
@@ -396,7 +524,8 @@ def model_case(case: Case) -> List[dict]:
     totals: Dict[str, Dict[str, float]] = {}
     for pass_, caps in launches.items():
         for cap in caps:
-            a = analyse_triton(cap)
+            hints, active = _case_hints(case, pass_, cap)
+            a = analyse_triton(cap, hints, active)
             nbytes = kernel_bytes(case, pass_, cap)
             threads = math.prod(cap.grid) * a["num_warps"] * 32
             n = _logits(case)

@@ -40,6 +40,7 @@ from .._triton import interpreting
 
 # Pixels per program on a GPU (4 a thread: 128 per warp); smaller images take one smaller block.
 BLOCK_P = 512
+PIXELS_PER_THREAD = 4
 # Under the interpreter (tests on the CPU) each program and each op costs Python overhead: few,
 # large programs.
 INTERPRET_BLOCK_P = 8192
@@ -77,23 +78,25 @@ def _ln_approx(x):
 
 @triton.jit
 def _log1p_pos(x):
-    # log(1 + x) for x >= 0, accurate for tiny x (Goldberg): the loss of a confidently
-    # rectified pixel is ~e^s, far below fp32's epsilon relative to 1.
-    u = 1.0 + x
-    d = tl.where(u == 1.0, 1.0, u - 1.0)
-    return tl.where(u == 1.0, x, tl.log(u) * (x / d))
+    # log(1 + x) for x >= 0 to ~2e-6 relative without a polynomial log: a series below 1/16 (the
+    # loss of a confidently rectified pixel, ~e^s, and a confident pixel's CE sit far below
+    # fp32's epsilon relative to 1), the SFU's log above, where its ~1e-7 absolute error is at
+    # most 2e-6 of the result.
+    p = x * (1.0 + x * (-0.5 + x * (1.0 / 3.0 + x * (-0.25 + x * (0.2 + x * (-1.0 / 6.0
+                                                                             + x / 7.0))))))
+    return tl.where(x < 0.0625, p, _ln_approx(1.0 + x))
 
 
 @triton.jit
 def _sigmoid_from_loss(L):
-    # σ(s) = 1 - e^{-L} with L = softplus(s) >= 0. Kahan's expm1 trick keeps tiny L accurate;
-    # it is used only below 0.5, where e^{-L} is a normal number (log of a subnormal e^{-L}
-    # would be inexact) and where plain 1 - e^{-L} would cancel.
-    u = _exp(-L)
-    small = L < 0.5
-    lg = tl.log(tl.where(small & (u != 1.0), u, 0.5))
-    em1 = tl.where(u == 1.0, -L, (u - 1.0) * (-L / lg))
-    return tl.where(small, -em1, 1.0 - u)
+    # σ(s) = 1 - e^{-L} with L = softplus(s) >= 0: the series of -expm1(-L) below 1/2, where
+    # 1 - e^{-L} would cancel (tiny L: relative precision kept), 1 - e^{-L} above (at most 1.5x
+    # the exp's error).
+    p = 1.0 - L * (1.0 / 9.0) * (1.0 - L * 0.1)
+    p = 1.0 - L * (1.0 / 7.0) * (1.0 - L * 0.125 * p)
+    p = 1.0 - L * (1.0 / 5.0) * (1.0 - L * (1.0 / 6.0) * p)
+    p = L * (1.0 - L * 0.5 * (1.0 - L * (1.0 / 3.0) * (1.0 - L * 0.25 * p)))
+    return tl.where(L < 0.5, p, 1.0 - _exp(-L))
 
 
 @triton.jit
@@ -192,6 +195,17 @@ def _group_pass(z_ptr, zrow, gmask, cls_ptr, nic, z_sc, A, pA, lse_all, prior_pt
 
 
 @triton.jit
+def _plane(N, INT64: tl.constexpr):
+    # B·N, the offset of the second [B, *spatial] plane of the statistics. Planes, not [B, 2, N]:
+    # an offset 2·b·N is provably even, which would give the statistics' loads a wider vector
+    # layout than the gradient's stores and a layout conversion (shared memory) in the hot loop.
+    B = tl.num_programs(1)
+    if INT64:
+        B = B.to(tl.int64)
+    return B * N
+
+
+@triton.jit
 def _pixel_mask(pred_ic, oc_any, PIXELS: tl.constexpr):
     if PIXELS == 0:
         m = pred_ic == 0
@@ -202,13 +216,30 @@ def _pixel_mask(pred_ic, oc_any, PIXELS: tl.constexpr):
     return m & oc_any
 
 
+@triton.jit
+def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr):
+    # One program per image: IC = {0} ∪ {c+1 : tags[b, c] != 0} to the front of the list, OC
+    # after it, each ascending (ties in the class loops then resolve to the lowest index); the
+    # IC count after the list.
+    b = tl.program_id(0)
+    c = tl.arange(0, BLOCK_C)
+    valid = c < C1
+    tg = tl.load(tags_ptr + b * t_sb + (c - 1) * t_sc, mask=(c >= 1) & valid, other=0)
+    ic = ((tg != 0) | (c == 0)) & valid
+    rank = tl.cumsum(ic.to(tl.int32), 0)  # IC classes up to and including c
+    nic = tl.sum(ic.to(tl.int32), 0)
+    row = cls_ptr + b * (C1 + 1)
+    tl.store(row + tl.where(ic, rank - 1, nic + c - rank), c, mask=valid)
+    tl.store(row + C1, nic)
+
+
 # --------------------------------------------------------------------------------------------
 # Kernels: one program = BLOCK_P pixels of one image; the class loops run over the image's class
 # list (IC classes first, then OC, each ascending), so the IC/OC test is hoisted out of the loops.
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_kernel(
-    z_ptr, cls_ptr, nic_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr,
+    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     p_s0, p_s1,
@@ -225,8 +256,8 @@ def _fwd_kernel(
     n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     row_mask = n < N
     zrow = b * z_sb + _spatial_offset(n, S1, S2, z_s0, z_s1, z_s2, FLAT)
-    cls = cls_ptr + b * C1
-    nic = tl.load(nic_ptr + b)
+    cls = cls_ptr + b * (C1 + 1)
+    nic = tl.load(cls + C1)
     mi, si, A = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
     mo, so, ao = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
@@ -246,6 +277,10 @@ def _fwd_kernel(
     s = (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
     out = b * N + n
     tl.store(loss_ptr + out, tl.where(pm, _softplus(s), 0.0), mask=row_mask)
+    # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
+    # few of the C+1); written at every pixel so that the op's outputs are all defined.
+    tl.store(st_ptr + out, mo, mask=row_mask)
+    tl.store(st_ptr + (_plane(N, INT64) + out), so, mask=row_mask)
     if WITH_CE:
         y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
                     mask=row_mask, other=ignore_index)
@@ -260,7 +295,7 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    z_ptr, cls_ptr, nic_ptr, prior_ptr, tgt_ptr, loss_ptr, gl_ptr, gce_ptr, dz_ptr,
+    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, gl_ptr, gce_ptr, dz_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     d_sb, d_sc, d_s0, d_s1, d_s2,
@@ -306,12 +341,14 @@ def _bwd_kernel(
             dp += d_sc
     else:
         zrow = b * z_sb + _spatial_offset(n, S1, S2, z_s0, z_s1, z_s2, FLAT)
-        cls = cls_ptr + b * C1
-        nic = tl.load(nic_ptr + b)
-        # The forward's statistics again (the same passes), then one pass writes.
+        cls = cls_ptr + b * (C1 + 1)
+        nic = tl.load(cls + C1)
+        # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
+        # (the anchor's tie-break between IC and OC does not matter here: both terms are 1).
         mi, si, A = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc, BLOCK_P, INT64)
-        mo, so, ao = _max_pass(z_ptr, zrow, active, cls, nic, C1, z_sc, BLOCK_P, INT64)
-        zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
+        mo = tl.load(st_ptr + (b * N + n), mask=active, other=0.0)
+        so = tl.load(st_ptr + (_plane(N, INT64) + b * N + n), mask=active, other=0.0)
+        zmax, s1, pred_ic = _merge(mi, si, A, mo, so, A)
         lse_all = zmax + _ln_approx(1.0 + s1)
         pA = _exp(mi - lse_all)
         if GROUP == 1:
@@ -374,7 +411,7 @@ def _blocks(N: int) -> Tuple[int, int]:
     if interpreting():
         return min(max(triton.next_power_of_2(N), 16), INTERPRET_BLOCK_P), 4
     block_p = min(BLOCK_P, max(32, triton.next_power_of_2(N)))
-    return block_p, max(1, block_p // 128)
+    return block_p, max(1, block_p // (32 * PIXELS_PER_THREAD))
 
 
 def _pix(t: Optional[torch.Tensor], first: int):
@@ -385,17 +422,17 @@ def _pix(t: Optional[torch.Tensor], first: int):
     return t.stride(0), st, flat
 
 
-def _class_lists(tags: torch.Tensor, C1: int):
-    """Per image, the C+1 class indices with the IC classes first, then the OC classes (each
-    ascending), [B, C+1] int32, and the number of IC classes [B] int32: the kernels' class loops
-    visit either set without a per-class test, and "ada" re-reads only the IC rows."""
+def _class_lists(tags: torch.Tensor, C1: int) -> torch.Tensor:
+    """int32 [B, C+2]: per image the C+1 class indices with the IC classes first, then the OC
+    classes (each ascending), then the number of IC classes. The kernels' class loops visit
+    either set without a per-class test, and "ada" re-reads only the IC rows. The forward makes
+    it and the backward reuses it (saved with the OC statistics)."""
     B = tags.shape[0]
-    ic = torch.cat([torch.ones((B, 1), dtype=torch.bool, device=tags.device), tags != 0], 1)
-    nic = ic.sum(1, dtype=torch.int32)
-    rank_ic = ic.cumsum(1) - 1
-    pos = torch.where(ic, rank_ic, nic.unsqueeze(1) + torch.arange(C1, device=tags.device) - 1 - rank_ic)
-    idx = torch.arange(C1, dtype=torch.int32, device=tags.device).expand(B, C1)
-    return torch.empty((B, C1), dtype=torch.int32, device=tags.device).scatter_(1, pos, idx), nic
+    classes = torch.empty((B, C1 + 1), dtype=torch.int32, device=tags.device)
+    if B:
+        _class_list_kernel[(B,)](tags, classes, C1, tags.stride(0), tags.stride(1),
+                                 BLOCK_C=max(2, triton.next_power_of_2(C1)))
+    return classes
 
 
 def _launch_args(logits, tensors):
@@ -418,22 +455,29 @@ def _launch_args(logits, tensors):
                 block_p=block_p, warps=warps, int64=int64, grid=grid)
 
 
+def _stats_like(logits: torch.Tensor) -> torch.Tensor:
+    """The forward's saved OC statistics: fp32 [2, B, *spatial] (max and sum of the OC logits)."""
+    return logits.new_empty((2, logits.shape[0]) + tuple(logits.shape[2:]), dtype=torch.float32)
+
+
 def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
-    """(loss_map, ce_map); ce_map is loss_map when target is None."""
+    """(loss_map, ce_map, stats, classes); ce_map is loss_map when target is None; stats (fp32
+    [2, B, *spatial]) and classes (_class_lists) go to _backward."""
     with_ce = target is not None
     B = logits.shape[0]
     spatial = tuple(logits.shape[2:])
     loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
     ce = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device) if with_ce else loss
+    stats = _stats_like(logits)
+    classes = _class_lists(tags, logits.shape[1])
     if loss.numel() == 0:
-        return loss, ce
-    g = _launch_args(logits, [(logits, 2), (target, 1)])
-    (z_sb, zst, _), (y_sb, yst, _) = g["geoms"]
-    order, nic = _class_lists(tags, g["C1"])
+        return loss, ce, stats, classes
+    g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)])
+    (z_sb, zst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else loss
     p_st = prior.stride() if prior is not None else (0, 0)
     _fwd_kernel[g["grid"]](
-        logits, order, nic, pr, target if with_ce else order, loss, ce,
+        logits, classes, pr, target if with_ce else classes, loss, ce, stats,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
         p_st[0], p_st[1],
@@ -442,22 +486,22 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"], num_warps=g["warps"],
     )
-    return loss, ce
+    return loss, ce, stats, classes
 
 
-def _backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group_split,
-              ignore_index):
+def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold,
+              group_split, ignore_index):
     with_ce = target is not None
     dz = torch.empty_like(logits)  # preserve_format: the logits' layout for dense tensors
     if dz.numel() == 0:
         return dz
-    g = _launch_args(logits, [(logits, 2), (dz, 2), (grad_ocr, 1), (grad_ce, 1), (target, 1)])
-    (z_sb, zst, _), (d_sb, dst, _), (g_sb, gst, _), (h_sb, hst, _), (y_sb, yst, _) = g["geoms"]
-    order, nic = _class_lists(tags, g["C1"])
+    g = _launch_args(logits, [(logits, 2), (dz, 2), (grad_ocr, 1), (grad_ce, 1), (target, 1),
+                              (stats, 2)])
+    (z_sb, zst, _), (d_sb, dst, _), (g_sb, gst, _), (h_sb, hst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else ocr_map
     p_st = prior.stride() if prior is not None else (0, 0)
     _bwd_kernel[g["grid"]](
-        logits, order, nic, pr, target if with_ce else order, ocr_map, grad_ocr,
+        logits, classes, pr, target if with_ce else classes, ocr_map, stats, grad_ocr,
         grad_ce if with_ce else ocr_map, dz,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
@@ -480,58 +524,70 @@ def _map_like(logits: torch.Tensor) -> torch.Tensor:
     return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.float32)
 
 
+def _classes_like(logits: torch.Tensor) -> torch.Tensor:
+    return logits.new_empty((logits.shape[0], logits.shape[1] + 1), dtype=torch.int32)
+
+
+# The forward ops also return what the backward op reuses (not differentiable): the OC statistics
+# and the class lists.
 @torch.library.custom_op("ocr_kernels::ocr_loss_map_triton", mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
-                margin: float, threshold: float, group_split: str, pixels: str) -> torch.Tensor:
-    return _forward(logits, None, tags, prior, margin, threshold, group_split, pixels, -100)[0]
+                margin: float, threshold: float, group_split: str,
+                pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, _, stats, classes = _forward(logits, None, tags, prior, margin, threshold, group_split,
+                                       pixels, -100)
+    return loss, stats, classes
 
 
 @_ocr_map_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
-    return _map_like(logits)
+    return _map_like(logits), _stats_like(logits), _classes_like(logits)
 
 
 @torch.library.custom_op("ocr_kernels::seg_ocr_loss_maps_triton", mutates_args=())
 def _seg_maps_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
                  prior: Optional[torch.Tensor], margin: float, threshold: float, group_split: str,
-                 pixels: str, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    loss, ce = _forward(logits, target, tags, prior, margin, threshold, group_split, pixels,
-                        ignore_index)
-    return ce, loss
+                 pixels: str, ignore_index: int
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, ce, stats, classes = _forward(logits, target, tags, prior, margin, threshold,
+                                        group_split, pixels, ignore_index)
+    return ce, loss, stats, classes
 
 
 @_seg_maps_op.register_fake
 def _(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
-    return _map_like(logits), _map_like(logits)
+    return _map_like(logits), _map_like(logits), _stats_like(logits), _classes_like(logits)
 
 
 @torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
 def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits: torch.Tensor,
-                 target: Optional[torch.Tensor], tags: torch.Tensor, prior: Optional[torch.Tensor],
-                 ocr_map: torch.Tensor, threshold: float, group_split: str,
-                 ignore_index: int) -> torch.Tensor:
-    return _backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold,
+                 target: Optional[torch.Tensor], prior: Optional[torch.Tensor],
+                 ocr_map: torch.Tensor, stats: torch.Tensor, classes: torch.Tensor,
+                 threshold: float, group_split: str, ignore_index: int) -> torch.Tensor:
+    return _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold,
                      group_split, ignore_index)
 
 
 @_maps_bwd_op.register_fake
-def _(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group_split,
+def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold, group_split,
       ignore_index):
     return torch.empty_like(logits)
 
 
 def _ocr_setup(ctx, inputs, output):
     logits, tags, prior, margin, threshold, group_split, pixels = inputs
-    ctx.save_for_backward(logits, tags, prior, output)
+    loss, stats, classes = output
+    ctx.mark_non_differentiable(stats, classes)
+    ctx.save_for_backward(logits, prior, loss, stats, classes)
     ctx.threshold, ctx.group_split = threshold, group_split
 
 
-def _ocr_bwd(ctx, grad_map):
-    logits, tags, prior, loss_map = ctx.saved_tensors
+def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_classes):
+    logits, prior, loss_map, stats, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_map, None, logits, None, tags, prior, loss_map, ctx.threshold,
-                            ctx.group_split, -100)
+        grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, classes,
+                            ctx.threshold, ctx.group_split, -100)
     return grad, None, None, None, None, None, None
 
 
@@ -540,15 +596,17 @@ _ocr_map_op.register_autograd(_ocr_bwd, setup_context=_ocr_setup)
 
 def _seg_setup(ctx, inputs, output):
     logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
-    ctx.save_for_backward(logits, target, tags, prior, output[1])
+    _, ocr_map, stats, classes = output
+    ctx.mark_non_differentiable(stats, classes)
+    ctx.save_for_backward(logits, target, prior, ocr_map, stats, classes)
     ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
 
 
-def _seg_bwd(ctx, grad_ce, grad_ocr):
-    logits, target, tags, prior, ocr_map = ctx.saved_tensors
+def _seg_bwd(ctx, grad_ce, grad_ocr, _grad_stats, _grad_classes):
+    logits, target, prior, ocr_map, stats, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map,
+        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
                             ctx.threshold, ctx.group_split, ctx.ignore_index)
     return grad, None, None, None, None, None, None, None, None
 
@@ -561,12 +619,14 @@ _seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
 # --------------------------------------------------------------------------------------------
 def ocr_loss_map_triton(logits, tags, prior, margin, threshold, group_split, pixels):
     """Per-pixel OCR loss [B, *spatial] in fp32, differentiable in the logits (Triton)."""
-    return _ocr_map_op(logits, tags, prior, float(margin), float(threshold), group_split, pixels)
+    return _ocr_map_op(logits, tags, prior, float(margin), float(threshold), group_split,
+                       pixels)[0]
 
 
 def seg_ocr_loss_maps_triton(logits, target, tags, prior, margin, threshold, group_split, pixels,
                              ignore_index):
     """(ce_map, ocr_map), two fp32 maps [B, *spatial] from ONE read of the logits, with one fused
     backward. ce_map[p] = logsumexp(z_p) − z_p[target_p], 0 where target_p == ignore_index."""
-    return _seg_maps_op(logits, target, tags, prior, float(margin), float(threshold), group_split,
-                        pixels, int(ignore_index))
+    ce, ocr, _, _ = _seg_maps_op(logits, target, tags, prior, float(margin), float(threshold),
+                                 group_split, pixels, int(ignore_index))
+    return ce, ocr

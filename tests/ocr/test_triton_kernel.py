@@ -236,8 +236,13 @@ def test_no_copy_of_the_logits(monkeypatch):
         def __getitem__(self, grid):
             return lambda *args, **kw: launched.append(args)
 
+    class Skip:  # the class lists: from the tags, no logits involved
+        def __getitem__(self, grid):
+            return lambda *args, **kw: None
+
     monkeypatch.setattr(tk, "_fwd_kernel", Launch())
     monkeypatch.setattr(tk, "_bwd_kernel", Launch())
+    monkeypatch.setattr(tk, "_class_list_kernel", Skip())
     layouts = dict(_layouts())
     for name in ("channels_last", "channels_last_3d", "permuted"):
         logits = layouts[name].to(DEV)
@@ -247,8 +252,9 @@ def test_no_copy_of_the_logits(monkeypatch):
         g = torch.ones((B,) + tuple(logits.shape[2:]), device=DEV)
         launched.clear()
         with Record():
-            loss, _ = tk._forward(logits, None, tags, prior, 2.0, 0.2, "ada", "all", -100)
-            dz = tk._backward(g, None, logits, None, tags, prior, loss, 0.2, "ada", -100)
+            loss, _, stats, classes = tk._forward(logits, None, tags, prior, 2.0, 0.2, "ada",
+                                                  "all", -100)
+            dz = tk._backward(g, None, logits, None, prior, loss, stats, classes, 0.2, "ada", -100)
         assert [a[0] is logits for a in launched] == [True, True], name
         assert dz.stride() == logits.stride()
         # the strides passed: batch, class, and (FLAT) the one collapsed spatial stride
@@ -401,11 +407,14 @@ def test_opcheck():
     target = torch.randint(0, 6, (2, 4, 5), device=DEV)
     target[0, 0] = -100
     torch.library.opcheck(tk._seg_maps_op, (z, target, tags, prior, 2.0, 0.2, "ada", "all", -100))
-    L = torch.rand(2, 4, 5, device=DEV)
     g = torch.randn(2, 4, 5, device=DEV)
-    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, tags, prior, L, 0.2, "ada", -100))
-    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, tags, prior, L, 0.2,
-                                            "max", -100))
+    L, stats, classes = tk._ocr_map_op(logits, tags, prior, 2.0, 0.2, "ada", "all")
+    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, prior, L, stats, classes, 0.2,
+                                            "ada", -100))
+    _, L, stats, classes = tk._seg_maps_op(logits, target, tags, prior, 2.0, 0.2, "max", "all",
+                                           -100)
+    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, prior, L, stats,
+                                            classes, 0.2, "max", -100))
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -505,4 +514,4 @@ def test_kernels_compile_for_sm90(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(root, "tests", "ocr", "triton_aot_compile.py")],
                           env=env, capture_output=True, text=True, timeout=580)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert proc.stdout.count("ok ") == 10
+    assert proc.stdout.count("ok ") == 13

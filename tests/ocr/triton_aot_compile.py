@@ -37,8 +37,8 @@ VARIANTS = [
 failed = 0
 for zdt, group, ce, flat, int64 in VARIANTS:
     consts = dict(GROUP=group, WITH_CE=ce, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P)
-    ptrs = dict(z_ptr=zdt, cls_ptr="*i32", nic_ptr="*i32", prior_ptr="*fp32", tgt_ptr="*i64",
-                loss_ptr="*fp32", dz_ptr=zdt, margin="fp32", threshold="fp32")
+    ptrs = dict(z_ptr=zdt, cls_ptr="*i32", prior_ptr="*fp32", tgt_ptr="*i64",
+                loss_ptr="*fp32", st_ptr="*fp32", dz_ptr=zdt, margin="fp32", threshold="fp32")
     for name, fn, extra_t, extra_c in [
         ("fwd", tk._fwd_kernel, dict(ce_ptr="*fp32"), dict(PIXELS=0)),
         ("bwd", tk._bwd_kernel, dict(gl_ptr="*fp32", gce_ptr="*fp32"), {}),
@@ -50,4 +50,13 @@ for zdt, group, ce, flat, int64 in VARIANTS:
         except Exception as e:  # report every failing variant, then fail
             failed += 1
             print(f"FAIL {name} {zdt} {consts}: {type(e).__name__}: {e}", flush=True)
+for tdt in ("*i1", "*i64", "*fp32"):
+    try:
+        k = compile_kernel(tk._class_list_kernel, dict(tags_ptr=tdt, cls_ptr="*i32"),
+                           dict(BLOCK_C=32))
+        assert "cubin" in k.asm
+        print(f"ok class_list {tdt}", flush=True)
+    except Exception as e:
+        failed += 1
+        print(f"FAIL class_list {tdt}: {type(e).__name__}: {e}", flush=True)
 sys.exit(1 if failed else 0)
