@@ -104,19 +104,20 @@ def triton_ptxas() -> Optional[str]:
         return get_ptxas().path
 
 
-def _run(args: List[str]) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+def _run_on_cubin(name: str, args: List[str], cubin: bytes) -> str:
+    """The stdout of tool `name` run with `args` on the cubin (written to a temporary file)."""
+    exe = tool(name)
+    if exe is None:
+        raise RuntimeError(f"{name} was not found (Triton's nvidia backend or a CUDA toolkit has it)")
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "k.cubin")
+        Path(p).write_bytes(cubin)
+        return subprocess.run([exe, *args, p], check=True, capture_output=True, text=True).stdout
 
 
 def resource_usage(cubin: bytes) -> Dict[str, Dict[str, int]]:
     """{function: {"REG": .., "STACK": .., "SHARED": .., "LOCAL": ..}} from cuobjdump -res-usage."""
-    exe = tool("cuobjdump")
-    if exe is None:
-        raise RuntimeError("cuobjdump was not found (Triton's nvidia backend or a CUDA toolkit has it)")
-    with tempfile.TemporaryDirectory() as d:
-        p = os.path.join(d, "k.cubin")
-        Path(p).write_bytes(cubin)
-        out = _run([exe, "-res-usage", p])
+    out = _run_on_cubin("cuobjdump", ["-res-usage"], cubin)
     res = {}
     for line in out.splitlines():
         m = _RES.search(line)
@@ -132,14 +133,7 @@ def resource_usage(cubin: bytes) -> Dict[str, Dict[str, int]]:
 
 def disassemble(cubin: bytes, function: Optional[str] = None) -> Dict[str, Sass]:
     """{function: Sass} of every function of the cubin (or of `function` only)."""
-    exe = tool("nvdisasm")
-    if exe is None:
-        raise RuntimeError("nvdisasm was not found (Triton's nvidia backend or a CUDA toolkit has it)")
-    with tempfile.TemporaryDirectory() as d:
-        p = os.path.join(d, "k.cubin")
-        Path(p).write_bytes(cubin)
-        text = _run([exe, "-c", "-gi", p])
-    return parse_sass(text, function)
+    return parse_sass(_run_on_cubin("nvdisasm", ["-c", "-gi"], cubin), function)
 
 
 def parse_sass(text: str, function: Optional[str] = None) -> Dict[str, Sass]:
