@@ -90,7 +90,7 @@ class Case:
 
 def all_cases(preset: str = "full") -> List[Case]:
     """The model's cases: the Triton issue's target shapes first, then many classes (C+1 = 201
-    and 1030: the chunked path), then W-OoD and K-means at their bench shapes."""
+    and 1030), then W-OoD and K-means at their bench shapes."""
     if preset == "smoke":  # the CI test's: 21 classes in blobs and 300 classes, every pixel
         return [Case("ocr_loss", (2, 21, 64, 64), "fp32", "ada", "blobs"),
                 Case("ocr_loss", (1, 300, 16, 16), "bf16", "max", "all-pixels")]
@@ -99,7 +99,7 @@ def all_cases(preset: str = "full") -> List[Case]:
                 for op in ("ocr_loss", "seg_ocr_loss") for dt in DTYPES for sc in SCENARIOS]
     out = []
     for shape in OCR_SHAPES:
-        # many classes (C+1 = 201, 1030: the chunked path) for the OCR loss alone: the seg kernels
+        # many classes (C+1 = 201, 1030) for the OCR loss alone: the seg kernels
         # are the same code with the CE terms added
         for op in ("ocr_loss", "seg_ocr_loss") if shape[1] <= 81 else ("ocr_loss",):
             for dt in DTYPES:

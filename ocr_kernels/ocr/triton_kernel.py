@@ -1,4 +1,5 @@
-"""Fused Triton kernels of the OCR loss (loss-semantics.md §1) and of the fused CE + OCR maps.
+"""Fused Triton kernels of the OCR loss (docs/semantics.md §1) and of the fused CE + OCR maps of
+the segmentation objective (§1b; its op registration is ocr_kernels/seg/triton_kernel.py).
 
 Design (README "Design of the OCR kernels"):
 - Layout: one program = BLOCK_P pixels of ONE image, 4 pixels a thread, threads along the pixels;
@@ -35,7 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._options import GROUP_SPLITS, PIXEL_MODES
+from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
+from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
 
 # Pixels per program on a GPU (4 a thread: 128 per warp); smaller images take one smaller block.
@@ -520,16 +522,12 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
 # --------------------------------------------------------------------------------------------
 # torch.library registration
 # --------------------------------------------------------------------------------------------
-def _map_like(logits: torch.Tensor) -> torch.Tensor:
-    return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.float32)
-
-
 def _classes_like(logits: torch.Tensor) -> torch.Tensor:
     return logits.new_empty((logits.shape[0], logits.shape[1] + 1), dtype=torch.int32)
 
 
 # The forward ops also return what the backward op reuses (not differentiable): the OC statistics
-# and the class lists.
+# and the class lists (the seg op, ocr_kernels/seg/triton_kernel.py, likewise).
 @torch.library.custom_op("ocr_kernels::ocr_loss_map_triton", mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
                 margin: float, threshold: float, group_split: str,
@@ -541,22 +539,8 @@ def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.
 
 @_ocr_map_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
-    return _map_like(logits), _stats_like(logits), _classes_like(logits)
-
-
-@torch.library.custom_op("ocr_kernels::seg_ocr_loss_maps_triton", mutates_args=())
-def _seg_maps_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
-                 prior: Optional[torch.Tensor], margin: float, threshold: float, group_split: str,
-                 pixels: str, ignore_index: int
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    loss, ce, stats, classes = _forward(logits, target, tags, prior, margin, threshold,
-                                        group_split, pixels, ignore_index)
-    return ce, loss, stats, classes
-
-
-@_seg_maps_op.register_fake
-def _(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
-    return _map_like(logits), _map_like(logits), _stats_like(logits), _classes_like(logits)
+    check_ocr_args(logits, tags, prior)
+    return new_map(logits, torch.float32), _stats_like(logits), _classes_like(logits)
 
 
 @torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
@@ -571,6 +555,12 @@ def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits
 @_maps_bwd_op.register_fake
 def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold, group_split,
       ignore_index):
+    check_map(ocr_map, logits, "ocr_map")
+    check_map(grad_ocr, logits, "grad_ocr")
+    torch._check(tuple(stats.shape) == (2,) + tuple(ocr_map.shape),
+                 lambda: f"stats: expected [2, B, *spatial], got {stats.shape}")
+    torch._check(tuple(classes.shape) == (logits.shape[0], logits.shape[1] + 1),
+                 lambda: f"classes: expected [B, C+2], got {classes.shape}")
     return torch.empty_like(logits)
 
 
@@ -588,45 +578,16 @@ def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_classes):
     if ctx.needs_input_grad[0]:
         grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, classes,
                             ctx.threshold, ctx.group_split, -100)
-    return grad, None, None, None, None, None, None
+    return (grad,) + (None,) * 6
 
 
 _ocr_map_op.register_autograd(_ocr_bwd, setup_context=_ocr_setup)
 
 
-def _seg_setup(ctx, inputs, output):
-    logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
-    _, ocr_map, stats, classes = output
-    ctx.mark_non_differentiable(stats, classes)
-    ctx.save_for_backward(logits, target, prior, ocr_map, stats, classes)
-    ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
-
-
-def _seg_bwd(ctx, grad_ce, grad_ocr, _grad_stats, _grad_classes):
-    logits, target, prior, ocr_map, stats, classes = ctx.saved_tensors
-    grad = None
-    if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
-                            ctx.threshold, ctx.group_split, ctx.ignore_index)
-    return grad, None, None, None, None, None, None, None, None
-
-
-_seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
-
-
 # --------------------------------------------------------------------------------------------
-# Public entry points (inputs already validated by the caller)
+# Public entry point (inputs already validated by the caller)
 # --------------------------------------------------------------------------------------------
-def ocr_loss_map_triton(logits, tags, prior, margin, threshold, group_split, pixels):
+def ocr_loss_map_triton(logits, tags, prior, opts: OCROptions):
     """Per-pixel OCR loss [B, *spatial] in fp32, differentiable in the logits (Triton)."""
-    return _ocr_map_op(logits, tags, prior, float(margin), float(threshold), group_split,
-                       pixels)[0]
-
-
-def seg_ocr_loss_maps_triton(logits, target, tags, prior, margin, threshold, group_split, pixels,
-                             ignore_index):
-    """(ce_map, ocr_map), two fp32 maps [B, *spatial] from ONE read of the logits, with one fused
-    backward. ce_map[p] = logsumexp(z_p) − z_p[target_p], 0 where target_p == ignore_index."""
-    ce, ocr, _, _ = _seg_maps_op(logits, target, tags, prior, float(margin), float(threshold),
-                                 group_split, pixels, int(ignore_index))
-    return ce, ocr
+    return _ocr_map_op(logits, tags, prior, float(opts.margin), float(opts.threshold),
+                       opts.group_split, opts.pixels)[0]
