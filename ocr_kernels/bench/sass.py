@@ -13,7 +13,10 @@ Method (the static model of static.py rests on it):
 - An instruction executes (product of the trip counts of the loops around it) times per thread.
   Forward branches are counted as if both sides ran: an upper bound. In the Triton kernels they
   guard zero-trip loops and epilogues (a few dozen instructions); a data-dependent slow path (the
-  K-means tile recompute) is the exception and is listed in the report's approximations.
+  K-means tile recompute) is the exception and is listed in the report's approximations. The
+  exception to the exception: a branch that a whole program takes one way (``if tl.max(mask)``
+  over the program's pixels) weighs each side by the share of programs that take it
+  (``Sass.shares``, set by static.py from the case's scenario).
 - Spills are the local-memory stores/loads (STL/LDL) in the SASS, in bytes by access width: what
   ``ptxas -v`` reports as spill stores/loads when a kernel has no local arrays of its own.
 """
@@ -63,6 +66,9 @@ class Loop:
 class Sass:
     instrs: List[Instr]
     loops: List[Loop] = field(default_factory=list)
+    # addr -> share of the threads (whole programs) that execute the instruction: the two sides of
+    # a program-uniform branch (static.py); 1 for every other instruction
+    shares: Dict[int, float] = field(default_factory=dict)
 
 
 def tool(name: str) -> Optional[str]:
@@ -200,7 +206,7 @@ def loop_lines(sass: Sass, loop: Loop) -> List[FrozenSet[Tuple[str, int]]]:
 
 def weight(sass: Sass, addr: int) -> float:
     """How many times one thread executes the instruction at `addr` (product of loop trips)."""
-    w = 1.0
+    w = sass.shares.get(addr, 1.0)
     for lp in sass.loops:
         if lp.contains(addr):
             w *= lp.trips if lp.trips is not None else 1.0
@@ -231,7 +237,7 @@ def spill_bytes(sass: Sass) -> Tuple[int, int]:
 def summary(sass: Sass) -> Dict[str, float]:
     """Static and executed (per thread) instruction counts of the classes the model uses."""
     real = [i for i in sass.instrs if i.base not in ("NOP",)]
-    s = Sass(real, sass.loops)
+    s = Sass(real, sass.loops, sass.shares)
     is_mufu = lambda i: i.base == "MUFU"  # noqa: E731
     is_fp64 = lambda i: i.base in ("DADD", "DMUL", "DFMA", "DSETP", "DMNMX")  # noqa: E731
     is_mem = lambda i: i.base in ("LDG", "STG", "LD", "ST", "LDS", "STS", "LDL", "STL", "RED", "ATOM")  # noqa: E731

@@ -24,6 +24,11 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   a pixel with a gradient (the scenario decides: blobs, independent draw, every pixel) and the
   full gradient write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
+- Triton OCR/seg: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
+  read where the backward can have a gradient (the scenario's sectors; every pixel for seg); the
+  class-list launch: its tensors. Program-uniform branches (a tile without an active pixel) weigh
+  each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
+  count the kernels load from their class lists is the mean of the case's tag draw.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -85,8 +90,8 @@ class Case:
 
 def all_cases(preset: str = "full") -> List[Case]:
     """The model's cases: the Triton issue's target shapes first, then many classes (C+1 = 201
-    and 1030: the chunked path), then W-OoD and K-means at their bench shapes."""
-    if preset == "smoke":  # the CI test's: one block-path and one chunked case, both kernels
+    and 1030), then W-OoD and K-means at their bench shapes."""
+    if preset == "smoke":  # the CI test's: 21 classes in blobs and 300 classes, every pixel
         return [Case("ocr_loss", (2, 21, 64, 64), "fp32", "ada", "blobs"),
                 Case("ocr_loss", (1, 300, 16, 16), "bf16", "max", "all-pixels")]
     if preset == "gpu":  # what benchmarks/gpu/run.sh times beside: the target shapes, "ada"
@@ -94,7 +99,7 @@ def all_cases(preset: str = "full") -> List[Case]:
                 for op in ("ocr_loss", "seg_ocr_loss") for dt in DTYPES for sc in SCENARIOS]
     out = []
     for shape in OCR_SHAPES:
-        # many classes (C+1 = 201, 1030: the chunked path) for the OCR loss alone: the seg kernels
+        # many classes (C+1 = 201, 1030) for the OCR loss alone: the seg kernels
         # are the same code with the CE terms added
         for op in ("ocr_loss", "seg_ocr_loss") if shape[1] <= 81 else ("ocr_loss",):
             for dt in DTYPES:
@@ -199,10 +204,12 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             prior = dataset_prior(C1 - 1, g) if case.group == "ada" else None
             seg = case.op == "seg_ocr_loss"
             tgt = _meta((B,) + spatial, torch.int64) if seg else None
-            tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group, case.pixels, 255)
+            _, _, stats, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
+                                               case.pixels, 255)
             out["fwd"], cap.records[:] = list(cap.records), []
             gmap = _meta((B,) + spatial)
-            tk._backward(gmap, gmap if seg else None, z, tgt, tags, prior, gmap, 0.5, case.group, 255)
+            tk._backward(gmap, gmap if seg else None, z, tgt, prior, gmap, stats, classes, 0.5,
+                         case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
             from ..wood import triton_kernel as tw
@@ -271,11 +278,15 @@ class _Env:
     loaded from host-known tensors, and helper parameters bound through the call site that the
     SASS line info names."""
 
-    def __init__(self, funcs, kernel_name: str, args: Dict[str, object]):
+    def __init__(self, funcs, kernel_name: str, args: Dict[str, object],
+                 hints: Optional[Dict[str, object]] = None):
         self.funcs, self.kernel = funcs, kernel_name
         self.tensors = {k: v for k, v in args.items() if isinstance(v, torch.Tensor)}
         self.scalars = {k: (v.value if hasattr(v, "value") else v) for k, v in args.items()
                         if not isinstance(v, torch.Tensor)}
+        # values of kernel-side names the launch cannot show (a count a captured launch would
+        # have written): they win over the kernel's own assignment of the name
+        self.scalars.update(hints or {})
 
     def _locals(self, fn: ast.FunctionDef, ns: Dict[str, object]) -> Dict[str, object]:
         for node in ast.walk(fn):
@@ -317,7 +328,8 @@ class _Env:
         return self._locals(fn, {k: v for k, v in self.scalars.items()})
 
 
-def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dict[str, object]) -> List[str]:
+def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dict[str, object],
+                  hints: Optional[Dict[str, object]] = None) -> List[str]:
     """Sets each loop's trips from its source loop; returns notes for loops it could not map."""
     notes = []
     funcs, loops = _source_tree(source_file)
@@ -325,7 +337,7 @@ def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dic
     # the same file: compare paths from the package folder down.
     parts = Path(source_file).parts
     suffix = os.path.join(*parts[-3:]) if len(parts) >= 3 else source_file
-    env = _Env(funcs, kernel_name, args)
+    env = _Env(funcs, kernel_name, args, hints)
     for lp in code.loops:
         lines = sass.loop_lines(code, lp)
         here = [{n for f, n in ls if f.endswith(suffix)} for ls in lines]
@@ -382,15 +394,55 @@ def _load_bytes_in_flight(code: sass.Sass) -> float:
     return max(per.values(), default=0.0)
 
 
-def analyse_triton(cap: Captured) -> Dict[str, object]:
+@functools.lru_cache(maxsize=None)
+def _program_branches(path: str):
+    """[(body lines, else lines, body_when_active)] of every ``if`` whose test reduces a per-pixel
+    mask over the program (``tl.max(...)``): a whole program takes one side. body_when_active:
+    the body runs in programs holding an active pixel (``!= 0`` / ``> 0``), else the else side."""
+    out = []
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.If) and "tl.max(" in ast.unparse(node.test):
+            t = node.test
+            active_body = not (isinstance(t, ast.Compare) and isinstance(t.ops[0], ast.Eq))
+            body = (node.body[0].lineno, node.body[-1].end_lineno)
+            orelse = (node.orelse[0].lineno, node.orelse[-1].end_lineno) if node.orelse else None
+            out.append((body, orelse, active_body))
+    return out
+
+
+def _program_shares(code: sass.Sass, source_file: str, active: float) -> Dict[int, float]:
+    """addr -> share of programs that run the instruction, for the sides of program-uniform
+    branches (`active` = share of programs holding an active pixel)."""
+    parts = Path(source_file).parts
+    suffix = os.path.join(*parts[-3:]) if len(parts) >= 3 else source_file
+    shares = {}
+    for body, orelse, active_body in _program_branches(source_file):
+        for rng, share in ((body, active if active_body else 1 - active),
+                           (orelse, 1 - active if active_body else active)):
+            if rng is None:
+                continue
+            for i in code.instrs:
+                if any(f.endswith(suffix) and rng[0] <= n <= rng[1] for f, n in i.lines):
+                    shares[i.addr] = shares.get(i.addr, 1.0) * share
+    return shares
+
+
+def analyse_triton(cap: Captured, hints: Optional[Dict[str, object]] = None,
+                   active_programs: float = 1.0) -> Dict[str, object]:
+    """hints: values of kernel-side names the launch does not show; active_programs: share of
+    programs that take the active side of program-uniform branches."""
     k = cap.kernel
     name = k.name
     res, code0 = _cubin_facts(k.asm["cubin"], name)
     code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
-    src = sys.modules[cap.fn.fn.__module__].__file__
+    src = os.path.realpath(sys.modules[cap.fn.fn.__module__].__file__)
     consts = {a: (v.value if hasattr(v, "value") else v) for a, v in cap.args.items()
               if a in [cap.fn.arg_names[i] for i in cap.fn.constexprs]}
-    notes = resolve_trips(code, os.path.realpath(src), cap.fn.fn.__name__, {**cap.args, **consts})
+    notes = resolve_trips(code, src, cap.fn.fn.__name__, {**cap.args, **consts}, hints)
+    code.shares = _program_shares(code, src, active_programs)
+    if code.shares:
+        notes.append(f"program-uniform branches weighted: {active_programs:.3f} of the programs "
+                     f"take the active side")
     summ = sass.summary(code)
     st, ld = sass.spill_bytes(code)
     warps = k.metadata.num_warps
@@ -407,6 +459,7 @@ def analyse_triton(cap: Captured) -> Dict[str, object]:
         "smem_bytes": int(getattr(k.metadata, "shared", 0) or 0) + res.get("SHARED", 0),
         "sass": summ, "loops": [lp.source or "unmapped" for lp in code.loops],
         "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes,
+        "hints": hints or {}, "active_programs": active_programs,
     }
 
 
@@ -426,17 +479,51 @@ def _sector_fraction(case: Case) -> float:
     return float(hit) / (B * math.ceil(m.shape[1] / per))
 
 
+def _active_programs(case: Case, block: int) -> float:
+    """Share of the OCR programs (`block` consecutive pixels of one image) that hold a pixel of
+    the case's scenario (an OC pixel: a loss in the forward, a gradient in the backward)."""
+    if case.scenario == "all-pixels":
+        return 1.0
+    f = DEFAULT_OC_FRACTION
+    if case.scenario == "indep":
+        return 1.0 - (1.0 - f) ** block
+    B, _, *sp = case.shape
+    m = blob_mask((B, *sp), f, torch.Generator().manual_seed(0)).reshape(B, -1)
+    tiles = -(-m.shape[1] // block)
+    pad = torch.zeros(B, tiles * block - m.shape[1], dtype=torch.bool)
+    return float(torch.cat([m, pad], 1).reshape(B, tiles, block).any(-1).float().mean())
+
+
+def _case_hints(case: Case, pass_: str, cap: Captured):
+    """(hints, share of active programs) of one OCR/seg Triton launch; ({}, 1) for the others.
+    nic, the per-image IC class count the kernels load from their class lists (written by a
+    captured, so not run, launch): background + the tags of the case's draw, on average. The
+    seg backward has a CE gradient at every pixel: every program is active."""
+    if case.op not in ("ocr_loss", "seg_ocr_loss") or "BLOCK_P" not in cap.args:
+        return {}, 1.0
+    B, C1 = case.shape[:2]
+    nic = 1.0 + float(voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double().mean())
+    block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
+    active = 1.0 if (case.op == "seg_ocr_loss" and pass_ == "bwd") else _active_programs(case, block)
+    return {"nic": nic}, active
+
+
 def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
-    if case.op in ("ocr_loss", "seg_ocr_loss"):
+    triton_main = cap is not None and cap.fn.fn.__name__ in ("_fwd_kernel", "_bwd_kernel")
+    if case.op in ("ocr_loss", "seg_ocr_loss") and (cap is None or triton_main):
         B, C1 = case.shape[:2]
         P = B * math.prod(case.shape[2:])
         logits = P * C1 * _ITEMSIZE[case.dtype]
         seg = case.op == "seg_ocr_loss"
-        if pass_ == "fwd":
-            return logits + 4 * P + (4 * P + 8 * P if seg else 0)
         read_frac = 1.0 if seg else _sector_fraction(case)
-        return logits * read_frac + logits + 8 * P + (12 * P if seg else 0)
-    # W-OoD and K-means: every tensor argument once (centroid re-reads across tiles hit L2)
+        # Triton: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
+        # read back where the backward can have a gradient (every pixel for seg: its CE term)
+        stats = 8 * P if triton_main else 0
+        if pass_ == "fwd":
+            return logits + 4 * P + stats + (4 * P + 8 * P if seg else 0)
+        return logits * read_frac + logits + 8 * P + stats * read_frac + (12 * P if seg else 0)
+    # W-OoD, K-means and the OCR class lists: every tensor argument once (centroid re-reads
+    # across tiles hit L2)
     seen, total = set(), 0
     for v in cap.args.values():
         if isinstance(v, torch.Tensor) and id(v) not in seen:
@@ -521,7 +608,7 @@ def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List
         tr = []
         for pass_, caps in launch_case(case).items():
             for cap in caps:
-                a = analyse_triton(cap)
+                a = analyse_triton(cap, *_case_hints(case, pass_, cap))
                 tr.append(_row(case, pass_, a, math.prod(cap.grid), kernel_bytes(case, pass_, cap)))
         for r in tr:
             r["backend"] = "triton"
