@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .._autograd import first_order_only
 from .._extension import registered_ops
 from .._options import GROUP_SPLITS, PIXEL_MODES
 
@@ -55,6 +56,7 @@ def _register() -> None:
         ctx.save_for_backward(logits, tags, prior, output)
         ctx.opts = (margin, threshold, group_split, pixels)
 
+    @first_order_only("ocr_loss", "cpu/cuda")
     def backward_ocr(ctx, grad_map):
         logits, tags, prior, loss_map = ctx.saved_tensors
         grad = None
@@ -70,6 +72,7 @@ def _register() -> None:
         ctx.save_for_backward(logits, target, tags, prior, output[1])
         ctx.opts = (margin, threshold, group_split, pixels, ignore_index)
 
+    @first_order_only("seg_ocr_loss", "cpu/cuda")
     def backward_seg(ctx, grad_ce, grad_ocr):
         logits, target, tags, prior, ocr_map = ctx.saved_tensors
         grad = None

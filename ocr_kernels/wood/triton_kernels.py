@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._autograd import first_order_only
 from .reference import kept_count
 
 _BN, _BK, _BD = 16, 16, 32
@@ -159,6 +160,7 @@ class _CentroidDistances(torch.autograd.Function):
         return d
 
     @staticmethod
+    @first_order_only("centroid_distances", "triton")
     def backward(ctx, grad):
         x, c, d = ctx.saved_tensors
         one = torch.ones((), device=d.device, dtype=torch.float32)
@@ -196,6 +198,7 @@ class _WOoDLoss(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @first_order_only("wood_distance_loss", "triton")
     def backward(ctx, gout):
         x, cc, oc, d, w = ctx.saved_tensors
         C = ctx.C
