@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._autograd import first_order_only
 from .._options import GROUP_SPLITS, PIXEL_MODES
 from .._triton import interpreting
 
@@ -188,6 +189,13 @@ def _ocr_grad(z, G, oc, coef, icm, ics, ocm, ocs):
 
 
 @triton.jit
+def _poison(z, c, C1):
+    # 0 per pixel, or NaN when one of its logits is NaN or infinite: added to the loss, whose
+    # masks and maxima would otherwise skip such a logit.
+    return tl.sum(tl.where(c[None, :] < C1, z * 0.0, 0.0), 1)
+
+
+@triton.jit
 def _pixel_mask(pred_ic, oc_any, PIXELS: tl.constexpr):
     if PIXELS == 0:
         m = pred_ic == 0
@@ -237,6 +245,7 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
     isum = tl.zeros((BLOCK_P,), tl.float32)
     zt = tl.zeros((BLOCK_P,), tl.float32)
     n_oc = tl.zeros((BLOCK_P,), tl.int32)
+    poison = tl.zeros((BLOCK_P,), tl.float32)
     for c0 in range(0, C1, BLOCK_C):
         c, z, ic, oc = _chunk(z_ptr, zrow, row_mask, c0, C1, z_sc, tags_ptr, b, t_sb, t_sc,
                               BLOCK_C, INT64)
@@ -256,6 +265,7 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
         if WITH_CE:
             zt += tl.sum(tl.where(c[None, :] == tc[:, None], z, 0.0), 1)
         n_oc += tl.sum(oc.to(tl.int32), 0)
+        poison += _poison(z, c, C1)
     zmax = _finish_max(run_m)
     lse_all = zmax + _log1p_pos(run_s1)
     if GROUP == 0:
@@ -272,7 +282,7 @@ def _chunked_stats(z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, pri
     else:
         icm = _finish_max(im)
     return (zmax, run_s1, lse_all, pred_ic, A, zA, icm, isum, _finish_max(om),
-            tl.where(osum > 0, osum, 1.0), zt, n_oc > 0)
+            tl.where(osum > 0, osum, 1.0), zt, n_oc > 0, poison)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,7 +317,7 @@ def _fwd_kernel(
         # A bad target must never read out of bounds: clamp (the caller validates values).
         tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
     if CHUNKED:
-        zmax, s1, lse_all, pred_ic, A, zA, icm, ics, ocm, ocs, zt, oc_any = _chunked_stats(
+        zmax, s1, lse_all, pred_ic, A, zA, icm, ics, ocm, ocs, zt, oc_any, poison = _chunked_stats(
             z_ptr, zrow, row_mask, C1, z_sc, tags_ptr, b, t_sb, t_sc, prior_ptr, p_s0, p_s1,
             threshold, tc, BLOCK_P, BLOCK_C, GROUP, WITH_CE, INT64)
     else:
@@ -316,15 +326,16 @@ def _fwd_kernel(
         oc_any = tl.max(oc.to(tl.int32), 0) > 0
         zmax, s1, lse_all, pred_ic, G, icm, ics, ocm, ocs = _block_stats(
             z, c, ic, oc, prior_ptr, p_s0, p_s1, C1, threshold, GROUP)
+        poison = _poison(z, c, C1)
         if WITH_CE:
             zt = tl.sum(tl.where(c[None, :] == tc[:, None], z, 0.0), 1)
     m = _pixel_mask(pred_ic, oc_any, PIXELS)
     # The large maxima first: -z_A + max_OC z is exact for close logits, where summing two
     # absolute log-sum-exps would cost |z|·2^-24 of s and so of σ(s) in the gradient.
     s = (icm + ocm) + (tl.log(ics) + tl.log(ocs)) + margin
-    loss = tl.where(m, _softplus(s), 0.0)
+    loss = tl.where(m, _softplus(s), 0.0) + poison
     if STORE_GRAD:  # the "keep the gradient" design (block path, plain OCR): d loss / d z
-        coef = tl.where(m, 1.0 / (1.0 + tl.exp(-s)), 0.0)
+        coef = tl.where(m, 1.0 / (1.0 + tl.exp(-s)), 0.0) + poison
         g = tl.where(row_mask[:, None] & (c[None, :] < C1),
                      _ocr_grad(z, G, oc, coef, icm, ics, ocm, ocs), 0.0)
         drow = b * d_sb + _spatial_offset(n, S1, S2, d_s0, d_s1, d_s2, FLAT)
@@ -360,8 +371,9 @@ def _bwd_kernel(
     L = tl.load(loss_ptr + b * N + n, mask=row_mask, other=0.0)
     gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
                  mask=row_mask, other=0.0).to(tl.float32)
-    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient.
-    act_ocr = (L > 0.0) & (gl != 0.0)
+    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient. A NaN
+    # L (a non-finite logit) makes coef NaN: every gradient of that pixel comes out NaN.
+    act_ocr = ((L > 0.0) & (gl != 0.0)) | (L != L)
     coef = tl.where(act_ocr, gl * _sigmoid_from_loss(L), 0.0)
     active = act_ocr
     tc = tl.zeros((BLOCK_P,), tl.int32)
@@ -378,7 +390,7 @@ def _bwd_kernel(
     drow = b * d_sb + _spatial_offset(n, S1, S2, d_s0, d_s1, d_s2, FLAT)
     if CHUNKED:
         # Statistics first (the same passes as the forward), then one more pass writes.
-        zmax, s1, lse_all, pred_ic, A, zA, icm, ics, ocm, ocs, zt, oc_any = _chunked_stats(
+        zmax, s1, lse_all, pred_ic, A, zA, icm, ics, ocm, ocs, zt, oc_any, _ = _chunked_stats(
             z_ptr, zrow, active, C1, z_sc, tags_ptr, b, t_sb, t_sc, prior_ptr, p_s0, p_s1,
             threshold, tc, BLOCK_P, BLOCK_C, GROUP, WITH_CE, INT64)
         pA = tl.exp(zA - lse_all)
@@ -598,6 +610,7 @@ def _keep_grad_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
+@first_order_only("ocr_loss", "triton")
 def _keep_grad_bwd(ctx, grad_map, _grad_of_grad):
     (dz,) = ctx.saved_tensors
     grad = None
@@ -615,6 +628,7 @@ def _ocr_setup(ctx, inputs, output):
     ctx.threshold, ctx.group_split = threshold, group_split
 
 
+@first_order_only("ocr_loss", "triton")
 def _ocr_bwd(ctx, grad_map):
     logits, tags, prior, loss_map = ctx.saved_tensors
     grad = None
@@ -633,6 +647,7 @@ def _seg_setup(ctx, inputs, output):
     ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
 
 
+@first_order_only("seg_ocr_loss", "triton")
 def _seg_bwd(ctx, grad_ce, grad_ocr):
     logits, target, tags, prior, ocr_map = ctx.saved_tensors
     grad = None
