@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .._options import BACKENDS, GROUP_SPLITS, PIXEL_MODES
-from .._validation import _describe, check_finite, check_option
+from .._validation import _describe, check_finite, check_int, check_option
 from .api import seg_ocr_loss
 
 
@@ -56,8 +56,7 @@ class SegOCRLoss(nn.Module):
         self.margin = check_finite("margin", margin)
         self.threshold = check_finite("threshold", threshold)
         self.loss_weight = check_finite("loss_weight", loss_weight)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
+        ignore_index = check_int("ignore_index", ignore_index)
         for name, flag in (("avg_non_ignore", avg_non_ignore), ("global_mean", global_mean),
                            ("validate", validate)):
             if not isinstance(flag, bool):
