@@ -3,9 +3,10 @@ with their own OCR_KERNELS_BUILD_DIR: a build killed half-way, a truncated or em
 four processes making their first call at once (as DDP ranks do), a build that another live
 process holds. None may hang, crash, or load an unverified library.
 
-Two real builds run here (the concurrent first calls, and the rebuild after a killed build); the
-corruption cases reuse the first build and swap the compiler for a copy of its library, so they
-exercise the detection, the set-aside and the publish without another minute of compiling.
+One real build runs here (after a build killed half-way: cpp_extension's own lock file is left
+behind). The other cases swap the compiler for a copy of the library this test process loaded
+(the suite builds it anyway), which exercises the lock, the detection, the set-aside and the
+publish without more minutes of compiling.
 """
 import os
 import shutil
@@ -17,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from ocr_kernels._extension import EXT_NAME, _build_dir, cuda_build_possible, csrc_dir, sources
+from ocr_kernels._extension import (EXT_NAME, _build_dir, cuda_build_possible, csrc_dir,
+                                    extension_unavailable_reason, load, sources)
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_TIMEOUT = 900  # a cold build on a busy 2-core CI machine
@@ -40,17 +41,28 @@ torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 print("LOADED", _extension._loaded)
 """
 
-# The same call with the compiler replaced by a copy of a good library (GOOD_LIBRARY).
+# The same call with the compiler replaced by a copy of a good library (GOOD_LIBRARY), which
+# takes FAKE_BUILD_SECONDS.
 FAKE_COMPILE = """
-import os, shutil, torch
+import os, shutil, time, torch
 from ocr_kernels import _extension
 def _copy(build_dir, srcs, with_cuda, verbose):
+    time.sleep(float(os.environ.get("FAKE_BUILD_SECONDS", "0")))
     lib = build_dir / (_extension.EXT_NAME + ".so")
     shutil.copyfile(os.environ["GOOD_LIBRARY"], lib)
     torch.ops.load_library(str(lib))
     return lib
 _extension._compile = _copy
 """ + FIRST_CALL
+BUILDING = "building the C++ extension once"
+
+
+@pytest.fixture(scope="module")
+def good_library():
+    reason = extension_unavailable_reason("cpu")
+    if reason is not None:
+        pytest.skip(f"the C++ extension cannot be built here: {reason}")
+    return Path(load())
 
 
 def env_for(build_dir, **extra):
@@ -78,36 +90,43 @@ def run(script, build_dir, timeout, **extra):
                           capture_output=True, text=True, timeout=timeout, cwd=str(build_dir))
 
 
-def test_concurrent_first_calls_build_once_and_a_corrupt_library_is_rebuilt(tmp_path):
+def test_concurrent_first_calls_build_once(tmp_path, good_library):
     cache = tmp_path / "cache"
     cache.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", FIRST_CALL], env=env_for(cache),
+    env = env_for(cache, GOOD_LIBRARY=str(good_library), FAKE_BUILD_SECONDS="5")
+    procs = [subprocess.Popen([sys.executable, "-c", FAKE_COMPILE], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               cwd=str(cache)) for _ in range(4)]
-    outs = [p.communicate(timeout=BUILD_TIMEOUT) for p in procs]
+    outs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out + err
     errs = "".join(err for _, err in outs)
-    assert errs.count("building the C++") == 1, errs  # one process built, three waited
+    assert errs.count(BUILDING) == 1, errs  # one process built, the others waited for it
     assert "waiting for pid" in errs, errs
     final = published(cache)
     lib = final / f"{EXT_NAME}.so"
     assert all(f"LOADED {lib}" in out for out, _ in outs), outs
     assert sorted(p.name for p in cache.iterdir()) == sorted([final.name, final.name + ".lock"])
 
-    good = tmp_path / "good.so"
-    shutil.copyfile(lib, good)
-    for damage in ("truncated", "empty"):
-        with open(lib, "r+b") as f:
-            f.truncate(good.stat().st_size // 2 if damage == "truncated" else 0)
-        res = run(FAKE_COMPILE, cache, 300, GOOD_LIBRARY=str(good))
-        # SIGBUS (-7) was the failure: dlopen of a truncated file mapped past its end
-        assert res.returncode == 0, f"{damage}: rc={res.returncode}\n{res.stdout}{res.stderr}"
-        assert "incomplete or corrupt" in res.stderr and "building the C++" in res.stderr, res.stderr
-        assert lib.stat().st_size == good.stat().st_size
-        # the rebuilt library is published: the next process loads it without building
-        res = run(FIRST_CALL, cache, 300)
-        assert res.returncode == 0 and "building" not in res.stderr, res.stdout + res.stderr
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_corrupt_library_is_set_aside_and_rebuilt(tmp_path, good_library, damage):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    res = run(FAKE_COMPILE, cache, 300, GOOD_LIBRARY=str(good_library))
+    assert res.returncode == 0, res.stdout + res.stderr
+    lib = published(cache) / f"{EXT_NAME}.so"
+    size = lib.stat().st_size
+    with open(lib, "r+b") as f:
+        f.truncate(size // 2 if damage == "truncated" else 0)
+    res = run(FAKE_COMPILE, cache, 300, GOOD_LIBRARY=str(good_library))
+    # SIGBUS (-7) was the failure: dlopen of a truncated file mapped past its end
+    assert res.returncode == 0, f"rc={res.returncode}\n{res.stdout}{res.stderr}"
+    assert "incomplete or corrupt" in res.stderr and BUILDING in res.stderr, res.stderr
+    assert lib.stat().st_size == size
+    # the rebuilt library is published: the next process loads it without building
+    res = run(FIRST_CALL, cache, 300)
+    assert res.returncode == 0 and "building" not in res.stderr, res.stdout + res.stderr
 
 
 def test_a_build_killed_half_way_leaves_nothing_that_blocks_the_next_run(tmp_path):
@@ -127,7 +146,7 @@ def test_a_build_killed_half_way_leaves_nothing_that_blocks_the_next_run(tmp_pat
     res = run(FIRST_CALL, cache, BUILD_TIMEOUT)
     assert res.returncode == 0, res.stdout + res.stderr
     final = published(cache)
-    assert f"LOADED {final / EXT_NAME}.so" in res.stdout
+    assert f"LOADED {final / EXT_NAME}.so" in res.stdout and BUILDING in res.stderr
     # the killed process's private build folder was cleared
     assert not list(cache.glob("*.build-*")), list(cache.iterdir())
 
