@@ -166,7 +166,7 @@ def test_cuda_per_pixel_code_nan_and_extreme_gaps(dtype):
     its CPU hook: the NaN policy and logit gaps far past exp's range, against the reference."""
     require_backend("cpu", OCR_LOSS_MAP_IMPLS, "ocr_loss")
     from ocr_kernels._options import GROUP_SPLITS as CODES, PIXEL_MODES as PIX
-    from ocr_kernels.ocr.csrc_ops import ops
+    from ocr_kernels.seg.csrc_ops import ops
 
     B, C1, N = 2, 6, 8
     z = torch.randn(B, C1, N, dtype=torch.float64)
