@@ -66,6 +66,7 @@ def seg_ocr_loss(
     global_mean: bool = False,
     validate: bool = True,
     backend: str = "auto",
+    ce_weight: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Segmentation cross-entropy + alpha * OCR (paper Eq. 4: L = L_seg + alpha * L_rec).
 
@@ -94,15 +95,22 @@ def seg_ocr_loss(
     ValueError at once for CPU tensors; on CUDA (or under torch.compile) a device-side assert,
     never a host synchronisation. validate=False skips that read of the target; a bad target then
     gives meaningless values (the kernels clamp indices and never read out of bounds).
+
+    ce_weight [B, *spatial] (floating, optional) multiplies each pixel's cross-entropy before the
+    reduction, as mmsegmentation's ``CrossEntropyLoss`` applies a ``weight`` (OHEM's ``seg_weight``);
+    the denominators do not change. The OCR term is not weighted.
     """
     opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
     validate_seg_inputs(logits, target, tags, prior, opts, alpha=alpha, ce_average=ce_average,
-                        global_mean=global_mean, validate=validate, backend=backend)
+                        global_mean=global_mean, validate=validate, backend=backend,
+                        ce_weight=ce_weight)
     name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
     opts = opts._replace(margin=float(margin), threshold=float(threshold))
     ce_map, ocr_map = SEG_OCR_IMPLS[name](logits, target, tags, optional_prior_for(group_split, prior),
                                           opts)
+    if ce_weight is not None:
+        ce_map = ce_map * ce_weight
     return reduce_seg_maps(
         ce_map, ocr_map, target, alpha=float(alpha), ignore_index=ignore_index,
         ce_average=ce_average, global_mean=global_mean,
