@@ -107,6 +107,7 @@ struct PixelStats {
   // The same two as (max, 1/Σ) for the gradient's softmaxes e^{±z − max}/Σ: e^{±z − lse} would
   // carry the rounding of lse (~|z|·2^-24) into every gradient element.
   acc_t ic_max, ic_inv_sum, oc_max, oc_inv_sum;
+  acc_t poison;  // 0, or NaN when a logit of the pixel is NaN or infinite (the loss is NaN then)
   bool has_oc, selected;
 };
 
@@ -131,8 +132,10 @@ OCR_HD PixelStats<acc_t> pixel_stats(const Z& z, const uint8_t* ic, const acc_t*
   acc_t amax = neg_inf<acc_t>();
   OnlineLSE<acc_t> all, oc, ic_all;
   st.gmax = neg_inf<acc_t>();
+  st.poison = (acc_t)0;
   for (int64_t k = 0; k < C1; ++k) {
     acc_t v = z(k);
+    st.poison += v * (acc_t)0;
     if (v > st.gmax) { st.gmax = v; st.pred = (int)k; }  // strict: ties keep the lowest index
     all.add(v);
     if (ic[k]) {
@@ -172,9 +175,9 @@ OCR_HD PixelStats<acc_t> pixel_stats(const Z& z, const uint8_t* ic, const acc_t*
 
 template <typename acc_t>
 OCR_HD acc_t loss_from_stats(const PixelStats<acc_t>& st, acc_t margin) {
-  if (!st.selected) return (acc_t)0;
+  if (!st.selected) return st.poison;
   acc_t s = st.lse_ic + st.lse_oc + margin;
-  return softplus_stable(s, m_exp(s > (acc_t)0 ? -s : s));
+  return softplus_stable(s, m_exp(s > (acc_t)0 ? -s : s)) + st.poison;
 }
 
 // Cross-entropy of one pixel: logsumexp(z) − z[t]; 0 where t == ignore_index. A target outside
@@ -200,6 +203,10 @@ template <typename acc_t, typename Z, typename Store>
 OCR_HD void pixel_backward(const Z& z, const Store& store, const uint8_t* ic, const acc_t* prior,
                            int64_t C1, acc_t threshold, int group, int pixels, acc_t loss,
                            acc_t grad_ocr, acc_t gce, int64_t target) {
+  if (loss != loss) {  // a non-finite logit: NaN for every class of the pixel
+    for (int64_t k = 0; k < C1; ++k) store(k, (acc_t)NAN);
+    return;
+  }
   const bool ocr_active = loss > (acc_t)0 && grad_ocr != (acc_t)0;
   if (!ocr_active && gce == (acc_t)0) {
     for (int64_t k = 0; k < C1; ++k) store(k, (acc_t)0);

@@ -72,10 +72,10 @@ WOOD_HD double root(double v) {
 
 // d(dist)/d(a) = (a - b) / dist, scaled by the upstream gradient: the coefficient of (a - b).
 // The gradient of |.| at 0 is taken as 0; the test comes before the division, so 0 * inf and
-// 0 / 0 never appear.
+// 0 / 0 never appear. A NaN distance (a NaN feature) fails `== 0` and gives NaN, as it should.
 template <typename acc_t>
 WOOD_HD acc_t grad_coef(acc_t gout, acc_t w, acc_t dist) {
-  return dist > acc_t(0) ? gout * w / dist : acc_t(0);
+  return dist == acc_t(0) ? acc_t(0) : gout * w / dist;
 }
 
 // acc[d] += g * (a_d - b_d) for d = begin, begin + step, ... < end.

@@ -7,6 +7,7 @@ reason, before any kernel runs.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Dict, NamedTuple, Optional, Sequence
 
 import torch
@@ -131,7 +132,22 @@ def resolve_backend(
         return requested
     order = ("triton", "cuda", "reference") if x.device.type == "cuda" else ("cpu", "reference")
     for name in order:
-        if name in implemented and unavailable_reason(name, x) is None \
-                and _ensure_loaded(name) is None:
-            return name
+        if name in implemented and unavailable_reason(name, x) is None:
+            failure = _ensure_loaded(name)
+            if failure is None:
+                return name
+            _warn_fallback_once(name, failure)
     return "reference"
+
+
+_warned: set = set()
+
+
+def _warn_fallback_once(name: str, reason: str) -> None:
+    """"auto" skipped a backend that counted as available but failed to load (a failed build,
+    a timed-out wait for another process's build): say so once per process, with the reason."""
+    if name not in _warned:
+        _warned.add(name)
+        warnings.warn(
+            f'ocr_kernels: backend="auto" falls back from {name!r} (slower) because {reason}',
+            RuntimeWarning, stacklevel=4)

@@ -23,9 +23,12 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 import sys
 import sysconfig
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -178,18 +181,43 @@ def _build_dir(srcs: List[str], with_cuda: bool) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _jit_target() -> Optional[Path]:
-    """Where the JIT build of the current sources lives (built or not); None without sources."""
+    """Where the JIT build of the current sources is published (built or not); None without
+    sources."""
     if csrc_dir() is None:
         return None
     with_cuda = cuda_build_possible()
     return _build_dir(sources(with_cuda=with_cuda), with_cuda) / f"{EXT_NAME}.so"
 
 
+def _stamp_path(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def _digest(lib: Path) -> str:
+    h = hashlib.sha256()
+    with open(lib, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{h.hexdigest()} {lib.stat().st_size}"
+
+
+def _verified(lib: Path) -> bool:
+    """The library is the one a finished build wrote: its stamp (written after the build
+    succeeded and the library loaded) matches the file's size and SHA-256. Checked before every
+    dlopen: mapping a truncated library would kill the process with SIGBUS."""
+    try:
+        stamp = _stamp_path(lib).read_text().strip()
+        size = int(stamp.split()[1])
+        return lib.stat().st_size == size and _digest(lib) == stamp
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _cached_library() -> Optional[Path]:
-    """A finished JIT build of exactly these sources, flags and versions (loadable without a
-    compiler or ninja)."""
+    """A finished, verified JIT build of exactly these sources, flags and versions (loadable
+    without a compiler or ninja)."""
     lib = _jit_target()
-    return lib if lib is not None and lib.is_file() else None
+    return lib if lib is not None and lib.is_file() and _verified(lib) else None
 
 
 def _prebuilt() -> Optional[Path]:
@@ -274,7 +302,11 @@ def load(verbose: bool = False) -> str:
             else:
                 _loaded = _jit_build(verbose)
         except Exception as exc:
-            _load_error = f"building/loading the C++ extension failed: {type(exc).__name__}: {exc}"
+            fix = "" if isinstance(exc, TimeoutError) else (
+                "; `python -m ocr_kernels.build_ext --verbose` builds it again and shows the "
+                "compiler's output")
+            _load_error = (f"building/loading the C++ extension failed: {type(exc).__name__}: "
+                           f"{exc}{fix}")
             raise RuntimeError(_load_error) from exc
         return _loaded
 
@@ -294,37 +326,148 @@ def registered_ops(register):
     return torch.ops.ocr_kernels
 
 
-def _jit_build(verbose: bool) -> str:
-    reason = extension_unavailable_reason("cpu")
-    if reason is not None:
-        raise RuntimeError(reason)
+def build_timeout() -> float:
+    """Seconds a process waits for another process's build of the same library
+    (``OCR_KERNELS_BUILD_TIMEOUT``, default 900)."""
+    try:
+        return float(os.environ.get("OCR_KERNELS_BUILD_TIMEOUT", "900"))
+    except ValueError:
+        return 900.0
+
+
+class _BuildLock:
+    """An exclusive ``flock`` on ``<build dir>.lock``, held while a process checks, builds and
+    publishes the library. The kernel drops it when its holder dies (Ctrl-C, SIGKILL, OOM kill),
+    so a killed build never leaves a lock behind; the holder's pid, host and start time are written
+    into the file for the message of a process that waits. Where ``fcntl`` is missing (Windows)
+    there is no lock: private build folders and the atomic publish still keep the cache whole."""
+
+    def __init__(self, path: Path, timeout: float):
+        self.path, self.timeout, self.fd = path, timeout, None
+
+    def _owner(self) -> str:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            text = ""
+        return text or "another process"
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if not told:
+                print(f"ocr-kernels: waiting for {self._owner()} to finish building the C++ "
+                      f"extension in {self.path.with_suffix('')} (giving up after "
+                      f"{self.timeout:.0f} s; OCR_KERNELS_BUILD_TIMEOUT changes that)",
+                      file=sys.stderr, flush=True)
+                told = True
+            if time.monotonic() >= deadline:
+                owner = self._owner()
+                os.close(self.fd)
+                self.fd = None
+                raise TimeoutError(
+                    f"timed out after {self.timeout:.0f} s waiting for {owner} to finish building "
+                    f"the C++ extension (lock {self.path}); let that build finish, or raise "
+                    f"OCR_KERNELS_BUILD_TIMEOUT, or prebuild with `python -m ocr_kernels.build_ext`")
+            time.sleep(0.2)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                           f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+def _discard(path: Path) -> None:
+    """Remove a folder that no process uses any more: renamed aside first (atomic), so no
+    process ever sees it half-deleted under the published name."""
+    aside = path.with_name(f"{path.name}.discard-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _compile(build_dir: Path, srcs: List[str], with_cuda: bool, verbose: bool) -> Path:
+    """Compile and link the library into build_dir (private to this process) and load it."""
     from torch.utils.cpp_extension import load as cpp_load
 
-    cached = _cached_library()
-    if cached is not None:  # the build directory's name is the hash of what went into it
-        torch.ops.load_library(str(cached))
-        return str(cached)
-    with_cuda = cuda_build_possible()
     if with_cuda:
         _use_cuda_home()
-    srcs = sources(with_cuda=with_cuda)
-    build_dir = _build_dir(srcs, with_cuda)
-    build_dir.mkdir(parents=True, exist_ok=True)
-    lib = build_dir / f"{EXT_NAME}.so"
-    if not lib.exists():
-        print(f"ocr-kernels: building the C++{'/CUDA' if with_cuda else ''} extension once "
-              f"(about a minute) in {build_dir}", file=sys.stderr, flush=True)
-    root = csrc_dir()
     cpp_load(
         name=EXT_NAME,
         sources=srcs,
         extra_cflags=cflags(),
         extra_cuda_cflags=cuda_cflags(),
         extra_ldflags=["-fopenmp"],
-        extra_include_paths=[str(root)],
+        extra_include_paths=[str(csrc_dir())],
         build_directory=str(build_dir),
         with_cuda=with_cuda,
         is_python_module=False,
         verbose=verbose,
     )
+    return build_dir / f"{EXT_NAME}.so"
+
+
+def _jit_build(verbose: bool) -> str:
+    """Load the cached library, building and publishing it first when there is no verified one.
+
+    The build runs in a folder private to this process and is published by one atomic rename of
+    that folder, after the library loaded and its stamp (size and SHA-256) was written: other
+    processes see either nothing or a finished library. One process builds at a time (a lock
+    with a timeout); a library that fails its check (truncated, emptied, half-copied) is set
+    aside and rebuilt, never loaded."""
+    reason = extension_unavailable_reason("cpu")
+    if reason is not None:
+        raise RuntimeError(reason)
+    cached = _cached_library()
+    if cached is not None:  # the build directory's name is the hash of what went into it
+        torch.ops.load_library(str(cached))
+        return str(cached)
+    with_cuda = cuda_build_possible()
+    srcs = sources(with_cuda=with_cuda)
+    final = _build_dir(srcs, with_cuda)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lib = final / f"{EXT_NAME}.so"
+    with _BuildLock(final.with_name(final.name + ".lock"), build_timeout()):
+        if lib.is_file() and _verified(lib):  # another process published it while we waited
+            torch.ops.load_library(str(lib))
+            return str(lib)
+        if final.exists():
+            print(f"ocr-kernels: the cached C++ extension in {final} is incomplete or corrupt "
+                  "(its size or SHA-256 does not match the stamp of a finished build); rebuilding",
+                  file=sys.stderr, flush=True)
+            _discard(final)
+        # Holding the lock, no other process is building: private folders left here were
+        # abandoned by killed builds.
+        for stale in final.parent.glob(glob.escape(final.name) + ".build-*"):
+            _discard(stale)
+        private = final.with_name(
+            f"{final.name}.build-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        private.mkdir()
+        print(f"ocr-kernels: building the C++{'/CUDA' if with_cuda else ''} extension once "
+              f"(about a minute) in {final}", file=sys.stderr, flush=True)
+        try:
+            built = _compile(private, srcs, with_cuda, verbose)
+            _stamp_path(built).write_text(_digest(built) + "\n")
+            os.rename(private, final)
+        except BaseException:
+            _discard(private)
+            raise
     return str(lib)

@@ -6,6 +6,7 @@ so validation never synchronises with the GPU and never breaks a torch.compile g
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -32,6 +33,9 @@ def describe(x, limit: int = 120) -> str:
 def check_tensor(name: str, x, expected: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be {expected}; got {describe(x)}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, {expected}; got a {x.layout} "
+                        f"tensor (call .to_dense() first)")
     return x
 
 
@@ -41,21 +45,35 @@ def check_option(name: str, value, allowed) -> str:
     return value
 
 
-def check_finite(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def check_finite(name: str, value):
+    """A finite real number (Python or numpy scalar), returned as a float. Under torch.compile
+    only its type is checked: with dynamic=True a Python float is traced as a symbolic number,
+    whose value is unknown while tracing (testing it would break the graph); eager calls check
+    the value."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.SymFloat,
+                                                         torch.SymInt)):
+        raise ValueError(f"{name} must be a finite number; got {describe(value)}")
+    if torch.compiler.is_compiling():
+        return value
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number; got {describe(value)}")
     return float(value)
+
+
+def check_int(name: str, value) -> int:
+    """A Python or numpy integer (not a bool), returned as an int (as is under torch.compile)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{name} must be an int; got {describe(value)}")
+    return value if torch.compiler.is_compiling() else int(value)
+
+
+# The floating dtypes every backend's math is defined for (fp32 math for the first three).
+COMPUTE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool; got {describe(value)}")
-    return value
-
-
-def check_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int; got {describe(value)}")
     return value
 
 
@@ -90,6 +108,9 @@ def validate_ocr_options(prior, opts: OCROptions, backend: str) -> OCROptions:
 def check_floating(name: str, x: torch.Tensor, what: str = "a floating-point tensor") -> None:
     if not x.is_floating_point():
         raise TypeError(f"{name} must be {what}; got {describe(x)}")
+    if x.dtype not in COMPUTE_DTYPES:  # float8 and friends: no backend computes on them
+        raise TypeError(f"{name} must be {what} of dtype float16, bfloat16, float32 or float64; "
+                        f"got {describe(x)}")
 
 
 def check_same_device(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
@@ -175,6 +196,9 @@ def check_target_values(target: torch.Tensor, num_classes: int, ignore_index: in
     CUDA context is unusable. Callers that have checked their targets once (a fixed dataset) can
     pass ``validate=False`` to skip this read of the target.
     """
+    # Compared in int64: in a uint8 target, ignore_index=-1 would wrap to 255 (and 255 to -1 in
+    # int8) and let wrong values through. The kernels read the target as int64 too.
+    target = target.long()
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if target.device.type == "cpu" and not torch.compiler.is_compiling():
         if bool(bad.any()):

@@ -31,9 +31,15 @@ def test_failed_build_falls_back_for_auto_and_is_named_for_explicit(monkeypatch)
     def broken_load(verbose=False):
         raise RuntimeError("building/loading the C++ extension failed: CalledProcessError: g++ exit 1")
 
+    from ocr_kernels import _dispatch
+
     monkeypatch.setattr(_extension, "extension_unavailable_reason", lambda backend: None)
     monkeypatch.setattr(_extension, "load", broken_load)
+    monkeypatch.setattr(_dispatch, "_warned", set())
     x = torch.zeros(2, 3, 4)
-    assert resolve_backend("auto", x, op="ocr_loss") == "reference"
+    with pytest.warns(RuntimeWarning, match=r"falls back from 'cpu'.*g\+\+ exit 1") as rec:
+        assert resolve_backend("auto", x, op="ocr_loss") == "reference"
+        assert resolve_backend("auto", x, op="ocr_loss") == "reference"
+    assert len([w for w in rec if "falls back" in str(w.message)]) == 1  # once per process
     with pytest.raises(BackendUnavailableError, match=r"backend='cpu' cannot run ocr_loss.*g\+\+ exit 1"):
         resolve_backend("cpu", x, op="ocr_loss")

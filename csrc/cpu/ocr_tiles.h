@@ -154,7 +154,7 @@ template <typename acc_t>
 struct Scratch {
   std::vector<acc_t> buf, obuf;
   std::vector<acc_t> gmax, oc_scale, la, ga, amax, ocmax, icmin, s_all, s_oc, s_ic, oc_rest, lse_ic, lse_oc,
-      log_s_all, pA, inv_s, a, gc;
+      log_s_all, pA, inv_s, a, gc, poison;
   std::vector<int32_t> pred, anchor, tgt;
   std::vector<int32_t> member, sel;
   // Grows only: one per thread is reused across calls (no allocation or zero-fill per call).
@@ -166,7 +166,7 @@ struct Scratch {
     }
     if ((int64_t)gmax.size() < P) {
       for (auto* v : {&gmax, &oc_scale, &la, &ga, &amax, &ocmax, &icmin, &s_all, &s_oc, &s_ic,
-                      &oc_rest, &lse_ic, &lse_oc, &log_s_all, &pA, &inv_s, &a, &gc})
+                      &oc_rest, &lse_ic, &lse_oc, &log_s_all, &pA, &inv_s, &a, &gc, &poison})
         v->resize(P);
       for (auto* v : {&pred, &anchor, &tgt, &sel}) v->resize(P);
     }
@@ -216,7 +216,8 @@ OCR_INLINE const acc_t* load_tile(const Args<scalar_t, acc_t>& A, Scratch<acc_t>
 // NEED_ALL: the softmax denominator is needed (cross-entropy, "ada"). REST: it is needed as
 // s_all − 1 to a few ulp of itself (the cross-entropy); "ada" alone needs only s_all. PRED: the
 // argmax and the pixel mask are needed (the forward, and REST); the OCR-only backward has the
-// mask in its saved loss already.
+// mask in its saved loss already, and its NaN (PRED also sums `poison`: 0, or NaN when a logit of
+// the pixel is not finite -- the comparisons below skip NaN, so it would otherwise vanish).
 template <typename acc_t, bool NEED_ALL, bool REST, bool PRED>
 OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8_t* ic,
                            bool has_oc, const acc_t* prior, int64_t C1, acc_t threshold,
@@ -227,8 +228,10 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
   acc_t *gmax = S.gmax.data(), *amax = S.amax.data(), *ocmax = S.ocmax.data(),
         *icmin = S.icmin.data();
   int32_t *pred = S.pred.data(), *anchor = S.anchor.data();
+  acc_t* poison = S.poison.data();
   OCR_IVDEP
   for (int64_t p = 0; p < n; ++p) {
+    poison[p] = 0;
     gmax[p] = NEG;
     amax[p] = NEG;
     ocmax[p] = NEG;
@@ -250,6 +253,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         amax[p] = a ? v : am;
         anchor[p] = blend_i32(a, kk, anchor[p]);
         icmin[p] = v < im ? v : im;
+        if (PRED) poison[p] += v * acc_t(0);  // NaN for a NaN or infinite v
       }
     } else {
       OCR_IVDEP
@@ -259,6 +263,7 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
         gmax[p] = g ? v : gm;
         if (PRED) pred[p] = blend_i32(g, kk, pred[p]);
         ocmax[p] = v > om ? v : om;
+        if (PRED) poison[p] += v * acc_t(0);
       }
     }
   }
@@ -382,8 +387,9 @@ OCR_INLINE void tile_stats(const acc_t* rows, int64_t rs, int64_t n, const uint8
       const int32_t* mk = mem + k * P;
       OCR_IVDEP
       for (int64_t p = 0; p < n; ++p) {
-        // unconditional exp (vexp is finite for any argument) times 0/1: no masked loads
-        const acc_t x = vexp(gmin[p] - r[p]) * static_cast<acc_t>(mk[p] != 0);
+        // a non-member's exponent is replaced, not its exponential masked: gmin − z_k can be
+        // hundreds (e^710 overflows fp64, and inf·0 is NaN); members have z_k >= gmin
+        const acc_t x = vexp(mk[p] != 0 ? gmin[p] - r[p] : NEG);
         s_ic[p] += x;
         ek[p] = x;
       }
@@ -432,7 +438,7 @@ OCR_INLINE void forward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64_
     for (int64_t p = 0; p < n; ++p) {
       const acc_t s = S.lse_ic[p] + S.lse_oc[p] + A.margin;
       const acc_t l = vsoftplus(s);
-      out[p] = S.sel[p] != 0 ? l : acc_t(0);
+      out[p] = (S.sel[p] != 0 ? l : acc_t(0)) + S.poison[p];
     }
     if (CE) {
       const int64_t* tg = A.target + b * A.tl.sB + p0 * A.tl.sN;
@@ -499,12 +505,13 @@ OCR_INLINE void backward_tiles(const Args<scalar_t, acc_t>& A, int64_t t0, int64
       la[p] = L[p * A.ll.sN];
       ga[p] = go[p * A.gol.sN];  // stride 0 for the expanded gradient of "mean"/"sum"
     }
-    // σ(s) from the saved loss; the logits are re-read only for tiles with a gradient
+    // σ(s) from the saved loss; the logits are re-read only for tiles with a gradient. A NaN
+    // loss (a non-finite logit) makes a NaN: every gradient of that pixel comes out NaN.
     int32_t nz = 0;
     OCR_IVDEP
     for (int64_t p = 0; p < n; ++p) {
       const acc_t v = ga[p] * vsigma_from_loss(la[p]);
-      const bool on = (la[p] > acc_t(0)) & (ga[p] != acc_t(0));
+      const bool on = ((la[p] > acc_t(0)) & (ga[p] != acc_t(0))) | (la[p] != la[p]);
       a[p] = on ? v : acc_t(0);
       nz |= (int32_t)on;
     }

@@ -11,9 +11,15 @@ from .._validation import optional_prior_for, validate_ocr_inputs
 from .backends import OCR_LOSS_MAP_IMPLS
 
 
+def mean_or_zero(t: torch.Tensor) -> torch.Tensor:
+    """t.mean(), but 0 with a zero gradient for an empty t (a batch of 0 images or of no pixels)
+    where torch's mean gives NaN: an empty batch contributes nothing to a training step."""
+    return t.sum() / torch.sym_max(t.numel(), 1)
+
+
 def reduce_loss_map(loss_map: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":  # Algorithm 1's .mean(): every pixel counts in the denominator
-        return loss_map.mean()
+        return mean_or_zero(loss_map)
     if reduction == "sum":
         return loss_map.sum()
     return loss_map

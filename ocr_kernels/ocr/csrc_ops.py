@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .._autograd import first_order_only
 from .._extension import registered_ops
 from .._options import OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
@@ -35,6 +36,7 @@ def _register() -> None:
         ctx.save_for_backward(logits, tags, prior, output)
         ctx.opts = (margin, threshold, group_split, pixels)
 
+    @first_order_only("ocr_loss", "cpu/cuda")
     def backward_ocr(ctx, grad_map):
         logits, tags, prior, loss_map = ctx.saved_tensors
         grad = None

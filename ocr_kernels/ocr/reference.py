@@ -73,7 +73,11 @@ def ocr_loss_map_reference(
     s = lse_ic + lse_oc + margin
     # log(1 + e^s) without overflow, smooth everywhere (F.softplus switches to s above 20).
     loss = torch.logaddexp(s, torch.zeros_like(s))
-    return torch.where(m, loss, torch.zeros_like(loss))
+    loss = torch.where(m, loss, torch.zeros_like(loss))
+    # A NaN or infinite logit makes the pixel's loss NaN and each of its gradients NaN, whatever
+    # the masks say (argmax and the selections above would hide it): 0 elsewhere, NaN there.
+    poison = torch.where(torch.isfinite(zd).all(dim=1), 0.0, float("nan")).to(z.dtype)
+    return loss + z.sum(dim=1) * poison
 
 
 def oc_pixel_mask(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:

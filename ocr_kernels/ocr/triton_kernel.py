@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._autograd import first_order_only
 from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
@@ -140,6 +141,7 @@ def _max_pass(z_ptr, zrow, lmask, cls_ptr, i0, i1, z_sc, BLOCK_P: tl.constexpr,
     m = tl.full((BLOCK_P,), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_P,), tl.float32)
     a = tl.zeros((BLOCK_P,), tl.int32)
+    bad = tl.zeros((BLOCK_P,), tl.float32)
     if INT64:
         a = a.to(tl.int64)
     for i in range(i0, i1):
@@ -149,7 +151,10 @@ def _max_pass(z_ptr, zrow, lmask, cls_ptr, i0, i1, z_sc, BLOCK_P: tl.constexpr,
         s = tl.where(up, e, 1.0) * s + e  # up: (s + 1)·e; else s + e
         a = tl.where(up, c, a)
         m = tl.where(up, z, m)
-    return m, s, a
+        # 0, or NaN once a logit is NaN or ±inf (the NaN policy: such a pixel's loss is NaN
+        # whatever its mask; a -inf would otherwise vanish from m and s). One FFMA a logit.
+        bad = z * 0.0 + bad
+    return m, s, a, bad
 
 
 @triton.jit
@@ -260,8 +265,8 @@ def _fwd_kernel(
     zrow = b * z_sb + _spatial_offset(n, S1, S2, z_s0, z_s1, z_s2, FLAT)
     cls = cls_ptr + b * (C1 + 1)
     nic = tl.load(cls + C1)
-    mi, si, A = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
-    mo, so, ao = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
+    mi, si, A, bad_i = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
+    mo, so, ao, bad_o = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
     lse_all = zmax + _ln_approx(1.0 + s1)  # "ada"'s P_k only
     # (a block of nic, not the scalar: the interpreter's bool ops mistype scalar & block)
@@ -278,7 +283,7 @@ def _fwd_kernel(
     ocm = tl.where(mo == float("-inf"), 0.0, mo)
     s = (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
     out = b * N + n
-    tl.store(loss_ptr + out, tl.where(pm, _softplus(s), 0.0), mask=row_mask)
+    tl.store(loss_ptr + out, tl.where(pm, _softplus(s), 0.0) + (bad_i + bad_o), mask=row_mask)
     # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
     # few of the C+1); written at every pixel so that the op's outputs are all defined.
     tl.store(st_ptr + out, mo, mask=row_mask)
@@ -319,8 +324,10 @@ def _bwd_kernel(
     L = tl.load(loss_ptr + b * N + n, mask=row_mask, other=0.0)
     gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
                  mask=row_mask, other=0.0).to(tl.float32)
-    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient.
-    act_ocr = (L > 0.0) & (gl != 0.0)
+    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient. A NaN
+    # L (a non-finite logit) makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
+    act_ocr = ((L > 0.0) & (gl != 0.0)) | (L != L)
+    poison = tl.where(L != L, L, 0.0)
     coef = tl.where(act_ocr, gl * _sigmoid_from_loss(L), 0.0)
     active = act_ocr
     gce = tl.zeros((BLOCK_P,), tl.float32)
@@ -347,7 +354,7 @@ def _bwd_kernel(
         nic = tl.load(cls + C1)
         # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
         # (the anchor's tie-break between IC and OC does not matter here: both terms are 1).
-        mi, si, A = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc, BLOCK_P, INT64)
+        mi, si, A, _ = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc, BLOCK_P, INT64)
         mo = tl.load(st_ptr + (b * N + n), mask=active, other=0.0)
         so = tl.load(st_ptr + (_plane(N, INT64) + b * N + n), mask=active, other=0.0)
         zmax, s1, pred_ic = _merge(mi, si, A, mo, so, A)
@@ -370,7 +377,7 @@ def _bwd_kernel(
             c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
             g_in = _in_group(z, c, A, pA, lse_all, act_ocr, prior_ptr, p_s0, p_s1, threshold,
                              GROUP)
-            g = tl.where(g_in, -k_ic * _exp(-z - icm), 0.0)
+            g = tl.where(g_in, -k_ic * _exp(-z - icm), poison)
             if WITH_CE:
                 e = _exp(z - zmax)
                 g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
@@ -572,6 +579,7 @@ def _ocr_setup(ctx, inputs, output):
     ctx.threshold, ctx.group_split = threshold, group_split
 
 
+@first_order_only("ocr_loss", "triton")
 def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_classes):
     logits, prior, loss_map, stats, classes = ctx.saved_tensors
     grad = None

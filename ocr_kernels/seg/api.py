@@ -8,6 +8,7 @@ import torch
 from .._dispatch import resolve_backend
 from .._options import OCROptions
 from .._validation import optional_prior_for, validate_seg_inputs
+from ..ocr.api import mean_or_zero
 from .backends import SEG_OCR_IMPLS
 
 
@@ -38,9 +39,10 @@ def reduce_seg_maps(
     n_pixels = ce_map.numel()
     if not global_mean:
         ce_den = (target != ignore_index).sum().clamp_min(1).to(ce_map.dtype) \
-            if ce_average == "valid" else n_pixels
-        return ce_map.sum() / ce_den + alpha * ocr_map.mean()
+            if ce_average == "valid" else torch.sym_max(n_pixels, 1)
+        return ce_map.sum() / ce_den + alpha * mean_or_zero(ocr_map)
     n_valid, n_all, world = _global_counts((target != ignore_index).sum(), n_pixels)
+    n_all = n_all.clamp_min(1)  # an empty batch on every rank: 0, as without global_mean
     ce_den = n_valid.clamp_min(1) if ce_average == "valid" else n_all
     # Each rank returns world * (its share of the global sums): DDP averages the gradients over
     # the ranks, which turns that back into the gradient of the global mean.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .._autograd import first_order_only
 from .._extension import registered_ops
 from .._options import OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
@@ -40,6 +41,7 @@ def _register() -> None:
         ctx.save_for_backward(logits, target, tags, prior, output[1])
         ctx.opts = (margin, threshold, group_split, pixels, ignore_index)
 
+    @first_order_only("seg_ocr_loss", "cpu/cuda")
     def backward(ctx, grad_ce, grad_ocr):
         logits, target, tags, prior, ocr_map = ctx.saved_tensors
         grad = None

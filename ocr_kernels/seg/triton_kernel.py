@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from .._autograd import first_order_only
 from .._options import OCROptions
 from .._tensors import check_ocr_args, new_map
 from ..ocr.triton_kernel import _classes_like, _forward, _maps_bwd_op, _stats_like
@@ -39,6 +40,7 @@ def _seg_setup(ctx, inputs, output):
     ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
 
 
+@first_order_only("seg_ocr_loss", "triton")
 def _seg_bwd(ctx, grad_ce, grad_ocr, _grad_stats, _grad_classes):
     logits, target, prior, ocr_map, stats, classes = ctx.saved_tensors
     grad = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .._autograd import first_order_only
 from .._extension import registered_ops
 from .._tensors import check_points, math_dtype
 from .reference import wood_terms_from_distances
@@ -37,6 +38,7 @@ def _register() -> None:
         x, c = inputs
         ctx.save_for_backward(x, c, output)
 
+    @first_order_only("centroid_distances", "cpu/cuda")
     def backward(ctx, grad):
         x, c, d = ctx.saved_tensors
         one = torch.ones((), device=d.device, dtype=d.dtype)

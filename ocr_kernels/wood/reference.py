@@ -12,13 +12,14 @@ from .._tensors import math_dtype
 
 
 def safe_norm(diff: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """||diff|| along dim with gradient 0 (not NaN) where the norm is 0.
+    """||diff|| along dim with gradient 0 (not NaN) where the norm is 0, and NaN where diff has
+    a NaN (``sq == 0``, not ``sq > 0``, picks the zero: NaN fails both tests).
 
     The clamp sends no gradient through entries below `tiny`, and the where picks 0 there, so
     0 * inf never appears."""
     sq = diff.pow(2).sum(dim)
     tiny = torch.finfo(sq.dtype).tiny
-    return torch.where(sq > 0, sq.clamp_min(tiny).sqrt(), torch.zeros_like(sq))
+    return torch.where(sq == 0, torch.zeros_like(sq), sq.clamp_min(tiny).sqrt())
 
 
 def centroid_distances_reference(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:

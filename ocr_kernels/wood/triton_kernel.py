@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._autograd import first_order_only
 from .._tensors import check_points
 from .reference import ood_threshold
 
@@ -190,6 +191,7 @@ def _distances_setup(ctx, inputs, output):
     ctx.save_for_backward(*inputs, output)
 
 
+@first_order_only("centroid_distances", "triton")
 def _distances_bwd(ctx, grad):
     x, c, d = ctx.saved_tensors
     one = torch.ones((), device=d.device, dtype=torch.float32)
@@ -235,6 +237,7 @@ def _loss_setup(ctx, inputs, output):
     ctx.C = cc.shape[0]
 
 
+@first_order_only("wood_distance_loss", "triton")
 def _loss_bwd(ctx, gout, _grad_d, _grad_w):
     x, cc, oc, d, w = ctx.saved_tensors
     C = ctx.C

@@ -190,18 +190,21 @@ def test_strided_and_expanded_grad_map(kind):
         assert_close_rel(z.grad.cpu(), want, 1e-5, "grad", keep.unsqueeze(1).expand_as(want))
 
 
-def test_zero_upstream_gradient_skips_pixels():
-    # Where grad_map == 0 the backward does not read the logits: the gradient there is exactly 0,
-    # even for logits that would give NaN if they were read.
+def test_zero_upstream_gradient_skips_pixels_but_not_nan():
+    # Where grad_map == 0 the gradient is exactly 0, except at a pixel with a NaN logit: its loss
+    # is NaN and so is each of its gradients, whatever the upstream gradient (as the reference:
+    # 0 * NaN is NaN in autograd's chain rule).
     logits, tags, prior = make_ocr_inputs(1, 5, (2, 3))
     logits[0, :, 0, 0] = float("nan")
     z = logits.to(DEV).requires_grad_(True)
     loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV), OCROptions(2.0, 0.2, "ada", "all"))
     g = torch.ones(1, 2, 3, device=DEV)
     g[0, 0, 0] = 0.0
+    g[0, 1, 2] = 0.0
     loss.backward(g)
-    assert (z.grad[0, :, 0, 0] == 0).all()
-    assert torch.isfinite(z.grad[0, :, 1:]).all()
+    assert z.grad[0, :, 0, 0].isnan().all()
+    assert (z.grad[0, :, 1, 2] == 0).all()
+    assert torch.isfinite(z.grad[0, :, 0, 1:]).all() and torch.isfinite(z.grad[0, :, 1, :2]).all()
 
 
 def test_no_copy_of_the_logits(monkeypatch):
