@@ -43,5 +43,13 @@ TORCH_LIBRARY(ocr_kernels, m) {
   m.def("wood_weighted_diff(Tensor a, Tensor b, Tensor w, Tensor dist, Tensor gout) -> Tensor");
   // K-means assignment: (argmin_k |x_n - c_k| as int64 [N], that squared distance [N]).
   m.def("wood_assign(Tensor x, Tensor centroids) -> (Tensor, Tensor)");
+  // One CPU K-means step on fp32/fp16/bf16 points (fp32 math): the assignment through a GEMM on
+  // data centred by mu [D] (fp32), exact by a guard (csrc/cpu/wood_kmeans.cpp), then, when
+  // with_sums, the per-cluster sums [K, D] and counts [K] (fp32, row-order sums).
+  // Returns (assignments int64 [N], squared distance [N], sums, counts); sums and counts are
+  // empty without with_sums.
+  m.def(
+      "wood_kmeans_step(Tensor x, Tensor centroids, Tensor mu, bool with_sums) -> "
+      "(Tensor, Tensor, Tensor, Tensor)");
   // ---- end of W-OoD distance op schemas -------------------------------------------------------
 }

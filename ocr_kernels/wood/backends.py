@@ -3,6 +3,8 @@
 DISTANCE_IMPLS[name](x, centroids) -> [N, K] fp32 (fp64 for fp64) distances, differentiable.
 LOSS_IMPLS[name](features, labels, class_centroids, ood_centroids, topk) -> 0-dim loss.
 ASSIGN_IMPLS[name](x, centroids, mu) -> (assignments int64 [N], squared distance [N]).
+STEP_IMPLS[name](x, centroids, mu) -> (assignments, squared distance, sums [k, D], counts [k]) of
+one Lloyd step in one call, or None where it does not apply; backends without one assign, then sum.
 """
 from __future__ import annotations
 
@@ -47,6 +49,12 @@ def _csrc_assign(x, c, mu):
     return assign_csrc(x, c, mu)
 
 
+def _csrc_step(x, c, mu):
+    from .csrc_ops import kmeans_step_csrc
+
+    return kmeans_step_csrc(x, c, mu)
+
+
 def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
     """Nearest centroid of every point by direct differences, in row chunks so that at most
     ~4M pair-coordinates are alive at a time. Ties go to the lowest index (torch.argmin)."""
@@ -70,3 +78,4 @@ LOSS_IMPLS = {"reference": wood_distance_loss_reference, "triton": _triton_loss,
               "cpu": _csrc_loss, "cuda": _csrc_loss}
 ASSIGN_IMPLS = {"reference": assign_reference, "triton": _triton_assign,
                 "cpu": _csrc_assign, "cuda": _csrc_assign}
+STEP_IMPLS = {"cpu": _csrc_step}

@@ -1,6 +1,6 @@
 """The C++/CUDA W-OoD ops (backends "cpu" and "cuda"): fake and autograd registrations and the
 functions the dispatch calls. Kernels: csrc/cpu/distance_kernel.cpp, csrc/cuda/distance_kernel.cu,
-per-pair math shared in csrc/wood_pair.h."""
+per-pair math shared in csrc/wood_pair.h; the CPU K-means step in csrc/cpu/wood_kmeans.cpp."""
 from __future__ import annotations
 
 
@@ -26,6 +26,13 @@ def _register() -> None:
     def _(x, centroids):
         n = x.shape[0]
         return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=compute_dtype(x.dtype))
+
+    @torch.library.register_fake(lib + "wood_kmeans_step")
+    def _(x, centroids, mu, with_sums):
+        n, k = x.shape[0], (centroids.shape[0] if with_sums else 0)
+        f32 = torch.float32
+        return (x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=f32),
+                x.new_empty((k, x.shape[1]), dtype=f32), x.new_empty((k,), dtype=f32))
 
     def setup(ctx, inputs, output):
         x, c = inputs
@@ -60,5 +67,24 @@ def wood_distance_loss_csrc(features, labels, class_centroids, ood_centroids, to
     return wood_terms_from_distances(d_in, labels, d_ood, topk)
 
 
+def gemm_assignment(x, centroids) -> bool:
+    """Whether the cpu K-means step goes through a GEMM (wood_kmeans_step) rather than direct
+    differences (wood_assign): on the CPU, below fp64, when there are enough centroids and
+    coordinates for the GEMM to pay for its tile copy."""
+    return (x.device.type == "cpu" and x.dtype != torch.float64
+            and centroids.shape[0] >= 8 and x.shape[1] >= 16)
+
+
 def assign_csrc(x, centroids, mu=None):
+    if mu is not None and gemm_assignment(x, centroids):
+        idx, mind, _, _ = ops().wood_kmeans_step(x, centroids, mu.to(torch.float32), False)
+        return idx, mind
     return ops().wood_assign(x, centroids)
+
+
+def kmeans_step_csrc(x, centroids, mu):
+    """(assignments, squared distance, sums, counts) of one Lloyd step in one call, or None where
+    the GEMM step does not apply (the caller then assigns and sums itself)."""
+    if not gemm_assignment(x, centroids):
+        return None
+    return ops().wood_kmeans_step(x, centroids, mu.to(torch.float32), True)

@@ -13,7 +13,7 @@ import torch
 
 from .._dispatch import resolve_backend
 from .._validation import validate_kmeans_inputs
-from .backends import ASSIGN_IMPLS
+from .backends import ASSIGN_IMPLS, STEP_IMPLS
 from .reference import compute_dtype
 
 
@@ -134,16 +134,22 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
     else:
         c = _init_kmeanspp(x, k, seed, assign, mu, dist).to(ct)
     xs = x if x.dtype == ct else None
+    fused = STEP_IMPLS.get(name)
     for _ in range(iters):
-        idx, mind = assign(x, c.to(x.dtype) if x.dtype != ct else c, mu)
-        sums = torch.zeros((k, D), device=x.device, dtype=ct)
-        if xs is not None:
-            sums.index_add_(0, idx, xs)
-        else:  # low-precision input: upcast in row chunks, never a full fp32 copy of x
-            step = max(1, (1 << 24) // max(1, D))
-            for s in range(0, N, step):
-                sums.index_add_(0, idx[s:s + step], x[s:s + step].to(ct))
-        counts = torch.bincount(idx, minlength=k).to(ct)
+        cx = c.to(x.dtype) if x.dtype != ct else c
+        out = fused(x, cx, mu) if fused is not None else None
+        if out is not None:  # assignment, sums and counts in one call (row-order sums as below)
+            idx, mind, sums, counts = out
+        else:
+            idx, mind = assign(x, cx, mu)
+            sums = torch.zeros((k, D), device=x.device, dtype=ct)
+            if xs is not None:
+                sums.index_add_(0, idx, xs)
+            else:  # low-precision input: upcast in row chunks, never a full fp32 copy of x
+                step = max(1, (1 << 24) // max(1, D))
+                for s in range(0, N, step):
+                    sums.index_add_(0, idx[s:s + step], x[s:s + step].to(ct))
+            counts = torch.bincount(idx, minlength=k).to(ct)
         if dist is not None:
             dist.all_reduce(sums)
             dist.all_reduce(counts)
