@@ -1,5 +1,6 @@
 """The C++/CUDA W-OoD ops (backends "cpu" and "cuda"): fake and autograd registrations and the
-functions the dispatch calls. Kernels: csrc/cpu/distance_kernel.cpp, csrc/cuda/distance_kernel.cu,
+functions the dispatch calls. The fused loss (wood_loss) has its autograd in C++ (csrc/wood_loss_autograd.cpp).
+Kernels: csrc/cpu/distance_kernel.cpp, csrc/cuda/distance_kernel.cu,
 per-pair math shared in csrc/wood_pair.h; the CPU K-means step in csrc/cpu/wood_kmeans.cpp."""
 from __future__ import annotations
 
@@ -48,6 +49,22 @@ def _register() -> None:
 
     torch.library.register_autograd(lib + "wood_distances", backward, setup_context=setup)
 
+    @torch.library.register_fake(lib + "wood_loss")
+    def _(features, labels, class_centroids, ood_centroids, topk):
+        ct = compute_dtype(features.dtype)
+        shape = (features.shape[0], class_centroids.shape[0] + ood_centroids.shape[0])
+        return (features.new_empty((), dtype=ct), features.new_empty(shape, dtype=ct),
+                features.new_empty(shape, dtype=ct))
+
+    @torch.library.register_fake(lib + "wood_loss_backward")
+    def _(gout, features, class_centroids, ood_centroids, w, d, centroid_grads):
+        D = features.shape[1]
+        cc = class_centroids.shape if centroid_grads else (0, D)
+        oc = ood_centroids.shape if centroid_grads else (0, D)
+        return (torch.empty_like(features, memory_format=torch.contiguous_format),
+                features.new_empty(cc), features.new_empty(oc))
+
+
 
 def ops():
     """torch.ops.ocr_kernels with the extension loaded and the W-OoD registrations made."""
@@ -59,9 +76,12 @@ def centroid_distances_csrc(x, centroids):
 
 
 def wood_distance_loss_csrc(features, labels, class_centroids, ood_centroids, topk):
-    """Distances from the C++/CUDA kernel; the threshold and the two sums are a handful of small
+    """On the CPU one op for the whole loss and one for its backward (wood_loss). On CUDA the
+    distances come from the kernel and the threshold and the two sums are a handful of small
     device ops on [B, C] and [B, K] (the same code as the reference, no host sync)."""
     o = ops()
+    if features.device.type == "cpu":
+        return o.wood_loss(features, labels, class_centroids, ood_centroids, float(topk))[0]
     d_in = o.wood_distances(features, class_centroids)
     d_ood = o.wood_distances(features, ood_centroids)
     return wood_terms_from_distances(d_in, labels, d_ood, topk)
