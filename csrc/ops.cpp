@@ -55,11 +55,13 @@ TORCH_LIBRARY(ocr_kernels, m) {
   m.def("wood_assign(Tensor x, Tensor centroids) -> (Tensor, Tensor)");
   // One CPU K-means step on fp32/fp16/bf16 points (fp32 math): the assignment through a GEMM on
   // data centred by mu [D] (fp32), exact by a guard (csrc/cpu/wood_kmeans.cpp), then, when
-  // with_sums, the per-cluster sums [K, D] and counts [K] (fp32, row-order sums).
-  // Returns (assignments int64 [N], squared distance [N], sums, counts); sums and counts are
-  // empty without with_sums.
+  // with_sums, the per-cluster sums [K, D] and counts [K] (fp32, row-order sums). prev_idx [N],
+  // prev_bounds [N, 2] (a previous step's) and moved [K] (fp64 distance each centroid moved since)
+  // let it skip the points that provably keep their centroid. Returns (assignments int64 [N],
+  // squared distance [N] -- for a skipped point an upper bound on it unless a cluster came out
+  // empty --, sums, counts, bounds [N, 2] fp64); sums and counts are empty without with_sums.
   m.def(
-      "wood_kmeans_step(Tensor x, Tensor centroids, Tensor mu, bool with_sums) -> "
-      "(Tensor, Tensor, Tensor, Tensor)");
+      "wood_kmeans_step(Tensor x, Tensor centroids, Tensor mu, bool with_sums, Tensor? prev_idx=None, "
+      "Tensor? prev_bounds=None, Tensor? moved=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   // ---- end of W-OoD distance op schemas -------------------------------------------------------
 }

@@ -201,7 +201,19 @@ struct Centred {
   const float* packed;   // its layout of b
   const float* cn;       // |b_k|^2
   int64_t K, D;
+  // Bounds carried from the previous step (nullptr: none): its assignment, its [N, 2] bounds
+  // (upper on the distance to the assigned centroid, lower on the distance to any other) and how
+  // far each centroid moved since; `bounds` receives this step's.
+  const int64_t* prev_idx;
+  const double* prev_bounds;
+  const double* moved;
+  double max_moved;
+  double* bounds;
 };
+
+// Slack on the bounds for the rounding of the square roots and additions in fp64 (relative
+// errors ~1e-16): far below the fp32 error terms they carry.
+constexpr double kUp = 1.0 + 1e-9, kDown = 1.0 - 1e-9;
 
 template <typename scalar_t>
 void assign_tiles(const scalar_t* xp, const scalar_t* cp, const Centred& C, int64_t N, int64_t T,
@@ -219,11 +231,31 @@ void assign_tiles(const scalar_t* xp, const scalar_t* cp, const Centred& C, int6
     p[k] = 2.0f * ((D + 2) * kU + kU) * C.cn[k];
     q[k] = 2.0f * (D + 2) * kU * 2.0f * std::sqrt(C.cn[k]);
   }
+  std::vector<int64_t> rows(T);
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t r0 = t * T, R = std::min(T, N - r0);
+    const int64_t r0 = t * T, rend = std::min(N, r0 + T);
+    // Points the carried bounds prove still nearest to their centroid (upper < lower: the
+    // triangle inequality, distances moved by at most the centroids' moves) keep it unread.
+    int64_t R = 0;
+    for (int64_t n = r0; n < rend; ++n) {
+      if (C.prev_idx != nullptr) {
+        const int64_t k = C.prev_idx[n];
+        const double up = (C.prev_bounds[2 * n] + C.moved[k]) * kUp;
+        const double lo = (C.prev_bounds[2 * n + 1] - C.max_moved) * kDown;
+        if (up < lo) {
+          idx[n] = k;
+          mind[n] = static_cast<float>(up * up);
+          C.bounds[2 * n] = up;
+          C.bounds[2 * n + 1] = lo;
+          continue;
+        }
+      }
+      rows[R++] = n;
+    }
+    if (R == 0) continue;
     float* a = xc.data_ptr<float>();
     for (int64_t i = 0; i < R; ++i) {
-      const scalar_t* row = xp + (r0 + i) * D;
+      const scalar_t* row = xp + rows[i] * D;
       float* ai = a + i * lda;
       float s = 0.0f;
 #pragma omp simd reduction(+ : s)
@@ -262,24 +294,34 @@ void assign_tiles(const scalar_t* xp, const scalar_t* cp, const Centred& C, int6
       for (int64_t k = 0; k < K; ++k) count += lo[k] <= upper ? 1 : 0;
       int64_t first = 0;
       while (first < K && !(lo[first] <= upper)) ++first;
-      const int64_t n = r0 + i;
-      if (count == 1) {  // the only candidate: the exact argmin
-        idx[n] = first;
-        mind[n] = std::max(si[first], 0.0f);
-        continue;
-      }
-      double best = std::numeric_limits<double>::infinity();
+      const int64_t n = rows[i];
       int64_t best_k = std::min<int64_t>(first, K - 1);  // first == K only for NaN input
-      for (int64_t k = best_k; k < K; ++k) {
-        if (!(lo[k] <= upper)) continue;
-        const double ex = exact_sqdist(xp + n * D, cp + k * D, D);
-        if (ex < best) {
-          best = ex;
-          best_k = k;
+      if (count == 1) {  // the only candidate: the exact argmin
+        mind[n] = std::max(si[first], 0.0f);
+      } else {
+        double best = std::numeric_limits<double>::infinity();
+        for (int64_t k = best_k; k < K; ++k) {
+          if (!(lo[k] <= upper)) continue;
+          const double ex = exact_sqdist(xp + n * D, cp + k * D, D);
+          if (ex < best) {
+            best = ex;
+            best_k = k;
+          }
         }
+        mind[n] = static_cast<float>(best);
       }
       idx[n] = best_k;
-      mind[n] = static_cast<float>(best);
+      if (C.bounds != nullptr) {
+        // absolute bounds: E_k plus the errors common to every k (those of |a|^2 and of rounding
+        // a: at most (D + 2) u |a|^2 + 2 u |a|^2, doubled)
+        const double common = 2.0 * ((D + 4) * kU) * x2;
+        double other = std::numeric_limits<double>::infinity();
+        for (int64_t k = 0; k < K; ++k)
+          if (k != best_k) other = std::min(other, static_cast<double>(lo[k]));
+        const double e_best = static_cast<double>(si[best_k]) - lo[best_k];
+        C.bounds[2 * n] = std::sqrt(std::max(0.0, si[best_k] + e_best + common)) * kUp;
+        C.bounds[2 * n + 1] = std::sqrt(std::max(0.0, other - common)) * kDown;
+      }
     }
   }
 }
@@ -296,8 +338,10 @@ void column_sums(const scalar_t* xp, const int64_t* idx, int64_t N, int64_t D, i
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_step_cpu(
-    const at::Tensor& x_, const at::Tensor& c_, const at::Tensor& mu_, bool with_sums) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_step_cpu(
+    const at::Tensor& x_, const at::Tensor& c_, const at::Tensor& mu_, bool with_sums,
+    const c10::optional<at::Tensor>& prev_idx_, const c10::optional<at::Tensor>& prev_bounds_,
+    const c10::optional<at::Tensor>& moved_) {
   TORCH_CHECK(x_.dim() == 2 && c_.dim() == 2 && x_.size(1) == c_.size(1),
               "wood_kmeans_step: expected [N, D] and [K, D] tensors, got ", x_.sizes(), " and ", c_.sizes());
   TORCH_CHECK(x_.scalar_type() == c_.scalar_type(), "wood_kmeans_step: dtypes differ (",
@@ -315,6 +359,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_step_cpu(
   at::Tensor mind = at::empty({N}, f32);
   at::Tensor sums = at::zeros({with_sums ? K : 0, D}, f32);
   at::Tensor counts = at::zeros({with_sums ? K : 0}, f32);
+  at::Tensor bounds = at::empty({N, 2}, x.options().dtype(at::kDouble));
+  const bool carried = prev_idx_.has_value() && prev_bounds_.has_value() && moved_.has_value();
+  at::Tensor prev_idx, prev_bounds, moved;
+  if (carried) {
+    prev_idx = prev_idx_->contiguous();
+    prev_bounds = prev_bounds_->to(at::kDouble).contiguous();
+    moved = moved_->to(at::kDouble).contiguous();
+    TORCH_CHECK(prev_idx.scalar_type() == at::kLong && prev_idx.numel() == N && prev_bounds.numel() == 2 * N &&
+                    moved.numel() == K,
+                "wood_kmeans_step: prev_idx [N] int64, prev_bounds [N, 2] and moved [K] expected");
+  }
   // centred centroids, their squared norms and (AVX-512) their packed layout: K x D, small
   Centred C;
   C.b = (c.to(at::kFloat) - mu).contiguous();
@@ -336,7 +391,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_step_cpu(
   std::vector<float> packed;
   if (C.avx512) packed = pack_centroids(C.b.data_ptr<float>(), K, D);
   C.packed = packed.data();
-  if (N == 0) return {idx, mind, sums, counts};
+  C.prev_idx = carried ? prev_idx.data_ptr<int64_t>() : nullptr;
+  C.prev_bounds = carried ? prev_bounds.data_ptr<double>() : nullptr;
+  C.moved = carried ? moved.data_ptr<double>() : nullptr;
+  C.max_moved = carried && K > 0 ? moved.max().item<double>() : 0.0;
+  C.bounds = bounds.data_ptr<double>();
+  if (N == 0) return {idx, mind, sums, counts, bounds};
   const int64_t T = tile_rows(D);
   const int64_t tiles = (N + T - 1) / T;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, st, "wood_kmeans_step_cpu", [&] {
@@ -356,9 +416,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_step_cpu(
       std::vector<int64_t> h(K, 0);
       for (int64_t n = 0; n < N; ++n) ++h[ip[n]];
       for (int64_t k = 0; k < K; ++k) cnt[k] = static_cast<float>(h[k]);
+      // An empty cluster is re-seeded from the points farthest from their centroid: then the
+      // points the bounds skipped need their true squared distance, not the bound.
+      if (carried && std::find(h.begin(), h.end(), 0) != h.end()) {
+        at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+          for (int64_t n = n0; n < n1; ++n)
+            if (C.prev_idx[n] == ip[n] && C.bounds[2 * n] < C.bounds[2 * n + 1])
+              mp[n] = static_cast<float>(exact_sqdist(xp + n * D, cp + ip[n] * D, D));
+        });
+      }
     }
   });
-  return {idx, mind, sums, counts};
+  return {idx, mind, sums, counts, bounds};
 }
 
 }  // namespace

@@ -3,8 +3,9 @@
 DISTANCE_IMPLS[name](x, centroids) -> [N, K] fp32 (fp64 for fp64) distances, differentiable.
 LOSS_IMPLS[name](features, labels, class_centroids, ood_centroids, topk) -> 0-dim loss.
 ASSIGN_IMPLS[name](x, centroids, mu) -> (assignments int64 [N], squared distance [N]).
-STEP_IMPLS[name](x, centroids, mu) -> (assignments, squared distance, sums [k, D], counts [k]) of
-one Lloyd step in one call, or None where it does not apply; backends without one assign, then sum.
+STEPS_IMPLS[name](x, mu) -> an object whose .step(centroids, with_sums) runs one Lloyd step of a
+run in one call: (assignments, squared distance, sums [k, D], counts [k]), or None where it does
+not apply; backends without one assign, then sum.
 """
 from __future__ import annotations
 
@@ -49,10 +50,10 @@ def _csrc_assign(x, c, mu):
     return assign_csrc(x, c, mu)
 
 
-def _csrc_step(x, c, mu):
-    from .csrc_ops import kmeans_step_csrc
+def _csrc_steps(x, mu):
+    from .csrc_ops import KMeansSteps
 
-    return kmeans_step_csrc(x, c, mu)
+    return KMeansSteps(x, mu)
 
 
 def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
@@ -78,4 +79,4 @@ LOSS_IMPLS = {"reference": wood_distance_loss_reference, "triton": _triton_loss,
               "cpu": _csrc_loss, "cuda": _csrc_loss}
 ASSIGN_IMPLS = {"reference": assign_reference, "triton": _triton_assign,
                 "cpu": _csrc_assign, "cuda": _csrc_assign}
-STEP_IMPLS = {"cpu": _csrc_step}
+STEPS_IMPLS = {"cpu": _csrc_steps}

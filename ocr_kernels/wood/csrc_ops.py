@@ -29,11 +29,12 @@ def _register() -> None:
         return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=compute_dtype(x.dtype))
 
     @torch.library.register_fake(lib + "wood_kmeans_step")
-    def _(x, centroids, mu, with_sums):
+    def _(x, centroids, mu, with_sums, prev_idx=None, prev_bounds=None, moved=None):
         n, k = x.shape[0], (centroids.shape[0] if with_sums else 0)
         f32 = torch.float32
         return (x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=f32),
-                x.new_empty((k, x.shape[1]), dtype=f32), x.new_empty((k,), dtype=f32))
+                x.new_empty((k, x.shape[1]), dtype=f32), x.new_empty((k,), dtype=f32),
+                x.new_empty((n, 2), dtype=torch.float64))
 
     def setup(ctx, inputs, output):
         x, c = inputs
@@ -97,14 +98,31 @@ def gemm_assignment(x, centroids) -> bool:
 
 def assign_csrc(x, centroids, mu=None):
     if mu is not None and gemm_assignment(x, centroids):
-        idx, mind, _, _ = ops().wood_kmeans_step(x, centroids, mu.to(torch.float32), False)
-        return idx, mind
+        return ops().wood_kmeans_step(x, centroids, mu.to(torch.float32), False)[:2]
     return ops().wood_assign(x, centroids)
 
 
-def kmeans_step_csrc(x, centroids, mu):
-    """(assignments, squared distance, sums, counts) of one Lloyd step in one call, or None where
-    the GEMM step does not apply (the caller then assigns and sums itself)."""
-    if not gemm_assignment(x, centroids):
-        return None
-    return ops().wood_kmeans_step(x, centroids, mu.to(torch.float32), True)
+class KMeansSteps:
+    """The cpu K-means steps of one run: each call is one wood_kmeans_step that carries the
+    previous step's distance bounds (and how far the centroids moved since), so that points that
+    provably keep their centroid are not read by the GEMM again. `step(c, with_sums)` returns
+    (assignments, squared distance, sums, counts); None where the GEMM step does not apply (the
+    caller then assigns and sums itself)."""
+
+    def __init__(self, x, mu):
+        self.x, self.mu = x, mu.to(torch.float32)
+        self.prev = None  # (centroids, assignments, bounds) of the last step
+
+    def step(self, centroids, with_sums=True):
+        if not gemm_assignment(self.x, centroids):
+            return None
+        prev_idx = bounds = moved = None
+        if self.prev is not None:
+            c0, prev_idx, bounds = self.prev
+            # fp64 differences of fp32 values are exact; the norm's relative error ~1e-16 is
+            # covered by the bounds' slack
+            moved = torch.linalg.vector_norm(centroids.double() - c0.double(), dim=1)
+        idx, mind, sums, counts, new_bounds = ops().wood_kmeans_step(
+            self.x, centroids, self.mu, with_sums, prev_idx, bounds, moved)
+        self.prev = (centroids, idx, new_bounds)
+        return idx, mind, sums, counts

@@ -13,7 +13,7 @@ import torch
 
 from .._dispatch import resolve_backend
 from .._validation import validate_kmeans_inputs
-from .backends import ASSIGN_IMPLS, STEP_IMPLS
+from .backends import ASSIGN_IMPLS, STEPS_IMPLS
 from .reference import compute_dtype
 
 
@@ -134,10 +134,10 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
     else:
         c = _init_kmeanspp(x, k, seed, assign, mu, dist).to(ct)
     xs = x if x.dtype == ct else None
-    fused = STEP_IMPLS.get(name)
+    steps = STEPS_IMPLS[name](x, mu) if name in STEPS_IMPLS else None
     for _ in range(iters):
         cx = c.to(x.dtype) if x.dtype != ct else c
-        out = fused(x, cx, mu) if fused is not None else None
+        out = steps.step(cx) if steps is not None else None
         if out is not None:  # assignment, sums and counts in one call (row-order sums as below)
             idx, mind, sums, counts = out
         else:
@@ -159,5 +159,6 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
         order = (torch.cumsum(empty.to(torch.int64), 0) - 1).clamp_min(0)
         c = torch.where(empty[:, None], far[order], means)
     c_out = c.to(x.dtype)
-    idx, _ = assign(x, c_out, mu)
+    out = steps.step(c_out, with_sums=False) if steps is not None else None
+    idx = out[0] if out is not None else assign(x, c_out, mu)[0]
     return c_out, idx
