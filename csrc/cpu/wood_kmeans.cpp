@@ -24,6 +24,13 @@
 // index. So the assignment is that of exact arithmetic except between centroids whose exact
 // squared distances agree to ~D 2^-53 relative.
 //
+// Bounds. For every point computed, upper = sqrt(s~_a + E_a + common) on its exact distance to
+// its centroid a and lower = sqrt(min_{k != a} s~_k - E_k - common) on the distance to any other
+// (common bounds the errors shared by every k, above). The next step, given how far each centroid
+// moved (fp64, from the caller), moves them by the triangle inequality: upper + moved_a and
+// lower - max_k moved_k; a point with upper < lower there provably keeps its centroid and skips
+// the product (its squared distance is reported as upper^2 unless a cluster comes out empty).
+//
 // Sums. sums[k] = sum of the points assigned to k, accumulated in row order in fp32: bitwise what
 // index_add_ / scatter_add_ give (the official W-OoD K-means), so the centroids do not depend on
 // the thread count. A second, column-parallel pass does this (a row-parallel pass fused with the

@@ -110,7 +110,10 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
     `iters` iterations assigns every point to its nearest centroid (a fused distance + argmin
     over tiles, ties to the lowest index) and moves each centroid to the mean of its points
     (fp32 sums; fp64 for fp64), re-seeding empty clusters (module docstring). The returned
-    assignments are those of a final assignment step against the returned centroids.
+    assignments are those of a final assignment step against the returned centroids (one step
+    fresher than the official W-OoD K-means', which equal ours with iters - 1). On the cpu
+    backend each step is one call (GEMM assignment with an exactness guard, distance bounds
+    carried between steps, sums and counts; csrc/cpu/wood_kmeans.cpp).
     distributed=True (torch.distributed initialised): x holds this rank's points and all ranks'
     points are clustered as one set (all-reduce of the partial sums and counts); every rank gets
     the same centroids and the assignments of its own points.
