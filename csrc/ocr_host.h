@@ -1,12 +1,15 @@
 // Host-side helpers shared by the CPU and CUDA bindings of the OCR ops: argument checks, layout
-// collapsing (walk the spatial dims as one strided run, so NCHW and channels_last need no copy)
-// and the small per-call tensors (in-candidate mask, prior in the math dtype).
+// collapsing (walk the spatial dims as one strided run, so NCHW and channels_last need no copy),
+// the small per-call tensors (in-candidate mask, prior in the math dtype), the preparation of a
+// call's tensors, and the four registered entry points over a backend's forward and backward.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include <tuple>
 
+#include "common_host.h"
 #include "ocr_pixel.h"
 
 namespace ocr {
@@ -76,9 +79,7 @@ inline at::Tensor grad_like(const at::Tensor& logits) {
   return collapse_dims(g, 2, &n, &s) ? g : at::empty(logits.sizes(), logits.options());
 }
 
-inline at::ScalarType math_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
+using ocr_kernels::math_dtype;
 
 // uint8 [B, C1]: 1 for the in-candidate classes (background and the tagged ones).
 inline at::Tensor ic_mask(const at::Tensor& tags) {
@@ -138,5 +139,86 @@ inline at::Tensor new_map(const at::Tensor& logits) {
   for (int64_t d = 2; d < logits.dim(); ++d) shape.push_back(logits.size(d));
   return at::empty(shape, logits.options().dtype(math_dtype(logits.scalar_type())));
 }
+
+// The tensors every forward and backward call prepares, checked, as the kernels read them.
+struct Prepared {
+  at::Tensor z;       // the logits (no copy for collapsible layouts)
+  at::ScalarType acc;  // math dtype
+  at::Tensor ic;      // uint8 [B, C1] in-candidate mask
+  at::Tensor prior;   // [C1, C1] in the math dtype ("ada"), else empty
+  at::Tensor target;  // int64 [B, *spatial]; undefined without the cross-entropy term
+  bool ce() const { return target.defined(); }
+};
+
+inline Prepared prepare(const at::Tensor& logits, const c10::optional<at::Tensor>& target,
+                        const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
+                        int64_t group, int64_t pixels) {
+  check_common(logits, tags, group, pixels);
+  Prepared p;
+  p.z = logits_for_kernel(logits);
+  p.acc = math_dtype(p.z.scalar_type());
+  p.ic = ic_mask(tags);
+  p.prior = prior_for_kernel(prior, group, p.acc, p.z);
+  if (target.has_value()) p.target = target_for_kernel(*target, p.z);
+  return p;
+}
+
+// An upstream gradient or saved map [B, *spatial], checked, in the math dtype.
+inline at::Tensor map_arg(const char* name, const at::Tensor& m, const Prepared& p) {
+  check_map(name, m, p.z);
+  return map_for_kernel(m, p.acc);
+}
+
+// grad_ce as the kernels read it (undefined without the cross-entropy term).
+inline at::Tensor grad_ce_arg(const c10::optional<at::Tensor>& grad_ce, const Prepared& p) {
+  if (!p.ce()) return at::Tensor();
+  TORCH_CHECK(grad_ce.has_value(), "ocr_kernels: grad_ce is required with a target");
+  return map_arg("grad_ce", *grad_ce, p);
+}
+
+// The four ops of csrc/ops.cpp over one backend's
+//   forward(logits, target?, tags, prior?, margin, threshold, group, pixels, ignore_index)
+//     -> (ocr_map, ce_map)
+//   backward(grad_ocr, grad_ce?, logits, target?, tags, prior?, ocr_map, threshold, group,
+//            pixels, ignore_index) -> grad
+template <auto Forward, auto Backward>
+struct Ops {
+  using OptT = c10::optional<at::Tensor>;
+
+  static at::Tensor loss_map(const at::Tensor& logits, const at::Tensor& tags, const OptT& prior,
+                             double margin, double threshold, int64_t group, int64_t pixels) {
+    return std::get<0>(Forward(logits, c10::nullopt, tags, prior, margin, threshold, group, pixels, 0));
+  }
+  static at::Tensor loss_map_backward(const at::Tensor& grad_map, const at::Tensor& logits,
+                                      const at::Tensor& tags, const OptT& prior,
+                                      const at::Tensor& loss_map, double margin, double threshold,
+                                      int64_t group, int64_t pixels) {
+    return Backward(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map, threshold,
+                    group, pixels, 0);
+  }
+  static std::tuple<at::Tensor, at::Tensor> seg_maps(const at::Tensor& logits,
+                                                     const at::Tensor& target,
+                                                     const at::Tensor& tags, const OptT& prior,
+                                                     double margin, double threshold,
+                                                     int64_t group, int64_t pixels,
+                                                     int64_t ignore_index) {
+    auto out = Forward(logits, target, tags, prior, margin, threshold, group, pixels, ignore_index);
+    return {std::get<1>(out), std::get<0>(out)};
+  }
+  static at::Tensor seg_maps_backward(const at::Tensor& grad_ce, const at::Tensor& grad_ocr,
+                                      const at::Tensor& logits, const at::Tensor& target,
+                                      const at::Tensor& tags, const OptT& prior,
+                                      const at::Tensor& ocr_map, double margin, double threshold,
+                                      int64_t group, int64_t pixels, int64_t ignore_index) {
+    return Backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group,
+                    pixels, ignore_index);
+  }
+  static void register_impls(torch::Library& m) {
+    m.impl("ocr_loss_map", &loss_map);
+    m.impl("ocr_loss_map_backward", &loss_map_backward);
+    m.impl("seg_ocr_loss_maps", &seg_maps);
+    m.impl("seg_ocr_loss_maps_backward", &seg_maps_backward);
+  }
+};
 
 }  // namespace ocr

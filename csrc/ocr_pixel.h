@@ -1,8 +1,8 @@
-// Per-pixel OCR math (loss-semantics.md §1), shared by the CPU and CUDA kernels.
+// Per-pixel OCR math (docs/semantics.md §1), shared by the CPU and CUDA kernels.
 //
 // Plain C++ with no torch or CUDA-library includes, so that it compiles in host code, in nvcc
 // device code, and in the CUDA translation units that must not see torch headers
-// (kernel-lessons.md). The CUDA kernel runs `pixel_forward`/`pixel_backward` per thread; the CPU
+// (docs/kernel-notes.md). The CUDA kernel runs `pixel_forward`/`pixel_backward` per thread; the CPU
 // kernel vectorises over pixel tiles but uses the same element functions (softplus_stable,
 // sigma_from_loss, ada_member, pixel_selected) so the decisions match, and the CPU op
 // `_pixelwise_seg_ocr` runs `pixel_forward`/`pixel_backward` themselves so CI checks the exact
@@ -11,6 +11,8 @@
 
 #include <math.h>
 #include <stdint.h>
+
+#include "common.h"
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define OCR_HD __host__ __device__ __forceinline__
@@ -23,9 +25,6 @@ namespace ocr {
 // Option codes: keep in step with ocr_kernels/_options.py.
 enum GroupSplit : int { GROUP_ADA = 0, GROUP_MAX = 1, GROUP_ALL = 2 };
 enum PixelMode : int { PIXELS_OC = 0, PIXELS_IC = 1, PIXELS_ALL = 2 };
-
-// dtype codes the CUDA launcher receives (the binding maps torch dtypes onto them).
-enum DType : int { DTYPE_F32 = 0, DTYPE_F64 = 1, DTYPE_F16 = 2, DTYPE_BF16 = 3 };
 
 // [B, C1, *spatial] (logits, gradients) walked as (b, k, p).
 struct Layout3 {

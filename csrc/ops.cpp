@@ -1,10 +1,11 @@
 // Every op schema of the ocr_kernels extension, defined once. Kernels are registered per dispatch
 // key in csrc/cpu/*.cpp (CPU) and csrc/cuda/*_binding.cpp (CUDA); fake (meta) and autograd
-// registrations live in Python (ocr_kernels/ocr/csrc_ops.py), so torch.compile and opcheck work.
+// registrations live in Python (ocr_kernels/{ocr,seg,wood}/csrc_ops.py), so torch.compile and
+// opcheck work.
 #include <torch/library.h>
 
 TORCH_LIBRARY(ocr_kernels, m) {
-  // ---- OCR (loss-semantics.md §1) -----------------------------------------------------------
+  // ---- OCR and the segmentation objective (docs/semantics.md §1, §1b) --------------------------
   // group_split / pixels are the integer codes of ocr_kernels/_options.py. Maps are [B, *spatial]
   // in fp32 (fp64 for fp64 logits).
   m.def(
@@ -30,11 +31,7 @@ TORCH_LIBRARY(ocr_kernels, m) {
       "Tensor? grad_ce, Tensor grad_ocr, float margin, float threshold, int group_split, "
       "int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
 
-  // ---- W-OoD distance ops: schemas go HERE (issue 5) ------------------------------------------
-  // Add the m.def(...) lines of the distance ops below this comment, and their kernels in
-  // csrc/cpu/distance_kernel.cpp (TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m)) and
-  // csrc/cuda/distance_kernel.cu + csrc/cuda/distance_binding.cpp (TORCH_LIBRARY_IMPL(ocr_kernels,
-  // CUDA, m)); the build picks every such file up by glob (ocr_kernels/_extension.py).
+  // ---- W-OoD (docs/semantics.md §2) ----------------------------------------------------------
   // x [N, D], centroids [K, D] (same dtype) -> [N, K] Euclidean distances in fp32 (fp64 for fp64).
   m.def("wood_distances(Tensor x, Tensor centroids) -> Tensor");
   // The backward of wood_distances for either input: out[i, :] = sum_j g_ij (a_i - b_j) with
@@ -63,5 +60,4 @@ TORCH_LIBRARY(ocr_kernels, m) {
   m.def(
       "wood_kmeans_step(Tensor x, Tensor centroids, Tensor mu, bool with_sums, Tensor? prev_idx=None, "
       "Tensor? prev_bounds=None, Tensor? moved=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // ---- end of W-OoD distance op schemas -------------------------------------------------------
 }

@@ -42,7 +42,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import ocr_kernels as ok  # noqa: E402
-from ocr_kernels._dispatch import BACKEND_DTYPES, _call_reason  # noqa: E402
+from ocr_kernels._dispatch import unavailable_reason  # noqa: E402
 from ocr_kernels.seg.backends import SEG_OCR_IMPLS  # noqa: E402
 
 IGNORE = 255
@@ -225,7 +225,7 @@ def backends_to_time(requested: str, device) -> dict:
         if name not in SEG_OCR_IMPLS:
             out[name] = "not implemented in this build"
         else:
-            out[name] = _call_reason(name, probe, BACKEND_DTYPES[name])
+            out[name] = unavailable_reason(name, probe)
     return out
 
 

@@ -71,8 +71,10 @@ def available_backends() -> Dict[str, BackendStatus]:
     return out
 
 
-def _call_reason(name: str, x: torch.Tensor, dtypes: Sequence[torch.dtype]) -> Optional[str]:
-    """Why backend `name` cannot run on tensor `x` (None when it can)."""
+def unavailable_reason(name: str, x: torch.Tensor) -> Optional[str]:
+    """Why backend `name` cannot run on tensor `x` (None when it can): its device, its dtype
+    (BACKEND_DTYPES) or its runtime (no toolchain, no interpreter)."""
+    dtypes = BACKEND_DTYPES[name]
     dev = x.device.type
     if name == "triton":
         from ._triton import interpreting
@@ -120,7 +122,7 @@ def resolve_backend(
                 f"backend={requested!r} is not implemented for {op}; choose one of "
                 f"{['auto', *implemented]}"
             )
-        reason = _call_reason(requested, x, BACKEND_DTYPES[requested]) or _ensure_loaded(requested)
+        reason = unavailable_reason(requested, x) or _ensure_loaded(requested)
         if reason is not None:
             raise BackendUnavailableError(
                 f"backend={requested!r} cannot run {op} on {x.dtype} {x.device.type} tensors: "
@@ -129,7 +131,7 @@ def resolve_backend(
         return requested
     order = ("triton", "cuda", "reference") if x.device.type == "cuda" else ("cpu", "reference")
     for name in order:
-        if name in implemented and _call_reason(name, x, BACKEND_DTYPES[name]) is None \
+        if name in implemented and unavailable_reason(name, x) is None \
                 and _ensure_loaded(name) is None:
             return name
     return "reference"

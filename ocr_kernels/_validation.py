@@ -10,10 +10,12 @@ from typing import Optional
 
 import torch
 
-from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS
+from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, OCROptions
 
 
-def _describe(x) -> str:
+def describe(x) -> str:
+    """How an argument appears in an error message: a tensor's dtype, shape and device, or the
+    value's type and repr."""
     if isinstance(x, torch.Tensor):
         return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
     return f"{type(x).__name__} {x!r}"
@@ -21,7 +23,7 @@ def _describe(x) -> str:
 
 def check_tensor(name: str, x, expected: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be {expected}; got {_describe(x)}")
+        raise TypeError(f"{name} must be {expected}; got {describe(x)}")
     return x
 
 
@@ -33,35 +35,66 @@ def check_option(name: str, value, allowed) -> str:
 
 def check_finite(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number; got {_describe(value)}")
+        raise ValueError(f"{name} must be a finite number; got {describe(value)}")
     return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool; got {describe(value)}")
+    return value
+
+
+def check_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int; got {describe(value)}")
+    return value
+
+
+def check_loss_name(loss_name) -> str:
+    """mmsegmentation sums every entry whose name starts with "loss_" into the total loss."""
+    if not isinstance(loss_name, str) or not loss_name.startswith("loss_"):
+        raise ValueError(f'loss_name must be a string starting with "loss_"; got {loss_name!r}')
+    return loss_name
+
+
+def validate_ocr_options(prior, opts: OCROptions, backend: str) -> OCROptions:
+    """The arguments of ``ocr_loss``/``seg_ocr_loss`` that are not per-batch tensors: what the
+    loss modules fix at construction (the prior's shape is checked against the logits later).
+    Returns the options with float margin and threshold."""
+    check_option("group_split", opts.group_split, GROUP_SPLITS)
+    check_option("pixels", opts.pixels, PIXEL_MODES)
+    check_option("backend", backend, BACKENDS)
+    opts = opts._replace(margin=check_finite("margin", opts.margin),
+                         threshold=check_finite("threshold", opts.threshold))
+    if prior is None:
+        if opts.group_split == "ada":
+            raise ValueError(
+                'prior is required for group_split="ada": build it once from the training set\'s '
+                "tags with ocr_kernels.prior_correlation(dataset_tags) (Eq. 7), or choose "
+                'group_split="max" or "all"; got None'
+            )
+        return opts
+    check_tensor("prior", prior, "a tensor [C+1, C+1]")
+    return opts
 
 
 def check_floating(name: str, x: torch.Tensor, what: str = "a floating-point tensor") -> None:
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be {what}; got {_describe(x)}")
+        raise TypeError(f"{name} must be {what}; got {describe(x)}")
 
 
 def check_same_device(name: str, x: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     if x.device != ref.device:
         raise ValueError(
-            f"{name} must be on the same device as {ref_name} ({ref.device}); got {_describe(x)}"
+            f"{name} must be on the same device as {ref_name} ({ref.device}); got {describe(x)}"
         )
 
 
-def validate_ocr_inputs(
-    logits,
-    tags,
-    prior=None,
-    *,
-    margin: float = 2.0,
-    threshold: float = 0.2,
-    group_split: str = "ada",
-    pixels: str = "oc",
-    reduction: str = "mean",
-    backend: str = "auto",
-) -> None:
-    """Check the arguments of ``ocr_loss`` (and of everything built on it).
+def validate_ocr_inputs(logits, tags, prior, opts: OCROptions, *, reduction: str = "mean",
+                        backend: str = "auto") -> None:
+    """Check the arguments of ``ocr_loss`` (and of everything built on it); ``opts`` holds the
+    option values as the user passed them.
 
     Raises TypeError/ValueError naming the argument, what it got and what it expected.
     """
@@ -70,42 +103,32 @@ def validate_ocr_inputs(
     if logits.dim() < 3 or logits.dim() > 5:
         raise ValueError(
             "logits must have shape [B, C+1, *spatial] with 1 to 3 spatial dims; "
-            f"got {_describe(logits)}"
+            f"got {describe(logits)}"
         )
     B, C1 = logits.shape[0], logits.shape[1]
     if C1 < 2:
         raise ValueError(
             "logits must have at least 2 channels (background + at least one class) in dim 1; "
-            f"got {_describe(logits)}"
+            f"got {describe(logits)}"
         )
     check_tensor("tags", tags, "a tensor [B, C] (bool, int or float; nonzero = present)")
     if tags.dtype.is_complex:
-        raise TypeError(f"tags must be bool, integer or floating; got {_describe(tags)}")
+        raise TypeError(f"tags must be bool, integer or floating; got {describe(tags)}")
     if tags.dim() != 2 or tags.shape[0] != B or tags.shape[1] != C1 - 1:
         raise ValueError(
             f"tags must have shape [B, C] = [{B}, {C1 - 1}] to match logits {tuple(logits.shape)} "
-            f"(C+1 = {C1} channels, channel 0 = background); got {_describe(tags)}"
+            f"(C+1 = {C1} channels, channel 0 = background); got {describe(tags)}"
         )
     check_same_device("tags", tags, "logits", logits)
-    check_option("group_split", group_split, GROUP_SPLITS)
-    check_option("pixels", pixels, PIXEL_MODES)
     check_option("reduction", reduction, REDUCTIONS)
-    check_option("backend", backend, BACKENDS)
-    check_finite("margin", margin)
-    check_finite("threshold", threshold)
+    validate_ocr_options(prior, opts, backend)
     if prior is None:
-        if group_split == "ada":
-            raise ValueError(
-                'prior is required for group_split="ada": build it once from the training set\'s '
-                "tags with ocr_kernels.prior_correlation(dataset_tags) (Eq. 7), or choose "
-                'group_split="max" or "all"; got None'
-            )
         return
     check_tensor("prior", prior, f"a floating-point tensor [{C1}, {C1}]")
     check_floating("prior", prior, f"a floating-point tensor [{C1}, {C1}]")
     if tuple(prior.shape) != (C1, C1):
         raise ValueError(
-            f"prior must have shape [C+1, C+1] = [{C1}, {C1}] to match logits; got {_describe(prior)}"
+            f"prior must have shape [C+1, C+1] = [{C1}, {C1}] to match logits; got {describe(prior)}"
         )
     check_same_device("prior", prior, "logits", logits)
 
@@ -115,16 +138,15 @@ def validate_target(target, logits, ignore_index: int) -> None:
     ``check_target_values``, which reads no tensor data on the host where that would synchronise)."""
     check_tensor("target", target, "an integer tensor [B, *spatial]")
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-        raise TypeError(f"target must be an integer tensor [B, *spatial]; got {_describe(target)}")
+        raise TypeError(f"target must be an integer tensor [B, *spatial]; got {describe(target)}")
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     if tuple(target.shape) != expected:
         raise ValueError(
             f"target must have shape [B, *spatial] = {list(expected)} to match logits "
-            f"{tuple(logits.shape)}; got {_describe(target)}"
+            f"{tuple(logits.shape)}; got {describe(target)}"
         )
     check_same_device("target", target, "logits", logits)
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
+    check_int("ignore_index", ignore_index)
 
 
 def _target_value_message(num_classes: int, ignore_index: int) -> str:
@@ -157,35 +179,18 @@ def check_target_values(target: torch.Tensor, num_classes: int, ignore_index: in
     torch._assert_async(~bad.any(), _target_value_message(num_classes, ignore_index))
 
 
-def validate_seg_inputs(
-    logits,
-    target,
-    tags,
-    prior=None,
-    *,
-    alpha: float = 1.0,
-    ignore_index: int = 255,
-    margin: float = 2.0,
-    threshold: float = 0.2,
-    group_split: str = "ada",
-    pixels: str = "oc",
-    ce_average: str = "valid",
-    global_mean: bool = False,
-    validate: bool = True,
-    backend: str = "auto",
-) -> None:
+def validate_seg_inputs(logits, target, tags, prior, opts: OCROptions, *, alpha: float = 1.0,
+                        ce_average: str = "valid", global_mean: bool = False, validate: bool = True,
+                        backend: str = "auto") -> None:
     """Check the arguments of ``seg_ocr_loss``: the OCR arguments, the target's shape, dtype and
     device, and -- when ``validate`` -- its values (see ``check_target_values``)."""
-    validate_ocr_inputs(
-        logits, tags, prior, margin=margin, threshold=threshold, group_split=group_split,
-        pixels=pixels, reduction="mean", backend=backend,
-    )
+    validate_ocr_inputs(logits, tags, prior, opts, backend=backend)
+    ignore_index = opts.ignore_index
     validate_target(target, logits, ignore_index)
     check_finite("alpha", alpha)
     check_option("ce_average", ce_average, CE_AVERAGES)
-    for name, flag in (("global_mean", global_mean), ("validate", validate)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool; got {_describe(flag)}")
+    check_bool("global_mean", global_mean)
+    check_bool("validate", validate)
     if validate:
         check_target_values(target, logits.shape[1], ignore_index)
 
@@ -206,9 +211,9 @@ def _check_matrix(name: str, x, what: str, *, floating: bool = True) -> torch.Te
     if floating:
         check_floating(name, x, what)
     elif x.dtype.is_complex:
-        raise TypeError(f"{name} must be {what}; got {_describe(x)}")
+        raise TypeError(f"{name} must be {what}; got {describe(x)}")
     if x.dim() != 2:
-        raise ValueError(f"{name} must be {what}; got {_describe(x)}")
+        raise ValueError(f"{name} must be {what}; got {describe(x)}")
     return x
 
 
@@ -217,24 +222,24 @@ def _check_centroids(name: str, c, x: torch.Tensor, x_name: str, rows: str) -> N
     what = f"a floating-point tensor [{rows}, D] with D = {D} (as {x_name})"
     _check_matrix(name, c, what)
     if c.shape[1] != D or c.shape[0] < 1:
-        raise ValueError(f"{name} must be {what} and at least one row; got {_describe(c)}")
+        raise ValueError(f"{name} must be {what} and at least one row; got {describe(c)}")
     check_same_device(name, c, x_name, x)
     if c.dtype != x.dtype:
-        raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}); got {_describe(c)}")
+        raise TypeError(f"{name} must have the dtype of {x_name} ({x.dtype}); got {describe(c)}")
 
 
 def _check_labels(name: str, labels, B: int, C: int, x_name: str, x: torch.Tensor) -> None:
     what = f"a tensor [B, C] = [{B}, {C}] (bool, int or float multi-hot)"
     _check_matrix(name, labels, what, floating=False)
     if tuple(labels.shape) != (B, C):
-        raise ValueError(f"{name} must be {what} to match {x_name}; got {_describe(labels)}")
+        raise ValueError(f"{name} must be {what} to match {x_name}; got {describe(labels)}")
     check_same_device(name, labels, x_name, x)
 
 
 def validate_centroid_distances(x, centroids, backend: str = "auto") -> None:
     _check_matrix("x", x, "a floating-point tensor [N, D]")
     if x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(f"x must be a non-empty floating-point tensor [N, D]; got {_describe(x)}")
+        raise ValueError(f"x must be a non-empty floating-point tensor [N, D]; got {describe(x)}")
     _check_centroids("centroids", centroids, x, "x", "K")
     check_option("backend", backend, BACKENDS)
 
@@ -245,15 +250,19 @@ def validate_wood_inputs(features, labels, class_centroids, ood_centroids, topk,
     _check_matrix("features", features, "a floating-point tensor [B, D]")
     if features.shape[0] < 1 or features.shape[1] < 1:
         raise ValueError(f"features must be a non-empty floating-point tensor [B, D]; "
-                         f"got {_describe(features)}")
+                         f"got {describe(features)}")
     _check_centroids("class_centroids", class_centroids, features, "features", "C")
     _check_centroids("ood_centroids", ood_centroids, features, "features", "K")
     _check_labels("labels", labels, features.shape[0], class_centroids.shape[0], "features",
                   features)
+    check_option("backend", backend, BACKENDS)
+    return check_topk(topk)
+
+
+def check_topk(topk) -> float:
     t = check_finite("topk", topk)
     if not 0.0 <= t <= 1.0:
         raise ValueError(f"topk must be a fraction in [0, 1] (paper: 0.2); got {topk!r}")
-    check_option("backend", backend, BACKENDS)
     return t
 
 
@@ -262,7 +271,7 @@ def validate_class_centroid_inputs(features, labels) -> None:
     what = f"a tensor [N, C] with N = {features.shape[0]} (bool, int or float; nonzero = present)"
     _check_matrix("labels", labels, what, floating=False)
     if labels.shape[0] != features.shape[0] or labels.shape[1] < 1:
-        raise ValueError(f"labels must be {what}; got {_describe(labels)}")
+        raise ValueError(f"labels must be {what}; got {describe(labels)}")
     check_same_device("labels", labels, "features", features)
 
 
@@ -280,19 +289,19 @@ def check_every_class_present(counts: torch.Tensor) -> None:
 def validate_kmeans_inputs(x, k, iters, init, seed, backend, distributed) -> None:
     _check_matrix("x", x, "a floating-point tensor [N, D]")
     if x.shape[1] < 1:
-        raise ValueError(f"x must be a floating-point tensor [N, D] with D >= 1; got {_describe(x)}")
+        raise ValueError(f"x must be a floating-point tensor [N, D] with D >= 1; got {describe(x)}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int; got {_describe(k)}")
+        raise ValueError(f"k must be a positive int; got {describe(k)}")
     if not distributed and k > x.shape[0]:
         raise ValueError(f"k must be at most the number of points N = {x.shape[0]}; got {k}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise ValueError(f"iters must be a non-negative int; got {_describe(iters)}")
+        raise ValueError(f"iters must be a non-negative int; got {describe(iters)}")
     check_option("init", init, KMEANS_INITS)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be None or an int; got {_describe(seed)}")
+        raise TypeError(f"seed must be None or an int; got {describe(seed)}")
     check_option("backend", backend, BACKENDS)
     if not isinstance(distributed, bool):
-        raise TypeError(f"distributed must be a bool; got {_describe(distributed)}")
+        raise TypeError(f"distributed must be a bool; got {describe(distributed)}")
 
 
 def validate_classifier_inputs(logits_in, labels, logits_ood, lambda_) -> None:
@@ -302,6 +311,6 @@ def validate_classifier_inputs(logits_in, labels, logits_ood, lambda_) -> None:
     _check_matrix("logits_ood", logits_ood, f"a floating-point tensor [B_ood, C] with C = {C}")
     if logits_ood.shape[1] != C:
         raise ValueError(f"logits_ood must be a floating-point tensor [B_ood, C] with C = {C} "
-                         f"(as logits_in); got {_describe(logits_ood)}")
+                         f"(as logits_in); got {describe(logits_ood)}")
     check_same_device("logits_ood", logits_ood, "logits_in", logits_in)
     check_finite("lambda_", lambda_)

@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 import pytest
 import torch
 
-from ocr_kernels._dispatch import BACKEND_DTYPES, _call_reason
+from ocr_kernels._dispatch import unavailable_reason
+from ocr_kernels._options import OCROptions
 from ocr_kernels.ocr.prior import prior_correlation
 from ocr_kernels.ocr.reference import ic_mask_from_tags, ocr_loss_map_reference
 
@@ -30,7 +31,7 @@ def require_backend(name, impls, op):
         pytest.skip(f"{name}: {op} is not implemented in this build")
     dev = device_for(name)
     probe = torch.zeros(1, device=dev)
-    reason = _call_reason(name, probe, BACKEND_DTYPES[name])
+    reason = unavailable_reason(name, probe)
     if reason is not None:
         pytest.skip(f"{name}: {reason}")
     return name
@@ -62,8 +63,8 @@ def reference64(logits, tags, prior, grad_map=None, **opts):
     z = logits.detach().to(torch.float64).requires_grad_(True)
     loss = ocr_loss_map_reference(
         z, tags, None if prior is None else prior.to(torch.float64),
-        opts.get("margin", 2.0), opts.get("threshold", 0.2),
-        opts.get("group_split", "ada"), opts.get("pixels", "oc"),
+        OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
+                   opts.get("group_split", "ada"), opts.get("pixels", "oc")),
     )
     g = torch.ones_like(loss) if grad_map is None else grad_map.to(torch.float64)
     (grad,) = torch.autograd.grad(loss, z, g)
@@ -84,6 +85,14 @@ def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):
     ma = prior.to(torch.float64)[anchor.squeeze(1)].movedim(-1, 1)
     near = ((pa - p * ma - threshold).abs() < eps) & ic
     return near.any(1)
+
+
+def comparable_pixels(logits, tags, prior, opts):
+    """bool [B, *spatial]: the pixels a fp32 kernel and the fp64 reference must agree on (all of
+    them but the ambiguous "ada" ones; see ambiguous_pixels)."""
+    if opts.get("group_split", "ada") != "ada" or prior is None:
+        return torch.ones((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.bool)
+    return ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2))
 
 
 def assert_close_rel(actual, expected, rtol, what="", mask=None, atol=0.0):
@@ -111,3 +120,36 @@ def assert_close_rel(actual, expected, rtol, what="", mask=None, atol=0.0):
             f"got {a.flatten()[i].item():.9g}, expected {e.flatten()[i].item():.9g}, allowed error "
             f"{bound.flatten()[i].item():.3g} (rtol={rtol})"
         )
+
+
+def csrc_ops(load_ops):
+    """torch.ops.ocr_kernels through a slice's csrc_ops.ops (its registrations made), or a skip
+    with the reason the C++ extension cannot be built here."""
+    from ocr_kernels._extension import extension_unavailable_reason
+
+    reason = extension_unavailable_reason("cpu")
+    if reason is not None:
+        pytest.skip(f"the C++ extension cannot be built here: {reason}")
+    return load_ops()
+
+
+def hypothesis_cases(max_examples: int):
+    """The Hypothesis settings of the backend matrices (fixtures are per test, not per example:
+    they are backend names)."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=max_examples, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def ocr_strategies():
+    """Hypothesis strategies of the OCR inputs and options, shared by the OCR and seg matrices."""
+    from hypothesis import strategies as st
+
+    return dict(
+        B=st.integers(1, 3), C1=st.integers(2, 40),
+        spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+        scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]), tag_p=st.floats(0.0, 1.0),
+        group_split=st.sampled_from(GROUP_SPLITS), pixels=st.sampled_from(PIXEL_MODES),
+        margin=st.floats(0.0, 5.0), threshold=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1),
+    )

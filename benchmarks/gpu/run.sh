@@ -61,21 +61,14 @@ if has_stage env; then
 fi
 
 if has_stage build; then
-    if $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ocr_kernels.build_ext') is None)" 2>/dev/null; then
-        stage build 150 $PY -m ocr_kernels.build_ext
-    else
-        echo "build: skipped (ocr_kernels.build_ext is not part of this build)" | tee -a "$SUMMARY" | tee -a "$LOG"
-    fi
+    stage build 150 $PY -m ocr_kernels.build_ext
 fi
 
 if has_stage tests; then
     # The gpu-marked tests, then the backend matrices (they run triton/cuda on CUDA tensors when a
-    # GPU is there). Missing test folders are left out, so the runner works on any branch.
+    # GPU is there).
     stage tests-gpu 90 $PY -m pytest -m gpu tests -q -rs -p no:cacheprovider --junitxml="$OUTDIR/tests-gpu.xml"
-    matrices=""
-    for t in tests/ocr/test_backends.py tests/seg tests/wood; do [ -e "$t" ] && matrices="$matrices $t"; done
-    # shellcheck disable=SC2086
-    stage tests-backends 120 $PY -m pytest $matrices -q -rs -k "not cpu" -p no:cacheprovider -n 4 --junitxml="$OUTDIR/tests.xml"
+    stage tests-backends 120 $PY -m pytest tests/ocr/test_backends.py tests/seg tests/wood -q -rs -k "not cpu" -p no:cacheprovider -n 4 --junitxml="$OUTDIR/tests.xml"
 fi
 
 if has_stage bench; then

@@ -5,8 +5,8 @@
 // dependence and GCC vectorises it (branches become blends, exp is a polynomial below). For
 // contiguous fp32/fp64 logits the tile rows are read in place (row k = base + k·H·W); otherwise
 // (fp16/bf16, channels_last, other strides) the tile is converted/transposed once into a small
-// fp32 buffer that stays in cache for the few passes over it. The hot loops are compiled twice
-// (baseline x86-64, AVX2+FMA and AVX-512) and picked at run time.
+// fp32 buffer that stays in cache for the few passes over it. The hot loops are compiled for
+// three instruction sets (baseline x86-64, AVX2+FMA, AVX-512) and picked at run time (isa.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -25,77 +25,32 @@
 #include "../ocr_host.h"
 #include "../ocr_pixel.h"
 
+#include "isa.h"
 #include "ocr_tiles.h"
 
 namespace ocr {
 namespace {
 
 using namespace ocr::cpu;
+namespace cpu_isa = ocr_kernels::cpu_isa;
 
-// Entry points compiled for the baseline ISA and for AVX2+FMA; the tile code above is
-// always_inline so each instantiates its own copy.
-template <typename scalar_t, typename acc_t, bool CE>
-void forward_default(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
-  forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
-template <typename scalar_t, typename acc_t, bool CE>
-void backward_default(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
-  backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
-#if OCR_X86_DISPATCH
-// GCC may still vectorise with 256-bit registers for an AVX-512 target (a tuning preference):
-// ask for 512 (Clang has no such target option).
-#if defined(__clang__)
-#define OCR_AVX512_ISA "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"
-#else
-#define OCR_AVX512_ISA "avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512"
-#endif
-template <typename scalar_t, typename acc_t, bool CE>
-__attribute__((target("avx2,fma"))) void forward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0,
-                                                       int64_t t1) {
-  forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
-template <typename scalar_t, typename acc_t, bool CE>
-__attribute__((target("avx2,fma"))) void backward_avx2(const Args<scalar_t, acc_t>& A, int64_t t0,
-                                                        int64_t t1) {
-  backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
+// Entry points compiled for each instruction set of isa.h; the tile code above is always_inline
+// so each instantiates its own copy.
+#define OCR_ENTRY_POINTS(ISA, TARGET)                                                          \
+  template <typename scalar_t, typename acc_t, bool CE>                                        \
+  TARGET void forward_##ISA(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {          \
+    forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);                                             \
+  }                                                                                            \
+  template <typename scalar_t, typename acc_t, bool CE>                                        \
+  TARGET void backward_##ISA(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {         \
+    backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);                                            \
+  }
+OCR_ENTRY_POINTS(default, )
+#if OCR_KERNELS_ISA_DISPATCH
+OCR_ENTRY_POINTS(avx2, OCR_AVX2_TARGET)
 // AVX-512 (16 lanes) roughly halves the instructions of the exp-bound class loops: at 81 classes
 // the kernels are compute-bound, not memory-bound.
-#define OCR_AVX512_TARGET __attribute__((target(OCR_AVX512_ISA)))
-template <typename scalar_t, typename acc_t, bool CE>
-OCR_AVX512_TARGET void forward_avx512(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
-  forward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
-template <typename scalar_t, typename acc_t, bool CE>
-OCR_AVX512_TARGET void backward_avx512(const Args<scalar_t, acc_t>& A, int64_t t0, int64_t t1) {
-  backward_tiles<scalar_t, acc_t, CE>(A, t0, t1);
-}
-// OCR_KERNELS_CPU_ISA=avx2|baseline caps the variant picked below, read once per process: the
-// tests run every compiled variant on one machine (CI's CPU would otherwise only exercise its
-// best one), and a user can sidestep a variant that misbehaves on some CPU.
-int isa_cap() {
-  static const int cap = [] {
-    const char* s = std::getenv("OCR_KERNELS_CPU_ISA");
-    if (s == nullptr || *s == 0 || !std::strcmp(s, "auto") || !std::strcmp(s, "avx512")) return 2;
-    if (!std::strcmp(s, "avx2")) return 1;
-    if (!std::strcmp(s, "baseline")) return 0;
-    TORCH_CHECK(false, "OCR_KERNELS_CPU_ISA must be auto, avx512, avx2 or baseline; got '", s, "'");
-    return 2;
-  }();
-  return cap;
-}
-bool have_avx512() {
-  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         isa_cap() >= 2;
-  return ok;
-}
-bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && isa_cap() >= 1;
-  return ok;
-}
+OCR_ENTRY_POINTS(avx512, OCR_AVX512_TARGET)
 #endif
 
 // Tile width: keep a tile of the logits (C1 × P values) within ~64 KiB (L2-resident across the
@@ -111,13 +66,13 @@ void run_tiles(const Args<scalar_t, acc_t>& A, bool backward) {
   const int64_t tiles = A.zl.B * ((A.zl.N + A.P - 1) / A.P);
   if (tiles == 0) return;
   auto work = [&](int64_t t0, int64_t t1) {
-#if OCR_X86_DISPATCH
-    if (have_avx512()) {
+#if OCR_KERNELS_ISA_DISPATCH
+    if (cpu_isa::have_avx512()) {
       if (backward) backward_avx512<scalar_t, acc_t, CE>(A, t0, t1);
       else forward_avx512<scalar_t, acc_t, CE>(A, t0, t1);
       return;
     }
-    if (have_avx2()) {
+    if (cpu_isa::have_avx2()) {
       if (backward) backward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
       else forward_avx2<scalar_t, acc_t, CE>(A, t0, t1);
       return;
@@ -163,31 +118,22 @@ Args<scalar_t, acc_t> make_args(const at::Tensor& z, const at::Tensor& ic, const
 
 // ---- the torch-facing CPU kernels ---------------------------------------------------------------
 
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in,
-                                               const c10::optional<at::Tensor>& target_in,
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits,
+                                               const c10::optional<at::Tensor>& target,
                                                const at::Tensor& tags,
-                                               const c10::optional<at::Tensor>& prior_in,
+                                               const c10::optional<at::Tensor>& prior,
                                                double margin, double threshold, int64_t group,
                                                int64_t pixels, int64_t ignore_index) {
-  check_common(logits_in, tags, group, pixels);
-  const at::Tensor z = logits_for_kernel(logits_in);
-  const at::ScalarType acc = math_dtype(z.scalar_type());
-  const at::Tensor ic = ic_mask(tags);
-  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
-  at::Tensor ocr_map = new_map(z);
-  const bool ce = target_in.has_value();
-  at::Tensor target, ce_map;
-  if (ce) {
-    target = target_for_kernel(*target_in, z);
-    ce_map = new_map(z);
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_forward_cpu", [&] {
+  const Prepared P = prepare(logits, target, tags, prior, group, pixels);
+  at::Tensor ocr_map = new_map(P.z);
+  at::Tensor ce_map = P.ce() ? new_map(P.z) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, P.z.scalar_type(), "ocr_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto A = make_args<scalar_t, acc_t>(z, ic, prior, margin, threshold, group, pixels);
+    auto A = make_args<scalar_t, acc_t>(P.z, P.ic, P.prior, margin, threshold, group, pixels);
     A.ocr_out = ocr_map.data_ptr<acc_t>();
-    if (ce) {
-      A.target = target.data_ptr<int64_t>();
-      A.tl = layout2(target);
+    if (P.ce()) {
+      A.target = P.target.data_ptr<int64_t>();
+      A.tl = layout2(P.target);
       A.ignore_index = ignore_index;
       A.ce_out = ce_map.data_ptr<acc_t>();
       run_tiles<scalar_t, acc_t, true>(A, false);
@@ -199,40 +145,27 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits_in,
 }
 
 at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::Tensor>& grad_ce_in,
-                        const at::Tensor& logits_in, const c10::optional<at::Tensor>& target_in,
-                        const at::Tensor& tags, const c10::optional<at::Tensor>& prior_in,
+                        const at::Tensor& logits, const c10::optional<at::Tensor>& target,
+                        const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
                         const at::Tensor& loss_in, double threshold, int64_t group,
                         int64_t pixels, int64_t ignore_index) {
-  check_common(logits_in, tags, group, pixels);
-  const at::Tensor z = logits_for_kernel(logits_in);
-  const at::ScalarType acc = math_dtype(z.scalar_type());
-  const at::Tensor ic = ic_mask(tags);
-  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
-  check_map("grad_map", grad_ocr_in, z);
-  check_map("loss_map", loss_in, z);
-  const at::Tensor g_ocr = map_for_kernel(grad_ocr_in, acc);
-  const at::Tensor loss = map_for_kernel(loss_in, acc);
-  const bool ce = target_in.has_value();
-  at::Tensor target, g_ce;
-  if (ce) {
-    target = target_for_kernel(*target_in, z);
-    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
-    check_map("grad_ce", *grad_ce_in, z);
-    g_ce = map_for_kernel(*grad_ce_in, acc);
-  }
-  at::Tensor grad = grad_like(logits_in);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_backward_cpu", [&] {
+  const Prepared P = prepare(logits, target, tags, prior, group, pixels);
+  const at::Tensor g_ocr = map_arg("grad_map", grad_ocr_in, P);
+  const at::Tensor loss = map_arg("loss_map", loss_in, P);
+  const at::Tensor g_ce = grad_ce_arg(grad_ce_in, P);
+  at::Tensor grad = grad_like(logits);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, P.z.scalar_type(), "ocr_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    auto A = make_args<scalar_t, acc_t>(z, ic, prior, 0.0, threshold, group, pixels);
+    auto A = make_args<scalar_t, acc_t>(P.z, P.ic, P.prior, 0.0, threshold, group, pixels);
     A.grad = grad.data_ptr<scalar_t>();
     A.gl = layout3(grad);
     A.loss = loss.data_ptr<acc_t>();
     A.ll = layout2(loss);
     A.g_ocr = g_ocr.data_ptr<acc_t>();
     A.gol = layout2(g_ocr);
-    if (ce) {
-      A.target = target.data_ptr<int64_t>();
-      A.tl = layout2(target);
+    if (P.ce()) {
+      A.target = P.target.data_ptr<int64_t>();
+      A.tl = layout2(P.target);
       A.ignore_index = ignore_index;
       A.g_ce = g_ce.data_ptr<acc_t>();
       A.gcl = layout2(g_ce);
@@ -244,40 +177,6 @@ at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::T
   return grad;
 }
 
-at::Tensor ocr_loss_map_cpu(const at::Tensor& logits, const at::Tensor& tags,
-                            const c10::optional<at::Tensor>& prior, double margin,
-                            double threshold, int64_t group, int64_t pixels) {
-  return std::get<0>(forward_cpu(logits, c10::nullopt, tags, prior, margin, threshold, group,
-                                 pixels, 0));
-}
-
-at::Tensor ocr_loss_map_backward_cpu(const at::Tensor& grad_map, const at::Tensor& logits,
-                                     const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
-                                     const at::Tensor& loss_map, double margin, double threshold,
-                                     int64_t group, int64_t pixels) {
-  return backward_cpu(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map,
-                      threshold, group, pixels, 0);
-}
-
-std::tuple<at::Tensor, at::Tensor> seg_ocr_loss_maps_cpu(
-    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& tags,
-    const c10::optional<at::Tensor>& prior, double margin, double threshold, int64_t group,
-    int64_t pixels, int64_t ignore_index) {
-  auto out = forward_cpu(logits, target, tags, prior, margin, threshold, group, pixels, ignore_index);
-  return {std::get<1>(out), std::get<0>(out)};
-}
-
-at::Tensor seg_ocr_loss_maps_backward_cpu(const at::Tensor& grad_ce, const at::Tensor& grad_ocr,
-                                          const at::Tensor& logits, const at::Tensor& target,
-                                          const at::Tensor& tags,
-                                          const c10::optional<at::Tensor>& prior,
-                                          const at::Tensor& ocr_map, double margin,
-                                          double threshold, int64_t group, int64_t pixels,
-                                          int64_t ignore_index) {
-  return backward_cpu(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group,
-                      pixels, ignore_index);
-}
-
 // The per-pixel functions of ocr_pixel.h run one pixel at a time, exactly as the CUDA kernel runs
 // them: a test hook so that CI checks the GPU's math on the CPU. Returns (ce_map, ocr_map, grad)
 // with grad for the upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
@@ -286,21 +185,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_cpu(
     const at::Tensor& tags, const c10::optional<at::Tensor>& prior_in,
     const c10::optional<at::Tensor>& grad_ce_in, const at::Tensor& grad_ocr_in, double margin,
     double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
-  check_common(logits_in, tags, group, pixels);
-  const at::Tensor z = logits_for_kernel(logits_in);
-  const at::ScalarType acc = math_dtype(z.scalar_type());
-  const at::Tensor ic = ic_mask(tags);
-  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
-  const bool ce = target_in.has_value();
-  at::Tensor target = ce ? target_for_kernel(*target_in, z) : at::Tensor();
-  check_map("grad_ocr", grad_ocr_in, z);
-  at::Tensor g_ocr = map_for_kernel(grad_ocr_in, acc);
-  at::Tensor g_ce;
-  if (ce) {
-    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
-    check_map("grad_ce", *grad_ce_in, z);
-    g_ce = map_for_kernel(*grad_ce_in, acc);
-  }
+  const Prepared P = prepare(logits_in, target_in, tags, prior_in, group, pixels);
+  const at::Tensor &z = P.z, &ic = P.ic, &prior = P.prior, &target = P.target;
+  const bool ce = P.ce();
+  const at::Tensor g_ocr = map_arg("grad_ocr", grad_ocr_in, P);
+  const at::Tensor g_ce = grad_ce_arg(grad_ce_in, P);
   at::Tensor ocr_map = new_map(z), ce_map = at::zeros_like(ocr_map);
   at::Tensor grad = grad_like(logits_in);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_pixelwise_cpu", [&] {
@@ -343,10 +232,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m) {
-  m.impl("ocr_loss_map", &ocr_loss_map_cpu);
-  m.impl("ocr_loss_map_backward", &ocr_loss_map_backward_cpu);
-  m.impl("seg_ocr_loss_maps", &seg_ocr_loss_maps_cpu);
-  m.impl("seg_ocr_loss_maps_backward", &seg_ocr_loss_maps_backward_cpu);
+  Ops<forward_cpu, backward_cpu>::register_impls(m);
   m.impl("_pixelwise_seg_ocr", &pixelwise_seg_ocr_cpu);
 }
 

@@ -1,5 +1,5 @@
 // The vectorised tile kernels of the CPU backend (no torch headers: the loops are plain C++ that
-// GCC/Clang auto-vectorise; compiled inside csrc/cpu/ocr_kernel.cpp for two ISAs).
+// GCC/Clang auto-vectorise; compiled inside csrc/cpu/ocr_kernel.cpp once per ISA of isa.h).
 #pragma once
 
 #include <algorithm>

@@ -40,14 +40,14 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "isa.h"
+
+#if OCR_KERNELS_ISA_DISPATCH && defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <tuple>
 #include <vector>
@@ -65,18 +65,10 @@ int64_t tile_rows(int64_t D) {
   return std::min<int64_t>(std::max<int64_t>(r, 24), 480);
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
-#define WOOD_KM_X86 1
-// OCR_KERNELS_CPU_ISA=avx2|baseline (read once per process, as for the OCR kernel) turns the
-// AVX-512 product kernel off; the BLAS call (at::mm) then computes the products.
-bool use_avx512() {
-  static const bool ok = [] {
-    const char* s = std::getenv("OCR_KERNELS_CPU_ISA");
-    const bool capped = s != nullptr && (!std::strcmp(s, "avx2") || !std::strcmp(s, "baseline"));
-    return !capped && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-}
+#if OCR_KERNELS_ISA_DISPATCH && defined(__x86_64__)
+// The AVX-512 product kernel runs where cpu/isa.h allows AVX-512 (OCR_KERNELS_CPU_ISA caps it);
+// elsewhere the BLAS call (at::mm) computes the products.
+bool use_avx512() { return ocr_kernels::cpu_isa::have_avx512(); }
 
 // out[r, 0:16 NZ] (+)= a_r[d0:d1] . bt[d0:d1, 0:16 NZ] for R rows of a (leading dimension lda):
 // R x NZ accumulators in registers, one broadcast per row and NZ loads of the packed block per

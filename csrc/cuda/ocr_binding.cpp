@@ -13,20 +13,10 @@
 namespace ocr {
 namespace {
 
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return DTYPE_F32;
-    case at::kDouble: return DTYPE_F64;
-    case at::kHalf: return DTYPE_F16;
-    case at::kBFloat16: return DTYPE_BF16;
-    default: TORCH_CHECK(false, "ocr_kernels: unsupported logits dtype ", t);
-  }
-}
-
 CudaArgs make_args(const at::Tensor& z, const at::Tensor& ic, const at::Tensor& prior,
                    double margin, double threshold, int64_t group, int64_t pixels) {
   CudaArgs A{};
-  A.dtype = dtype_code(z.scalar_type());
+  A.dtype = ocr_kernels::dtype_code(z.scalar_type());
   A.z = z.data_ptr();
   A.zl = layout3(z);
   A.ic = ic.data_ptr<uint8_t>();
@@ -42,27 +32,22 @@ void check_launch(cudaError_t err) {
   TORCH_CHECK(err == cudaSuccess, "ocr_kernels: CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits_in,
-                                                const c10::optional<at::Tensor>& target_in,
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits,
+                                                const c10::optional<at::Tensor>& target,
                                                 const at::Tensor& tags,
-                                                const c10::optional<at::Tensor>& prior_in,
+                                                const c10::optional<at::Tensor>& prior,
                                                 double margin, double threshold, int64_t group,
                                                 int64_t pixels, int64_t ignore_index) {
-  check_common(logits_in, tags, group, pixels);
-  const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor z = logits_for_kernel(logits_in);
-  const at::ScalarType acc = math_dtype(z.scalar_type());
-  const at::Tensor ic = ic_mask(tags);
-  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
-  at::Tensor ocr_map = new_map(z);
-  at::Tensor target, ce_map;
-  CudaArgs A = make_args(z, ic, prior, margin, threshold, group, pixels);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const Prepared P = prepare(logits, target, tags, prior, group, pixels);
+  at::Tensor ocr_map = new_map(P.z);
+  at::Tensor ce_map;
+  CudaArgs A = make_args(P.z, P.ic, P.prior, margin, threshold, group, pixels);
   A.ocr_out = ocr_map.data_ptr();
-  if (target_in.has_value()) {
-    target = target_for_kernel(*target_in, z);
-    ce_map = new_map(z);
-    A.target = target.data_ptr<int64_t>();
-    A.tl = layout2(target);
+  if (P.ce()) {
+    ce_map = new_map(P.z);
+    A.target = P.target.data_ptr<int64_t>();
+    A.tl = layout2(P.target);
     A.ignore_index = ignore_index;
     A.ce_out = ce_map.data_ptr();
   }
@@ -71,36 +56,26 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits_in,
 }
 
 at::Tensor backward_cuda(const at::Tensor& grad_ocr_in, const c10::optional<at::Tensor>& grad_ce_in,
-                         const at::Tensor& logits_in, const c10::optional<at::Tensor>& target_in,
-                         const at::Tensor& tags, const c10::optional<at::Tensor>& prior_in,
+                         const at::Tensor& logits, const c10::optional<at::Tensor>& target,
+                         const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
                          const at::Tensor& loss_in, double threshold, int64_t group,
                          int64_t pixels, int64_t ignore_index) {
-  check_common(logits_in, tags, group, pixels);
-  const c10::cuda::CUDAGuard guard(logits_in.device());
-  const at::Tensor z = logits_for_kernel(logits_in);
-  const at::ScalarType acc = math_dtype(z.scalar_type());
-  const at::Tensor ic = ic_mask(tags);
-  const at::Tensor prior = prior_for_kernel(prior_in, group, acc, z);
-  check_map("grad_map", grad_ocr_in, z);
-  check_map("loss_map", loss_in, z);
-  const at::Tensor g_ocr = map_for_kernel(grad_ocr_in, acc);
-  const at::Tensor loss = map_for_kernel(loss_in, acc);
-  at::Tensor grad = grad_like(logits_in);
-  at::Tensor target, g_ce;
-  CudaArgs A = make_args(z, ic, prior, 0.0, threshold, group, pixels);
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const Prepared P = prepare(logits, target, tags, prior, group, pixels);
+  const at::Tensor g_ocr = map_arg("grad_map", grad_ocr_in, P);
+  const at::Tensor loss = map_arg("loss_map", loss_in, P);
+  const at::Tensor g_ce = grad_ce_arg(grad_ce_in, P);
+  at::Tensor grad = grad_like(logits);
+  CudaArgs A = make_args(P.z, P.ic, P.prior, 0.0, threshold, group, pixels);
   A.grad = grad.data_ptr();
   A.gl = layout3(grad);
   A.loss = loss.data_ptr();
   A.ll = layout2(loss);
   A.g_ocr = g_ocr.data_ptr();
   A.gol = layout2(g_ocr);
-  if (target_in.has_value()) {
-    target = target_for_kernel(*target_in, z);
-    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
-    check_map("grad_ce", *grad_ce_in, z);
-    g_ce = map_for_kernel(*grad_ce_in, acc);
-    A.target = target.data_ptr<int64_t>();
-    A.tl = layout2(target);
+  if (P.ce()) {
+    A.target = P.target.data_ptr<int64_t>();
+    A.tl = layout2(P.target);
     A.ignore_index = ignore_index;
     A.g_ce = g_ce.data_ptr();
     A.gcl = layout2(g_ce);
@@ -109,49 +84,8 @@ at::Tensor backward_cuda(const at::Tensor& grad_ocr_in, const c10::optional<at::
   return grad;
 }
 
-at::Tensor ocr_loss_map_cuda(const at::Tensor& logits, const at::Tensor& tags,
-                             const c10::optional<at::Tensor>& prior, double margin,
-                             double threshold, int64_t group, int64_t pixels) {
-  return std::get<0>(forward_cuda(logits, c10::nullopt, tags, prior, margin, threshold, group,
-                                  pixels, 0));
-}
-
-at::Tensor ocr_loss_map_backward_cuda(const at::Tensor& grad_map, const at::Tensor& logits,
-                                      const at::Tensor& tags,
-                                      const c10::optional<at::Tensor>& prior,
-                                      const at::Tensor& loss_map, double margin, double threshold,
-                                      int64_t group, int64_t pixels) {
-  return backward_cuda(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map,
-                       threshold, group, pixels, 0);
-}
-
-std::tuple<at::Tensor, at::Tensor> seg_ocr_loss_maps_cuda(
-    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& tags,
-    const c10::optional<at::Tensor>& prior, double margin, double threshold, int64_t group,
-    int64_t pixels, int64_t ignore_index) {
-  auto out = forward_cuda(logits, target, tags, prior, margin, threshold, group, pixels,
-                          ignore_index);
-  return {std::get<1>(out), std::get<0>(out)};
-}
-
-at::Tensor seg_ocr_loss_maps_backward_cuda(const at::Tensor& grad_ce, const at::Tensor& grad_ocr,
-                                           const at::Tensor& logits, const at::Tensor& target,
-                                           const at::Tensor& tags,
-                                           const c10::optional<at::Tensor>& prior,
-                                           const at::Tensor& ocr_map, double margin,
-                                           double threshold, int64_t group, int64_t pixels,
-                                           int64_t ignore_index) {
-  return backward_cuda(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group,
-                       pixels, ignore_index);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ocr_kernels, CUDA, m) {
-  m.impl("ocr_loss_map", &ocr_loss_map_cuda);
-  m.impl("ocr_loss_map_backward", &ocr_loss_map_backward_cuda);
-  m.impl("seg_ocr_loss_maps", &seg_ocr_loss_maps_cuda);
-  m.impl("seg_ocr_loss_maps_backward", &seg_ocr_loss_maps_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(ocr_kernels, CUDA, m) { Ops<forward_cuda, backward_cuda>::register_impls(m); }
 
 }  // namespace ocr

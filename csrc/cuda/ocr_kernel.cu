@@ -106,10 +106,10 @@ cudaError_t launch_typed(const CudaArgs& A, bool backward, cudaStream_t stream) 
 
 cudaError_t launch(const CudaArgs& A, bool backward, cudaStream_t stream) {
   switch (A.dtype) {
-    case DTYPE_F32: return launch_typed<float, float>(A, backward, stream);
-    case DTYPE_F64: return launch_typed<double, double>(A, backward, stream);
-    case DTYPE_F16: return launch_typed<__half, float>(A, backward, stream);
-    case DTYPE_BF16: return launch_typed<__nv_bfloat16, float>(A, backward, stream);
+    case ocr_kernels::DTYPE_F32: return launch_typed<float, float>(A, backward, stream);
+    case ocr_kernels::DTYPE_F64: return launch_typed<double, double>(A, backward, stream);
+    case ocr_kernels::DTYPE_F16: return launch_typed<__half, float>(A, backward, stream);
+    case ocr_kernels::DTYPE_BF16: return launch_typed<__nv_bfloat16, float>(A, backward, stream);
     default: return cudaErrorInvalidValue;
   }
 }

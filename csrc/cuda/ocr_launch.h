@@ -1,5 +1,5 @@
 // Launchers of the OCR CUDA kernels: raw pointers, sizes, strides and a cudaStream_t only, so
-// that ocr_kernel.cu includes no torch header and compiles with plain nvcc (kernel-lessons.md);
+// that ocr_kernel.cu includes no torch header and compiles with plain nvcc (docs/kernel-notes.md);
 // the torch-facing side is ocr_binding.cpp.
 #pragma once
 
@@ -11,7 +11,7 @@
 namespace ocr {
 
 struct CudaArgs {
-  int dtype;  // ocr::DType of the logits and of the gradient
+  int dtype;  // ocr_kernels::DType (csrc/common.h) of the logits and of the gradient
   const void* z;
   Layout3 zl;
   void* grad;

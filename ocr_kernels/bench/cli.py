@@ -21,7 +21,7 @@ from .impls import ANCHORS, FAST_BACKENDS
 from .inputs import DEFAULT_OC_FRACTION
 from .plot import plot_results
 from .shapes import OPS, shape_str, shapes_for
-from .timing import l2_bytes, peak_extra_bytes, rotation_count, time_fn
+from .timing import cpu_seconds, l2_bytes, peak_extra_bytes, rotation_count, time_fn
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
@@ -61,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's own choice). On a loaded machine 2 threads "
                         "can be far slower than 1: OpenMP workers wait on descheduled peers")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="CPU runs: also record the median process CPU time of one call (cpu_time_s in the "
+                        "JSON; with --threads 1, the work of one call, little disturbed by other processes)")
     p.add_argument("--copy-mib", type=int, default=None,
                    help="size of the copy that measures the bandwidth floor (default 1024 on a GPU, 256 on a CPU)")
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
@@ -169,6 +172,8 @@ def _time_one(w, pass_, impl, nbytes, sets, device, opts, flush, extra) -> dict:
     fn = pass_fn(w.op, pass_, impl.fn)
     try:
         t = time_fn(fn, sets, device, min_time=opts["min_time"], flush_l2=flush)
+        if opts.get("cpu_time") and device.type == "cpu":
+            extra = dict(extra, cpu_time_s=cpu_seconds(fn, sets))
         leaf = LEAF[w.op]
         if leaf is not None:
             for s in sets:
@@ -206,6 +211,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     opts = _options(args, device)
     opts["seed"] = args.seed
+    opts["cpu_time"] = args.cpu_time
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
     info = report.device_info(device)

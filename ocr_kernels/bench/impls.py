@@ -5,21 +5,19 @@ An implementation is a function of one input set (a dict from inputs.py) that re
 official per-centroid loop, labelled "official", also run on one thread as "official@1t"),
 "compile" (torch.compile of the reference, static shapes), on a GPU at the target shapes
 "compile-max" (mode "max-autotune-no-cudagraphs") and, for K-means on a CPU, "faiss" (faiss-cpu's
-Kmeans with the same first-k init and iterations, when faiss is installed). Backends: ours, through the public entry point with backend=name.
-When an op or a backend is not part of this build, the implementation carries the reason instead
-of a function and is reported as skipped.
+Kmeans with the same first-k init and iterations, when faiss is installed). Backends: ours, through
+the public entry point with backend=name. When a backend cannot run here, the implementation
+carries the reason instead of a function and is reported as skipped.
 """
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .._dispatch import BACKEND_DTYPES, _call_reason
+from .._dispatch import unavailable_reason
 from .._triton import interpreting
 from .inputs import Scenario
 
@@ -39,16 +37,10 @@ class Impl:
 # --- anchors -------------------------------------------------------------------------------------
 
 def ocr_reference_mean(logits, tags, prior, pixels):
+    from .._options import OCROptions
     from ..ocr.reference import ocr_loss_map_reference
 
-    return ocr_loss_map_reference(logits, tags, prior, 2.0, 0.2, "ada", pixels).mean()
-
-
-def seg_reference_composition(logits, target, tags, prior, pixels):
-    """F.cross_entropy + OCR reference, as seg_ocr_loss's reference defines it (used only when
-    ocr_kernels.seg is not part of this build)."""
-    ce = F.cross_entropy(logits.float(), target, ignore_index=SEG_IGNORE_INDEX)
-    return ce + ocr_reference_mean(logits, tags, prior, pixels)
+    return ocr_loss_map_reference(logits, tags, prior, OCROptions(pixels=pixels)).mean()
 
 
 def eager_kmeans(x: torch.Tensor, k: int, iters: int = 10):
@@ -115,14 +107,6 @@ def compiled(fn: Callable, mode: Optional[str] = None) -> Callable:
     return _COMPILED[key]
 
 
-def _optional(module: str, attr: str):
-    """(object, None) or (None, reason) for an attribute of a module that may not exist yet."""
-    try:
-        return getattr(importlib.import_module(module), attr), None
-    except (ImportError, AttributeError) as exc:
-        return None, f"{module}.{attr} is not part of this build ({type(exc).__name__})"
-
-
 # --- backend availability --------------------------------------------------------------------------
 
 def backend_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
@@ -130,7 +114,7 @@ def backend_reason(name: str, device: torch.device, dtype: torch.dtype) -> Optio
     if name == "triton" and device.type == "cpu" and interpreting():
         return "TRITON_INTERPRET=1 runs Triton kernels in numpy: its timings mean nothing"
     probe = torch.empty(0, dtype=dtype, device=device)
-    return _call_reason(name, probe, BACKEND_DTYPES[name])
+    return unavailable_reason(name, probe)
 
 
 def _anchor_filter(device: torch.device, shape, wanted: Sequence[str]):
@@ -165,7 +149,6 @@ def _backend_impls(op, backends, device, dtype, make_fn, label_prefix="") -> Lis
 
 def ocr_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -> List[Impl]:
     from .. import ocr_loss
-    from ..ocr.backends import OCR_LOSS_MAP_IMPLS
 
     pix = scenario.pixels
     skip = _anchor_filter(device, shape, wanted)
@@ -179,10 +162,7 @@ def ocr_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -
     def make(b):
         return lambda i: ocr_loss(i["logits"], i["tags"], i["prior"], pixels=pix, backend=b)
 
-    for impl in _backend_impls("ocr_loss", wanted, device, dtype, make):
-        if impl.fn is not None and impl.label not in OCR_LOSS_MAP_IMPLS:
-            impl.fn, impl.reason = None, f"ocr_loss backend {impl.label!r} is not part of this build"
-        impls.append(impl)
+    impls.extend(_backend_impls("ocr_loss", wanted, device, dtype, make))
     # Last: its autotuning is the slowest warm-up, so a time budget cuts it first.
     if "compile-max" in wanted:
         if skip.get("compile-max"):
@@ -194,10 +174,10 @@ def ocr_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -
 
 
 def seg_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -> List[Impl]:
-    from .. import ocr_loss
+    from .. import ocr_loss, seg_ocr_loss
 
     pix = scenario.pixels
-    anchor = _seg_anchor()
+    anchor = seg_reference
     impls = []
     if "eager" in wanted:
         impls.append(Impl("eager", "eager", lambda i: anchor(i["logits"], i["target"], i["tags"], i["prior"], pix)))
@@ -205,10 +185,8 @@ def seg_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -
         f = compiled(anchor)
         impls.append(Impl("compile", "compile", lambda i: f(i["logits"], i["target"], i["tags"], i["prior"], pix)))
 
-    fused, why_not = _optional("ocr_kernels", "seg_ocr_loss")
-
     def make_fused(b):
-        return lambda i: fused(i["logits"], i["target"], i["tags"], i["prior"], pixels=pix, backend=b)
+        return lambda i: seg_ocr_loss(i["logits"], i["target"], i["tags"], i["prior"], pixels=pix, backend=b)
 
     def make_separate(b):
         def separate(i):
@@ -216,17 +194,8 @@ def seg_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -
             return ce + ocr_loss(i["logits"], i["tags"], i["prior"], pixels=pix, backend=b)
         return separate
 
-    from ..ocr.backends import OCR_LOSS_MAP_IMPLS
-
-    for impl in _backend_impls("seg_ocr_loss", wanted, device, dtype, make_fused, "fused:"):
-        if impl.fn is not None and fused is None:
-            impl.fn, impl.reason = None, why_not
-        impls.append(impl)
-    for impl in _backend_impls("seg_ocr_loss", wanted, device, dtype, make_separate, "separate:"):
-        b = impl.label.split(":", 1)[1]
-        if impl.fn is not None and b not in OCR_LOSS_MAP_IMPLS:
-            impl.fn, impl.reason = None, f"ocr_loss backend {b!r} is not part of this build"
-        impls.append(impl)
+    impls.extend(_backend_impls("seg_ocr_loss", wanted, device, dtype, make_fused, "fused:"))
+    impls.extend(_backend_impls("seg_ocr_loss", wanted, device, dtype, make_separate, "separate:"))
     skip = _anchor_filter(device, shape, wanted)
     if "compile-max" in wanted:
         if skip.get("compile-max"):
@@ -238,24 +207,19 @@ def seg_impls(device, dtype, shape, scenario: Scenario, wanted: Sequence[str]) -
     return impls
 
 
-@functools.lru_cache(maxsize=None)
-def _seg_anchor():
-    """seg_ocr_loss_reference (positional pixels), or the same composition when ocr_kernels.seg
-    is not part of this build. One function object, so torch.compile wraps it once."""
-    ref, _ = _optional("ocr_kernels.seg.reference", "seg_ocr_loss_reference")
-    if ref is None:
-        return seg_reference_composition
+def seg_reference(logits, target, tags, prior, pixels):
+    """seg_ocr_loss_reference with positional pixels (one function object, so torch.compile wraps
+    it once)."""
+    from ..seg.reference import seg_ocr_loss_reference
 
-    def seg_reference(logits, target, tags, prior, pixels):
-        return ref(logits, target, tags, prior, pixels=pixels)
-
-    return seg_reference
+    return seg_ocr_loss_reference(logits, target, tags, prior, pixels=pixels)
 
 
 def wood_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[Impl]:
-    official, why_official = _optional("ocr_kernels.wood.official", "official_wood_distance_loss")
-    ref, why_ref = _optional("ocr_kernels.wood.reference", "wood_distance_loss_reference")
-    api, why_api = _optional("ocr_kernels", "wood_distance_loss")
+    from .. import wood_distance_loss
+    from ..wood.official import official_wood_distance_loss
+    from ..wood.reference import wood_distance_loss_reference
+
     topk = 0.2
 
     def args(i):
@@ -263,27 +227,26 @@ def wood_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[Im
 
     impls = []
     if "eager" in wanted:
-        impls.append(Impl("official", "eager", (lambda i: official(*args(i))) if official else None, why_official))
-        one = on_one_thread(official) if official else None
-        impls.append(Impl("official@1t", "official-1t", (lambda i: one(*args(i))) if one else None, why_official))
+        impls.append(Impl("official", "eager", lambda i: official_wood_distance_loss(*args(i))))
+        one = on_one_thread(official_wood_distance_loss)
+        impls.append(Impl("official@1t", "official-1t", lambda i: one(*args(i))))
     if "compile" in wanted:
-        f = compiled(ref) if ref is not None else None
-        impls.append(Impl("compile", "compile", (lambda i: f(*args(i))) if f else None, why_ref))
+        f = compiled(wood_distance_loss_reference)
+        impls.append(Impl("compile", "compile", lambda i: f(*args(i))))
     if "compile-max" in wanted and device.type == "cuda":
         impls.append(Impl("compile-max", "compile-max", None, "not asked for W-OoD (latency-bound)"))
 
     def make(b):
-        return lambda i: api(i["features"], i["labels"], i["class_centroids"], i["ood_centroids"], topk=topk, backend=b)
+        return lambda i: wood_distance_loss(i["features"], i["labels"], i["class_centroids"],
+                                            i["ood_centroids"], topk=topk, backend=b)
 
-    for impl in _backend_impls("wood_distance_loss", wanted, device, dtype, make):
-        if impl.fn is not None and api is None:
-            impl.fn, impl.reason = None, why_api
-        impls.append(impl)
+    impls.extend(_backend_impls("wood_distance_loss", wanted, device, dtype, make))
     return impls
 
 
 def kmeans_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[Impl]:
-    api, why_api = _optional("ocr_kernels", "kmeans")
+    from .. import kmeans
+
     impls = []
     if "eager" in wanted:
         impls.append(Impl("eager", "eager", lambda i: eager_kmeans(i["x"], i["k"], 10)))
@@ -292,12 +255,9 @@ def kmeans_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[
         impls.append(Impl("faiss", "faiss", None if why else (lambda i: faiss_kmeans(i["x"], i["k"], 10)), why))
 
     def make(b):
-        return lambda i: api(i["x"], i["k"], iters=10, backend=b)[0]
+        return lambda i: kmeans(i["x"], i["k"], iters=10, backend=b)[0]
 
-    for impl in _backend_impls("kmeans", wanted, device, dtype, make):
-        if impl.fn is not None and api is None:
-            impl.fn, impl.reason = None, why_api
-        impls.append(impl)
+    impls.extend(_backend_impls("kmeans", wanted, device, dtype, make))
     return impls
 
 

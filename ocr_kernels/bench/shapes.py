@@ -1,6 +1,6 @@
 """The shapes each op is measured at: presets "full" (GPU), "quick" (CPU default), "tiny" (tests).
 
-OCR and seg shapes are logits [B, C+1, H, W] (loss-semantics.md §3); W-OoD shapes are
+OCR and seg shapes are logits [B, C+1, H, W] (docs/semantics.md §3); W-OoD shapes are
 (B, D, C, K); K-means shapes are (N, D, k). The first shapes of each preset come first in the run,
 so a time budget drops the later ones.
 """

@@ -14,6 +14,7 @@ allocator keeps no such statistics: "n/a".
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -86,6 +87,18 @@ def _time_cpu(fn, sets, min_time) -> dict:
     m = tb.Timer(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads()).blocked_autorange(
         min_run_time=min_time)
     return {"median_s": m.median, "times_s": list(m.times)}
+
+
+def cpu_seconds(fn: Callable, sets: Sequence, runs: int = 15) -> float:
+    """Median process CPU time (all threads, time.process_time) of one call. On a shared machine
+    it is disturbed less than wall time by other processes; with --threads 1 it is the work of
+    one call, comparable across runs."""
+    times = []
+    for r in range(runs):
+        t0 = time.process_time()
+        fn(sets[r % len(sets)])
+        times.append(time.process_time() - t0)
+    return statistics.median(times)
 
 
 def peak_extra_bytes(fn: Callable, one_set, device: torch.device) -> Optional[int]:

@@ -1,5 +1,6 @@
 """OCR (Out-of-Candidate Rectification): reference, kernels, autograd glue and module."""
-from .api import OCRLoss, ocr_loss
+from .api import ocr_loss
+from .module import OCRLoss
 from .prior import prior_correlation
 from .reference import oc_error_rate, oc_pixel_mask
 

@@ -1,7 +1,7 @@
 """Which function computes the OCR loss map on each backend.
 
-Each entry takes (logits, tags, prior, margin, threshold, group_split, pixels) -- already
-validated -- and returns the per-pixel loss [B, *spatial] in fp32 (fp64 for fp64 logits),
+Each entry takes (logits, tags, prior, opts: OCROptions) -- already validated -- and returns
+the per-pixel loss [B, *spatial] in fp32 (fp64 for fp64 logits),
 differentiable with respect to the logits. Fast backends are imported only when chosen.
 """
 from __future__ import annotations

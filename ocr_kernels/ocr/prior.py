@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch
 
-from .._validation import _describe, check_tensor
+from .._validation import describe, check_tensor
 
 
 def prior_correlation(tags: torch.Tensor, normalize: Optional[str] = None) -> torch.Tensor:
@@ -23,7 +23,7 @@ def prior_correlation(tags: torch.Tensor, normalize: Optional[str] = None) -> to
     check_tensor("tags", tags, "a tensor [L, C] of dataset tags")
     if tags.dim() != 2 or tags.shape[0] == 0 or tags.shape[1] == 0:
         raise ValueError(
-            f"tags must have shape [L, C] with L >= 1 images and C >= 1 classes; got {_describe(tags)}"
+            f"tags must have shape [L, C] with L >= 1 images and C >= 1 classes; got {describe(tags)}"
         )
     if normalize not in (None, "minmax"):
         raise ValueError(f'normalize must be None or "minmax"; got {normalize!r}')

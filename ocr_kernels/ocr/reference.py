@@ -1,4 +1,4 @@
-"""Pure-PyTorch OCR loss: the equations of loss-semantics.md §1, written for clarity.
+"""Pure-PyTorch OCR loss: the equations of docs/semantics.md §1, written for clarity.
 
 Every fast backend is tested against this function. It runs on any device and layout, uses fp32
 math for fp16/bf16/fp32 inputs and fp64 math for fp64 inputs (for gradcheck), and has no
@@ -13,6 +13,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .._options import OCROptions
+from .._tensors import math_dtype
+
 
 def ic_mask_from_tags(tags: torch.Tensor) -> torch.Tensor:
     """[B, C] tags (nonzero = present) -> bool [B, C+1] in-candidate mask; background always in."""
@@ -20,21 +23,15 @@ def ic_mask_from_tags(tags: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.ones_like(present[:, :1]), present], dim=1)
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def ocr_loss_map_reference(
     logits: torch.Tensor,
     tags: torch.Tensor,
     prior: Optional[torch.Tensor],
-    margin: float,
-    threshold: float,
-    group_split: str,
-    pixels: str,
+    opts: OCROptions,
 ) -> torch.Tensor:
     """Per-pixel OCR loss [B, *spatial] (fp32, or fp64 for fp64 logits), differentiable in logits."""
-    z = logits.to(compute_dtype(logits.dtype))
+    margin, threshold, group_split, pixels = opts.margin, opts.threshold, opts.group_split, opts.pixels
+    z = logits.to(math_dtype(logits.dtype))
     B, C1 = z.shape[:2]
     bcast = (B, C1) + (1,) * (z.dim() - 2)
     ic = ic_mask_from_tags(tags).view(bcast)  # [B, C1, 1, ...]
@@ -83,7 +80,7 @@ def oc_pixel_mask(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """bool [B, *spatial]: pixels whose argmax over all C+1 classes is not in the tag set (Eq. 5)."""
     from .._validation import validate_ocr_inputs
 
-    validate_ocr_inputs(logits, tags, group_split="max")
+    validate_ocr_inputs(logits, tags, None, OCROptions(group_split="max"))
     B, C1 = logits.shape[:2]
     ic = ic_mask_from_tags(tags).view((B, C1) + (1,) * (logits.dim() - 2))
     pred = logits.detach().argmax(dim=1, keepdim=True)

@@ -1,6 +1,7 @@
-"""Fused Triton kernels of the OCR loss (loss-semantics.md §1) and of the fused CE + OCR maps.
+"""Fused Triton kernels of the OCR loss (docs/semantics.md §1) and of the fused CE + OCR maps of
+the segmentation objective (§1b; its op registration is ocr_kernels/seg/triton_kernel.py).
 
-Design (the "recompute" design of issue 3):
+Design ("recompute"):
 - Forward: one read of each pixel's C+1 logits computes the prediction, the OC mask, the anchor,
   the softmax statistics, the IC group, both log-sum-exps and the loss; it writes only the fp32
   loss map (and the fp32 cross-entropy map for the fused segmentation objective).
@@ -30,7 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._options import GROUP_SPLITS, PIXEL_MODES
+from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
+from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
 
 # Largest class block kept in registers; above it the chunked kernels run. Tests lower it to
@@ -537,10 +539,6 @@ def _backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold
 # --------------------------------------------------------------------------------------------
 # torch.library registration
 # --------------------------------------------------------------------------------------------
-def _map_like(logits: torch.Tensor) -> torch.Tensor:
-    return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.float32)
-
-
 @torch.library.custom_op("ocr_kernels::ocr_loss_map_triton", mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
                 margin: float, threshold: float, group_split: str, pixels: str) -> torch.Tensor:
@@ -549,21 +547,8 @@ def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.
 
 @_ocr_map_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
-    return _map_like(logits)
-
-
-@torch.library.custom_op("ocr_kernels::seg_ocr_loss_maps_triton", mutates_args=())
-def _seg_maps_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
-                 prior: Optional[torch.Tensor], margin: float, threshold: float, group_split: str,
-                 pixels: str, ignore_index: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    loss, ce = _forward(logits, target, tags, prior, margin, threshold, group_split, pixels,
-                        ignore_index)
-    return ce, loss
-
-
-@_seg_maps_op.register_fake
-def _(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
-    return _map_like(logits), _map_like(logits)
+    check_ocr_args(logits, tags, prior)
+    return new_map(logits, torch.float32)
 
 
 @torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
@@ -578,6 +563,9 @@ def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits
 @_maps_bwd_op.register_fake
 def _(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group_split,
       ignore_index):
+    check_ocr_args(logits, tags, prior, target)
+    check_map(ocr_map, logits, "ocr_map")
+    check_map(grad_ocr, logits, "grad_ocr")
     return torch.empty_like(logits)
 
 
@@ -591,7 +579,8 @@ def _ocr_map_keep_grad_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optio
 
 @_ocr_map_keep_grad_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
-    return _map_like(logits), torch.empty_like(logits)
+    check_ocr_args(logits, tags, prior)
+    return new_map(logits, torch.float32), torch.empty_like(logits)
 
 
 def _keep_grad_setup(ctx, inputs, output):
@@ -603,7 +592,7 @@ def _keep_grad_bwd(ctx, grad_map, _grad_of_grad):
     grad = None
     if ctx.needs_input_grad[0]:  # a second read of the kept gradient and a second write
         grad = dz * grad_map.unsqueeze(1).to(dz.dtype)  # keeps dz's (the logits') layout
-    return grad, None, None, None, None, None, None
+    return (grad,) + (None,) * 6
 
 
 _ocr_map_keep_grad_op.register_autograd(_keep_grad_bwd, setup_context=_keep_grad_setup)
@@ -621,28 +610,10 @@ def _ocr_bwd(ctx, grad_map):
     if ctx.needs_input_grad[0]:
         grad = _maps_bwd_op(grad_map, None, logits, None, tags, prior, loss_map, ctx.threshold,
                             ctx.group_split, -100)
-    return grad, None, None, None, None, None, None
+    return (grad,) + (None,) * 6
 
 
 _ocr_map_op.register_autograd(_ocr_bwd, setup_context=_ocr_setup)
-
-
-def _seg_setup(ctx, inputs, output):
-    logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
-    ctx.save_for_backward(logits, target, tags, prior, output[1])
-    ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
-
-
-def _seg_bwd(ctx, grad_ce, grad_ocr):
-    logits, target, tags, prior, ocr_map = ctx.saved_tensors
-    grad = None
-    if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map,
-                            ctx.threshold, ctx.group_split, ctx.ignore_index)
-    return grad, None, None, None, None, None, None, None, None
-
-
-_seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
 
 
 # --------------------------------------------------------------------------------------------
@@ -655,17 +626,10 @@ _seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
 DESIGN = "recompute"
 
 
-def ocr_loss_map_triton(logits, tags, prior, margin, threshold, group_split, pixels):
+def ocr_loss_map_triton(logits, tags, prior, opts: OCROptions):
     """Per-pixel OCR loss [B, *spatial] in fp32, differentiable in the logits (Triton)."""
+    args = (logits, tags, prior, float(opts.margin), float(opts.threshold), opts.group_split,
+            opts.pixels)
     if DESIGN == "keep_grad" and logits.shape[1] <= MAX_BLOCK_C and logits.requires_grad:
-        return _ocr_map_keep_grad_op(logits, tags, prior, float(margin), float(threshold),
-                                     group_split, pixels)[0]
-    return _ocr_map_op(logits, tags, prior, float(margin), float(threshold), group_split, pixels)
-
-
-def seg_ocr_loss_maps_triton(logits, target, tags, prior, margin, threshold, group_split, pixels,
-                             ignore_index):
-    """(ce_map, ocr_map), two fp32 maps [B, *spatial] from ONE read of the logits, with one fused
-    backward. ce_map[p] = logsumexp(z_p) − z_p[target_p], 0 where target_p == ignore_index."""
-    return _seg_maps_op(logits, target, tags, prior, float(margin), float(threshold), group_split,
-                        pixels, int(ignore_index))
+        return _ocr_map_keep_grad_op(*args)[0]
+    return _ocr_map_op(*args)

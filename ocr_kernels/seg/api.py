@@ -6,6 +6,7 @@ from typing import Optional
 import torch
 
 from .._dispatch import resolve_backend
+from .._options import OCROptions
 from .._validation import optional_prior_for, validate_seg_inputs
 from .backends import SEG_OCR_IMPLS
 
@@ -92,17 +93,14 @@ def seg_ocr_loss(
     never a host synchronisation. validate=False skips that read of the target; a bad target then
     gives meaningless values (the kernels clamp indices and never read out of bounds).
     """
-    validate_seg_inputs(
-        logits, target, tags, prior, alpha=alpha, ignore_index=ignore_index, margin=margin,
-        threshold=threshold, group_split=group_split, pixels=pixels, ce_average=ce_average,
-        global_mean=global_mean, validate=validate, backend=backend,
-    )
+    opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
+    validate_seg_inputs(logits, target, tags, prior, opts, alpha=alpha, ce_average=ce_average,
+                        global_mean=global_mean, validate=validate, backend=backend)
     name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
-    ce_map, ocr_map = SEG_OCR_IMPLS[name](
-        logits, target, tags, optional_prior_for(group_split, prior), float(margin),
-        float(threshold), group_split, pixels, ignore_index,
-    )
+    opts = opts._replace(margin=float(margin), threshold=float(threshold))
+    ce_map, ocr_map = SEG_OCR_IMPLS[name](logits, target, tags, optional_prior_for(group_split, prior),
+                                          opts)
     return reduce_seg_maps(
         ce_map, ocr_map, target, alpha=float(alpha), ignore_index=ignore_index,
         ce_average=ce_average, global_mean=global_mean,

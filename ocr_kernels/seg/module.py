@@ -6,8 +6,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .._options import BACKENDS, GROUP_SPLITS, PIXEL_MODES
-from .._validation import _describe, check_finite, check_option
+from .._options import OCROptions
+from .._validation import (
+    check_bool, check_finite, check_int, check_loss_name, describe, validate_ocr_options,
+)
 from .api import seg_ocr_loss
 
 
@@ -49,33 +51,17 @@ class SegOCRLoss(nn.Module):
         loss_name: str = "loss_seg_ocr",
     ):
         super().__init__()
-        check_option("group_split", group_split, GROUP_SPLITS)
-        check_option("pixels", pixels, PIXEL_MODES)
-        check_option("backend", backend, BACKENDS)
+        opts = validate_ocr_options(prior, OCROptions(margin, threshold, group_split, pixels), backend)
         self.alpha = check_finite("alpha", alpha)
-        self.margin = check_finite("margin", margin)
-        self.threshold = check_finite("threshold", threshold)
+        self.margin, self.threshold = opts.margin, opts.threshold
         self.loss_weight = check_finite("loss_weight", loss_weight)
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"ignore_index must be an int; got {_describe(ignore_index)}")
-        for name, flag in (("avg_non_ignore", avg_non_ignore), ("global_mean", global_mean),
-                           ("validate", validate)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool; got {_describe(flag)}")
-        if group_split == "ada" and prior is None:
-            raise ValueError(
-                'prior is required for group_split="ada": pass '
-                "ocr_kernels.prior_correlation(dataset_tags); got None"
-            )
-        if prior is not None and not isinstance(prior, torch.Tensor):
-            raise TypeError(f"prior must be a tensor [C+1, C+1]; got {_describe(prior)}")
-        if not isinstance(loss_name, str) or not loss_name.startswith("loss_"):
-            raise ValueError(f'loss_name must be a string starting with "loss_"; got {loss_name!r}')
+        self.ignore_index = check_int("ignore_index", ignore_index)
+        self.avg_non_ignore = check_bool("avg_non_ignore", avg_non_ignore)
+        self.global_mean = check_bool("global_mean", global_mean)
+        self.validate = check_bool("validate", validate)
+        self._loss_name = check_loss_name(loss_name)
         self.register_buffer("prior", prior)
         self.group_split, self.pixels, self.backend = group_split, pixels, backend
-        self.ignore_index, self.avg_non_ignore = ignore_index, avg_non_ignore
-        self.global_mean, self.validate = global_mean, validate
-        self._loss_name = loss_name
 
     @property
     def loss_name(self) -> str:
@@ -93,7 +79,7 @@ class SegOCRLoss(nn.Module):
         if weight is not None:
             raise ValueError(
                 "SegOCRLoss does not support a per-pixel weight (mmseg's seg_weight); got "
-                f"{_describe(weight)}; expected None"
+                f"{describe(weight)}; expected None"
             )
         unknown = {k: v for k, v in kwargs.items() if v is not None}
         if unknown:

@@ -12,7 +12,10 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..ocr.reference import compute_dtype, ocr_loss_map_reference
+from .._options import OCROptions
+from .._tensors import math_dtype
+from .._validation import optional_prior_for
+from ..ocr.reference import ocr_loss_map_reference
 
 
 def seg_ocr_loss_maps_reference(
@@ -20,18 +23,14 @@ def seg_ocr_loss_maps_reference(
     target: torch.Tensor,
     tags: torch.Tensor,
     prior: Optional[torch.Tensor],
-    margin: float,
-    threshold: float,
-    group_split: str,
-    pixels: str,
-    ignore_index: int,
+    opts: OCROptions,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(ce_map, ocr_map), both [B, *spatial] in fp32 (fp64 for fp64 logits), differentiable in the
     logits: ce_map = logsumexp(z) - z[target] (0 where target == ignore_index), ocr_map = the
     per-pixel OCR loss. The same contract as the fused ``seg_ocr_loss_maps_<triton|csrc>``."""
-    z = logits.to(compute_dtype(logits.dtype))
-    ce_map = F.cross_entropy(z, target.long(), ignore_index=ignore_index, reduction="none")
-    ocr_map = ocr_loss_map_reference(z, tags, prior, margin, threshold, group_split, pixels)
+    z = logits.to(math_dtype(logits.dtype))
+    ce_map = F.cross_entropy(z, target.long(), ignore_index=opts.ignore_index, reduction="none")
+    ocr_map = ocr_loss_map_reference(z, tags, prior, opts)
     return ce_map, ocr_map
 
 
@@ -56,12 +55,10 @@ def seg_ocr_loss_reference(
     mean gives NaN, 0/0), so a crop that falls entirely into an ignored region does not poison a
     training step. That is why the mean is written as sum / max(count, 1).
     """
-    z = logits.to(compute_dtype(logits.dtype))
+    z = logits.to(math_dtype(logits.dtype))
     target = target.long()
     ce_sum = F.cross_entropy(z, target, ignore_index=ignore_index, reduction="sum")
     n_valid = (target != ignore_index).sum().clamp_min(1).to(ce_sum.dtype)
-    ocr = ocr_loss_map_reference(
-        z, tags, prior if group_split == "ada" else None, float(margin), float(threshold),
-        group_split, pixels,
-    ).mean()
+    opts = OCROptions(float(margin), float(threshold), group_split, pixels)
+    ocr = ocr_loss_map_reference(z, tags, optional_prior_for(group_split, prior), opts).mean()
     return ce_sum / n_valid + alpha * ocr

@@ -14,7 +14,7 @@ from .._validation import (
     validate_wood_inputs,
 )
 from .backends import DISTANCE_IMPLS, LOSS_IMPLS
-from .reference import compute_dtype
+from .._tensors import math_dtype
 
 
 def centroid_distances(x: torch.Tensor, centroids: torch.Tensor, *, backend: str = "auto"):
@@ -57,7 +57,7 @@ def class_centroids(features: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     Computed in fp32 (fp64 for fp64) and returned in the features' dtype.
     """
     validate_class_centroid_inputs(features, labels)
-    ct = compute_dtype(features.dtype)
+    ct = math_dtype(features.dtype)
     present = (labels != 0).to(ct)
     counts = present.sum(0)
     check_every_class_present(counts)

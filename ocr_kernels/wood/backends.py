@@ -9,25 +9,23 @@ not apply; backends without one assign, then sum.
 """
 from __future__ import annotations
 
-import torch
-
-from .reference import centroid_distances_reference, compute_dtype, wood_distance_loss_reference
+from .reference import assign_reference, centroid_distances_reference, wood_distance_loss_reference
 
 
 def _triton_distances(x, c):
-    from .triton_kernels import centroid_distances_triton
+    from .triton_kernel import centroid_distances_triton
 
     return centroid_distances_triton(x, c)
 
 
 def _triton_loss(*args):
-    from .triton_kernels import wood_distance_loss_triton
+    from .triton_kernel import wood_distance_loss_triton
 
     return wood_distance_loss_triton(*args)
 
 
 def _triton_assign(x, c, mu):
-    from .triton_kernels import assign_triton
+    from .triton_kernel import assign_triton
 
     return assign_triton(x, c, mu)
 
@@ -54,23 +52,6 @@ def _csrc_steps(x, mu):
     from .csrc_ops import KMeansSteps
 
     return KMeansSteps(x, mu)
-
-
-def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
-    """Nearest centroid of every point by direct differences, in row chunks so that at most
-    ~4M pair-coordinates are alive at a time. Ties go to the lowest index (torch.argmin)."""
-    ct = compute_dtype(x.dtype)
-    N, D = x.shape
-    K = c.shape[0]
-    cc = c.to(ct)
-    rows = max(1, (1 << 22) // max(1, K * D))
-    idx, mind = [], []
-    for s in range(0, N, rows):
-        sq = (x[s:s + rows].to(ct)[:, None, :] - cc[None, :, :]).pow(2).sum(-1)
-        i = sq.argmin(1)
-        idx.append(i)
-        mind.append(sq.gather(1, i[:, None]).squeeze(1))
-    return torch.cat(idx), torch.cat(mind)
 
 
 DISTANCE_IMPLS = {"reference": centroid_distances_reference, "triton": _triton_distances,

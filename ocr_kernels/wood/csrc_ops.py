@@ -1,15 +1,14 @@
 """The C++/CUDA W-OoD ops (backends "cpu" and "cuda"): fake and autograd registrations and the
-functions the dispatch calls. The fused loss (wood_loss) has its autograd in C++ (csrc/wood_loss_autograd.cpp).
-Kernels: csrc/cpu/distance_kernel.cpp, csrc/cuda/distance_kernel.cu,
-per-pair math shared in csrc/wood_pair.h; the CPU K-means step in csrc/cpu/wood_kmeans.cpp."""
+functions the dispatch calls. Kernels: csrc/cpu/wood_kernel.cpp, csrc/cuda/wood_kernel.cu,
+per-pair math shared in csrc/wood_pixel.h; the CPU K-means step in csrc/cpu/wood_kmeans.cpp; the
+fused CPU loss (wood_loss) has its autograd in C++ (csrc/wood_loss_autograd.cpp)."""
 from __future__ import annotations
-
 
 import torch
 
 from .._extension import registered_ops
-from .reference import compute_dtype, wood_terms_from_distances
-
+from .._tensors import check_points, math_dtype
+from .reference import wood_terms_from_distances
 
 
 def _register() -> None:
@@ -17,16 +16,23 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "wood_distances")
     def _(x, centroids):
-        return x.new_empty((x.shape[0], centroids.shape[0]), dtype=compute_dtype(x.dtype))
+        check_points(x, centroids)
+        return x.new_empty((x.shape[0], centroids.shape[0]), dtype=math_dtype(x.dtype))
 
     @torch.library.register_fake(lib + "wood_weighted_diff")
     def _(a, b, w, dist, gout):
+        check_points(a, b, "a", "b")
+        for name, t in (("w", w), ("dist", dist)):
+            torch._check(t.dim() == 2 and t.shape[0] == a.shape[0] and t.shape[1] == b.shape[0],
+                         lambda: f"{name}: expected [{a.shape[0]}, {b.shape[0]}], got {t.shape}")
+        torch._check(gout.numel() == 1, lambda: f"gout: expected one element, got {gout.shape}")
         return torch.empty_like(a, memory_format=torch.contiguous_format)
 
     @torch.library.register_fake(lib + "wood_assign")
     def _(x, centroids):
+        check_points(x, centroids)
         n = x.shape[0]
-        return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=compute_dtype(x.dtype))
+        return x.new_empty((n,), dtype=torch.int64), x.new_empty((n,), dtype=math_dtype(x.dtype))
 
     @torch.library.register_fake(lib + "wood_kmeans_step")
     def _(x, centroids, mu, with_sums, prev_idx=None, prev_bounds=None, moved=None):
@@ -52,7 +58,7 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "wood_loss")
     def _(features, labels, class_centroids, ood_centroids, topk):
-        ct = compute_dtype(features.dtype)
+        ct = math_dtype(features.dtype)
         shape = (features.shape[0], class_centroids.shape[0] + ood_centroids.shape[0])
         return (features.new_empty((), dtype=ct), features.new_empty(shape, dtype=ct),
                 features.new_empty(shape, dtype=ct))

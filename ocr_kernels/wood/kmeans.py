@@ -14,7 +14,7 @@ import torch
 from .._dispatch import resolve_backend
 from .._validation import validate_kmeans_inputs
 from .backends import ASSIGN_IMPLS, STEPS_IMPLS
-from .reference import compute_dtype
+from .._tensors import math_dtype
 
 
 def _dist():
@@ -128,7 +128,7 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
                              f"N = {int(n_all.item())}; got {k}")
     name = resolve_backend(backend, x, op="kmeans", implemented=tuple(ASSIGN_IMPLS))
     assign = ASSIGN_IMPLS[name]
-    ct = compute_dtype(x.dtype)
+    ct = math_dtype(x.dtype)
     N, D = x.shape
     # The centring vector only conditions the tl.dot path; any vector is exact in theory.
     mu = x.mean(0, dtype=ct) if N > 0 else torch.zeros(D, device=x.device, dtype=ct)

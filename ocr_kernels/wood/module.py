@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .._options import BACKENDS
-from .._validation import check_finite, check_option, check_tensor
+from .._validation import check_finite, check_loss_name, check_option, check_tensor, check_topk
 from .api import wood_distance_loss
 
 
@@ -23,17 +23,13 @@ class WOoDLoss(nn.Module):
         super().__init__()
         check_tensor("class_centroids", class_centroids, "a floating-point tensor [C, D]")
         check_tensor("ood_centroids", ood_centroids, "a floating-point tensor [K, D]")
-        self.topk = check_finite("topk", topk)
-        if not 0.0 <= self.topk <= 1.0:
-            raise ValueError(f"topk must be a fraction in [0, 1] (paper: 0.2); got {topk!r}")
+        self.topk = check_topk(topk)
         self.loss_weight = check_finite("loss_weight", loss_weight)
         check_option("backend", backend, BACKENDS)
-        if not isinstance(loss_name, str) or not loss_name.startswith("loss_"):
-            raise ValueError(f'loss_name must be a string starting with "loss_"; got {loss_name!r}')
+        self._loss_name = check_loss_name(loss_name)
         self.register_buffer("class_centroids", class_centroids.detach().clone())
         self.register_buffer("ood_centroids", ood_centroids.detach().clone())
         self.backend = backend
-        self._loss_name = loss_name
 
     @property
     def loss_name(self) -> str:

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import torch
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """fp32 math for every floating dtype but fp64."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from .._tensors import math_dtype
 
 
 def safe_norm(diff: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -26,8 +23,25 @@ def safe_norm(diff: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 def centroid_distances_reference(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """[N, D], [K, D] -> [N, K] Euclidean distances (fp32; fp64 for fp64 inputs)."""
-    ct = compute_dtype(x.dtype)
+    ct = math_dtype(x.dtype)
     return safe_norm(x.to(ct)[:, None, :] - centroids.to(ct)[None, :, :])
+
+
+def assign_reference(x: torch.Tensor, c: torch.Tensor, mu=None):
+    """Nearest centroid of every point by direct differences, in row chunks so that at most
+    ~4M pair-coordinates are alive at a time. Ties go to the lowest index (torch.argmin)."""
+    ct = math_dtype(x.dtype)
+    N, D = x.shape
+    K = c.shape[0]
+    cc = c.to(ct)
+    rows = max(1, (1 << 22) // max(1, K * D))
+    idx, mind = [], []
+    for s in range(0, N, rows):
+        sq = (x[s:s + rows].to(ct)[:, None, :] - cc[None, :, :]).pow(2).sum(-1)
+        i = sq.argmin(1)
+        idx.append(i)
+        mind.append(sq.gather(1, i[:, None]).squeeze(1))
+    return torch.cat(idx), torch.cat(mind)
 
 
 def kept_count(n: torch.Tensor, topk: float) -> torch.Tensor:
@@ -65,7 +79,7 @@ def wood_terms_from_distances(d_in, labels, d_ood, topk: float) -> torch.Tensor:
 
 
 def wood_distance_loss_reference(features, labels, class_centroids, ood_centroids, topk=0.2):
-    """W-OoD distance loss (loss-semantics.md section 2): a 0-dim fp32 tensor (fp64 for fp64
+    """W-OoD distance loss (docs/semantics.md §2): a 0-dim fp32 tensor (fp64 for fp64
     features), differentiable w.r.t. features and both centroid sets."""
     d_in = centroid_distances_reference(features, class_centroids)
     d_ood = centroid_distances_reference(features, ood_centroids)

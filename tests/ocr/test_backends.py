@@ -10,11 +10,11 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
-                     make_ocr_inputs, reference64, device_for, require_backend)
+                     device_for, hypothesis_cases, make_ocr_inputs, ocr_strategies, reference64,
+                     require_backend)
 from ocr_kernels import ocr_loss
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_HYPOTHESIS_EXAMPLES", "200"))
@@ -126,20 +126,8 @@ def test_ties(backend):
             check(backend, logits, tags, prior, group_split=split, pixels=pix)
 
 
-@settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(
-    B=st.integers(1, 3),
-    C1=st.integers(2, 40),
-    spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
-    scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
-    tag_p=st.floats(0.0, 1.0),
-    group_split=st.sampled_from(GROUP_SPLITS),
-    pixels=st.sampled_from(PIXEL_MODES),
-    margin=st.floats(0.0, 5.0),
-    threshold=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**31 - 1),
-)
+@hypothesis_cases(HYPOTHESIS_EXAMPLES)
+@given(**ocr_strategies())
 def test_hypothesis(backend, B, C1, spatial, scale, tag_p, group_split, pixels, margin, threshold, seed):
     g = torch.Generator().manual_seed(seed)
     logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)

@@ -2,8 +2,9 @@
 
 The shared value matrix (every option, layout, class count, hypothesis) is tests/ocr/test_backends.py,
 which runs on "cpu" too. Here: gradcheck in float64, bf16/fp16/fp64, opcheck, torch.compile, the
-fused segmentation maps, the per-pixel code path the CUDA kernel runs (on the CPU), odd layouts,
-nvcc compile checks of every .cu file, and the fallback when the extension cannot be built.
+per-pixel code path the CUDA kernel runs (on the CPU), odd layouts, nvcc compile checks of every
+.cu file, and the fallback when the extension cannot be built. The fused segmentation maps:
+tests/seg/test_csrc.py.
 """
 import glob
 import os
@@ -16,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel, make_ocr_inputs,
-                     reference64)
+from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel, csrc_ops,
+                     make_ocr_inputs, reference64)
 from ocr_kernels import ocr_loss
-from ocr_kernels._extension import csrc_dir, extension_unavailable_reason
-from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES
+from ocr_kernels._extension import csrc_dir
+from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
 
 ROOT = Path(__file__).resolve().parents[2]
 CU_FILES = sorted(glob.glob(str(ROOT / "csrc" / "**" / "*.cu"), recursive=True))
@@ -33,12 +34,9 @@ NVCC = shutil.which("nvcc") or (os.path.join(os.environ["CUDA_HOME"], "bin", "nv
 
 @pytest.fixture(scope="module")
 def ops():
-    reason = extension_unavailable_reason("cpu")
-    if reason is not None:
-        pytest.skip(f"the C++ extension cannot be built here: {reason}")
     from ocr_kernels.ocr.csrc_ops import ops as load_ops
 
-    return load_ops()
+    return csrc_ops(load_ops)
 
 
 def keep_mask(logits, tags, prior, group_split, threshold=0.2):
@@ -52,8 +50,9 @@ def run_cpu(logits, tags, prior, grad_map=None, **opts):
 
     z = logits.detach().clone().requires_grad_(True)
     split = opts.get("group_split", "ada")
-    loss = ocr_loss_map_csrc(z, tags, prior if split == "ada" else None, opts.get("margin", 2.0),
-                             opts.get("threshold", 0.2), split, opts.get("pixels", "oc"))
+    loss = ocr_loss_map_csrc(z, tags, prior if split == "ada" else None,
+                             OCROptions(opts.get("margin", 2.0),
+                             opts.get("threshold", 0.2), split, opts.get("pixels", "oc")))
     loss.backward(torch.ones_like(loss) if grad_map is None else grad_map)
     return loss.detach(), z.grad
 
@@ -69,7 +68,7 @@ def test_gradcheck_fp64(ops, group_split, pixels):
     pr = prior.double() if group_split == "ada" else None
 
     def fn(x):
-        return ocr_loss_map_csrc(x, tags, pr, 2.0, 0.2, group_split, pixels)
+        return ocr_loss_map_csrc(x, tags, pr, OCROptions(2.0, 0.2, group_split, pixels))
 
     assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-7, rtol=1e-5)
 
@@ -149,7 +148,7 @@ def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
             want_ocr, _ = reference64(logits, tags, prior, group_split=split, pixels=pix)
             from ocr_kernels.ocr.reference import ocr_loss_map_reference
             ref = ocr_loss_map_reference(z, tags, prior.double() if split == "ada" else None,
-                                         2.0, 0.2, split, pix)
+                                         OCROptions(2.0, 0.2, split, pix))
             (want_grad,) = torch.autograd.grad((want_ce * g_ce.double()).sum() + (ref * g_ocr.double()).sum(), z)
             keep = keep_mask(logits, tags, prior, split)
             tol = 1e-11 if dtype == torch.float64 else 1e-5
@@ -161,147 +160,14 @@ def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
                              f"{split}/{pix} grad", keep.unsqueeze(1).expand_as(want_grad))
 
 
-def _seg_csrc_and_pixelwise(ops, logits, target, tags, prior, split, g_ce, g_ocr, ignore_index):
-    """(ce_map, grad) of the cpu backend (vectorised tiles) and of ocr_pixel.h (the CUDA math)."""
-    from ocr_kernels.ocr.csrc_ops import seg_ocr_loss_maps_csrc
-
-    z = logits.detach().clone().requires_grad_(True)
-    ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior, 2.0, 0.2, split, "oc", ignore_index)
-    (ce * g_ce + ocr * g_ocr).sum().backward()
-    ce_p, _, grad_p = ops._pixelwise_seg_ocr(logits, target, tags, prior, g_ce, g_ocr, 2.0, 0.2,
-                                             GROUP_CODES[split], PIXEL_CODES["oc"], ignore_index)
-    return {"cpu": (ce.detach(), z.grad), "pixelwise": (ce_p, grad_p)}
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_seg_tiny_cross_entropy_is_relatively_accurate(ops, dtype):
-    # Confident pixels, logits near ±30: CE = log1p(e^{z_o − z_t}) down to ~1e-7 (fp32) or ~1e-13
-    # (fp64). Rounding logsumexp to one absolute number ~30 costs 30·2^-24 ≈ 2e-6 (2e-15 in fp64),
-    # the whole loss; the kernels keep (max, log Σ) apart (the case found: [30.0, 18.2] gave
-    # 7.63e-6 for 7.50e-6).
-    n = 48
-    g = torch.Generator().manual_seed(3)
-    top = 28 + 4 * torch.rand(n, generator=g, dtype=torch.float64)
-    gap = (9 + 6 * torch.rand(n, generator=g, dtype=torch.float64)) * (1 if dtype == torch.float32 else 2)
-    z = torch.stack([top, top - gap]).to(dtype)
-    z[:, 0] = torch.tensor([30.0, 18.2], dtype=dtype)
-    z[:, 1::2] = -z[:, 1::2].flip(0)  # around −30 as well
-    z[:, 2::3] = z[:, 2::3].flip(0)  # the target is class 1 there
-    logits = torch.stack([z, z])  # [2, 2, n]: tags differ (an OC class in one image, none in the other)
-    tags = torch.tensor([[1], [0]])
-    target = logits.argmax(1)
-    zero = torch.zeros(target.shape, dtype=dtype)
-    z64 = logits.double()
-    if dtype == torch.float32:
-        want = F.cross_entropy(z64, target, reduction="none")
-    else:  # the float64 reference rounds ~2e-15 itself: C1 = 2 has the closed form
-        want = torch.log1p(torch.exp(z64.min(1).values - z64.max(1).values))
-    assert want.min() > 1e-14 and want.max() < 2e-4
-    for name, (ce, _) in _seg_csrc_and_pixelwise(ops, logits, target, tags, None, "max", zero, zero,
-                                                 255).items():
-        rel = ((ce.double() - want).abs() / want.clamp_min(1e-30)).max().item()
-        assert rel <= 1e-5, f"{name}: relative error of ce_map {rel:.3g}"
-
-
-@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-6), (torch.float64, 1e-12)])
-@pytest.mark.parametrize("group_split", GROUP_SPLITS)
-def test_seg_gradient_at_saturated_logits(ops, dtype, atol, group_split):
-    # Logits of ±80: softmax_t − 1 and the OCR softmaxes must not go through e^{z − lse} with lse
-    # rounded to ~80·2^-24 (that left 1.4e-6 where ~0 was due); the fused CE+OCR gradient with a
-    # random upstream gradient, within atol·max|grad| per element of the float64 reference.
-    from ocr_kernels.seg.reference import seg_ocr_loss_maps_reference
-
-    g = torch.Generator().manual_seed(4)
-    B, C1, H, W = 2, 6, 6, 7
-    logits = ((torch.rand(B, C1, H, W, generator=g, dtype=torch.float64) * 2 - 1) * 80).to(dtype)
-    logits[0, :, 0, :3] = torch.tensor([80.0, 79.0, 65.0, -80.0, 70.0, 10.0], dtype=dtype)[:, None]
-    # a runner-up 0.3 .. 9 below 80: log Σ is not negligible next to 80, so lse = 80 + log Σ rounds
-    logits[0, :, 1] = -80.0
-    logits[0, 0, 1] = 80.0
-    logits[0, 1, 1] = 80.0 - torch.tensor([0.3, 0.7, 1.3, 2.1, 3.4, 5.5, 8.9], dtype=dtype)
-    tags = (torch.rand(B, C1 - 1, generator=g) < 0.4).to(torch.int64)
-    tags[0, 1] = 1
-    tags[1, 0] = 0
-    prior = make_ocr_inputs(1, C1, (1,), generator=g)[2].to(dtype) if group_split == "ada" else None
-    target = logits.argmax(1)  # mostly confident and right: d ce/dz_t = softmax_t − 1 ≈ −1e-30
-    target[1, 0] = torch.randint(0, C1, (W,), generator=g)
-    target[1, 1, :2] = 255
-    g_ce = torch.randn(B, H, W, generator=g, dtype=torch.float64).to(dtype)
-    g_ocr = torch.randn(B, H, W, generator=g, dtype=torch.float64).to(dtype)
-    g_ce[0, 1] = 4.0
-    z64 = logits.detach().double().requires_grad_(True)
-    ce, ocr = seg_ocr_loss_maps_reference(z64, target, tags, None if prior is None else prior.double(),
-                                          2.0, 0.2, group_split, "oc", 255)
-    (want,) = torch.autograd.grad((ce * g_ce.double() + ocr * g_ocr.double()).sum(), z64)
-    keep = keep_mask(logits, tags, prior, group_split).unsqueeze(1).expand_as(want)
-    bound = atol * want.abs().max().item()
-    for name, (_, grad) in _seg_csrc_and_pixelwise(ops, logits, target, tags, prior, group_split,
-                                                   g_ce, g_ocr, 255).items():
-        assert grad.dtype == dtype
-        err = torch.where(keep, grad.double() - want, torch.zeros_like(want)).abs().max().item()
-        assert err <= bound, f"{name}: gradient error {err:.3g} > {bound:.3g}"
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_seg_fused_maps(ops, layout):
-    from ocr_kernels.ocr.csrc_ops import seg_ocr_loss_maps_csrc
-
-    logits, tags, prior = make_ocr_inputs(2, 6, (5, 7), tag_p=0.4)
-    if layout == "channels_last":
-        logits = logits.contiguous(memory_format=torch.channels_last)
-    target = torch.randint(0, 6, (2, 5, 7))
-    target[1, 2] = -100
-    g_ce, g_ocr = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
-    for split in GROUP_SPLITS:
-        z = logits.detach().clone().requires_grad_(True)
-        ce, ocr = seg_ocr_loss_maps_csrc(z, target, tags, prior if split == "ada" else None, 2.0,
-                                         0.2, split, "oc", -100)
-        assert ce.dtype == ocr.dtype == torch.float32 and ce.shape == ocr.shape == (2, 5, 7)
-        (ce * g_ce + ocr * g_ocr).sum().backward()
-        z64 = logits.detach().double().requires_grad_(True)
-        want_ce = F.cross_entropy(z64, target, ignore_index=-100, reduction="none")
-        from ocr_kernels.ocr.reference import ocr_loss_map_reference
-
-        want_ocr = ocr_loss_map_reference(z64, tags, prior.double() if split == "ada" else None,
-                                          2.0, 0.2, split, "oc")
-        (want_grad,) = torch.autograd.grad((want_ce * g_ce.double() + want_ocr * g_ocr.double()).sum(), z64,
-                                           retain_graph=True)
-        keep = keep_mask(logits, tags, prior, split)
-        assert (ce[1, 2] == 0).all()
-        assert_close_rel(ce, want_ce, 1e-5, "ce")
-        assert_close_rel(ocr, want_ocr, 1e-5, "ocr", keep)
-        assert_close_rel(z.grad, want_grad, CE_GRAD_RTOL, "grad", keep.unsqueeze(1).expand_as(want_grad))
-        # only the CE term: the OCR map's gradient may be absent (materialised as zeros)
-        z2 = logits.detach().clone().requires_grad_(True)
-        ce2, _ = seg_ocr_loss_maps_csrc(z2, target, tags, prior, 2.0, 0.2, "ada", "oc", -100)
-        ce2.sum().backward()
-        (want_ce_grad,) = torch.autograd.grad(want_ce.sum(), z64)
-        assert_close_rel(z2.grad, want_ce_grad, CE_GRAD_RTOL, "ce-only grad")
-
-
-def test_seg_bad_target_does_not_read_out_of_bounds(ops):
-    from ocr_kernels.ocr.csrc_ops import seg_ocr_loss_maps_csrc
-
-    logits, tags, prior = make_ocr_inputs(1, 4, (3, 3))
-    target = torch.full((1, 3, 3), 10**9)
-    target[0, 0, 0] = -(10**9)
-    ce, ocr = seg_ocr_loss_maps_csrc(logits, target, tags, prior, 2.0, 0.2, "ada", "oc", 255)
-    want_ocr, _ = reference64(logits, tags, prior)
-    assert_close_rel(ocr, want_ocr, 1e-5, "ocr", keep_mask(logits, tags, prior, "ada"))
-    assert ce.shape == (1, 3, 3)
-
-
 def test_opcheck(ops):
     logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
     z = logits.requires_grad_(True)
-    target = torch.randint(0, 5, (2, 3, 4))
     loss = ops.ocr_loss_map(logits.detach(), tags, prior, 2.0, 0.2, 0, 0)
     cases = [
         (ops.ocr_loss_map.default, (z, tags, prior, 2.0, 0.2, 0, 0)),
         (ops.ocr_loss_map.default, (z, tags, None, 2.0, 0.2, 1, 2)),
         (ops.ocr_loss_map_backward.default, (torch.ones_like(loss), logits.detach(), tags, prior, loss, 2.0, 0.2, 0, 0)),
-        (ops.seg_ocr_loss_maps.default, (z, target, tags, prior, 2.0, 0.2, 0, 0, 255)),
-        (ops.seg_ocr_loss_maps_backward.default, (torch.ones_like(loss), torch.ones_like(loss), logits.detach(), target, tags, prior, loss, 2.0, 0.2, 0, 0, 255)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
@@ -313,7 +179,7 @@ def test_torch_compile(ops):
     logits, tags, prior = make_ocr_inputs(2, 6, (5, 5))
 
     def f(z):
-        return ocr_loss_map_csrc(z, tags, prior, 2.0, 0.2, "ada", "all").mean()
+        return ocr_loss_map_csrc(z, tags, prior, OCROptions(2.0, 0.2, "ada", "all")).mean()
 
     compiled = torch.compile(f, fullgraph=True)
     z1 = logits.clone().requires_grad_(True)
@@ -350,7 +216,7 @@ def test_auto_picks_cpu_for_cpu_tensors(ops):
 @pytest.mark.parametrize("cu", CU_FILES, ids=lambda p: os.path.relpath(p, ROOT / "csrc"))
 def test_nvcc_compiles(cu, arch, tmp_path):
     # The kernel translation units include only CUDA headers and ours, so they compile without a
-    # GPU and without a CUDA build of torch (kernel-lessons.md).
+    # GPU and without a CUDA build of torch (docs/kernel-notes.md).
     cmd = [NVCC, "-c", "-std=c++17", "-O1", f"-arch={arch}", "-I", str(ROOT / "csrc"), cu,
            "-o", str(tmp_path / "k.o")]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -406,7 +272,7 @@ def test_every_cpu_isa_variant_passes_the_shared_matrices(isa):
     env.pop("PYTEST_XDIST_WORKER", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "tests/ocr/test_backends.py", "tests/seg/test_seg_backends.py", "-k", "cpu"],
+         "tests/ocr/test_backends.py", "tests/seg/test_backends.py", "-k", "cpu"],
         cwd=root, env=env, capture_output=True, text=True, timeout=600,
     )
     tail = (proc.stdout + proc.stderr)[-3000:]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from helpers import GROUP_SPLITS, PIXEL_MODES, make_ocr_inputs
+from ocr_kernels._options import OCROptions
 from ocr_kernels import ocr_loss
 from ocr_kernels.ocr.reference import ocr_loss_map_reference
 
@@ -195,7 +196,8 @@ def test_low_precision_inputs_use_fp32_math():
 def test_spatial_ranks_1_to_3_and_channels_last():
     for spatial in ((7,), (3, 4), (2, 3, 4)):
         logits, tags, prior = make_ocr_inputs(2, 5, spatial, dtype=torch.float64)
-        flat = ocr_loss_map_reference(logits.flatten(2), tags, prior, 2.0, 0.2, "ada", "oc")
+        flat = ocr_loss_map_reference(logits.flatten(2), tags, prior,
+                                      OCROptions(2.0, 0.2, "ada", "oc"))
         full = ocr_loss(logits, tags, prior, reduction="none", backend="reference")
         assert full.shape == (2, *spatial)
         # same math on a different shape: torch may reduce in another order (last-bit differences)

@@ -1,4 +1,4 @@
-"""The per-rank side of test_seg_ddp.py (a module of its own so that spawned processes can import
+"""The per-rank side of test_ddp.py (a module of its own so that spawned processes can import
 it): runs the cases of a case file under DistributedDataParallel and saves rank 0's gradients."""
 import os
 

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 import torch
 
 from helpers import make_ocr_inputs
+from ocr_kernels._options import OCROptions
 from ocr_kernels.seg.reference import seg_ocr_loss_maps_reference
 
 
@@ -38,8 +39,8 @@ def reference_maps64(logits, target, tags, prior, grad_ce=None, grad_ocr=None, i
     split = opts.get("group_split", "ada")
     ce, oc = seg_ocr_loss_maps_reference(
         z, target.long(), tags, None if prior is None or split != "ada" else prior.to(torch.float64),
-        opts.get("margin", 2.0), opts.get("threshold", 0.2), split, opts.get("pixels", "oc"),
-        ignore_index,
+        OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2), split, opts.get("pixels", "oc"),
+        ignore_index),
     )
     gce = torch.ones_like(ce) if grad_ce is None else grad_ce.to(torch.float64)
     goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(torch.float64)

@@ -1,8 +1,7 @@
 """Every fused seg_ocr_loss backend (triton, cpu, cuda) against the float64 reference.
 
-One parametrisation for all of them, like tests/ocr/test_backends.py: a backend that is not
-registered in SEG_OCR_IMPLS (its module does not define seg_ocr_loss_maps_*) or cannot run here is
-skipped with the reason. OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference (a check
+One parametrisation for all of them, like tests/ocr/test_backends.py: a backend that cannot run
+here is skipped with the reason. OCR_TEST_BACKENDS=reference runs the matrix on the fp32 reference (a check
 of the tests and tolerances themselves). Pixels near the "ada" threshold are left out of the OCR
 comparisons (helpers.ambiguous_pixels).
 """
@@ -11,17 +10,18 @@ import os
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
-                     device_for, require_backend)
-from seg_helpers import (fp32_map_atol, fp32_term_atol, make_seg_inputs,
-                         reference_maps64)
+                     device_for, hypothesis_cases, ocr_strategies, require_backend)
 from ocr_kernels import seg_ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
+from ocr_kernels._options import OCROptions
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.backends import SEG_OCR_IMPLS
+from seg.seg_helpers import fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64
+
 
 @pytest.fixture(params=FAST_BACKENDS)
 def backend(request):
@@ -35,8 +35,8 @@ def run_maps(backend, logits, target, tags, prior, grad_ce=None, grad_ocr=None, 
     split = opts.get("group_split", "ada")
     ce, oc = SEG_OCR_IMPLS[backend](
         z, target.long().to(dev), tags.to(dev), prior.to(dev) if split == "ada" else None,
-        float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)), split,
-        opts.get("pixels", "oc"), ignore_index,
+        OCROptions(float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)), split,
+        opts.get("pixels", "oc"), ignore_index),
     )
     gce = torch.ones_like(ce) if grad_ce is None else grad_ce.to(dev)
     goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(dev)
@@ -192,44 +192,20 @@ def test_float64_gradcheck_where_supported(backend):
     target, tags, prior = target.to(dev), tags.to(dev), prior.double().to(dev)
 
     def f(z):
-        ce, oc = SEG_OCR_IMPLS[backend](z, target, tags, prior, 0.5, 0.2, "ada", "oc", 255)
+        ce, oc = SEG_OCR_IMPLS[backend](z, target, tags, prior,
+                                        OCROptions(0.5, 0.2, "ada", "oc", 255))
         return ce, oc
 
     z = logits.detach().to(dev).requires_grad_(True)
     assert torch.autograd.gradcheck(f, (z,), eps=1e-6, atol=1e-7)
 
 
-def test_fast_entries_are_registered_only_when_their_module_defines_the_function(tmp_path, monkeypatch):
-    from ocr_kernels.seg.backends import _defines
-
-    (tmp_path / "has_it.py").write_text("import nothing_needed_at_all\n\ndef seg_ocr_loss_maps_triton(*a):\n    pass\n")
-    (tmp_path / "lacks_it.py").write_text("def ocr_loss_map_triton(*a):\n    pass\n# seg_ocr_loss_maps_triton soon\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    assert _defines("has_it", "seg_ocr_loss_maps_triton")  # decided without importing the module
-    assert not _defines("lacks_it", "seg_ocr_loss_maps_triton")
-    assert not _defines("no_such_module_here", "seg_ocr_loss_maps_triton")
-    assert "reference" in SEG_OCR_IMPLS
-
-
 HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_SEG_HYPOTHESIS_EXAMPLES", "25"))
 
 
-@settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(
-    B=st.integers(1, 3),
-    C1=st.integers(2, 40),
-    spatial=st.lists(st.integers(1, 6), min_size=1, max_size=3),
-    scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
-    tag_p=st.floats(0.0, 1.0),
-    ignore_p=st.sampled_from([0.0, 0.3, 1.0]),
-    ignore_index=st.sampled_from([255, -100, 0]),
-    group_split=st.sampled_from(GROUP_SPLITS),
-    pixels=st.sampled_from(PIXEL_MODES),
-    margin=st.floats(0.0, 5.0),
-    threshold=st.floats(0.0, 1.0),
-    seed=st.integers(0, 2**31 - 1),
-)
+@hypothesis_cases(HYPOTHESIS_EXAMPLES)
+@given(**ocr_strategies(), ignore_p=st.sampled_from([0.0, 0.3, 1.0]),
+       ignore_index=st.sampled_from([255, -100, 0]))
 def test_hypothesis(backend, B, C1, spatial, scale, tag_p, ignore_p, ignore_index, group_split,
                     pixels, margin, threshold, seed):
     g = torch.Generator().manual_seed(seed)

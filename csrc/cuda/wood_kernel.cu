@@ -1,6 +1,6 @@
 // CUDA kernels of the W-OoD distance ops. Only CUDA headers and our own headers are included; the
 // per-pair math (direct differences, the 0-at-0 gradient rule, the argmin tie rule) is
-// csrc/wood_pair.h, shared with the CPU kernels.
+// csrc/wood_pixel.h, shared with the CPU kernels.
 //
 // Layout of the work: one warp per (row, centroid) pair or per point; the 32 lanes stride over D
 // (coalesced loads) and combine their partial sums with shuffles. The losses' shapes (B = 16,
@@ -12,8 +12,8 @@
 
 #include <cstdint>
 
-#include "../wood_pair.h"
-#include "distance_launch.h"
+#include "../wood_pixel.h"
+#include "wood_launch.h"
 
 namespace wood {
 namespace {
@@ -112,10 +112,10 @@ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 template <typename F>
 void by_dtype(int dtype, F&& f) {
   switch (dtype) {
-    case kF32: f(float()); break;
-    case kF64: f(double()); break;
-    case kF16: f(__half()); break;
-    case kBF16: f(__nv_bfloat16()); break;
+    case ocr_kernels::DTYPE_F32: f(float()); break;
+    case ocr_kernels::DTYPE_F64: f(double()); break;
+    case ocr_kernels::DTYPE_F16: f(__half()); break;
+    case ocr_kernels::DTYPE_BF16: f(__nv_bfloat16()); break;
     default: break;
   }
 }

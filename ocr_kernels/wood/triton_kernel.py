@@ -8,11 +8,14 @@ recomputes a tile from direct differences whenever one of its entries is ill-con
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import torch
 import triton
 import triton.language as tl
 
-from .reference import kept_count
+from .._tensors import check_points
+from .reference import ood_threshold
 
 _BN, _BK, _BD = 16, 16, 32
 
@@ -151,67 +154,110 @@ def _weighted_diff(a, b1, b2, w, dist, gout):
     return out
 
 
-class _CentroidDistances(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, c):
-        d = _distances(x, c, None)
-        ctx.save_for_backward(x, c, d)
-        return d
+# ---------------------------------------------------------------------------------------------
+# torch.library registration (custom_op + register_fake + register_autograd, as the OCR ops in
+# ocr_kernels/ocr/triton_kernel.py, so a training step compiles with fullgraph=True).
 
-    @staticmethod
-    def backward(ctx, grad):
-        x, c, d = ctx.saved_tensors
-        one = torch.ones((), device=d.device, dtype=torch.float32)
-        gx = gc = None
-        if ctx.needs_input_grad[0]:
-            gx = _weighted_diff(x, c, None, grad, d, one)
-        if ctx.needs_input_grad[1]:
-            gc = _weighted_diff(c, x, None, grad.t(), d.t(), one)
-        return gx, gc
+@torch.library.custom_op("ocr_kernels::wood_distances_triton", mutates_args=())
+def _distances_op(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    return _distances(x, centroids, None)
+
+
+@_distances_op.register_fake
+def _(x, centroids):
+    check_points(x, centroids)
+    return x.new_empty((x.shape[0], centroids.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("ocr_kernels::wood_weighted_diff_triton", mutates_args=())
+def _weighted_diff_op(a: torch.Tensor, b1: torch.Tensor, b2: Optional[torch.Tensor],
+                      w: torch.Tensor, dist: torch.Tensor, gout: torch.Tensor) -> torch.Tensor:
+    return _weighted_diff(a, b1, b2, w, dist, gout)
+
+
+@_weighted_diff_op.register_fake
+def _(a, b1, b2, w, dist, gout):
+    check_points(a, b1, "a", "b1")
+    J = b1.shape[0] + (0 if b2 is None else b2.shape[0])
+    for name, t in (("w", w), ("dist", dist)):
+        torch._check(t.dim() == 2 and t.shape[0] == a.shape[0] and t.shape[1] == J,
+                     lambda: f"{name}: expected [{a.shape[0]}, {J}], got {t.shape}")
+    torch._check(gout.numel() == 1, lambda: f"gout: expected one element, got {gout.shape}")
+    return torch.empty_like(a, memory_format=torch.contiguous_format)
+
+
+def _distances_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, output)
+
+
+def _distances_bwd(ctx, grad):
+    x, c, d = ctx.saved_tensors
+    one = torch.ones((), device=d.device, dtype=torch.float32)
+    gx = _weighted_diff_op(x, c, None, grad, d, one) if ctx.needs_input_grad[0] else None
+    gc = _weighted_diff_op(c, x, None, grad.t(), d.t(), one) if ctx.needs_input_grad[1] else None
+    return gx, gc
+
+
+_distances_op.register_autograd(_distances_bwd, setup_context=_distances_setup)
+
+
+@torch.library.custom_op("ocr_kernels::wood_distance_loss_triton", mutates_args=())
+def _loss_op(x: torch.Tensor, labels: torch.Tensor, cc: torch.Tensor, oc: torch.Tensor,
+             topk: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, d, w): d [B, C+K] the distances to [class; OoD] centroids, w = dloss/dd (kept for
+    the backward, which needs no second pass over the distances)."""
+    B, C, K = x.shape[0], cc.shape[0], oc.shape[0]
+    d = _distances(x, cc, oc)
+    thr = ood_threshold(d[:, C:], topk).reshape(1)  # on the device: no host synchronisation
+    y = labels.to(device=x.device, dtype=torch.float32).contiguous()
+    w = torch.empty_like(d)
+    loss = torch.empty((), device=x.device, dtype=torch.float32)
+    _wood_terms_kernel[(1,)](d, y, thr, w, loss, B, C, K, 1.0 / (B * K), BLOCK=1024)
+    return loss, d, w
+
+
+@_loss_op.register_fake
+def _(x, labels, cc, oc, topk):
+    check_points(x, cc, "features", "class_centroids")
+    check_points(x, oc, "features", "ood_centroids")
+    torch._check(labels.dim() == 2 and labels.shape[0] == x.shape[0]
+                 and labels.shape[1] == cc.shape[0],
+                 lambda: f"labels: expected [B, C], got {labels.shape}")
+    pairs = (x.shape[0], cc.shape[0] + oc.shape[0])
+    return (x.new_empty((), dtype=torch.float32), x.new_empty(pairs, dtype=torch.float32),
+            x.new_empty(pairs, dtype=torch.float32))
+
+
+def _loss_setup(ctx, inputs, output):
+    x, labels, cc, oc, topk = inputs
+    _, d, w = output
+    ctx.save_for_backward(x, cc, oc, d, w)
+    ctx.C = cc.shape[0]
+
+
+def _loss_bwd(ctx, gout, _grad_d, _grad_w):
+    x, cc, oc, d, w = ctx.saved_tensors
+    C = ctx.C
+    gout = gout.reshape(()).to(torch.float32)
+    gx = gcc = goc = None
+    if ctx.needs_input_grad[0]:
+        gx = _weighted_diff_op(x, cc, oc, w, d, gout)
+    if ctx.needs_input_grad[2]:
+        gcc = _weighted_diff_op(cc, x, None, w[:, :C].t(), d[:, :C].t(), gout)
+    if ctx.needs_input_grad[3]:
+        goc = _weighted_diff_op(oc, x, None, w[:, C:].t(), d[:, C:].t(), gout)
+    return gx, None, gcc, goc, None
+
+
+_loss_op.register_autograd(_loss_bwd, setup_context=_loss_setup)
 
 
 def centroid_distances_triton(x, centroids):
-    return _CentroidDistances.apply(x, centroids)
-
-
-class _WOoDLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, labels, cc, oc, topk):
-        B = x.shape[0]
-        C, K = cc.shape[0], oc.shape[0]
-        d = _distances(x, cc, oc)  # [B, C + K]
-        # Threshold on the device: the kk-th largest OoD distance from a descending sort (zeros
-        # sort last), gathered at a device index. No .item(), no nonzero.
-        flat = d[:, C:].reshape(-1)
-        kk = kept_count((flat != 0).sum(), topk)
-        ordered = torch.sort(flat, descending=True).values
-        thr = ordered.gather(0, (kk - 1).clamp_min(0).reshape(1))
-        thr = torch.where(kk > 0, thr, torch.zeros_like(thr))
-        y = labels.to(device=x.device, dtype=torch.float32).contiguous()
-        w = torch.empty_like(d)
-        loss = torch.empty((), device=x.device, dtype=torch.float32)
-        _wood_terms_kernel[(1,)](d, y, thr, w, loss, B, C, K, 1.0 / (B * K), BLOCK=1024)
-        ctx.save_for_backward(x, cc, oc, d, w)
-        ctx.C = C
-        return loss
-
-    @staticmethod
-    def backward(ctx, gout):
-        x, cc, oc, d, w = ctx.saved_tensors
-        C = ctx.C
-        gout = gout.reshape(()).to(torch.float32)
-        gx = gcc = goc = None
-        if ctx.needs_input_grad[0]:
-            gx = _weighted_diff(x, cc, oc, w, d, gout)
-        if ctx.needs_input_grad[2]:
-            gcc = _weighted_diff(cc, x, None, w[:, :C].t(), d[:, :C].t(), gout)
-        if ctx.needs_input_grad[3]:
-            goc = _weighted_diff(oc, x, None, w[:, C:].t(), d[:, C:].t(), gout)
-        return gx, None, gcc, goc, None
+    return _distances_op(x, centroids)
 
 
 def wood_distance_loss_triton(features, labels, class_centroids, ood_centroids, topk):
-    return _WOoDLoss.apply(features, labels, class_centroids, ood_centroids, float(topk))
+    return _loss_op(features, labels, class_centroids, ood_centroids, float(topk))[0]
 
 
 # ---------------------------------------------------------------------------------------------

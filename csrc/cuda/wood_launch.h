@@ -1,16 +1,17 @@
-// Launchers of the W-OoD CUDA kernels (distance_kernel.cu). Raw pointers, sizes and a stream only:
-// the .cu includes nothing of torch (see kernel-lessons.md), the torch-facing code is
-// distance_binding.cpp.
+// Launchers of the W-OoD CUDA kernels (wood_kernel.cu). Raw pointers, sizes and a stream only:
+// the .cu includes nothing of torch (docs/kernel-notes.md), the torch-facing code is
+// wood_binding.cpp.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
 
+#include "../common.h"
+
 namespace wood {
 
-// Element type codes (the accumulation type is fp64 for kF64, fp32 otherwise).
-enum DTypeCode : int { kF32 = 0, kF64 = 1, kF16 = 2, kBF16 = 3 };
+// `dtype` is the ocr_kernels::DType code of the inputs (csrc/common.h).
 
 // out[n, k] = |x_n - c_k| (x [N, D], c [K, D] contiguous; out [N, K] contiguous, acc type).
 void launch_distances(const void* x, const void* c, void* out, int64_t N, int64_t K, int64_t D,

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seg_helpers import make_seg_inputs
+from seg.seg_helpers import make_seg_inputs
+from ocr_kernels._options import OCROptions
 from ocr_kernels import ocr_loss, seg_ocr_loss
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.reference import seg_ocr_loss_maps_reference
@@ -45,7 +46,8 @@ def test_hand_derived_value_and_gradient():
     all_px = seg_ocr_loss(logits, target, tags, group_split="max", alpha=alpha, ce_average="all")
     assert all_px.item() == pytest.approx(math.log(3) / 2 + alpha * ocr1 / 2, rel=1e-12)
 
-    ce, oc = seg_ocr_loss_maps_reference(logits, target, tags, None, 2.0, 0.2, "max", "oc", 255)
+    ce, oc = seg_ocr_loss_maps_reference(logits, target, tags, None,
+                                         OCROptions(2.0, 0.2, "max", "oc", 255))
     assert torch.allclose(ce, torch.tensor([[[math.log(3), 0.0]]], dtype=torch.float64))
     assert torch.allclose(oc, torch.tensor([[[0.0, ocr1]]], dtype=torch.float64))
 

@@ -1,4 +1,4 @@
-// CPU kernels of the W-OoD distance ops (schemas in csrc/ops.cpp; per-pair math in wood_pair.h).
+// CPU kernels of the W-OoD distance ops (schemas in csrc/ops.cpp; per-pair math in wood_pixel.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -11,7 +11,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "../wood_pair.h"
+#include "../common_host.h"
+#include "../wood_pixel.h"
+#include "isa.h"
 
 namespace wood {
 namespace {
@@ -27,26 +29,43 @@ void check_pair(const at::Tensor& x, const at::Tensor& c, const char* op) {
   TORCH_CHECK(x.is_floating_point(), op, ": expected floating-point tensors");
 }
 
-at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-// The fp32 hot loops are compiled twice, for baseline x86-64 and for AVX2 + FMA, and the loader
-// picks one per machine (GCC function multi-versioning): twice the throughput where AVX2 exists.
-#define WOOD_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define WOOD_CLONES
-#endif
+using ocr_kernels::math_dtype;
+namespace cpu_isa = ocr_kernels::cpu_isa;
 
 struct Same {
   float operator()(float v) const { return v; }
 };
 
-WOOD_CLONES float sqdist_f32(const float* a, const float* b, int64_t D) {
+// The fp32 hot loops are compiled for baseline x86-64 and for AVX2+FMA and picked at run time
+// (cpu/isa.h, which OCR_KERNELS_CPU_ISA caps): twice the throughput where AVX2 exists.
+float sqdist_f32_default(const float* a, const float* b, int64_t D) {
   return sqdist_partial<float>(a, b, 0, D, 1, Same());
 }
-
-WOOD_CLONES void accumulate_f32(float* acc, const float* a, const float* b, float g, int64_t D) {
+void accumulate_f32_default(float* acc, const float* a, const float* b, float g, int64_t D) {
   accumulate_diff(acc, a, b, g, 0, D, 1, Same());
+}
+#if OCR_KERNELS_ISA_DISPATCH
+OCR_AVX2_TARGET float sqdist_f32_avx2(const float* a, const float* b, int64_t D) {
+  return sqdist_partial<float>(a, b, 0, D, 1, Same());
+}
+OCR_AVX2_TARGET void accumulate_f32_avx2(float* acc, const float* a, const float* b, float g,
+                                         int64_t D) {
+  accumulate_diff(acc, a, b, g, 0, D, 1, Same());
+}
+#endif
+
+float sqdist_f32(const float* a, const float* b, int64_t D) {
+#if OCR_KERNELS_ISA_DISPATCH
+  if (cpu_isa::have_avx2()) return sqdist_f32_avx2(a, b, D);
+#endif
+  return sqdist_f32_default(a, b, D);
+}
+
+void accumulate_f32(float* acc, const float* a, const float* b, float g, int64_t D) {
+#if OCR_KERNELS_ISA_DISPATCH
+  if (cpu_isa::have_avx2()) return accumulate_f32_avx2(acc, a, b, g, D);
+#endif
+  accumulate_f32_default(acc, a, b, g, D);
 }
 
 template <typename acc_t, typename scalar_t, typename Cvt>
@@ -74,7 +93,7 @@ at::Tensor distances_cpu(const at::Tensor& x_, const at::Tensor& c_) {
   check_pair(x_, c_, "wood_distances");
   const at::Tensor x = x_.contiguous(), c = c_.contiguous();  // [B, D] features: small
   const int64_t N = x.size(0), K = c.size(0), D = x.size(1);
-  at::Tensor out = at::empty({N, K}, x.options().dtype(acc_type(x.scalar_type())));
+  at::Tensor out = at::empty({N, K}, x.options().dtype(math_dtype(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wood_distances_cpu", [&] {
     using acc_t = acc_of<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -99,7 +118,7 @@ at::Tensor weighted_diff_cpu(const at::Tensor& a_, const at::Tensor& b_, const a
   TORCH_CHECK(w_.dim() == 2 && w_.size(0) == NA && w_.size(1) == J && dist.sizes() == w_.sizes(),
               "wood_weighted_diff: w and dist must be [", NA, ", ", J, "]");
   const at::Tensor a = a_.contiguous(), b = b_.contiguous();
-  const at::ScalarType acc = acc_type(a.scalar_type());
+  const at::ScalarType acc = math_dtype(a.scalar_type());
   const at::Tensor w = w_.to(acc), dd = dist.to(acc);  // no copy when already acc (the usual case)
   at::Tensor out = at::empty({NA, D}, a.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "wood_weighted_diff_cpu", [&] {
@@ -135,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor> assign_cpu(const at::Tensor& x_, const at::Te
   const at::Tensor x = x_.contiguous(), c = c_.contiguous();
   const int64_t N = x.size(0), K = c.size(0), D = x.size(1);
   at::Tensor idx = at::empty({N}, x.options().dtype(at::kLong));
-  at::Tensor mind = at::empty({N}, x.options().dtype(acc_type(x.scalar_type())));
+  at::Tensor mind = at::empty({N}, x.options().dtype(math_dtype(x.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wood_assign_cpu", [&] {
     using acc_t = acc_of<scalar_t>;
     const scalar_t* xp = x.data_ptr<scalar_t>();
@@ -176,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_cpu(const at::Tensor& x_, co
   const int64_t B = x.size(0), C = cc.size(0), K = oc.size(0), D = x.size(1), J = C + K;
   TORCH_CHECK(labels.dim() == 2 && labels.size(0) == B && labels.size(1) == C,
               "wood_loss: labels must be [", B, ", ", C, "]");
-  const at::ScalarType acc = acc_type(x.scalar_type());
+  const at::ScalarType acc = math_dtype(x.scalar_type());
   at::Tensor d = at::empty({B, J}, x.options().dtype(acc));
   at::Tensor w = at::empty({B, J}, x.options().dtype(acc));
   at::Tensor loss = at::empty({}, x.options().dtype(acc));
@@ -240,7 +259,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> loss_backward_cpu(
   check_pair(x_, oc_, "wood_loss_backward");
   const at::Tensor x = x_.contiguous(), cc = cc_.contiguous(), oc = oc_.contiguous();
   const int64_t B = x.size(0), C = cc.size(0), K = oc.size(0), D = x.size(1), J = C + K;
-  const at::ScalarType acc = acc_type(x.scalar_type());
+  const at::ScalarType acc = math_dtype(x.scalar_type());
   const at::Tensor w = w_.to(acc).contiguous(), d = d_.to(acc).contiguous();
   TORCH_CHECK(w.sizes() == d.sizes() && w.dim() == 2 && w.size(0) == B && w.size(1) == J,
               "wood_loss_backward: w and d must be [", B, ", ", J, "]");

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ddp_seg_worker import TinySegNet, step_gradients, worker
+from seg.ddp_seg_worker import TinySegNet, step_gradients, worker
 from helpers import make_ocr_inputs
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),

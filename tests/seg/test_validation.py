@@ -3,9 +3,8 @@ synchronisation on the device path."""
 import pytest
 import torch
 
-from seg_helpers import make_seg_inputs
+from seg.seg_helpers import make_seg_inputs
 from ocr_kernels import seg_ocr_loss
-from ocr_kernels._dispatch import BackendUnavailableError
 from ocr_kernels._validation import check_target_values
 
 
@@ -99,15 +98,3 @@ def test_target_on_another_device_is_named(good):
     logits, target, tags, prior = good
     with pytest.raises(ValueError, match=r"target must be on the same device as logits"):
         seg_ocr_loss(logits, target.to("meta"), tags, prior)
-
-
-def test_explicit_backend_that_is_not_registered_raises(good):
-    from ocr_kernels.seg.backends import SEG_OCR_IMPLS
-
-    logits, target, tags, prior = good
-    missing = [b for b in ("triton", "cpu", "cuda") if b not in SEG_OCR_IMPLS]
-    if not missing:
-        pytest.skip("every fast backend is registered in this build")
-    for b in missing:
-        with pytest.raises(BackendUnavailableError, match=f"backend='{b}' is not implemented for seg_ocr_loss"):
-            seg_ocr_loss(logits, target, tags, prior, backend=b)

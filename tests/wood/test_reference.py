@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wood_np import distances_np, large_norm_inputs, wood_loss_np
+from wood.wood_np import distances_np, large_norm_inputs, wood_loss_np
 from ocr_kernels import centroid_distances, wood_distance_loss
 from ocr_kernels.wood.official import official_wood_distance_loss
 from ocr_kernels.wood.reference import (centroid_distances_reference, kept_count,

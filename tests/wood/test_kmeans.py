@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from wood_np import backend_runs, np64
+from wood.wood_np import backend_runs, np64
 from ocr_kernels import kmeans
 
 BACKENDS = ["reference"] + (["triton"] if backend_runs("triton") is None else [])

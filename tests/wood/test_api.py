@@ -3,7 +3,7 @@ objective, backend selection."""
 import pytest
 import torch
 
-from wood_np import wood_loss_np
+from wood.wood_np import wood_loss_np
 from ocr_kernels import (BackendUnavailableError, WOoDLoss, centroid_distances, class_centroids,
                          kmeans, wood_classifier_loss, wood_distance_loss)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from wood_np import backend_runs, np64
+from wood.wood_np import backend_runs, np64
 from ocr_kernels import kmeans
 
 pytestmark = pytest.mark.skipif(backend_runs("cpu") is not None, reason=f"cpu: {backend_runs('cpu')}")

@@ -5,7 +5,7 @@ import types
 import pytest
 import torch
 
-from seg_helpers import make_seg_inputs
+from seg.seg_helpers import make_seg_inputs
 from ocr_kernels import SegOCRLoss, seg_ocr_loss
 from ocr_kernels.seg.module import register_with_mmseg
 

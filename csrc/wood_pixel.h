@@ -1,5 +1,5 @@
-// Per-pair math of the W-OoD distance ops, shared by the CPU kernels (cpu/distance_kernel.cpp) and
-// the CUDA kernels (cuda/distance_kernel.cu), so that both backends compute the same thing in the
+// Per-pair math of the W-OoD distance ops, shared by the CPU kernels (cpu/wood_kernel.cpp) and
+// the CUDA kernels (cuda/wood_kernel.cu), so that both backends compute the same thing in the
 // same way. Plain C++ without ATen: it compiles under g++ and under nvcc.
 //
 // Accuracy: a squared distance is always a sum of squared *direct differences* (a_d - b_d) in the
@@ -14,8 +14,8 @@
 #else
 #include <cmath>
 #if defined(__GNUC__)
-// always_inline: the CPU kernel compiles its fp32 loops for several ISAs (target_clones); only an
-// inlined body is vectorised for the clone's ISA.
+// always_inline: the CPU kernel compiles its fp32 loops for several ISAs (cpu/isa.h); only an
+// inlined body is vectorised for each variant's ISA.
 #define WOOD_HD inline __attribute__((always_inline))
 #else
 #define WOOD_HD inline

@@ -1,0 +1,63 @@
+"""The C++/CUDA ops of the segmentation objective (backends "cpu" and "cuda"): fake and autograd
+registrations and the function the dispatch calls. Thin wrappers over the fused OCR kernels
+(csrc/cpu/ocr_kernel.cpp, csrc/cuda/ocr_binding.cpp, their cross-entropy variant); the forward
+writes (ce_map, ocr_map) from one read of the logits and one fused backward re-reads the logits
+only where L > 0 or the cross-entropy has a gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+from .._extension import registered_ops
+from .._options import OCROptions
+from .._tensors import check_map, check_ocr_args, new_map
+
+
+def _register() -> None:
+    lib = "ocr_kernels::"
+
+    @torch.library.register_fake(lib + "seg_ocr_loss_maps")
+    def _(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
+        check_ocr_args(logits, tags, prior, target)
+        return new_map(logits), new_map(logits)
+
+    @torch.library.register_fake(lib + "seg_ocr_loss_maps_backward")
+    def _(grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, margin, threshold, group_split,
+          pixels, ignore_index):
+        check_ocr_args(logits, tags, prior, target)
+        for name, m in (("grad_ce", grad_ce), ("grad_ocr", grad_ocr), ("ocr_map", ocr_map)):
+            check_map(m, logits, name)
+        return torch.empty_like(logits)
+
+    @torch.library.register_fake(lib + "_pixelwise_seg_ocr")
+    def _(logits, target, tags, prior, grad_ce, grad_ocr, margin, threshold, group_split, pixels,
+          ignore_index):
+        check_ocr_args(logits, tags, prior, target)
+        return new_map(logits), new_map(logits), torch.empty_like(logits)
+
+    def setup(ctx, inputs, output):
+        logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
+        ctx.save_for_backward(logits, target, tags, prior, output[1])
+        ctx.opts = (margin, threshold, group_split, pixels, ignore_index)
+
+    def backward(ctx, grad_ce, grad_ocr):
+        logits, target, tags, prior, ocr_map = ctx.saved_tensors
+        grad = None
+        if ctx.needs_input_grad[0]:
+            grad = torch.ops.ocr_kernels.seg_ocr_loss_maps_backward(
+                grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *ctx.opts)
+        return (grad,) + (None,) * 8
+
+    torch.library.register_autograd(lib + "seg_ocr_loss_maps", backward, setup_context=setup)
+
+
+def ops():
+    """torch.ops.ocr_kernels, with the extension built/loaded and the seg registrations made."""
+    return registered_ops(_register)
+
+
+def seg_ocr_loss_maps_csrc(logits, target, tags, prior, opts: OCROptions):
+    """(ce_map, ocr_map), both [B, *spatial] fp32 (fp64 for fp64 logits), from one read of the
+    logits; ce_map[p] = logsumexp(z_p) − z_p[target_p] (0 where target_p == ignore_index). Both
+    are differentiable in logits through one fused backward."""
+    return ops().seg_ocr_loss_maps(logits, target, tags, prior, *opts.codes(), int(opts.ignore_index))
