@@ -38,6 +38,26 @@ TORCH_LIBRARY(ocr_kernels, m) {
   // g_ij = gout * w[i, j] / dist[i, j] (0 where dist = 0); w and dist [NA, J] of any strides
   // (transposed views included); gout a 0-dim tensor on a's device. Returns a's dtype.
   m.def("wood_weighted_diff(Tensor a, Tensor b, Tensor w, Tensor dist, Tensor gout) -> Tensor");
+  // The whole W-OoD distance loss (CPU): (0-dim loss, w = dL/dd [B, C + K], d [B, C + K]), fp32
+  // (fp64 for fp64); labels [B, C] of any dtype. The backward takes gout (0-dim, on the CPU) and
+  // the saved w and d: (grad features, grad class centroids, grad OoD centroids), the last two
+  // [0, D] unless centroid_grads.
+  m.def(
+      "wood_loss(Tensor features, Tensor labels, Tensor class_centroids, Tensor ood_centroids, "
+      "float topk) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "wood_loss_backward(Tensor gout, Tensor features, Tensor class_centroids, "
+      "Tensor ood_centroids, Tensor w, Tensor d, bool centroid_grads) -> (Tensor, Tensor, Tensor)");
   // K-means assignment: (argmin_k |x_n - c_k| as int64 [N], that squared distance [N]).
   m.def("wood_assign(Tensor x, Tensor centroids) -> (Tensor, Tensor)");
+  // One CPU K-means step on fp32/fp16/bf16 points (fp32 math): the assignment through a GEMM on
+  // data centred by mu [D] (fp32), exact by a guard (csrc/cpu/wood_kmeans.cpp), then, when
+  // with_sums, the per-cluster sums [K, D] and counts [K] (fp32, row-order sums). prev_idx [N],
+  // prev_bounds [N, 2] (a previous step's) and moved [K] (fp64 distance each centroid moved since)
+  // let it skip the points that provably keep their centroid. Returns (assignments int64 [N],
+  // squared distance [N] -- for a skipped point an upper bound on it unless a cluster came out
+  // empty --, sums, counts, bounds [N, 2] fp64); sums and counts are empty without with_sums.
+  m.def(
+      "wood_kmeans_step(Tensor x, Tensor centroids, Tensor mu, bool with_sums, Tensor? prev_idx=None, "
+      "Tensor? prev_bounds=None, Tensor? moved=None) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma list of fp32,bf16,fp16,fp64 (default fp32 on a CPU, fp32,bf16 on a GPU; "
                         "W-OoD and K-means always run fp32)")
     p.add_argument("--backends", default=",".join(DEFAULT_IMPLS),
-                   help="comma list of implementations: anchors eager,compile,compile-max and backends "
+                   help="comma list of implementations: anchors eager,compile,compile-max,faiss and backends "
                         "triton,cuda,cpu,reference (default: %(default)s)")
     p.add_argument("--oc-fraction", type=float, default=DEFAULT_OC_FRACTION,
                    help="fraction of OC pixels in the realistic OCR scenario (default 0.1; the worst case, "
@@ -185,6 +185,8 @@ def _time_one(w, pass_, impl, nbytes, sets, device, opts, flush, extra) -> dict:
             for s in sets:
                 s[leaf].grad = None
         peak = peak_extra_bytes(fn, sets[0], device)
+        if w.op == "kmeans":
+            extra["inertia"] = kmeans_inertia(sets[0]["x"], impl.fn(sets[0]))
     except SKIP_ERRORS as exc:
         return _record(w, pass_, impl, nbytes, "skipped", f"{type(exc).__name__}: {exc}", **extra)
     except Exception as exc:  # one failing case must not stop the run; the JSON keeps the message
@@ -193,6 +195,16 @@ def _time_one(w, pass_, impl, nbytes, sets, device, opts, flush, extra) -> dict:
         return _record(w, pass_, impl, nbytes, "error", f"{type(exc).__name__}: {str(exc)[:300]}", **extra)
     return _record(w, pass_, impl, nbytes, "ok", median_s=t["median_s"], times_s=t["times_s"],
                    peak_mem_bytes=peak, **extra)
+
+
+def kmeans_inertia(x: torch.Tensor, centroids: torch.Tensor) -> float:
+    """sum_n min_k |x_n - c_k|^2 in fp64 (row chunks of direct differences)."""
+    c = centroids.detach().to(device=x.device, dtype=torch.float64)
+    total, step = 0.0, max(1, (1 << 22) // max(1, c.shape[0] * x.shape[1]))
+    for s in range(0, x.shape[0], step):
+        d = (x[s:s + step].to(torch.float64)[:, None, :] - c[None]).pow(2).sum(-1)
+        total += float(d.min(1).values.sum())
+    return total
 
 
 def run(args) -> int:
@@ -265,11 +277,14 @@ def run(args) -> int:
         bar.close()
         signal.signal(signal.SIGTERM, prev)
     save(records, partial)
-    table = report.format_table(records, bw) + report.skipped_summary(records)
+    table = report.format_table(records, bw) + report.skipped_summary(records) + report.inertia_summary(records)
     with open(paths["txt"], "w") as f:
         f.write(table)
     with open(paths["md"], "w") as f:
         f.write(report.format_table(records, bw, markdown=True))
+        inertia = report.inertia_summary(records)
+        if inertia:
+            f.write("\n" + inertia)
     if not args.no_plot:
         title = f"ocr-kernels bench: {info['name']}, torch {torch.__version__}, {started:%Y-%m-%d}"
         if not plot_results(records, bw, paths["png"], title):

@@ -2,11 +2,12 @@
 
 An implementation is a function of one input set (a dict from inputs.py) that returns the loss
 (or, for K-means, the centroids). Anchors: "eager" (the pure-PyTorch reference; for W-OoD the
-official per-centroid loop, labelled "official"), "compile" (torch.compile of the reference,
-static shapes) and, on a GPU at the target shapes, "compile-max" (mode
-"max-autotune-no-cudagraphs"). Backends: ours, through the public entry point with backend=name.
-When a backend cannot run here, the implementation carries the reason instead of a function and
-is reported as skipped.
+official per-centroid loop, labelled "official", also run on one thread as "official@1t"),
+"compile" (torch.compile of the reference, static shapes), on a GPU at the target shapes
+"compile-max" (mode "max-autotune-no-cudagraphs") and, for K-means on a CPU, "faiss" (faiss-cpu's
+Kmeans with the same first-k init and iterations, when faiss is installed). Backends: ours, through
+the public entry point with backend=name. When a backend cannot run here, the implementation
+carries the reason instead of a function and is reported as skipped.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .._triton import interpreting
 from .inputs import Scenario
 
 FAST_BACKENDS = ("triton", "cuda", "cpu")
-ANCHORS = ("eager", "compile", "compile-max")
+ANCHORS = ("eager", "compile", "compile-max", "faiss")
 SEG_IGNORE_INDEX = 255
 
 
@@ -52,6 +53,40 @@ def eager_kmeans(x: torch.Tensor, k: int, iters: int = 10):
         counts = torch.bincount(assign, minlength=k).to(x.dtype).unsqueeze(1)
         c = torch.where(counts > 0, sums / counts.clamp_min(1), c)
     return c
+
+
+def faiss_kmeans(x: torch.Tensor, k: int, iters: int = 10) -> torch.Tensor:
+    """faiss-cpu's Kmeans as a user would run it on all the points (no subsampling), from the
+    same first-k centroids, on torch's thread count."""
+    import faiss
+
+    faiss.omp_set_num_threads(torch.get_num_threads())
+    xn = x.detach().cpu().numpy()
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, max_points_per_centroid=x.shape[0] + 1, seed=1)
+    km.train(xn, init_centroids=xn[:k].copy())
+    return torch.from_numpy(km.centroids)
+
+
+def faiss_reason(device: torch.device) -> Optional[str]:
+    if device.type != "cpu":
+        return "a CPU anchor (faiss-cpu)"
+    try:
+        import faiss  # noqa: F401
+    except ImportError as exc:
+        return f"faiss is not installed (pip install faiss-cpu): {exc}"
+    return None
+
+
+def on_one_thread(fn: Callable) -> Callable:
+    """fn run with torch on one thread (the thread count is restored after)."""
+    def run(*args, **kwargs):
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(prev)
+    return run
 
 
 _COMPILED: Dict[tuple, Callable] = {}
@@ -193,6 +228,8 @@ def wood_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[Im
     impls = []
     if "eager" in wanted:
         impls.append(Impl("official", "eager", lambda i: official_wood_distance_loss(*args(i))))
+        one = on_one_thread(official_wood_distance_loss)
+        impls.append(Impl("official@1t", "official-1t", lambda i: one(*args(i))))
     if "compile" in wanted:
         f = compiled(wood_distance_loss_reference)
         impls.append(Impl("compile", "compile", lambda i: f(*args(i))))
@@ -213,6 +250,9 @@ def kmeans_impls(device, dtype, shape, scenario, wanted: Sequence[str]) -> List[
     impls = []
     if "eager" in wanted:
         impls.append(Impl("eager", "eager", lambda i: eager_kmeans(i["x"], i["k"], 10)))
+    if "faiss" in wanted:
+        why = faiss_reason(device)
+        impls.append(Impl("faiss", "faiss", None if why else (lambda i: faiss_kmeans(i["x"], i["k"], 10)), why))
 
     def make(b):
         return lambda i: kmeans(i["x"], i["k"], iters=10, backend=b)[0]

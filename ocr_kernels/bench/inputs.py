@@ -150,8 +150,13 @@ def wood_inputs(shape, dtype, device, generator: torch.Generator):
 
 
 def kmeans_inputs(shape, dtype, device, generator: torch.Generator):
-    """Points [N, D] drawn around k hidden centres, so that Lloyd iterations have work to do."""
+    """Points [N, D] drawn around k hidden centres. The first k points come one from each centre,
+    so that first-k init leaves no cluster empty: implementations whose empty-cluster rules
+    differ (ours re-seeds, faiss splits a cluster, eager keeps the centroid) then reach the same
+    clustering, and their times compare equal results (the bench reports the inertia)."""
     N, D, k = shape
     centres = torch.randn(k, D, generator=generator) * 4
-    x = centres[torch.randint(0, k, (N,), generator=generator)] + torch.randn(N, D, generator=generator)
+    lab = torch.randint(0, k, (N,), generator=generator)
+    lab[:k] = torch.randperm(k, generator=generator)[: min(k, N)]
+    x = centres[lab] + torch.randn(N, D, generator=generator)
     return dict(x=x.to(device=device, dtype=dtype), k=k)

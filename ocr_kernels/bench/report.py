@@ -18,7 +18,7 @@ COLUMNS = ("op", "shape", "dtype", "scenario", "pass", "backend", "median", "GB/
 
 
 # The JSON has a speed-up against each; the table shows eager and compile.
-SPEEDUP_ROLES = ("eager", "compile", "compile-max")
+SPEEDUP_ROLES = ("eager", "compile", "compile-max", "faiss", "official-1t")
 
 
 def add_derived(records: List[dict], bandwidth_gbps: Optional[float]) -> None:
@@ -114,6 +114,17 @@ def skipped_summary(records: List[dict]) -> str:
     lines = ["not measured (backend: reason [ops]):"]
     for (b, why), ops in seen.items():
         lines.append(f"  {b}: {why} [{', '.join(ops)}; {sum(ops.values())} cases]")
+    return "\n".join(lines) + "\n"
+
+
+def inertia_summary(records: List[dict]) -> str:
+    """K-means inertia (sum of squared distances of the points to their nearest returned
+    centroid, fp64) of every implementation measured, so that speeds compare equal results."""
+    rows = [r for r in records if r.get("inertia") is not None]
+    if not rows:
+        return ""
+    lines = ["K-means inertia (fp64, first input set):"]
+    lines += [f"  {r['shape']} {r['backend']}: {r['inertia']:.9g}" for r in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -34,7 +34,7 @@ PRESETS: Dict[str, Dict[str, List[Shape]]] = {
         "ocr_loss": _OCR_QUICK,
         "seg_ocr_loss": _OCR_QUICK[:1],
         "wood_distance_loss": [(16, 2048, 20, 50)],
-        "kmeans": [(8192, 128, 50)],
+        "kmeans": [(8192, 128, 50), (20000, 2048, 50)],
     },
     # benchmarks/gpu/run.sh's one call: the target shapes first, then W-OoD and K-means
     "gpu": {

@@ -13,7 +13,7 @@ import torch
 
 from .._dispatch import resolve_backend
 from .._validation import validate_kmeans_inputs
-from .backends import ASSIGN_IMPLS
+from .backends import ASSIGN_IMPLS, STEPS_IMPLS
 from .._tensors import math_dtype
 
 
@@ -110,7 +110,10 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
     `iters` iterations assigns every point to its nearest centroid (a fused distance + argmin
     over tiles, ties to the lowest index) and moves each centroid to the mean of its points
     (fp32 sums; fp64 for fp64), re-seeding empty clusters (module docstring). The returned
-    assignments are those of a final assignment step against the returned centroids.
+    assignments are those of a final assignment step against the returned centroids (one step
+    fresher than the official W-OoD K-means', which equal ours with iters - 1). On the cpu
+    backend each step is one call (GEMM assignment with an exactness guard, distance bounds
+    carried between steps, sums and counts; csrc/cpu/wood_kmeans.cpp).
     distributed=True (torch.distributed initialised): x holds this rank's points and all ranks'
     points are clustered as one set (all-reduce of the partial sums and counts); every rank gets
     the same centroids and the assignments of its own points.
@@ -134,16 +137,22 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
     else:
         c = _init_kmeanspp(x, k, seed, assign, mu, dist).to(ct)
     xs = x if x.dtype == ct else None
+    steps = STEPS_IMPLS[name](x, mu) if name in STEPS_IMPLS else None
     for _ in range(iters):
-        idx, mind = assign(x, c.to(x.dtype) if x.dtype != ct else c, mu)
-        sums = torch.zeros((k, D), device=x.device, dtype=ct)
-        if xs is not None:
-            sums.index_add_(0, idx, xs)
-        else:  # low-precision input: upcast in row chunks, never a full fp32 copy of x
-            step = max(1, (1 << 24) // max(1, D))
-            for s in range(0, N, step):
-                sums.index_add_(0, idx[s:s + step], x[s:s + step].to(ct))
-        counts = torch.bincount(idx, minlength=k).to(ct)
+        cx = c.to(x.dtype) if x.dtype != ct else c
+        out = steps.step(cx) if steps is not None else None
+        if out is not None:  # assignment, sums and counts in one call (row-order sums as below)
+            idx, mind, sums, counts = out
+        else:
+            idx, mind = assign(x, cx, mu)
+            sums = torch.zeros((k, D), device=x.device, dtype=ct)
+            if xs is not None:
+                sums.index_add_(0, idx, xs)
+            else:  # low-precision input: upcast in row chunks, never a full fp32 copy of x
+                step = max(1, (1 << 24) // max(1, D))
+                for s in range(0, N, step):
+                    sums.index_add_(0, idx[s:s + step], x[s:s + step].to(ct))
+            counts = torch.bincount(idx, minlength=k).to(ct)
         if dist is not None:
             dist.all_reduce(sums)
             dist.all_reduce(counts)
@@ -153,5 +162,6 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 10, init: str = "first",
         order = (torch.cumsum(empty.to(torch.int64), 0) - 1).clamp_min(0)
         c = torch.where(empty[:, None], far[order], means)
     c_out = c.to(x.dtype)
-    idx, _ = assign(x, c_out, mu)
+    out = steps.step(c_out, with_sums=False) if steps is not None else None
+    idx = out[0] if out is not None else assign(x, c_out, mu)[0]
     return c_out, idx

@@ -150,6 +150,8 @@ def test_cli_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
             assert r["peak_mem_bytes"] is None  # CPU: n/a
         else:
             assert r["reason"]  # every case not measured says why
+    km = [r for r in rs if r["op"] == "kmeans" and r["status"] == "ok"]
+    assert km and all(r["inertia"] > 0 for r in km)  # reported beside the time
     # A backend not in this build or not for CPU tensors is skipped, never an error.
     assert not [r for r in rs if r["status"] == "error"]
     assert [r for r in rs if r["backend"] == "cuda" and "CUDA" in r["reason"]]
@@ -200,3 +202,23 @@ def test_gpu_case_list_defers_max_autotune(monkeypatch):
     report.add_derived(rs, None)
     order = [line.split()[5] for line in report.format_table(rs, None).splitlines()[2:]]
     assert order == ["eager", "compile-max", "cpu"]
+
+
+def test_faiss_anchor_is_skipped_cleanly_without_faiss(monkeypatch):
+    import sys as _sys
+
+    from ocr_kernels.bench import impls
+
+    monkeypatch.setitem(_sys.modules, "faiss", None)  # import faiss -> ImportError
+    rows = impls.kmeans_impls(torch.device("cpu"), torch.float32, (64, 8, 4), None, ["eager", "faiss"])
+    f = [i for i in rows if i.label == "faiss"]
+    assert len(f) == 1 and f[0].fn is None and "faiss is not installed" in f[0].reason
+    assert [i for i in rows if i.label == "eager"][0].fn is not None
+
+
+def test_kmeans_inertia_by_hand():
+    from ocr_kernels.bench.cli import kmeans_inertia
+
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])
+    c = torch.tensor([[0.5, 0.0], [10.0, 1.0]])
+    assert kmeans_inertia(x, c) == 0.25 + 0.25 + 1.0
