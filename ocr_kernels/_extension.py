@@ -265,11 +265,18 @@ def extension_ops() -> List[str]:
     return [f"ocr_kernels::{n}" for n in re.findall(r'm\.def\(\s*"(\w+)\(', text)]
 
 
+# Ops that exist for the CPU only, by design: the one-op W-OoD loss and its backward (latency-bound
+# on a CPU; CUDA runs the distance ops) and the GEMM K-means step (CUDA assigns with wood_assign).
+CPU_ONLY_OPS = ("ocr_kernels::wood_loss", "ocr_kernels::wood_loss_backward",
+                "ocr_kernels::wood_kmeans_step")
+
+
 def missing_kernels(dispatch_key: str) -> List[str]:
     """The public ops (csrc/ops.cpp's, less the "_"-prefixed internal ones such as the CPU-only
-    test hook _pixelwise_seg_ocr) with no kernel registered for `dispatch_key` ("CPU", "CUDA")
-    in this process (load() first)."""
+    test hook _pixelwise_seg_ocr, and less CPU_ONLY_OPS for other keys) with no kernel registered
+    for `dispatch_key` ("CPU", "CUDA") in this process (load() first)."""
     return [op for op in extension_ops() if not op.split("::")[1].startswith("_")
+            and not (dispatch_key != "CPU" and op in CPU_ONLY_OPS)
             and not torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key)]
 
 

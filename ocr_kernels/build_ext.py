@@ -21,7 +21,8 @@ def main(argv=None) -> int:
                              "a CPU and a CUDA kernel registered (CI's cuda-build-check)")
     args = parser.parse_args(argv)
     from ._extension import (_has_cuda_kernels, cuda_arch_list, cuda_build_possible, extension_ops,
-                             extension_unavailable_reason, find_cuda_home, load, missing_kernels,
+                             CPU_ONLY_OPS, extension_unavailable_reason, find_cuda_home, load,
+                             missing_kernels,
                              sources)
 
     home, how = find_cuda_home()
@@ -49,8 +50,9 @@ def main(argv=None) -> int:
         ops = [op for op in extension_ops() if not op.split("::")[1].startswith("_")]
         missing = {key: missing_kernels(key) for key in ("CPU", "CUDA")}
         for op in ops:
-            print(f"  {op}: " + ", ".join(f"{key} {'MISSING' if op in m else 'ok'}"
-                                          for key, m in missing.items()))
+            print(f"  {op}: " + ", ".join(
+                f"{key} {'MISSING' if op in m else 'CPU-only op' if op in CPU_ONLY_OPS and key != 'CPU' else 'ok'}"
+                for key, m in missing.items()))
         if not ops or any(missing.values()):
             print(f"ocr-kernels: --require-cuda: missing kernels {missing}", file=sys.stderr)
             return 1
