@@ -71,6 +71,47 @@ def reference64(logits, tags, prior, grad_map=None, **opts):
     return loss.detach(), grad
 
 
+# Fused upsampling cases of the backend matrices, (low-resolution h, w) -> (H, W): scale factors
+# 2, 4, 8 and 7.83, odd sizes, different scales per axis, downsampling, the identity and
+# single-pixel edges.
+RESIZE_CASES = [
+    ((5, 6), (10, 12)),
+    ((4, 5), (16, 20)),
+    ((3, 4), (24, 32)),
+    ((6, 5), (47, 39)),
+    ((7, 3), (11, 17)),
+    ((9, 11), (4, 5)),
+    ((5, 9), (13, 4)),
+    ((5, 6), (5, 6)),
+    ((1, 1), (5, 3)),
+    ((4, 4), (1, 1)),
+]
+
+
+def upsampled64(logits, size, align_corners):
+    """The logits bilinearly upsampled to size in float64: the oracle's input for the fused
+    upsampling (the same F.interpolate the references compose with)."""
+    import torch.nn.functional as F
+
+    return F.interpolate(logits.to(torch.float64), size=tuple(size), mode="bilinear",
+                         align_corners=align_corners)
+
+
+def reference64_resized(logits, tags, prior, size, align_corners, grad_map=None, **opts):
+    """reference64 of the composition F.interpolate + the OCR reference, in float64: the loss map
+    [B, H, W] and the gradient of the low-resolution logits."""
+    z = logits.detach().to(torch.float64).requires_grad_(True)
+    loss = ocr_loss_map_reference(
+        upsampled64(z, size, align_corners), tags,
+        None if prior is None else prior.to(torch.float64),
+        OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
+                   opts.get("group_split", "ada"), opts.get("pixels", "oc")),
+    )
+    g = torch.ones_like(loss) if grad_map is None else grad_map.to(torch.float64)
+    (grad,) = torch.autograd.grad(loss, z, g)
+    return loss.detach(), grad
+
+
 def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):
     """bool [B, *spatial]: pixels whose "ada" IC group changes under a perturbation of eps in the
     threshold test (P_A − P_k·M[A, k] within eps of t). An fp32 kernel and the fp64 reference may

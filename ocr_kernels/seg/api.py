@@ -5,10 +5,11 @@ from typing import Optional
 
 import torch
 
-from .._dispatch import resolve_backend
+from .._dispatch import resolve_backend, resolve_resized_backend
 from .._options import OCROptions
-from .._validation import optional_prior_for, validate_seg_inputs
-from .backends import SEG_OCR_IMPLS
+from .._validation import optional_prior_for, validate_seg_inputs, validate_seg_upsample
+from ..ocr.reference import upsample_logits
+from .backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
 
 
 def _global_counts(n_valid: torch.Tensor, n_pixels: int):
@@ -54,6 +55,8 @@ def seg_ocr_loss(
     tags: torch.Tensor,
     prior: Optional[torch.Tensor] = None,
     *,
+    upsample: bool = False,
+    align_corners: bool = False,
     alpha: float = 1.0,
     ignore_index: int = 255,
     margin: float = 2.0,
@@ -92,15 +95,31 @@ def seg_ocr_loss(
     ValueError at once for CPU tensors; on CUDA (or under torch.compile) a device-side assert,
     never a host synchronisation. validate=False skips that read of the target; a bad target then
     gives meaningless values (the kernels clamp indices and never read out of bounds).
+
+    upsample=True: logits [B, C+1, h, w] smaller (or larger) than the target [B, H, W] are
+    bilinearly resized to (H, W) exactly as ``F.interpolate(logits, target.shape[-2:],
+    mode="bilinear", align_corners=align_corners)`` (in the math dtype), fused into the kernel on
+    the cpu backend (no [B, C+1, H, W] tensor is allocated; the gradient reaches the
+    low-resolution logits). The Triton and CUDA kernels do not fuse it yet: requesting them
+    raises, and "auto" on CUDA interpolates and then runs the fastest loss (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
+    size = validate_seg_upsample(logits, target, upsample, align_corners)
     validate_seg_inputs(logits, target, tags, prior, opts, alpha=alpha, ce_average=ce_average,
-                        global_mean=global_mean, validate=validate, backend=backend)
-    name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
+                        global_mean=global_mean, validate=validate, backend=backend, spatial=size)
+    impls = SEG_OCR_IMPLS
+    if size is not None:
+        name = resolve_resized_backend(backend, logits, op="seg_ocr_loss",
+                                       implemented=tuple(SEG_OCR_RESIZED_IMPLS))
+        if name is None:
+            logits, backend, size = upsample_logits(logits, size, align_corners), "auto", None
+        else:
+            impls = {name: lambda *a: SEG_OCR_RESIZED_IMPLS[name](*a, align_corners)}
+    if size is None:
+        name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
     opts = opts._replace(margin=float(margin), threshold=float(threshold))
-    ce_map, ocr_map = SEG_OCR_IMPLS[name](logits, target, tags, optional_prior_for(group_split, prior),
-                                          opts)
+    ce_map, ocr_map = impls[name](logits, target, tags, optional_prior_for(group_split, prior), opts)
     return reduce_seg_maps(
         ce_map, ocr_map, target, alpha=float(alpha), ignore_index=ignore_index,
         ce_average=ce_average, global_mean=global_mean,
