@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "../ocr_host.h"
@@ -89,6 +90,12 @@ struct Resize {
   acc_t* buf;
   const int64_t *chunk_lo, *chunk_rows, *chunk_off;  // per chunk of one image
   int64_t image_buf;                                 // buffer elements per image
+  // backward, x direction, per segment of output columns (the same in every output row):
+  // source columns jl .. jl + nq − 1, and for each j < L a row of nq (pixel, weight) pairs,
+  // row[jl + q] = Σ_j wts[j·nq + q] · g[idx[j·nq + q]] (padding pairs have weight 0).
+  const int64_t *seg_jl, *seg_nq, *seg_L, *seg_off;
+  const int32_t* seg_idx;
+  const acc_t* seg_wts;
 };
 
 // Per-thread tiles of this file (ocr_tiles.h keeps its own scratch for the statistics).
@@ -199,17 +206,22 @@ OCR_INLINE void backward_chunks(const Resize<scalar_t, acc_t>& R, int64_t c0, in
         interpolate_tile(R, b, y, xs, n, S.tile.data(), P);
         const Args<acc_t, acc_t> T = tile_view(R, b, y * R.W + xs, n, S.tile.data(), S.gtile.data());
         backward_tiles<acc_t, acc_t, CE>(T, 0, 1);
-        // x: the tile's gradient into one source row per class (columns jl .. jh)
-        const int64_t jl = R.x0[xs], jh = R.x1[xs + n - 1];
-        const int64_t *i0 = R.x0 + xs, *i1 = R.x1 + xs;
-        const acc_t *w0 = R.lx0 + xs, *w1 = R.lx1 + xs;
+        // x: the tile's gradient into one source row per class (columns jl .. jh), as a
+        // gather over the source columns (vectorised across them; no scatter conflicts)
+        const int64_t seg = xs / P, jl = R.seg_jl[seg], nq = R.seg_nq[seg], L = R.seg_L[seg];
+        const int64_t jh = jl + nq - 1;
+        const int32_t* sidx = R.seg_idx + R.seg_off[seg];
+        const acc_t* swts = R.seg_wts + R.seg_off[seg];
         for (int64_t k = 0; k < C1; ++k) {
-          acc_t* rk = row + k * w;
+          acc_t* rk = row + k * w + jl;
           const acc_t* g = S.gtile.data() + k * P;
-          for (int64_t q = jl; q <= jh; ++q) rk[q] = 0;
-          for (int64_t p = 0; p < n; ++p) {
-            rk[i0[p]] += w0[p] * g[p];
-            rk[i1[p]] += w1[p] * g[p];
+          OCR_IVDEP
+          for (int64_t q = 0; q < nq; ++q) rk[q] = 0;
+          for (int64_t j = 0; j < L; ++j) {
+            const int32_t* ix = sidx + j * nq;
+            const acc_t* wt = swts + j * nq;
+            OCR_IVDEP
+            for (int64_t q = 0; q < nq; ++q) rk[q] += wt[q] * g[ix[q]];
           }
         }
         // y: that row into the two source rows, weighted
@@ -292,6 +304,9 @@ struct Grid {
   int64_t rows_per_chunk, chunks;
   std::vector<int64_t> lo, rows, off;
   int64_t image_buf;
+  std::vector<int64_t> seg_jl, seg_nq, seg_L, seg_off;
+  std::vector<int32_t> seg_idx;
+  std::vector<acc_t> seg_wts;
 };
 
 template <typename acc_t>
@@ -319,6 +334,34 @@ Grid<acc_t> make_grid(const at::Tensor& z, int64_t H, int64_t W, bool align_corn
     g.rows.push_back(hi - lo + 1);
     g.off.push_back(g.image_buf);
     g.image_buf += C1 * (hi - lo + 1) * w;
+  }
+  // The x gather tables of each column segment: the (pixel, weight) pairs of every source
+  // column, in pixel order, padded to the segment's longest list with weight-0 pairs.
+  for (int64_t xs = 0; xs < W; xs += P) {
+    const int64_t n = std::min(P, W - xs);
+    const int64_t jl = g.ax.i0[xs], jh = g.ax.i1[xs + n - 1], nq = jh - jl + 1;
+    std::vector<std::vector<std::pair<int32_t, acc_t>>> pairs(nq);
+    for (int64_t p = 0; p < n; ++p) {
+      pairs[g.ax.i0[xs + p] - jl].emplace_back((int32_t)p, g.ax.l0[xs + p]);
+      pairs[g.ax.i1[xs + p] - jl].emplace_back((int32_t)p, g.ax.l1[xs + p]);
+    }
+    int64_t L = 0;
+    for (const auto& v : pairs) L = std::max<int64_t>(L, v.size());
+    g.seg_jl.push_back(jl);
+    g.seg_nq.push_back(nq);
+    g.seg_L.push_back(L);
+    g.seg_off.push_back(g.seg_idx.size());
+    const size_t at = g.seg_idx.size();
+    g.seg_idx.resize(at + L * nq);
+    g.seg_wts.resize(at + L * nq);
+    for (int64_t q = 0; q < nq; ++q) {
+      const int32_t pad = pairs[q].empty() ? 0 : pairs[q][0].first;
+      for (int64_t j = 0; j < L; ++j) {
+        const bool have = j < (int64_t)pairs[q].size();
+        g.seg_idx[at + j * nq + q] = have ? pairs[q][j].first : pad;
+        g.seg_wts[at + j * nq + q] = have ? pairs[q][j].second : acc_t(0);
+      }
+    }
   }
   return g;
 }
@@ -354,6 +397,12 @@ Resize<scalar_t, acc_t> make_resize(const at::Tensor& z, const Grid<acc_t>& g, i
   R.chunk_rows = g.rows.data();
   R.chunk_off = g.off.data();
   R.image_buf = g.image_buf;
+  R.seg_jl = g.seg_jl.data();
+  R.seg_nq = g.seg_nq.data();
+  R.seg_L = g.seg_L.data();
+  R.seg_off = g.seg_off.data();
+  R.seg_idx = g.seg_idx.data();
+  R.seg_wts = g.seg_wts.data();
   return R;
 }
 
