@@ -8,7 +8,7 @@ unfused call alternate, so a load change on a shared machine hits both), median 
 Peak extra memory: what one forward+backward allocates above what was allocated before it (the
 inputs), measured in a fresh subprocess per path so that no freed memory of another run is
 reused. CPU: the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs
-just before the call) minus its resident set then; a one-off warm-up call on a tiny input first
+just before the call) minus its resident set then; a one-off warm-up call on a small input first
 loads the extension and starts the thread pool. CUDA: torch.cuda.max_memory_allocated above the
 allocation before the call.
 """
@@ -105,8 +105,10 @@ def _child(spec: str) -> None:
     """Subprocess body of peak_extra_bytes: prints {"extra": bytes} as JSON."""
     op, shape, size, fused, backend, device = json.loads(spec)
     i = make_inputs(op, shape, size, device=device)
-    small = make_inputs(op, (shape[0], shape[1], 3, 3), (5, 5), device=device)
-    call(op, fused, backend, small).backward()  # loads the extension, starts the thread pool
+    # loads the extension and starts the thread pool (large enough for the kernels to go parallel)
+    small = make_inputs(op, (shape[0], shape[1], 9, 9), (72, 72), device=device)
+    call(op, fused, backend, small).backward()
+    del small
     if device == "cuda":
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
