@@ -58,11 +58,12 @@ def make_ocr_inputs(
     return logits.to(device), tags.to(device), prior.to(device)
 
 
-def reference64(logits, tags, prior, grad_map=None, **opts):
-    """Loss map and logits gradient of the float64 reference at the given logits' values."""
+def reference64(logits, tags, prior, grad_map=None, size=None, align_corners=False, **opts):
+    """Loss map and logits gradient of the float64 reference at the given logits' values; with
+    size, of the composition F.interpolate + reference (the oracle of the fused upsampling)."""
     z = logits.detach().to(torch.float64).requires_grad_(True)
     loss = ocr_loss_map_reference(
-        z, tags, None if prior is None else prior.to(torch.float64),
+        z if size is None else upsampled64(z, size, align_corners), tags, None if prior is None else prior.to(torch.float64),
         OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
                    opts.get("group_split", "ada"), opts.get("pixels", "oc")),
     )
@@ -95,21 +96,6 @@ def upsampled64(logits, size, align_corners):
 
     return F.interpolate(logits.to(torch.float64), size=tuple(size), mode="bilinear",
                          align_corners=align_corners)
-
-
-def reference64_resized(logits, tags, prior, size, align_corners, grad_map=None, **opts):
-    """reference64 of the composition F.interpolate + the OCR reference, in float64: the loss map
-    [B, H, W] and the gradient of the low-resolution logits."""
-    z = logits.detach().to(torch.float64).requires_grad_(True)
-    loss = ocr_loss_map_reference(
-        upsampled64(z, size, align_corners), tags,
-        None if prior is None else prior.to(torch.float64),
-        OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
-                   opts.get("group_split", "ada"), opts.get("pixels", "oc")),
-    )
-    g = torch.ones_like(loss) if grad_map is None else grad_map.to(torch.float64)
-    (grad,) = torch.autograd.grad(loss, z, g)
-    return loss.detach(), grad
 
 
 def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):

@@ -366,10 +366,29 @@ Grid<acc_t> make_grid(const at::Tensor& z, int64_t H, int64_t W, bool align_corn
   return g;
 }
 
+struct Checked {
+  at::Tensor ic, prior, target;
+  int64_t H, W;
+};
+
 template <typename scalar_t, typename acc_t>
-Resize<scalar_t, acc_t> make_resize(const at::Tensor& z, const Grid<acc_t>& g, int64_t H,
-                                    int64_t W) {
+Resize<scalar_t, acc_t> make_resize(const at::Tensor& z, const Grid<acc_t>& g, const Checked& K,
+                                    double margin, double threshold, int64_t group,
+                                    int64_t pixels, int64_t ignore_index, int64_t P) {
+  const int64_t H = K.H, W = K.W;
   Resize<scalar_t, acc_t> R{};
+  R.A.ic = K.ic.data_ptr<uint8_t>();
+  R.A.prior = K.prior.numel() ? K.prior.data_ptr<acc_t>() : nullptr;
+  R.A.margin = (acc_t)margin;
+  R.A.threshold = (acc_t)threshold;
+  R.A.group = (int)group;
+  R.A.pixels = (int)pixels;
+  R.A.P = P;
+  if (K.target.defined()) {
+    R.A.target = K.target.data_ptr<int64_t>();
+    R.A.tl = layout2(K.target);
+    R.A.ignore_index = ignore_index;
+  }
   R.z = z.data_ptr<scalar_t>();
   R.B = z.size(0);
   R.C1 = z.size(1);
@@ -413,10 +432,6 @@ int64_t resize_tile_width(int64_t C1, int64_t elem, int64_t W) {
   return std::min(p, (W + 15) / 16 * 16);
 }
 
-struct Checked {
-  at::Tensor ic, prior, target;
-  int64_t H, W;
-};
 
 Checked check_resized(const at::Tensor& logits, const c10::optional<at::Tensor>& target,
                       const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
@@ -467,19 +482,10 @@ std::tuple<at::Tensor, at::Tensor> forward_resized_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t P = resize_tile_width(logits.size(1), sizeof(acc_t), K.W);
     const Grid<acc_t> g = make_grid<acc_t>(logits, K.H, K.W, align_corners, P);
-    auto R = make_resize<scalar_t, acc_t>(logits, g, K.H, K.W);
-    R.A.ic = K.ic.data_ptr<uint8_t>();
-    R.A.prior = K.prior.numel() ? K.prior.data_ptr<acc_t>() : nullptr;
-    R.A.margin = (acc_t)margin;
-    R.A.threshold = (acc_t)threshold;
-    R.A.group = (int)group;
-    R.A.pixels = (int)pixels;
-    R.A.P = P;
+    auto R = make_resize<scalar_t, acc_t>(logits, g, K, margin, threshold, group, pixels,
+                                          ignore_index, P);
     R.A.ocr_out = ocr_map.data_ptr<acc_t>();
     if (K.target.defined()) {
-      R.A.target = K.target.data_ptr<int64_t>();
-      R.A.tl = layout2(K.target);
-      R.A.ignore_index = ignore_index;
       R.A.ce_out = ce_map.data_ptr<acc_t>();
       run_chunks<scalar_t, acc_t, true>(R, false);
     } else {
@@ -512,22 +518,14 @@ at::Tensor backward_resized_cpu(const at::Tensor& grad_ocr_in,
     const int64_t P = resize_tile_width(C1, sizeof(acc_t), K.W);
     const Grid<acc_t> g = make_grid<acc_t>(logits, K.H, K.W, align_corners, P);
     at::Tensor bufs = at::zeros({B * g.image_buf}, logits.options().dtype(acc));
-    auto R = make_resize<scalar_t, acc_t>(logits, g, K.H, K.W);
-    R.A.ic = K.ic.data_ptr<uint8_t>();
-    R.A.prior = K.prior.numel() ? K.prior.data_ptr<acc_t>() : nullptr;
-    R.A.threshold = (acc_t)threshold;
-    R.A.group = (int)group;
-    R.A.pixels = (int)pixels;
-    R.A.P = P;
+    auto R = make_resize<scalar_t, acc_t>(logits, g, K, 0.0, threshold, group, pixels,
+                                          ignore_index, P);
     R.A.loss = loss.data_ptr<acc_t>();
     R.A.ll = layout2(loss);
     R.A.g_ocr = g_ocr.data_ptr<acc_t>();
     R.A.gol = layout2(g_ocr);
     R.buf = bufs.data_ptr<acc_t>();
     if (K.target.defined()) {
-      R.A.target = K.target.data_ptr<int64_t>();
-      R.A.tl = layout2(K.target);
-      R.A.ignore_index = ignore_index;
       R.A.g_ce = g_ce.data_ptr<acc_t>();
       R.A.gcl = layout2(g_ce);
       run_chunks<scalar_t, acc_t, true>(R, true);

@@ -67,20 +67,23 @@ def call(op: str, fused: bool, backend: str, i: Dict) -> torch.Tensor:
                        backend=backend)
 
 
-def _step(op, fused, backend, i, backward: bool) -> float:
+def _step(op, fused, backend, i, backward: bool) -> Tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
     sync = torch.cuda.synchronize if i["logits"].is_cuda else (lambda: None)
     i["logits"].grad = None
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loss = call(op, fused, backend, i)
     if backward:
         loss.backward()
     sync()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def time_case(op, shape, size, backend, repeats: int, device="cpu") -> Dict[str, float]:
-    """Median seconds of fwd and fwd+bwd for the fused and unfused paths, interleaved."""
+    """Median seconds of fwd and fwd+bwd for the fused and unfused paths, interleaved: wall time
+    ("<path> <pass>") and process CPU time ("<path> <pass> cpu", all threads; on a shared CPU
+    other processes disturb it less than the wall time)."""
     i = make_inputs(op, shape, size, device=device)
     runs: Dict[str, List[float]] = {}
     for fused in (True, False):  # warm-up: build, first-touch of the buffers
@@ -89,7 +92,9 @@ def time_case(op, shape, size, backend, repeats: int, device="cpu") -> Dict[str,
         for fused in (True, False):
             for backward in (False, True):
                 key = f"{'fused' if fused else 'unfused'} {'fwd+bwd' if backward else 'fwd'}"
-                runs.setdefault(key, []).append(_step(op, fused, backend, i, backward))
+                wall, cpu = _step(op, fused, backend, i, backward)
+                runs.setdefault(key, []).append(wall)
+                runs.setdefault(key + " cpu", []).append(cpu)
     return {k: statistics.median(v) for k, v in runs.items()}
 
 
@@ -156,7 +161,9 @@ def run(args) -> int:
                 f"unfused {t['unfused fwd+bwd'] * 1e3:.1f} ms "
                 f"({t['unfused fwd+bwd'] / t['fused fwd+bwd']:.2f}x); fwd fused "
                 f"{t['fused fwd'] * 1e3:.1f} ms, unfused {t['unfused fwd'] * 1e3:.1f} ms "
-                f"({t['unfused fwd'] / t['fused fwd']:.2f}x)")
+                f"({t['unfused fwd'] / t['fused fwd']:.2f}x); process CPU time fwd+bwd fused "
+                f"{t['fused fwd+bwd cpu'] * 1e3:.0f} ms, unfused {t['unfused fwd+bwd cpu'] * 1e3:.0f} ms "
+                f"({t['unfused fwd+bwd cpu'] / t['fused fwd+bwd cpu']:.2f}x)")
         if not args.no_memory:
             line += (f"; peak extra fused {row['fused peak extra MB']:.1f} MB, unfused "
                      f"{row['unfused peak extra MB']:.1f} MB "

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
                      comparable_pixels, device_for, hypothesis_cases, make_ocr_inputs, ocr_strategies,
-                     RESIZE_CASES, reference64, reference64_resized, require_backend, upsampled64)
+                     RESIZE_CASES, reference64, require_backend, upsampled64)
 from ocr_kernels import ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
 
@@ -154,8 +154,8 @@ def check_resized(backend, logits, tags, prior, size, align_corners, rtol=1e-5, 
                   **opts):
     loss, grad = run(backend, logits, tags, prior, grad_map=grad_map, size=size,
                      align_corners=align_corners, **opts)
-    want_loss, want_grad = reference64_resized(logits, tags, prior, size, align_corners,
-                                               grad_map=grad_map, **opts)
+    want_loss, want_grad = reference64(logits, tags, prior, grad_map=grad_map, size=size,
+                                       align_corners=align_corners, **opts)
     want_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     assert loss.dtype == want_dtype and grad.dtype == logits.dtype
     assert grad.shape == logits.shape and loss.shape == (logits.shape[0], *size)
@@ -187,8 +187,8 @@ def test_resized_reductions_and_upstream_gradient(resized_backend, reduction):
     grad_map = torch.randn(2, 10, 9) * 10 if reduction == "none" else None
     loss, grad = run(resized_backend, logits, tags, prior, grad_map=grad_map, reduction=reduction,
                      pixels="all", size=(10, 9))
-    want, want_grad = reference64_resized(logits, tags, prior, (10, 9), False,
-                                          grad_map=grad_map, pixels="all")
+    want, want_grad = reference64(logits, tags, prior, grad_map=grad_map, size=(10, 9),
+                                  pixels="all")
     if reduction != "none":
         want = want.mean() if reduction == "mean" else want.sum()
         scale = 1.0 / want_grad.new_tensor(90 * 2) if reduction == "mean" else 1.0

@@ -22,8 +22,7 @@ from ocr_kernels._dispatch import BACKEND_DTYPES
 from ocr_kernels._options import OCROptions
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
-from seg.seg_helpers import (fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64,
-                             reference_maps64_resized)
+from seg.seg_helpers import fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64
 
 
 @pytest.fixture(params=FAST_BACKENDS)
@@ -252,8 +251,9 @@ def check_resized(backend, logits, target, tags, prior, align_corners, rtol=1e-5
                   grad_ocr=None, ignore_index=255, **opts):
     ce, oc, grad = run_resized_maps(backend, logits, target, tags, prior, align_corners, grad_ce,
                                     grad_ocr, ignore_index, **opts)
-    want_ce, want_oc, want_grad = reference_maps64_resized(
-        logits, target, tags, prior, align_corners, grad_ce, grad_ocr, ignore_index, **opts)
+    want_ce, want_oc, want_grad = reference_maps64(
+        logits, target, tags, prior, grad_ce, grad_ocr, ignore_index, upsample=True,
+        align_corners=align_corners, **opts)
     want_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     assert ce.dtype == want_dtype and oc.dtype == want_dtype and grad.dtype == logits.dtype
     assert grad.shape == logits.shape and ce.shape == target.shape
