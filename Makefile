@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TEST_ENV ?= TRITON_INTERPRET=1
 PYTEST_ARGS ?= -n 2 --timeout=900
 
-.PHONY: test bench demo venv clean
+.PHONY: test bench demo venv clean cuda-build-check gpu-rehearsal
 
 venv: $(VENV)/.installed
 
@@ -20,6 +20,14 @@ $(VENV)/.installed: requirements-test.txt pyproject.toml
 test: venv
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS) tests
 
+# The CUDA extension built and linked against a CUDA torch (its own venv, .venv-cuda), no GPU needed.
+cuda-build-check:
+	PYTHON=$(PYTHON) bash .ci/cuda-build-check
+
+# The GPU runner end to end on this machine: stages that need CUDA say "skipped: no CUDA".
+gpu-rehearsal: venv
+	PYTHON=$(PY) bash benchmarks/gpu/run.sh --rehearsal --out gpu-rehearsal-out
+
 bench: venv
 	$(PY) -m ocr_kernels bench --quick --out bench-out
 
@@ -27,4 +35,4 @@ demo: venv
 	$(PY) -m ocr_kernels demo
 
 clean:
-	rm -rf $(VENV) build *.egg-info bench-out
+	rm -rf $(VENV) .venv-cuda build *.egg-info bench-out gpu-rehearsal-out

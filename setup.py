@@ -23,9 +23,11 @@ def extension_kwargs():
     from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
     sys.path.insert(0, str(ROOT))
-    from ocr_kernels._extension import cflags, cuda_build_possible, cuda_cflags, sources
+    from ocr_kernels._extension import _use_cuda_home, cflags, cuda_build_possible, cuda_cflags, sources
 
     with_cuda = cuda_build_possible()
+    if with_cuda:
+        _use_cuda_home()
     srcs = [os.path.relpath(s, ROOT) for s in sources(ROOT / "csrc", with_cuda)]
     make = CUDAExtension if with_cuda else CppExtension
     ext = make(

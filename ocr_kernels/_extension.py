@@ -21,12 +21,13 @@ import functools
 import glob
 import hashlib
 import os
+import re
 import shutil
 import sys
 import sysconfig
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -46,13 +47,89 @@ def csrc_dir() -> Optional[Path]:
     return None
 
 
-def cuda_build_possible() -> bool:
-    """True when this torch has CUDA and nvcc can be found (the CUDA kernels are then built)."""
-    if torch.version.cuda is None:
-        return False
-    from torch.utils.cpp_extension import CUDA_HOME
+def _is_cuda_home(d: Optional[str]) -> bool:
+    return bool(d) and Path(d, "bin", "nvcc").is_file() and Path(d, "include", "cuda_runtime.h").is_file()
 
-    return CUDA_HOME is not None and Path(CUDA_HOME, "bin", "nvcc").exists()
+
+def _nvcc_behind(path: str) -> Optional[str]:
+    """The real nvcc behind `path`: through symlinks, and through a wrapper script that execs a
+    toolkit's nvcc by absolute path (``exec /usr/local/cuda-13.0/bin/nvcc "$@"``)."""
+    for _ in range(4):
+        real = os.path.realpath(path)
+        try:
+            with open(real, "rb") as f:
+                head = f.read(4096)
+        except OSError:
+            return None
+        if not head.startswith(b"#!"):
+            return real
+        m = re.search(rb"(/[^\s\"']+/bin/nvcc)\b", head)
+        if m is None:
+            return None
+        path = m.group(1).decode()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def find_cuda_home() -> Tuple[Optional[str], str]:
+    """(the CUDA toolkit folder, how it was found) or (None, what was tried).
+
+    A toolkit folder has bin/nvcc AND include/cuda_runtime.h: torch's own guess takes the parent
+    of the `nvcc` on PATH, which for a wrapper script outside the toolkit holds no CUDA headers.
+    Tried in order: $CUDA_HOME, $CUDA_PATH, the real path of `nvcc` on PATH (through symlinks and
+    wrapper scripts), /usr/local/cuda, /usr/local/cuda-* (newest first).
+    """
+    tried = []
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        d = os.environ.get(var)
+        if d:
+            if _is_cuda_home(d):
+                return d, f"${var}"
+            tried.append(f"${var}={d} (no bin/nvcc + include/cuda_runtime.h)")
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        real = _nvcc_behind(nvcc)
+        d = str(Path(real).parent.parent) if real else None
+        if d and _is_cuda_home(d):
+            return d, f"nvcc on PATH ({nvcc} -> {real})"
+        tried.append(f"nvcc on PATH ({nvcc} -> {real or 'unresolved'})")
+    else:
+        tried.append("nvcc on PATH (none)")
+
+    def version_key(p: str):
+        return [int(v) for v in re.findall(r"\d+", Path(p).name)]
+
+    for d in ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), key=version_key, reverse=True):
+        if _is_cuda_home(d):
+            return d, d
+        tried.append(d)
+    return None, "not found; tried " + ", ".join(tried)
+
+
+def cuda_build_possible() -> bool:
+    """True when this torch has CUDA and a CUDA toolkit (nvcc and its headers) is found; the
+    build then points torch at it (see _use_cuda_home)."""
+    return torch.version.cuda is not None and find_cuda_home()[0] is not None
+
+
+def cuda_arch_list() -> str:
+    """The architectures the CUDA kernels are built for when no GPU is visible to pick one: A100
+    and H100/H200 machine code (TORCH_CUDA_ARCH_LIST overrides)."""
+    return os.environ.get("TORCH_CUDA_ARCH_LIST") or "8.0;9.0"
+
+
+def _use_cuda_home() -> None:
+    """Point torch.utils.cpp_extension at the toolkit find_cuda_home found (it caches its own
+    guess at import, which may be a wrapper's prefix without headers)."""
+    import torch.utils.cpp_extension as ce
+
+    home, _ = find_cuda_home()
+    if home is None:
+        return
+    os.environ["CUDA_HOME"] = home
+    ce.CUDA_HOME = home
+    if not torch.cuda.is_available() and "TORCH_CUDA_ARCH_LIST" not in os.environ:
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
 
 
 def sources(root: Optional[Path] = None, with_cuda: Optional[bool] = None) -> List[str]:
@@ -86,7 +163,7 @@ def cuda_cflags() -> List[str]:
 def _build_dir(srcs: List[str], with_cuda: bool) -> Path:
     h = hashlib.sha256()
     for flag in (torch.__version__, str(torch.version.cuda), sys.version, sysconfig.get_platform(),
-                 " ".join(cflags()), " ".join(cuda_cflags()) if with_cuda else ""):
+                 " ".join(cflags()), " ".join(cuda_cflags()) + cuda_arch_list() if with_cuda else ""):
         h.update(flag.encode())
     root = csrc_dir()
     headers = sorted(glob.glob(str(root / "**" / "*.h"), recursive=True)) if root else []
@@ -136,7 +213,8 @@ def extension_unavailable_reason(backend: str) -> Optional[str]:
         if prebuilt is not None:
             return None
         if not cuda_build_possible():
-            return "nvcc (CUDA_HOME) was not found, so the CUDA kernels cannot be built"
+            return (f"no CUDA toolkit (bin/nvcc and include/cuda_runtime.h) was found, so the CUDA "
+                    f"kernels cannot be built: {find_cuda_home()[1]}")
     if _loaded is not None or _prebuilt() is not None or _cached_library() is not None:
         return None
     if csrc_dir() is None:
@@ -148,6 +226,23 @@ def extension_unavailable_reason(backend: str) -> Optional[str]:
     if not is_ninja_available():
         return "ninja was not found (pip install ninja) to build the extension"
     return None
+
+
+def extension_ops() -> List[str]:
+    """The ops csrc/ops.cpp declares (its m.def schemas), as "ocr_kernels::name"."""
+    root = csrc_dir()
+    if root is None:
+        return []
+    text = (root / "ops.cpp").read_text()
+    return [f"ocr_kernels::{n}" for n in re.findall(r'm\.def\(\s*"(\w+)\(', text)]
+
+
+def missing_kernels(dispatch_key: str) -> List[str]:
+    """The public ops (csrc/ops.cpp's, less the "_"-prefixed internal ones such as the CPU-only
+    test hook _pixelwise_seg_ocr) with no kernel registered for `dispatch_key` ("CPU", "CUDA")
+    in this process (load() first)."""
+    return [op for op in extension_ops() if not op.split("::")[1].startswith("_")
+            and not torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key)]
 
 
 def _has_cuda_kernels() -> bool:
@@ -210,6 +305,8 @@ def _jit_build(verbose: bool) -> str:
         torch.ops.load_library(str(cached))
         return str(cached)
     with_cuda = cuda_build_possible()
+    if with_cuda:
+        _use_cuda_home()
     srcs = sources(with_cuda=with_cuda)
     build_dir = _build_dir(srcs, with_cuda)
     build_dir.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,20 @@ import torch
 from ._options import BACKENDS, CE_AVERAGES, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, OCROptions
 
 
-def describe(x) -> str:
-    """How an argument appears in an error message: a tensor's dtype, shape and device, or the
-    value's type and repr."""
+def describe(x, limit: int = 120) -> str:
+    """How an argument appears in an error message, short: a tensor's dtype, shape and device, an
+    array's dtype and shape, or the value's type and repr cut to ``limit`` characters (a prior
+    written as a nested list must not fill the message)."""
     if isinstance(x, torch.Tensor):
         return f"a {x.dtype} tensor of shape {tuple(x.shape)} on {x.device}"
-    return f"{type(x).__name__} {x!r}"
+    if type(x).__module__ == "numpy" and hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"a {x.dtype} ndarray of shape {tuple(x.shape)}"
+    text = repr(x)
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    if isinstance(x, (list, tuple, dict)):
+        return f"{type(x).__name__} of {len(x)} items {text}"
+    return f"{type(x).__name__} {text}"
 
 
 def check_tensor(name: str, x, expected: str) -> torch.Tensor:
@@ -182,7 +190,7 @@ def check_target_values(target: torch.Tensor, num_classes: int, ignore_index: in
 
 def validate_seg_inputs(logits, target, tags, prior, opts: OCROptions, *, alpha: float = 1.0,
                         ce_average: str = "valid", global_mean: bool = False, validate: bool = True,
-                        backend: str = "auto", spatial=None) -> None:
+                        backend: str = "auto", ce_weight=None, spatial=None) -> None:
     """Check the arguments of ``seg_ocr_loss``: the OCR arguments, the target's shape, dtype and
     device, and -- when ``validate`` -- its values (see ``check_target_values``). ``spatial``: the
     output size of a fused upsampling (``validate_seg_upsample``), else the logits' own."""
@@ -193,6 +201,14 @@ def validate_seg_inputs(logits, target, tags, prior, opts: OCROptions, *, alpha:
     check_option("ce_average", ce_average, CE_AVERAGES)
     check_bool("global_mean", global_mean)
     check_bool("validate", validate)
+    if ce_weight is not None:
+        check_tensor("ce_weight", ce_weight, "a floating-point tensor [B, *spatial] or None")
+        check_floating("ce_weight", ce_weight, "a floating-point tensor [B, *spatial] or None")
+        if ce_weight.shape != target.shape:
+            raise ValueError(
+                f"ce_weight must have the target's shape {list(target.shape)}; got {describe(ce_weight)}"
+            )
+        check_same_device("ce_weight", ce_weight, "logits", logits)
     if validate:
         check_target_values(target, logits.shape[1], ignore_index)
 

@@ -10,13 +10,29 @@ import argparse
 import sys
 import time
 
+import torch
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ocr_kernels.build_ext", description=__doc__)
     parser.add_argument("--verbose", action="store_true", help="show the compiler commands")
+    parser.add_argument("--require-cuda", action="store_true",
+                        help="fail unless the CUDA kernels are built and every op of csrc/ops.cpp has "
+                             "a CPU and a CUDA kernel registered (CI's cuda-build-check)")
     args = parser.parse_args(argv)
-    from ._extension import _has_cuda_kernels, extension_unavailable_reason, load, sources
+    from ._extension import (_has_cuda_kernels, cuda_arch_list, cuda_build_possible, extension_ops,
+                             extension_unavailable_reason, find_cuda_home, load, missing_kernels,
+                             sources)
 
+    home, how = find_cuda_home()
+    print(f"ocr-kernels: torch {torch.__version__} (CUDA {torch.version.cuda}); CUDA toolkit: "
+          f"{home + ' (found by ' + how + ')' if home else how}")
+    if args.require_cuda and not cuda_build_possible():
+        print("ocr-kernels: --require-cuda: this torch has no CUDA or no CUDA toolkit was found",
+              file=sys.stderr)
+        return 1
+    if cuda_build_possible():
+        print(f"  CUDA architectures: {cuda_arch_list()}")
     reason = extension_unavailable_reason("cpu")
     if reason is not None:
         print(f"ocr-kernels: cannot build the extension: {reason}", file=sys.stderr)
@@ -29,6 +45,16 @@ def main(argv=None) -> int:
         return 1
     print(f"ocr-kernels: extension ready in {time.perf_counter() - t0:.0f} s: {path}")
     print(f"  sources: {len(sources())} files; CUDA kernels: {'yes' if _has_cuda_kernels() else 'no'}")
+    if args.require_cuda:
+        ops = [op for op in extension_ops() if not op.split("::")[1].startswith("_")]
+        missing = {key: missing_kernels(key) for key in ("CPU", "CUDA")}
+        for op in ops:
+            print(f"  {op}: " + ", ".join(f"{key} {'MISSING' if op in m else 'ok'}"
+                                          for key, m in missing.items()))
+        if not ops or any(missing.values()):
+            print(f"ocr-kernels: --require-cuda: missing kernels {missing}", file=sys.stderr)
+            return 1
+        print(f"  every one of the {len(ops)} public ops has a CPU and a CUDA kernel")
     return 0
 
 

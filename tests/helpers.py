@@ -180,3 +180,18 @@ def ocr_strategies():
         group_split=st.sampled_from(GROUP_SPLITS), pixels=st.sampled_from(PIXEL_MODES),
         margin=st.floats(0.0, 5.0), threshold=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1),
     )
+
+
+def force_small_tiles(monkeypatch, block_p):
+    """The Triton OCR kernels on tiles of block_p pixels (GPU and interpreter alike)."""
+    import ocr_kernels.ocr.triton_kernel as tk
+
+    monkeypatch.setattr(tk, "BLOCK_P", block_p)
+    monkeypatch.setattr(tk, "INTERPRET_BLOCK_P", block_p)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles of 16 pixels: several programs per image, tail lanes, and (in the backward) tiles
+    without a gradient, which write zeros only, beside tiles with one."""
+    force_small_tiles(monkeypatch, 16)

@@ -14,7 +14,7 @@ from typing import List, Optional
 import torch
 
 from .. import BackendUnavailableError
-from . import report
+from . import report, static
 from .cases import LEAF, PASSES, bytes_moved, pass_fn, workloads
 from .floor import floor_seconds, measure_copy_bandwidth
 from .impls import ANCHORS, FAST_BACKENDS
@@ -39,6 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="small shapes and short timings (the default on a CPU; about 3 minutes on 2 cores)")
     p.add_argument("--full", action="store_true", help="the full shapes of every op (the default on a GPU)")
+    p.add_argument("--gpu-preset", action="store_true",
+                   help="the GPU runner's run, sized for one call of a few minutes: the target shapes "
+                        "(16x21x321x321, 16x81x321x321) fp32 and bf16 with every anchor, compile-max "
+                        "in the realistic scenario at fp32 (not deferred), then W-OoD and K-means")
     p.add_argument("--ops", default=",".join(OPS), help=f"comma list of ops (default: all of {','.join(OPS)})")
     p.add_argument("--shapes", default=None,
                    help="a preset (quick, full, tiny) or op:AxBx... items, e.g. ocr_loss:16x21x321x321,kmeans:100000x2048x50")
@@ -69,10 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--note", default=None, help="free text stored in the JSON (e.g. what else ran on the machine)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--seed", type=int, default=0)
+    static.add_arguments(p)
 
 
 def _options(args, device) -> dict:
-    quick = args.quick or (not args.full and device.type == "cpu")
+    quick = args.quick or (not args.full and not args.gpu_preset and device.type == "cpu")
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
     bad = [o for o in ops if o not in OPS]
     if bad:
@@ -87,15 +92,16 @@ def _options(args, device) -> dict:
     except KeyError as exc:
         raise SystemExit(f"--dtype: unknown {exc}; choose from {list(DTYPES)}") from None
     try:
-        shapes = shapes_for(args.shapes or ("quick" if quick else "full"), ops)
+        shapes = shapes_for(args.shapes or ("gpu" if args.gpu_preset else "quick" if quick else "full"), ops)
     except ValueError as exc:
         raise SystemExit(f"--shapes: {exc}") from None
     if not 0.0 <= args.oc_fraction <= 1.0:
         raise SystemExit(f"--oc-fraction must be within [0, 1]; got {args.oc_fraction}")
-    min_time = args.min_time or {(True, "cpu"): 0.3, (False, "cpu"): 1.0}.get((quick, device.type),
-                                                                              0.2 if quick else 0.5)
+    min_time = args.min_time or {(True, "cpu"): 0.3, (False, "cpu"): 1.0}.get(
+        (quick, device.type), 0.2 if quick or args.gpu_preset else 0.5)
     return {"quick": quick, "ops": ops, "impls": impls, "dtypes": dtypes, "shapes": shapes,
-            "min_time": min_time, "oc_fraction": args.oc_fraction, "time_budget": args.time_budget}
+            "min_time": min_time, "oc_fraction": args.oc_fraction, "time_budget": args.time_budget,
+            "defer_max": not args.gpu_preset}
 
 
 def _record(w, pass_, impl, nbytes, status, reason=None, **extra) -> dict:
@@ -190,6 +196,8 @@ def _time_one(w, pass_, impl, nbytes, sets, device, opts, flush, extra) -> dict:
 
 
 def run(args) -> int:
+    if args.static:
+        return static.run(args)
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.monotonic()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -221,9 +229,11 @@ def run(args) -> int:
         print(f"copy bandwidth not measured: {type(exc).__name__}: {exc}", flush=True)
     bw = bandwidth["gbps"] if bandwidth else None
 
-    opts["workloads"] = workloads(device, opts["shapes"], opts["dtypes"], opts["impls"], opts["oc_fraction"])
+    opts["workloads"] = workloads(device, opts["shapes"], opts["dtypes"], opts["impls"], opts["oc_fraction"],
+                                  defer_max=opts["defer_max"])
     total = sum(len(PASSES[w.op]) * len(w.impls) for w in opts["workloads"])
-    options = {"argv": sys.argv[1:], "quick": opts["quick"], "ops": opts["ops"], "impls": opts["impls"],
+    options = {"argv": sys.argv[1:], "quick": opts["quick"], "gpu_preset": bool(args.gpu_preset),
+               "ops": opts["ops"], "impls": opts["impls"],
                "dtypes": [DTYPE_NAMES[d] for d in opts["dtypes"]],
                "shapes": {k: [shape_str(s) for s in v] for k, v in opts["shapes"].items()},
                "min_time_s": opts["min_time"], "oc_fraction": opts["oc_fraction"],

@@ -1,4 +1,5 @@
-"""The shapes each op is measured at: presets "full" (GPU), "quick" (CPU default), "tiny" (tests).
+"""The shapes each op is measured at: presets "full" (GPU), "gpu" (the GPU runner's one call),
+"quick" (CPU default), "tiny" (tests).
 
 OCR and seg shapes are logits [B, C+1, H, W] (docs/semantics.md §3); W-OoD shapes are
 (B, D, C, K); K-means shapes are (N, D, k). The first shapes of each preset come first in the run,
@@ -34,6 +35,13 @@ PRESETS: Dict[str, Dict[str, List[Shape]]] = {
         "seg_ocr_loss": _OCR_QUICK[:1],
         "wood_distance_loss": [(16, 2048, 20, 50)],
         "kmeans": [(8192, 128, 50)],
+    },
+    # benchmarks/gpu/run.sh's one call: the target shapes first, then W-OoD and K-means
+    "gpu": {
+        "ocr_loss": _OCR_FULL[:2],
+        "seg_ocr_loss": _OCR_FULL[:2],
+        "wood_distance_loss": [(16, 2048, 20, 50)],
+        "kmeans": [(100_000, 2048, 50)],
     },
     "tiny": {
         "ocr_loss": [(2, 5, 8, 8)],

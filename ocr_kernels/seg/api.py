@@ -67,6 +67,7 @@ def seg_ocr_loss(
     global_mean: bool = False,
     validate: bool = True,
     backend: str = "auto",
+    ce_weight: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Segmentation cross-entropy + alpha * OCR (paper Eq. 4: L = L_seg + alpha * L_rec).
 
@@ -96,6 +97,11 @@ def seg_ocr_loss(
     never a host synchronisation. validate=False skips that read of the target; a bad target then
     gives meaningless values (the kernels clamp indices and never read out of bounds).
 
+    ce_weight [B, *spatial] (floating, optional) multiplies each pixel's cross-entropy before the
+    reduction, as mmsegmentation's ``CrossEntropyLoss`` applies a ``weight`` (OHEM's ``seg_weight``);
+    the denominators do not change. The OCR term is not weighted. With upsample=True it is at
+    the target's size.
+
     upsample=True: logits [B, C+1, h, w] smaller (or larger) than the target [B, H, W] are
     bilinearly resized to (H, W) exactly as ``F.interpolate(logits, target.shape[-2:],
     mode="bilinear", align_corners=align_corners)`` (in the math dtype), fused into the kernel on
@@ -106,7 +112,8 @@ def seg_ocr_loss(
     opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
     size = validate_seg_upsample(logits, target, upsample, align_corners)
     validate_seg_inputs(logits, target, tags, prior, opts, alpha=alpha, ce_average=ce_average,
-                        global_mean=global_mean, validate=validate, backend=backend, spatial=size)
+                        global_mean=global_mean, validate=validate, backend=backend,
+                        ce_weight=ce_weight, spatial=size)
     impls = SEG_OCR_IMPLS
     if size is not None:
         name = resolve_resized_backend(backend, logits, op="seg_ocr_loss",
@@ -120,6 +127,8 @@ def seg_ocr_loss(
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
     opts = opts._replace(margin=float(margin), threshold=float(threshold))
     ce_map, ocr_map = impls[name](logits, target, tags, optional_prior_for(group_split, prior), opts)
+    if ce_weight is not None:
+        ce_map = ce_map * ce_weight
     return reduce_seg_maps(
         ce_map, ocr_map, target, alpha=float(alpha), ignore_index=ignore_index,
         ce_average=ce_average, global_mean=global_mean,

@@ -8,7 +8,7 @@ from torch import nn
 
 from .._options import OCROptions
 from .._validation import (
-    check_bool, check_finite, check_int, check_loss_name, describe, validate_ocr_options,
+    check_bool, check_finite, check_int, check_loss_name, validate_ocr_options,
 )
 from .api import seg_ocr_loss
 
@@ -19,7 +19,8 @@ class SegOCRLoss(nn.Module):
     - ``forward(pred, target, tags, weight=None, ignore_index=None, **kwargs)``: pred
       [B, C+1, *spatial] logits, target [B, *spatial] (mmseg's ``seg_label`` squeezed), tags [B, C]
       image-level labels. ``ignore_index`` overrides the constructor's (mmseg's decode heads pass
-      it); per-pixel ``weight`` is not supported (a ValueError, rather than silently ignored).
+      it); a per-pixel ``weight`` [B, *spatial] (mmseg's ``seg_weight``, from OHEM) weights the
+      cross-entropy term only (``seg_ocr_loss``'s ``ce_weight``).
     - ``avg_non_ignore`` (mmseg's default False): False averages the cross-entropy over every pixel,
       ignored ones counting as 0, exactly like mmseg's ``CrossEntropyLoss``; True averages over the
       non-ignored pixels, like ``torch.nn.functional.cross_entropy`` and ``seg_ocr_loss``'s default.
@@ -31,8 +32,9 @@ class SegOCRLoss(nn.Module):
       ``seg_ocr_loss``. With ``upsample=True`` a head's logits smaller than the label are resized
       inside the loss (mmseg's own ``resize`` of the logits is then unnecessary).
 
-    Registered as ``SegOCRLoss`` in mmseg's MODELS registry when mmsegmentation is importable
-    (``dict(type="SegOCRLoss", ...)`` in a config); the package does not depend on it.
+    mmsegmentation configs use ``ocr_kernels.mmseg.SegOCRLoss`` (registered as "SegOCRLoss" by
+    ``custom_imports=dict(imports=["ocr_kernels.mmseg"])``), which also takes the prior from a
+    file and finds the tags itself.
     """
 
     def __init__(
@@ -82,11 +84,6 @@ class SegOCRLoss(nn.Module):
         ignore_index: Optional[int] = None,
         **kwargs,
     ) -> torch.Tensor:
-        if weight is not None:
-            raise ValueError(
-                "SegOCRLoss does not support a per-pixel weight (mmseg's seg_weight); got "
-                f"{describe(weight)}; expected None"
-            )
         unknown = {k: v for k, v in kwargs.items() if v is not None}
         if unknown:
             raise TypeError(f"SegOCRLoss.forward got unsupported arguments {sorted(unknown)}")
@@ -97,6 +94,7 @@ class SegOCRLoss(nn.Module):
             margin=self.margin, threshold=self.threshold, group_split=self.group_split,
             pixels=self.pixels, ce_average="valid" if self.avg_non_ignore else "all",
             global_mean=self.global_mean, validate=self.validate, backend=self.backend,
+            ce_weight=weight,
         )
 
     def extra_repr(self) -> str:
@@ -109,18 +107,3 @@ class SegOCRLoss(nn.Module):
             f"loss_name={self.loss_name!r}"
         )
 
-
-def register_with_mmseg(registry=None) -> bool:
-    """Register SegOCRLoss in mmseg's MODELS registry (or the given one); False when mmseg is not
-    importable. Called once when the package is imported."""
-    if registry is None:
-        try:
-            from mmseg.registry import MODELS as registry  # mmseg >= 1.0
-        except Exception:  # not installed, or an install that fails to import
-            return False
-    if registry.get("SegOCRLoss") is None:
-        registry.register_module(name="SegOCRLoss", module=SegOCRLoss)
-    return True
-
-
-register_with_mmseg()

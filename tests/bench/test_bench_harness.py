@@ -10,7 +10,7 @@ from ocr_kernels.__main__ import main
 from ocr_kernels.bench import report
 from ocr_kernels.bench.cases import bytes_moved
 from ocr_kernels.bench.floor import floor_seconds, gbps, pct_of_floor
-from ocr_kernels.bench.inputs import bias_for_oc_fraction, ocr_inputs, oc_fraction_of, scenarios
+from ocr_kernels.bench.inputs import bias_for_oc_fraction, blob_mask, ocr_inputs, oc_fraction_of, scenarios
 from ocr_kernels.bench.shapes import PRESETS, shapes_for
 from ocr_kernels.ocr.reference import ic_mask_from_tags
 
@@ -70,9 +70,10 @@ def test_derived_columns_on_known_numbers():
 
 
 @pytest.mark.parametrize("target", [0.1, 0.3])
-def test_oc_fraction_knob(target):
+@pytest.mark.parametrize("layout", ["blobs", "indep"])
+def test_oc_fraction_knob(target, layout):
     g = torch.Generator().manual_seed(1)
-    sc = scenarios(target)[0]
+    sc = next(s for s in scenarios(target) if s.layout == layout)
     d, frac = ocr_inputs((4, 21, 48, 48), torch.float32, "cpu", sc, g)
     assert abs(frac - target) < 0.02
     ic = ic_mask_from_tags(d["tags"]).view(4, 21, 1, 1)
@@ -82,6 +83,19 @@ def test_oc_fraction_knob(target):
     z = torch.randn(4, 21, 48, 48, generator=g)
     assert float(oc_fraction_of(z, ic)) > 0.6
     assert bias_for_oc_fraction(z, ic, target) > 0
+
+
+def test_blob_mask_is_spatially_clustered():
+    # The realistic scenario's OC pixels come in blobs: exactly the fraction asked, and far fewer
+    # 32-byte sectors (8 fp32 pixels along W) touched than an independent draw's 1 - 0.9^8 = 57%.
+    g = torch.Generator().manual_seed(0)
+    m = blob_mask((4, 96, 128), 0.1, g)
+    assert m.sum(dim=(1, 2)).tolist() == [round(0.1 * 96 * 128)] * 4
+    sectors = m.view(4, 96, 16, 8).any(-1).float().mean().item()
+    assert 0.1 <= sectors < 0.25
+    # neighbours agree far more often than independent pixels would (2 * 0.1 * 0.9 = 18% differ)
+    differ = (m[:, :, 1:] != m[:, :, :-1]).float().mean().item()
+    assert differ < 0.05
 
 
 def test_shapes_option():
@@ -122,7 +136,8 @@ def test_cli_tiny_run_writes_table_json_and_plot(tmp_path, capsys):
     assert {r["op"] for r in rs} == {"ocr_loss", "seg_ocr_loss", "wood_distance_loss", "kmeans"}
     # Both OCR scenarios, both passes; the eager anchor always runs.
     ocr = [r for r in rs if r["op"] == "ocr_loss" and r["backend"] == "eager"]
-    assert {(r["scenario"], r["pass"]) for r in ocr} == {(s, p) for s in ("oc=10%", "all-pixels") for p in ("fwd", "fwd+bwd")}
+    assert {(r["scenario"], r["pass"]) for r in ocr} == {
+        (s, p) for s in ("oc=10%-blobs", "oc=10%-indep", "all-pixels") for p in ("fwd", "fwd+bwd")}
     assert all(r["status"] == "ok" for r in ocr)
     for r in rs:
         assert r["status"] in ("ok", "skipped", "error")
@@ -163,9 +178,21 @@ def test_gpu_case_list_defers_max_autotune(monkeypatch):
     assert labels[0] == ["eager", "compile", "triton"]  # (16, 21, 321, 321), oc=10%
     small = [w for w in ws if w.shape == (16, 21, 41, 41)]
     assert all(i.fn is None and "target shapes" in i.reason for w in small for i in w.impls if i.label == "compile-max")
-    tail = ws[-2:]
-    assert [(w.shape, [i.label for i in w.impls]) for w in tail] == [((16, 21, 321, 321), ["compile-max"])] * 2
-    assert {w.scenario_name for w in tail} == {"oc=10%", "all-pixels"}
+    tail = ws[-3:]
+    assert [(w.shape, [i.label for i in w.impls]) for w in tail] == [((16, 21, 321, 321), ["compile-max"])] * 3
+    assert {w.scenario_name for w in tail} == {"oc=10%-blobs", "oc=10%-indep", "all-pixels"}
+    # The GPU runner's preset (defer_max=False): OCR/seg before K-means, the first dtype and the
+    # realistic scenario first, the backends before the anchors, compile-max kept in place but
+    # only for ocr_loss in the realistic scenario at the first dtype, no compile anchor for
+    # all-pixels (another graph to compile).
+    shapes = {"ocr_loss": [(16, 21, 321, 321)], "seg_ocr_loss": [(16, 21, 321, 321)], "kmeans": [(64, 8, 4)]}
+    ws = cases.workloads(torch.device("cuda"), shapes, [torch.float32, torch.bfloat16],
+                         ["eager", "compile", "compile-max", "triton"], 0.1, defer_max=False)
+    got = [(w.op, w.dtype, w.scenario_name, [i.label for i in w.impls]) for w in ws]
+    assert got[0] == ("ocr_loss", torch.float32, "oc=10%-blobs", ["triton", "eager", "compile", "compile-max"])
+    assert got[-1][0] == "kmeans" and [g[1] for g in got[:-1]] == [torch.float32] * 6 + [torch.bfloat16] * 6
+    assert sum("compile-max" in g[3] for g in got) == 1
+    assert all("compile" not in g[3] for g in got if g[2] == "all-pixels")
     # The table puts a deferred case back with its workload.
     rs = [_rec("eager", "eager", 0.2), _rec("cpu", "backend", 0.1)]
     rs[1]["shape"] = "other"

@@ -1,9 +1,10 @@
 """Triton-specific tests of the OCR kernels (the shared matrix is tests/ocr/test_backends.py).
 
 What the matrix does not cover: torch.library registration (opcheck, torch.compile without graph
-breaks), the chunked large-C path at small C (ties across chunk borders), the 64-bit offset path,
-layouts beyond contiguous/channels_last, strided and expanded upstream gradients, and "no copy
-of the logits". The fused CE + OCR maps of the segmentation objective: tests/seg/test_triton_kernel.py.
+breaks), many small pixel tiles (tail lanes, blocks without a gradient next to blocks with one),
+ties across the IC/OC class lists, the 64-bit offset path, layouts beyond contiguous/channels_last,
+strided and expanded upstream gradients, and "no copy of the logits". The fused CE + OCR maps of
+the segmentation objective: tests/seg/test_triton_kernel.py.
 
 Runs on CUDA when there is a device, otherwise on the CPU under TRITON_INTERPRET=1.
 """
@@ -16,7 +17,8 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import (GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
-                     comparable_pixels, make_ocr_inputs, reference64)
+                     comparable_pixels, force_small_tiles, make_ocr_inputs, reference64)
+from helpers import small_tiles  # noqa: F401  (a fixture)
 from ocr_kernels._options import OCROptions
 from ocr_kernels import ocr_loss
 from ocr_kernels._dispatch import available_backends
@@ -30,13 +32,6 @@ from ocr_kernels.ocr.triton_kernel import ocr_loss_map_triton  # noqa: E402
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture
-def chunked(monkeypatch):
-    """Force the chunked class loop at small C: blocks of 4 classes."""
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
-    monkeypatch.setattr(tk, "CHUNK_C", 4)
 
 
 def check_map(logits, tags, prior, grad_map=None, rtol=1e-5, **opts):
@@ -56,22 +51,22 @@ def check_map(logits, tags, prior, grad_map=None, rtol=1e-5, **opts):
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunked class loop
+# Pixel tiles and class lists
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 @pytest.mark.parametrize("pixels", PIXEL_MODES)
-def test_chunked_path_matches_reference(chunked, group_split, pixels):
+def test_small_tiles_match_reference(small_tiles, group_split, pixels):
     logits, tags, prior = make_ocr_inputs(2, 13, (4, 5), tag_p=0.4)
     tags[1] = 1  # every class tagged: no OC class, loss 0
     check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
               pixels=pixels)
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
-def test_ties_across_chunks_take_lowest_index(request, path):
-    if path == "chunked":
-        request.getfixturevalue("chunked")
-    # Equal maxima in chunks 0, 2 and 3 (classes 2, 9, 12 of 13): the prediction is class 2, and
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
+def test_ties_across_class_lists_take_lowest_index(request, path):
+    if path == "small_tiles":
+        request.getfixturevalue("small_tiles")
+    # Equal maxima in IC and OC classes (classes 2, 9, 12 of 13): the prediction is class 2, and
     # the anchor the lowest tied IC class -- exactly torch.argmax's choice.
     C1 = 13
     logits = torch.zeros(2, C1, 3, 4)
@@ -94,10 +89,10 @@ def test_ties_across_chunks_take_lowest_index(request, path):
     assert abs(got - torch.nn.functional.softplus(torch.tensor(s, dtype=torch.float64)).item()) < 1e-5
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_integer_logits_with_many_ties(request, path):
-    if path == "chunked":
-        request.getfixturevalue("chunked")
+    if path == "small_tiles":
+        request.getfixturevalue("small_tiles")
     logits = torch.randint(-2, 3, (3, 11, 4, 6)).float()
     tags = (torch.rand(3, 10) < 0.4).long()
     prior = torch.rand(11, 11)
@@ -111,7 +106,7 @@ def test_integer_logits_with_many_ties(request, path):
 @given(
     B=st.integers(1, 2),
     C1=st.integers(3, 30),
-    chunk=st.sampled_from([4, 8]),
+    block_p=st.sampled_from([16, 32]),
     spatial=st.lists(st.integers(1, 5), min_size=1, max_size=3),
     scale=st.sampled_from([0.1, 1.0, 4.0, 30.0]),
     integer=st.booleans(),
@@ -121,23 +116,22 @@ def test_integer_logits_with_many_ties(request, path):
     threshold=st.floats(0.0, 1.0),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_hypothesis_chunked(B, C1, chunk, spatial, scale, integer, tag_p, group_split, pixels,
-                            threshold, seed):
-    # The chunked class loop against the reference, chunk borders anywhere; integer logits make
-    # ties across chunks common.
+def test_hypothesis_small_tiles(B, C1, block_p, spatial, scale, integer, tag_p, group_split,
+                                pixels, threshold, seed):
+    # Small tiles against the reference, any tags (so ties across the IC and OC class lists);
+    # integer logits make ties common.
     g = torch.Generator().manual_seed(seed)
     logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)
     if integer:
         logits = logits.round().clamp(-3, 3)
     grad_map = torch.randn((B, *spatial), generator=g)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tk, "MAX_BLOCK_C", 2)
-        mp.setattr(tk, "CHUNK_C", chunk)
+        force_small_tiles(mp, block_p)
         check_map(logits, tags, prior, grad_map=grad_map, group_split=group_split, pixels=pixels,
                   threshold=threshold)
 
 
-def test_chunked_fp16(chunked):
+def test_small_tiles_fp16(small_tiles):
     logits, tags, prior = make_ocr_inputs(2, 10, (3, 5), dtype=torch.float16)
     check_map(logits, tags, prior, rtol=2e-3, pixels="all")
 
@@ -147,9 +141,8 @@ def test_int64_offsets_path(monkeypatch):
     monkeypatch.setattr(tk, "_FORCE_INT64", True)
     logits, tags, prior = make_ocr_inputs(2, 7, (3, 4, 2))
     check_map(logits, tags, prior, pixels="all", grad_map=torch.randn(2, 3, 4, 2))
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
-    monkeypatch.setattr(tk, "CHUNK_C", 4)
-    check_map(logits, tags, prior, pixels="all")
+    force_small_tiles(monkeypatch, 16)
+    check_map(logits, tags, prior, pixels="oc")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,8 +220,13 @@ def test_no_copy_of_the_logits(monkeypatch):
         def __getitem__(self, grid):
             return lambda *args, **kw: launched.append(args)
 
+    class Skip:  # the class lists: from the tags, no logits involved
+        def __getitem__(self, grid):
+            return lambda *args, **kw: None
+
     monkeypatch.setattr(tk, "_fwd_kernel", Launch())
     monkeypatch.setattr(tk, "_bwd_kernel", Launch())
+    monkeypatch.setattr(tk, "_class_list_kernel", Skip())
     layouts = dict(_layouts())
     for name in ("channels_last", "channels_last_3d", "permuted"):
         logits = layouts[name].to(DEV)
@@ -238,13 +236,14 @@ def test_no_copy_of_the_logits(monkeypatch):
         g = torch.ones((B,) + tuple(logits.shape[2:]), device=DEV)
         launched.clear()
         with Record():
-            loss, _ = tk._forward(logits, None, tags, prior, 2.0, 0.2, "ada", "all", -100)
-            dz = tk._backward(g, None, logits, None, tags, prior, loss, 0.2, "ada", -100)
+            loss, _, stats, classes = tk._forward(logits, None, tags, prior, 2.0, 0.2, "ada",
+                                                  "all", -100)
+            dz = tk._backward(g, None, logits, None, prior, loss, stats, classes, 0.2, "ada", -100)
         assert [a[0] is logits for a in launched] == [True, True], name
         assert dz.stride() == logits.stride()
         # the strides passed: batch, class, and (FLAT) the one collapsed spatial stride
         fwd = launched[0]
-        assert fwd[10:12] == (logits.stride(0), logits.stride(1)), name
+        assert fwd[11:13] == (logits.stride(0), logits.stride(1)), name
     copies = [op for op in recorded if any(w in op for w in ("copy", "clone", "contiguous"))]
     assert not copies, copies
     assert any("empty" in op for op in recorded), "the recording saw the launchers' allocations"
@@ -260,11 +259,14 @@ def test_opcheck():
     torch.library.opcheck(tk._ocr_map_op, (z, tags, None, 1.0, 0.2, "all", "all"))
     target = torch.randint(0, 6, (2, 4, 5), device=DEV)
     target[0, 0] = -100
-    L = torch.rand(2, 4, 5, device=DEV)
     g = torch.randn(2, 4, 5, device=DEV)
-    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, tags, prior, L, 0.2, "ada", -100))
-    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, tags, prior, L, 0.2,
-                                            "max", -100))
+    L, stats, classes = tk._ocr_map_op(logits, tags, prior, 2.0, 0.2, "ada", "all")
+    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, prior, L, stats, classes, 0.2,
+                                            "ada", -100))
+    # the fused objective's backward (the seg op's forward gives it its statistics)
+    _, _, stats, classes = tk._forward(logits, target, tags, prior, 2.0, 0.2, "max", "all", -100)
+    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, prior, L, stats,
+                                            classes, 0.2, "max", -100))
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
@@ -295,8 +297,8 @@ def test_torch_compile_training_step_fullgraph(backend):
 # ---------------------------------------------------------------------------------------------
 @gpu
 @needs_cuda
-@pytest.mark.parametrize("C1, path", [(21, "block"), (81, "block"), (300, "chunked")])
-def test_bf16_on_gpu(C1, path):
+@pytest.mark.parametrize("C1", [21, 81, 300, 1030])
+def test_bf16_on_gpu(C1):
     logits, tags, prior = make_ocr_inputs(2, C1, (9, 11), dtype=torch.bfloat16)
     check_map(logits, tags, prior, rtol=1e-2, pixels="all")
 
@@ -318,26 +320,6 @@ def test_offsets_past_2_31_on_gpu():
     want_loss, want_grad = reference64(tail, tags.cpu(), None, group_split="all", pixels="all")
     assert_close_rel(loss.detach()[:, -2:].cpu(), want_loss, 1e-5, "loss")
     assert_close_rel(z.grad[:, :, -2:].float().cpu(), want_grad, 1e-2, "grad")
-
-
-# ---------------------------------------------------------------------------------------------
-# The alternative backward design (kept for GPU measurement)
-# ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("group_split", GROUP_SPLITS)
-def test_keep_grad_design_matches_reference(monkeypatch, group_split):
-    monkeypatch.setattr(tk, "DESIGN", "keep_grad")
-    logits, tags, prior = make_ocr_inputs(2, 7, (4, 5), tag_p=0.4)
-    check_map(logits, tags, prior, grad_map=torch.randn(2, 4, 5), group_split=group_split,
-              pixels="all")
-    cl = logits.contiguous(memory_format=torch.channels_last)
-    grad = check_map(cl, tags, prior, group_split=group_split, pixels="oc")
-    assert grad.stride() == cl.stride()
-
-
-def test_keep_grad_opcheck():
-    logits, tags, prior = make_ocr_inputs(2, 6, (3, 5), device=DEV)
-    z = logits.clone().requires_grad_(True)
-    torch.library.opcheck(tk._ocr_map_keep_grad_op, (z, tags, prior, 2.0, 0.2, "ada", "all"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,4 +348,4 @@ def test_kernels_compile_for_sm90(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(root, "tests", "ocr", "triton_aot_compile.py")],
                           env=env, capture_output=True, text=True, timeout=580)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert proc.stdout.count("ok ") == 10
+    assert proc.stdout.count("ok ") == 13

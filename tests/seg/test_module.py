@@ -1,13 +1,9 @@
-"""SegOCRLoss: mmsegmentation's conventions, the prior buffer, registration."""
-import sys
-import types
-
+"""SegOCRLoss: mmsegmentation's conventions, the prior buffer."""
 import pytest
 import torch
 
 from seg.seg_helpers import make_seg_inputs
-from ocr_kernels import SegOCRLoss, seg_ocr_loss
-from ocr_kernels.seg.module import register_with_mmseg
+from ocr_kernels import SegOCRLoss, ocr_loss, seg_ocr_loss
 
 
 def test_module_matches_the_function_for_both_averages():
@@ -40,11 +36,31 @@ def test_forward_ignore_index_overrides_like_mmseg_decode_heads():
     assert torch.allclose(got, want)
 
 
+@pytest.mark.parametrize("avg_non_ignore", [False, True])
+def test_weight_is_mmseg_seg_weight_on_the_cross_entropy(avg_non_ignore):
+    # mmseg's CrossEntropyLoss with OHEM's seg_weight: CE(reduction="none") * weight, averaged
+    # over every pixel (avg_non_ignore=False) or summed over the non-ignored count; OCR untouched.
+    logits, target, tags, prior = make_seg_inputs(2, 6, (4, 5), dtype=torch.float64, ignore_p=0.3)
+    logits.requires_grad_(True)
+    weight = (torch.rand(2, 4, 5) < 0.5).double()
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none") * weight
+    ce = ce.mean() if not avg_non_ignore else ce.sum() / (target != 255).sum()
+    want = 0.5 * (ce + 0.3 * ocr_loss(logits, tags, prior))
+    mod = SegOCRLoss(prior, alpha=0.3, loss_weight=0.5, avg_non_ignore=avg_non_ignore)
+    got = mod(logits, target, tags, weight=weight, ignore_index=255)
+    assert torch.allclose(got, want, rtol=1e-12)
+    g_got, = torch.autograd.grad(got, logits)
+    g_want, = torch.autograd.grad(want, logits)
+    assert torch.allclose(g_got, g_want, rtol=1e-10, atol=1e-14)
+
+
 def test_forward_refuses_what_it_does_not_support():
     logits, target, tags, prior = make_seg_inputs(2, 5, (3, 3))
     mod = SegOCRLoss(prior)
-    with pytest.raises(ValueError, match=r"does not support a per-pixel weight .* expected None"):
-        mod(logits, target, tags, weight=torch.ones(2, 3, 3))
+    with pytest.raises(ValueError, match=r"ce_weight must have the target's shape \[2, 3, 3\]"):
+        mod(logits, target, tags, weight=torch.ones(2, 9))
+    with pytest.raises(TypeError, match=r"ce_weight must be a floating-point tensor"):
+        mod(logits, target, tags, weight=torch.ones(2, 3, 3, dtype=torch.long))
     with pytest.raises(TypeError, match=r"unsupported arguments \['avg_factor'\]"):
         mod(logits, target, tags, avg_factor=10)
     mod(logits, target, tags, avg_factor=None)  # mmseg passes None for what it does not use
@@ -122,3 +138,5 @@ def test_module_upsample_and_align_corners_reach_the_function():
         assert f"upsample=True, align_corners={ac}" in repr(mod)
     with pytest.raises(TypeError, match="upsample must be a bool; got str 'yes'"):
         SegOCRLoss(prior, upsample="yes")
+
+

@@ -1,6 +1,6 @@
 """Triton-specific tests of the segmentation objective's fused maps (the shared matrix is
 tests/seg/test_backends.py): (ce_map, ocr_map) against torch's cross-entropy and the float64
-reference on both kernel paths and layouts, relative precision of tiny cross-entropies and of
+reference on one and on many pixel tiles and both layouts, relative precision of tiny cross-entropies and of
 gradients at large logits, a bad target, and the torch.library registration.
 
 Runs on CUDA when there is a device, otherwise on the CPU under TRITON_INTERPRET=1.
@@ -9,25 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import GROUP_SPLITS, assert_close_rel, comparable_pixels, make_ocr_inputs, reference64
+from helpers import (GROUP_SPLITS, assert_close_rel, comparable_pixels, force_small_tiles,
+                     make_ocr_inputs, reference64)
+from helpers import small_tiles  # noqa: F401  (a fixture)
 from ocr_kernels._options import OCROptions
 from ocr_kernels._dispatch import available_backends
 
 if not available_backends()["triton"].available:
     pytest.skip(f"triton: {available_backends()['triton'].reason}", allow_module_level=True)
 
-import ocr_kernels.ocr.triton_kernel as tk  # noqa: E402
 import ocr_kernels.seg.triton_kernel as sk  # noqa: E402
 from ocr_kernels.seg.triton_kernel import seg_ocr_loss_maps_triton  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture
-def chunked(monkeypatch):
-    """Force the chunked class loop at small C: blocks of 4 classes."""
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 2)
-    monkeypatch.setattr(tk, "CHUNK_C", 4)
 
 
 def _seg_reference(logits, target, tags, prior, gce, gocr, ignore_index, **opts):
@@ -41,12 +35,12 @@ def _seg_reference(logits, target, tags, prior, gce, gocr, ignore_index, **opts)
     return ce.detach(), ocr.detach(), z.grad
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 def test_seg_maps_match_cross_entropy_and_reference(request, path, layout, group_split):
-    if path == "chunked":
-        request.getfixturevalue("chunked")
+    if path == "small_tiles":
+        request.getfixturevalue("small_tiles")
     logits, tags, prior = make_ocr_inputs(2, 9, (5, 6), tag_p=0.4)
     if layout == "channels_last":
         logits = logits.contiguous(memory_format=torch.channels_last)
@@ -92,20 +86,15 @@ def test_seg_maps_one_term_used_and_bad_target():
     assert_close_rel(ocr.cpu(), want, 1e-5, "ocr map with a bad target")
 
 
-def _force_chunked(monkeypatch, chunk):
-    monkeypatch.setattr(tk, "MAX_BLOCK_C", 1)
-    monkeypatch.setattr(tk, "CHUNK_C", chunk)
-
-
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 @pytest.mark.parametrize("C1", [2, 5])
 def test_seg_maps_tiny_cross_entropy_at_large_logits(monkeypatch, path, C1):
     # A confident pixel at logits near ±30: CE = log1p(Σ_{k≠t} e^{z_k - z_t}) ~ 1e-7..1e-4. An
     # absolute fp32 log-sum-exp minus z_t carries |z|·2^-24 ~ 2e-6 of error (5 % of
     # CE = 7.26e-6 at z = [30, 18.2]); the kernel must keep CE, and its gradient, to relative
-    # precision. Chunks of 2 classes put the maximum in any chunk.
-    if path == "chunked":
-        _force_chunked(monkeypatch, 2)
+    # precision.
+    if path == "small_tiles":
+        force_small_tiles(monkeypatch, 16)
     g = torch.Generator().manual_seed(7)
     B, H, W = 2, 4, 8
     target = torch.randint(0, C1, (B, H, W), generator=g)
@@ -137,14 +126,14 @@ def test_seg_maps_tiny_cross_entropy_at_large_logits(monkeypatch, path, C1):
     assert (gerr <= 1e-5 * zr.grad.abs() + 1e-30).all(), (gerr / zr.grad.abs()).max()
 
 
-@pytest.mark.parametrize("path", ["block", "chunked"])
+@pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 def test_seg_maps_gradient_at_logits_of_80(monkeypatch, path, group_split):
     # Logits of ±80: an absolute log-sum-exp is off by ~80·2^-24 = 5e-6, which every softmax
     # term e^{z_k - lse} and σ(lse_ic + lse_oc + margin) inherit; the fused CE + OCR gradient must
     # hold 1e-6 of its largest element everywhere (a should-be-zero entry came out 1.4e-6).
-    if path == "chunked":
-        _force_chunked(monkeypatch, 4)
+    if path == "small_tiles":
+        force_small_tiles(monkeypatch, 16)
     g = torch.Generator().manual_seed(11)
     B, C1, H, W = 2, 7, 4, 5
     logits, tags, prior = make_ocr_inputs(B, C1, (H, W), tag_p=0.4, generator=g)

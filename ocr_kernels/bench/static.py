@@ -1,0 +1,934 @@
+"""``python -m ocr_kernels bench --static``: a static sm_90 performance model, no GPU needed.
+
+Every Triton kernel is compiled for an sm_90 target through its REAL launcher (ocr/triton_kernel.py
+``_forward``/``_backward``, wood/triton_kernel.py ``_distances``/``_weighted_diff``/
+``assign_triton``) called on meta tensors of the case's shape: a stand-in Triton driver answers
+"cuda, capability 9.0" and JITFunction.run compiles (warm-up) instead of launching, so the model
+sees the grid, num_warps and constexprs (block sizes, chunking, flat/int64 paths) that would run.
+Every kernel of csrc/cuda/*.cu is compiled by nvcc for sm_90 (-Xptxas -v).
+
+Per kernel and case it reports the launch, registers, spills, shared memory, the SASS
+instructions and MUFU ops EXECUTED per logit (sass.py: loop-aware, trip counts from the case),
+the bytes moved and a predicted time on H200 and H100 (gpu_model.py), as % of the copy floor.
+All times are PREDICTIONS of a model; the timed bench measures.
+
+Trip counts: each SASS loop is mapped to the Python ``for`` whose body holds the source lines of
+most of its instructions (nvdisasm -gi gives each instruction's line and inlining call sites),
+and that loop's ``range(...)`` is evaluated with the launch's arguments (the kernel's scalar
+arguments and constexprs by name, plus the simple assignments of the enclosing function).
+A loop that cannot be mapped is counted once and flagged in the record's ``notes``.
+
+Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hit L2):
+- OCR/seg forward: the logits, the fp32 loss map (seg: also the CE map and the int64 target).
+- OCR backward: the loss map and its gradient (fp32), the logits of the 32-byte sectors that hold
+  a pixel with a gradient (the scenario decides: blobs, independent draw, every pixel) and the
+  full gradient write. seg backward: the CE gradient reaches every non-ignored pixel, so its
+  logits are read in full, plus the target and the CE map's gradient.
+- Triton OCR/seg: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
+  read where the backward can have a gradient (the scenario's sectors; every pixel for seg); the
+  class-list launch: its tensors. Program-uniform branches (a tile without an active pixel) weigh
+  each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
+  count the kernels load from their class lists is the mean of the case's tag draw.
+The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
+plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import datetime as _dt
+import functools
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import gpu_model, sass
+from .cases import bytes_moved
+from .inputs import DEFAULT_OC_FRACTION, blob_mask, dataset_prior, voc_like_tags
+from .shapes import PRESETS, shape_str
+
+TARGET_ARCH = 90
+OCR_SHAPES = [(16, 21, 321, 321), (16, 81, 321, 321), (8, 201, 128, 128), (2, 1030, 128, 128)]
+GROUPS = ("ada", "max", "all")
+SCENARIOS = ("blobs", "indep", "all-pixels")  # the layouts of the bench's OCR scenarios (inputs.py)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_ITEMSIZE = {"fp32": 4, "bf16": 2}
+_ASM_DIR: Optional[str] = None  # set by --static-asm
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str  # ocr_loss, seg_ocr_loss, wood_distance_loss, kmeans
+    shape: Tuple[int, ...]
+    dtype: str = "fp32"
+    group: Optional[str] = None
+    scenario: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.op, shape_str(self.shape), self.dtype]
+        if self.group:
+            parts.append(self.group)
+        if self.scenario:
+            parts.append(self.scenario)
+        return " ".join(parts)
+
+    @property
+    def pixels(self) -> str:
+        return "all" if self.scenario == "all-pixels" else "oc"
+
+
+def all_cases(preset: str = "full") -> List[Case]:
+    """The model's cases: the Triton issue's target shapes first, then many classes (C+1 = 201
+    and 1030), then W-OoD and K-means at their bench shapes."""
+    if preset == "smoke":  # the CI test's: 21 classes in blobs and 300 classes, every pixel
+        return [Case("ocr_loss", (2, 21, 64, 64), "fp32", "ada", "blobs"),
+                Case("ocr_loss", (1, 300, 16, 16), "bf16", "max", "all-pixels")]
+    if preset == "gpu":  # what benchmarks/gpu/run.sh times beside: the target shapes, "ada"
+        return [Case(op, shape, dt, "ada", sc) for shape in OCR_SHAPES[:2]
+                for op in ("ocr_loss", "seg_ocr_loss") for dt in DTYPES for sc in SCENARIOS]
+    out = []
+    for shape in OCR_SHAPES:
+        # many classes (C+1 = 201, 1030) for the OCR loss alone: the seg kernels
+        # are the same code with the CE terms added
+        for op in ("ocr_loss", "seg_ocr_loss") if shape[1] <= 81 else ("ocr_loss",):
+            for dt in DTYPES:
+                for g in GROUPS:
+                    for sc in SCENARIOS:
+                        out.append(Case(op, shape, dt, g, sc))
+    if preset == "full":
+        for shape in PRESETS["full"]["wood_distance_loss"]:
+            out.append(Case("wood_distance_loss", tuple(shape)))
+        for shape in PRESETS["full"]["kmeans"]:
+            out.append(Case("kmeans", tuple(shape)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Compiling through the real launchers
+# ------------------------------------------------------------------------------------------
+class _Sm90Driver:
+    """Answers the few questions JITFunction.run asks of the active driver, for a GPU that is
+    not there: device 0, stream 0, target cuda/90."""
+
+    def __init__(self):
+        from triton.backends.compiler import GPUTarget
+
+        self.target = GPUTarget("cuda", TARGET_ARCH, 32)
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+    def get_active_torch_device(self):
+        return torch.device("meta")
+
+
+@dataclass
+class Captured:
+    fn: object  # the JITFunction
+    kernel: object  # the CompiledKernel
+    grid: Tuple[int, ...]
+    args: Dict[str, object]  # every argument by name (tensors included)
+
+
+class capture_launches:
+    """Within the block every Triton launch compiles for sm_90 and is recorded, not run."""
+
+    def __enter__(self):
+        if os.environ.get("TRITON_INTERPRET", "0") == "1":
+            raise RuntimeError("the static model compiles real Triton kernels: run it without "
+                               "TRITON_INTERPRET=1 (bench --static re-runs itself without it)")
+        from triton.runtime import driver
+        from triton.runtime.jit import JITFunction
+
+        self.records: List[Captured] = []
+        self._driver, self._jit = driver, JITFunction
+        self._orig = JITFunction.run
+        self._prev = driver._active  # None until a real driver was asked for (none here)
+        driver.set_active(_Sm90Driver())
+        records, orig = self.records, self._orig
+
+        def run(fn, *args, grid, warmup, **kwargs):
+            k = orig(fn, *args, grid=grid, warmup=True, **kwargs)
+            bound = dict(zip(fn.arg_names, args))
+            bound.update({k2: v for k2, v in kwargs.items() if k2 in fn.arg_names})
+            g = grid(bound) if callable(grid) else grid
+            g = tuple(g) + (1,) * (3 - len(g))
+            records.append(Captured(fn, k, g, bound))
+            return k
+
+        JITFunction.run = run
+        return self
+
+    def __exit__(self, *exc):
+        self._jit.run = self._orig
+        self._driver._active = self._prev
+        return False
+
+
+def _meta(shape, dtype=torch.float32):
+    return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def launch_case(case: Case) -> Dict[str, List[Captured]]:
+    """{"fwd": [...], "bwd": [...]}: the launches of each pass of the case (must run inside
+    capture_launches)."""
+    out = {}
+    with capture_launches() as cap:
+        if case.op in ("ocr_loss", "seg_ocr_loss"):
+            from ..ocr import triton_kernel as tk
+
+            B, C1 = case.shape[:2]
+            spatial = case.shape[2:]
+            z = _meta(case.shape, DTYPES[case.dtype])
+            # the tags and prior are real (the bench's VOC-like draw): a launcher may derive
+            # per-image data from them (class lists, counts) that bounds the kernels' loops
+            g = torch.Generator().manual_seed(0)
+            tags = voc_like_tags(B, C1 - 1, g)
+            prior = dataset_prior(C1 - 1, g) if case.group == "ada" else None
+            seg = case.op == "seg_ocr_loss"
+            tgt = _meta((B,) + spatial, torch.int64) if seg else None
+            _, _, stats, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
+                                               case.pixels, 255)
+            out["fwd"], cap.records[:] = list(cap.records), []
+            gmap = _meta((B,) + spatial)
+            tk._backward(gmap, gmap if seg else None, z, tgt, prior, gmap, stats, classes, 0.5,
+                         case.group, 255)
+            out["bwd"] = list(cap.records)
+        elif case.op == "wood_distance_loss":
+            from ..wood import triton_kernel as tw
+
+            B, D, C, K = case.shape
+            x, cc, oc = _meta((B, D)), _meta((C, D)), _meta((K, D))
+            d = tw._distances(x, cc, oc)
+            w = _meta((B, C + K))
+            thr, loss, y = _meta((1,)), _meta(()), _meta((B, C))
+            tw._wood_terms_kernel[(1,)](d, y, thr, w, loss, B, C, K, 1.0 / (B * K), BLOCK=1024)
+            out["fwd"], cap.records[:] = list(cap.records), []
+            tw._weighted_diff(x, cc, oc, w, d, _meta(()))
+            out["bwd"] = list(cap.records)
+        elif case.op == "kmeans":
+            from ..wood import triton_kernel as tw
+
+            N, D, k = case.shape
+            tw.assign_triton(_meta((N, D)), _meta((k, D)), _meta((D,)))
+            out["fwd"] = list(cap.records)
+        else:
+            raise ValueError(f"unknown op {case.op!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Loop trip counts from the Python source
+# ------------------------------------------------------------------------------------------
+_RANGES = ("range", "static_range")  # range(...), tl.range(...); tl.static_range unrolls (no loop)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_tree(path: str):
+    """(every FunctionDef by name, [(for node, enclosing FunctionDef)] of its range loops)."""
+    tree = ast.parse(Path(path).read_text())
+    funcs = {fn.name: fn for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)}
+    loops = []
+    for fn in funcs.values():
+        for node in ast.walk(fn):
+            f = node.iter.func if isinstance(node, ast.For) and isinstance(node.iter, ast.Call) else None
+            name = getattr(f, "id", None) or getattr(f, "attr", None)
+            if name in _RANGES:
+                loops.append((node, fn))
+    return funcs, loops
+
+
+def _eval(expr: ast.AST, ns: Dict[str, object]):
+    return eval(compile(ast.Expression(expr), "<range>", "eval"), {"__builtins__": {}}, dict(ns))
+
+
+def _loaded_mean(value: ast.AST, tensors: Dict[str, torch.Tensor]) -> Optional[float]:
+    """``x = tl.load(p + ...)`` of a small host-known tensor argument p (per-image counts the
+    launcher computed from the tags): the mean over the tensor, the average trip of a loop
+    bounded by it."""
+    if not (isinstance(value, ast.Call) and getattr(value.func, "attr", None) == "load" and value.args):
+        return None
+    for n in ast.walk(value.args[0]):
+        t = tensors.get(getattr(n, "id", None))
+        if t is not None and t.device.type != "meta" and t.numel():
+            return float(t.double().mean())
+    return None
+
+
+class _Env:
+    """Values of names inside the kernel and its inlined helpers, for evaluating loop bounds:
+    the launch's scalar arguments and constexprs, simple local assignments, per-image counts
+    loaded from host-known tensors, and helper parameters bound through the call site that the
+    SASS line info names."""
+
+    def __init__(self, funcs, kernel_name: str, args: Dict[str, object],
+                 hints: Optional[Dict[str, object]] = None):
+        self.funcs, self.kernel = funcs, kernel_name
+        self.tensors = {k: v for k, v in args.items() if isinstance(v, torch.Tensor)}
+        self.scalars = {k: (v.value if hasattr(v, "value") else v) for k, v in args.items()
+                        if not isinstance(v, torch.Tensor)}
+        # values of kernel-side names the launch cannot show (a count a captured launch would
+        # have written): they win over the kernel's own assignment of the name
+        self.scalars.update(hints or {})
+
+    def _locals(self, fn: ast.FunctionDef, ns: Dict[str, object]) -> Dict[str, object]:
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                name = node.targets[0].id
+                if name in ns:
+                    continue
+                v = _loaded_mean(node.value, self.tensors)
+                try:
+                    ns[name] = v if v is not None else _eval(node.value, ns)
+                except Exception:
+                    pass
+        return ns
+
+    def namespace(self, fn: ast.FunctionDef, lines: set, depth: int = 0) -> Dict[str, object]:
+        if fn.name == self.kernel or depth > 6:
+            return self._locals(fn, dict(self.scalars))
+        ns: Dict[str, object] = {}
+        for caller in self.funcs.values():  # the call site the instructions were inlined through
+            for call in ast.walk(caller):
+                if (isinstance(call, ast.Call) and getattr(call.func, "id", None) == fn.name
+                        and call.lineno in lines):
+                    outer = self.namespace(caller, lines, depth + 1)
+                    params = [a.arg for a in fn.args.args]
+                    for p, a in zip(params, call.args):
+                        try:
+                            ns[p] = _eval(a, outer)
+                        except Exception:
+                            pass
+                    for kw in call.keywords:
+                        try:
+                            ns[kw.arg] = _eval(kw.value, outer)
+                        except Exception:
+                            pass
+                    for p in params:  # same-named arguments flow through unchanged
+                        if p not in ns and p in outer:
+                            ns[p] = outer[p]
+                    return self._locals(fn, ns)
+        return self._locals(fn, {k: v for k, v in self.scalars.items()})
+
+
+def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dict[str, object],
+                  hints: Optional[Dict[str, object]] = None) -> List[str]:
+    """Sets each loop's trips from its source loop; returns notes for loops it could not map."""
+    notes = []
+    funcs, loops = _source_tree(source_file)
+    # Triton caches compiled kernels by source, so the line info may name another checkout of
+    # the same file: compare paths from the package folder down.
+    parts = Path(source_file).parts
+    suffix = os.path.join(*parts[-3:]) if len(parts) >= 3 else source_file
+    env = _Env(funcs, kernel_name, args, hints)
+    for lp in code.loops:
+        lines = sass.loop_lines(code, lp)
+        here = [{n for f, n in ls if f.endswith(suffix)} for ls in lines]
+        best, best_key = None, None
+        for node, fn_node in loops:
+            lo, hi = node.body[0].lineno, node.end_lineno
+            score = sum(1 for ls in here if any(lo <= n <= hi for n in ls))
+            key = (score, -(hi - lo))
+            if score and (best_key is None or key > best_key):
+                best, best_key = (node, fn_node), key
+        if best is None:
+            notes.append(f"SASS loop at {lp.start:#x}-{lp.end:#x} matched no source loop: counted once")
+            continue
+        node, fn_node = best
+        all_lines = set().union(*here) if here else set()
+        try:
+            ns = env.namespace(fn_node, all_lines)
+            vals = [_eval(a, ns) for a in node.iter.args]
+            start, stop, step = (0, vals[0], 1) if len(vals) == 1 else (vals + [1])[:3]
+            lp.trips = float(max(0.0, math.ceil((stop - start) / step) if all(isinstance(v, int) for v in vals)
+                                 else (stop - start) / step))
+            lp.source = f"{fn_node.name}:{node.lineno} {ast.unparse(node.iter)} = {lp.trips:.4g}"
+        except Exception as exc:
+            notes.append(f"loop {fn_node.name}:{node.lineno} {ast.unparse(node.iter)}: trips not "
+                         f"evaluated ({type(exc).__name__}: {exc}); counted once")
+    # a source loop the compiler split in two (versioned, peeled) is counted twice: say so
+    sources = [lp.source for lp in code.loops if lp.source]
+    for src in sorted({x for x in sources if sources.count(x) > 1}):
+        notes.append(f"{sources.count(src)} SASS loops map to {src} (same call site): each counted at "
+                     f"the full trips, an upper bound")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------
+# Per-kernel analysis
+# ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _cubin_facts(cubin: bytes, name: str):
+    res = sass.resource_usage(cubin).get(name, {})
+    code = sass.disassemble(cubin, name)[name]
+    return res, code
+
+
+def _load_bytes_in_flight(code: sass.Sass) -> float:
+    """Global-load bytes one thread issues in one region (a loop body or the straight-line code)
+    before it waits: the largest such sum over the regions."""
+    per: Dict[Optional[int], float] = {}
+    for i in code.instrs:
+        if i.base not in ("LDG", "LD"):
+            continue
+        inner = [lp for lp in code.loops if lp.contains(i.addr)]
+        key = min(inner, key=lambda lp: lp.end - lp.start).start if inner else None
+        per[key] = per.get(key, 0.0) + sass._access_bytes(i.opcode)
+    return max(per.values(), default=0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _program_branches(path: str):
+    """[(body lines, else lines, body_when_active)] of every ``if`` whose test reduces a per-pixel
+    mask over the program (``tl.max(...)``): a whole program takes one side. body_when_active:
+    the body runs in programs holding an active pixel (``!= 0`` / ``> 0``), else the else side."""
+    out = []
+    for node in ast.walk(ast.parse(Path(path).read_text())):
+        if isinstance(node, ast.If) and "tl.max(" in ast.unparse(node.test):
+            t = node.test
+            active_body = not (isinstance(t, ast.Compare) and isinstance(t.ops[0], ast.Eq))
+            body = (node.body[0].lineno, node.body[-1].end_lineno)
+            orelse = (node.orelse[0].lineno, node.orelse[-1].end_lineno) if node.orelse else None
+            out.append((body, orelse, active_body))
+    return out
+
+
+def _program_shares(code: sass.Sass, source_file: str, active: float) -> Dict[int, float]:
+    """addr -> share of programs that run the instruction, for the sides of program-uniform
+    branches (`active` = share of programs holding an active pixel)."""
+    parts = Path(source_file).parts
+    suffix = os.path.join(*parts[-3:]) if len(parts) >= 3 else source_file
+    shares = {}
+    for body, orelse, active_body in _program_branches(source_file):
+        for rng, share in ((body, active if active_body else 1 - active),
+                           (orelse, 1 - active if active_body else active)):
+            if rng is None:
+                continue
+            for i in code.instrs:
+                if any(f.endswith(suffix) and rng[0] <= n <= rng[1] for f, n in i.lines):
+                    shares[i.addr] = shares.get(i.addr, 1.0) * share
+    return shares
+
+
+def analyse_triton(cap: Captured, hints: Optional[Dict[str, object]] = None,
+                   active_programs: float = 1.0) -> Dict[str, object]:
+    """hints: values of kernel-side names the launch does not show; active_programs: share of
+    programs that take the active side of program-uniform branches."""
+    k = cap.kernel
+    name = k.name
+    res, code0 = _cubin_facts(k.asm["cubin"], name)
+    code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
+    src = os.path.realpath(sys.modules[cap.fn.fn.__module__].__file__)
+    consts = {a: (v.value if hasattr(v, "value") else v) for a, v in cap.args.items()
+              if a in [cap.fn.arg_names[i] for i in cap.fn.constexprs]}
+    notes = resolve_trips(code, src, cap.fn.fn.__name__, {**cap.args, **consts}, hints)
+    code.shares = _program_shares(code, src, active_programs)
+    if code.shares:
+        notes.append(f"program-uniform branches weighted: {active_programs:.3f} of the programs "
+                     f"take the active side")
+    summ = sass.summary(code)
+    st, ld = sass.spill_bytes(code)
+    warps = k.metadata.num_warps
+    if _ASM_DIR is not None:  # the PTX beside the results, for checking by hand (ptxas -v)
+        ptx = Path(_ASM_DIR) / f"{name}-{k.hash[:12]}.ptx"
+        if not ptx.exists():
+            ptx.parent.mkdir(parents=True, exist_ok=True)
+            ptx.write_text(k.asm["ptx"])
+    return {
+        "kernel": f"triton:{name}", "kernel_hash": k.hash, "grid": list(cap.grid), "num_warps": warps,
+        "constexprs": {a: v for a, v in consts.items() if isinstance(v, (int, float, bool, str))},
+        "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st, "spill_load_bytes": ld,
+        "stack_bytes": res.get("STACK", 0),
+        "smem_bytes": int(getattr(k.metadata, "shared", 0) or 0) + res.get("SHARED", 0),
+        "sass": summ, "loops": [lp.source or "unmapped" for lp in code.loops],
+        "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes,
+        "hints": hints or {}, "active_programs": active_programs,
+    }
+
+
+def _sector_fraction(case: Case) -> float:
+    """Fraction of the logits' 32-byte sectors (along the contiguous spatial dim) that hold a
+    pixel with a gradient, in the case's scenario at its OC fraction."""
+    if case.scenario == "all-pixels":
+        return 1.0
+    per = 32 // _ITEMSIZE[case.dtype]
+    f = DEFAULT_OC_FRACTION
+    if case.scenario == "indep":
+        return 1.0 - (1.0 - f) ** per
+    B, _, *sp = case.shape
+    m = blob_mask((B, *sp), f, torch.Generator().manual_seed(0)).reshape(B, -1)
+    n = m.shape[1] // per * per
+    hit = m[:, :n].reshape(B, -1, per).any(-1).float().sum() + m[:, n:].any(-1).float().sum()
+    return float(hit) / (B * math.ceil(m.shape[1] / per))
+
+
+def _active_programs(case: Case, block: int) -> float:
+    """Share of the OCR programs (`block` consecutive pixels of one image) that hold a pixel of
+    the case's scenario (an OC pixel: a loss in the forward, a gradient in the backward)."""
+    if case.scenario == "all-pixels":
+        return 1.0
+    f = DEFAULT_OC_FRACTION
+    if case.scenario == "indep":
+        return 1.0 - (1.0 - f) ** block
+    B, _, *sp = case.shape
+    m = blob_mask((B, *sp), f, torch.Generator().manual_seed(0)).reshape(B, -1)
+    tiles = -(-m.shape[1] // block)
+    pad = torch.zeros(B, tiles * block - m.shape[1], dtype=torch.bool)
+    return float(torch.cat([m, pad], 1).reshape(B, tiles, block).any(-1).float().mean())
+
+
+def _case_hints(case: Case, pass_: str, cap: Captured):
+    """(hints, share of active programs) of one OCR/seg Triton launch; ({}, 1) for the others.
+    nic, the per-image IC class count the kernels load from their class lists (written by a
+    captured, so not run, launch): background + the tags of the case's draw, on average. The
+    seg backward has a CE gradient at every pixel: every program is active."""
+    if case.op not in ("ocr_loss", "seg_ocr_loss") or "BLOCK_P" not in cap.args:
+        return {}, 1.0
+    B, C1 = case.shape[:2]
+    nic = 1.0 + float(voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double().mean())
+    block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
+    active = 1.0 if (case.op == "seg_ocr_loss" and pass_ == "bwd") else _active_programs(case, block)
+    return {"nic": nic}, active
+
+
+def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
+    triton_main = cap is not None and cap.fn.fn.__name__ in ("_fwd_kernel", "_bwd_kernel")
+    if case.op in ("ocr_loss", "seg_ocr_loss") and (cap is None or triton_main):
+        B, C1 = case.shape[:2]
+        P = B * math.prod(case.shape[2:])
+        logits = P * C1 * _ITEMSIZE[case.dtype]
+        seg = case.op == "seg_ocr_loss"
+        read_frac = 1.0 if seg else _sector_fraction(case)
+        # Triton: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
+        # read back where the backward can have a gradient (every pixel for seg: its CE term)
+        stats = 8 * P if triton_main else 0
+        if pass_ == "fwd":
+            return logits + 4 * P + stats + (4 * P + 8 * P if seg else 0)
+        return logits * read_frac + logits + 8 * P + stats * read_frac + (12 * P if seg else 0)
+    # W-OoD, K-means and the OCR class lists: every tensor argument once (centroid re-reads
+    # across tiles hit L2)
+    seen, total = set(), 0
+    for v in cap.args.values():
+        if isinstance(v, torch.Tensor) and id(v) not in seen:
+            seen.add(id(v))
+            total += v.numel() * v.element_size()
+    return float(total)
+
+
+def _floor_bytes(case: Case, pass_: str) -> float:
+    dt = DTYPES.get(case.dtype, torch.float32)
+    if case.op == "kmeans":  # the model covers one assignment step: one read of the points
+        N, D, _ = case.shape
+        return N * D * 4 + N * 8
+    if pass_ == "bwd":
+        return bytes_moved(case.op, case.shape, dt, "fwd+bwd") - bytes_moved(case.op, case.shape, dt, "fwd")
+    return bytes_moved(case.op, case.shape, dt, pass_)
+
+
+def _logits(case: Case) -> int:
+    if case.op in ("ocr_loss", "seg_ocr_loss"):
+        return math.prod(case.shape)
+    if case.op == "wood_distance_loss":
+        B, D, C, K = case.shape
+        return B * D
+    N, D, _ = case.shape
+    return N * D
+
+
+def _row(case: Case, pass_: str, a: dict, ctas: int, nbytes: float) -> dict:
+    """One launch's record: its facts `a`, per-logit counts and the model's predictions."""
+    threads = ctas * a["num_warps"] * 32
+    n = _logits(case)
+    row = dict(a, case=case.name, op=case.op, shape=shape_str(case.shape), dtype=case.dtype,
+               group=case.group, scenario=case.scenario, bytes=nbytes,
+               sass_per_logit=a["sass"]["executed"] * threads / n,
+               mufu_per_logit=a["sass"]["executed_mufu"] * threads / n,
+               shared_per_logit=a["sass"]["executed_shared"] * threads / n)
+    row["pass"] = pass_
+    launch = gpu_model.Launch(
+        ctas=ctas, warps_per_cta=a["num_warps"], regs=a["regs"] or 255, smem_per_cta=a["smem_bytes"],
+        instr_per_thread=a["sass"]["executed"], mufu_per_thread=a["sass"]["executed_mufu"],
+        fp64_per_thread=a["sass"]["executed_fp64"],
+        load_bytes_in_flight_per_thread=a["load_bytes_in_flight_per_thread"], bytes=nbytes)
+    row["predicted"] = {g: gpu_model.predict(launch, gpu) for g, gpu in gpu_model.GPUS.items()}
+    return row
+
+
+def _totals(case: Case, backend: str, rows: List[dict]) -> List[dict]:
+    """Per pass (fwd, bwd, fwd+bwd) of one backend: the sum of its launches against the floor."""
+    out = []
+    passes = [p for p in ("fwd", "bwd") if any(r["pass"] == p for r in rows)]
+    passes += ["fwd+bwd"] if "bwd" in passes else []
+    for pass_ in passes:
+        floor_b = _floor_bytes(case, pass_)
+        parts = [r for r in rows if r["pass"] in pass_.split("+")]
+        for r in parts:
+            if r["pass"] == pass_:
+                r["floor_bytes"] = floor_b
+                for g, gpu in gpu_model.GPUS.items():
+                    p = r["predicted"][g]
+                    p["pct_of_floor_alone"] = 100 * gpu_model.floor_s(floor_b, gpu) / p["time_s"] if p["time_s"] else None
+        t = {"kernel": "+".join(sorted({r["kernel"] for r in parts})), "backend": backend,
+             "case": case.name, "op": case.op, "shape": shape_str(case.shape), "dtype": case.dtype,
+             "group": case.group, "scenario": case.scenario, "pass": pass_, "total": True,
+             "floor_bytes": floor_b, "regs": max((r["regs"] or 0) for r in parts),
+             "spills": sum(r["spills"] for r in parts),
+             "sass_per_logit": sum(r["sass_per_logit"] for r in parts),
+             "mufu_per_logit": sum(r["mufu_per_logit"] for r in parts),
+             "bytes": sum(r["bytes"] for r in parts), "predicted": {}}
+        for g, gpu in gpu_model.GPUS.items():
+            time_s = sum(r["predicted"][g]["time_s"] or float("inf") for r in parts)
+            t["predicted"][g] = {"time_s": time_s, "pct_of_floor": 100 * gpu_model.floor_s(floor_b, gpu) / time_s,
+                                 "bound": "+".join(r["predicted"][g]["bound"] for r in parts)}
+        out.append(t)
+    return out
+
+
+def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List[dict]:
+    """Rows for the case: one per kernel launch of each pass, then each backend's pass totals."""
+    rows = []
+    if "triton" in backends:
+        tr = []
+        for pass_, caps in launch_case(case).items():
+            for cap in caps:
+                a = analyse_triton(cap, *_case_hints(case, pass_, cap))
+                tr.append(_row(case, pass_, a, math.prod(cap.grid), kernel_bytes(case, pass_, cap)))
+        for r in tr:
+            r["backend"] = "triton"
+        rows += tr + _totals(case, "triton", tr)
+    if "cuda" in backends and case.op in ("ocr_loss", "seg_ocr_loss") and _nvcc() is not None:
+        cu = []
+        for pass_ in ("fwd", "bwd"):
+            a, ctas = analyse_cuda_ocr(case, pass_)
+            cu.append(_row(case, pass_, a, ctas, kernel_bytes(case, pass_, None)))
+        for r in cu:
+            r["backend"] = "cuda"
+        rows += cu + _totals(case, "cuda", cu)
+    for r in rows:
+        h = r["predicted"]["H200"]
+        r["predicted_pct_of_floor"] = h.get("pct_of_floor", h.get("pct_of_floor_alone"))
+        r["predicted_time_s"] = h["time_s"]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# The CUDA kernels (csrc/cuda/*.cu through nvcc)
+# ------------------------------------------------------------------------------------------
+def _nvcc() -> Optional[str]:
+    from .._extension import find_cuda_home
+
+    home, _ = find_cuda_home()
+    return os.path.join(home, "bin", "nvcc") if home else None
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_cubin(source: str) -> bytes:
+    """The sm_90 cubin of one .cu file, with the extension's own nvcc flags."""
+    from .._extension import csrc_dir, cuda_cflags
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "k.cubin")
+        subprocess.run([_nvcc(), "-cubin", f"-arch=sm_{TARGET_ARCH}", *cuda_cflags(), "-I", str(csrc_dir()),
+                        source, "-o", out], check=True, capture_output=True, text=True)
+        return Path(out).read_bytes()
+
+
+@functools.lru_cache(maxsize=None)
+def _demangled(cubin: bytes) -> Dict[str, str]:
+    names = list(sass.resource_usage(cubin))
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        out = names
+    return dict(zip(out, names))
+
+
+_FOR = re.compile(r"\bfor\s*\((?:[^;]*);\s*\w+\s*<\s*([\w.]+)\s*;")
+
+
+@functools.lru_cache(maxsize=None)
+def _cpp_loops(path: str) -> List[Tuple[int, int, str]]:
+    """(first line, last line, bound) of each ``for (...; i < bound; ...)`` of a C++ file: the
+    body's extent by brace matching (or the statement up to its ';')."""
+    lines = Path(path).read_text().splitlines()
+    out = []
+    for i, text in enumerate(lines):
+        m = _FOR.search(text)
+        if not m:
+            continue
+        depth, opened, end = 0, False, i
+        header_done = False
+        paren = 0
+        for j in range(i, len(lines)):
+            seg = lines[j] if j > i else lines[j][m.start():]
+            for ch in seg:
+                if not header_done:
+                    paren += ch == "("
+                    paren -= ch == ")"
+                    header_done = paren == 0 and ch == ")"
+                    continue
+                if ch == "{":
+                    depth, opened = depth + 1, True
+                elif ch == "}":
+                    depth -= 1
+                elif ch == ";" and not opened:
+                    depth = 0
+                    opened = True  # a single statement ends here
+                    break
+            if header_done and opened and depth == 0:
+                end = j
+                break
+        out.append((i + 1, end + 1, m.group(1)))
+    return out
+
+
+def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int) -> List[str]:
+    """Trip counts of the SASS loops of a CUDA kernel: each maps to the C++ loop holding most of
+    its instructions' lines; a loop unrolled U times (U = its global loads over the distinct
+    source lines they come from) runs bound / U times; the grid-stride pixel loop runs
+    ceil(pixels / threads) times."""
+    notes = []
+    files = {f for i in code.instrs for f, _ in i.lines if f.endswith((".h", ".cuh", ".cu"))}
+    loops = [(f, lo, hi, b) for f in files if os.path.exists(f) for lo, hi, b in _cpp_loops(f)]
+    for lp in code.loops:
+        lines = sass.loop_lines(code, lp)
+        best, best_key = None, None
+        for f, lo, hi, b in loops:
+            score = sum(1 for ls in lines if any(ff == f and lo <= n <= hi for ff, n in ls))
+            key = (score, -(hi - lo))
+            if score and (best_key is None or key > best_key):
+                best, best_key = (f, lo, hi, b), key
+        if best is None:
+            notes.append(f"SASS loop at {lp.start:#x} matched no source loop: counted once")
+            continue
+        f, lo, hi, bound = best
+        body = [i for i in code.instrs if lp.contains(i.addr)]
+        inner = [o for o in code.loops if o is not lp and lp.contains(o.start) and lp.contains(o.end)]
+        direct = [i for i in body if not any(o.contains(i.addr) for o in inner)]
+        unroll = 1
+        for kind in ("LDG", "STG"):
+            mem = [i for i in direct if i.base == kind]
+            if mem:
+                unroll = max(1, round(len(mem) / len({i.lines for i in mem})))
+                break
+        if bound == "total":
+            lp.trips = float(math.ceil(ns["total"] / threads_total))
+        elif bound in ns:
+            lp.trips = max(1.0, ns[bound] / unroll)
+        else:
+            notes.append(f"loop {os.path.basename(f)}:{lo} bound {bound!r} unknown: counted once")
+            continue
+        lp.source = f"{os.path.basename(f)}:{lo} i < {bound}, unrolled x{unroll}: {lp.trips:.1f}"
+    return notes
+
+
+def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
+    """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches."""
+    from .._extension import csrc_dir
+
+    src = str(csrc_dir() / "cuda" / "ocr_kernel.cu")
+    cubin = cuda_cubin(src)
+    threads = int(re.search(r"kThreads\s*=\s*(\d+)", Path(src).read_text()).group(1))
+    scalar = {"fp32": "float", "bf16": "__nv_bfloat16"}[case.dtype]
+    ce = "true" if case.op == "seg_ocr_loss" else "false"
+    kern = "forward_kernel" if pass_ == "fwd" else "backward_kernel"
+    want = f"{kern}<{scalar}, float, {ce}>"
+    names = _demangled(cubin)
+    mangled = next(m for d, m in names.items() if want in d)
+    res, code0 = _cubin_facts(cubin, mangled)
+    code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
+    B, C1 = case.shape[:2]
+    P = B * math.prod(case.shape[2:])
+    ctas = min(math.ceil(P / threads), 1 << 20)
+    notes = _cpp_trips(code, {"C1": C1, "total": P}, ctas * threads)
+    notes.append("CUDA kernels: the group_split/pixels switches and the zero-gradient path are "
+                 "runtime branches, all counted (an upper bound on executed instructions)")
+    st, ld = sass.spill_bytes(code)
+    return ({"kernel": f"cuda:{want}", "grid": [ctas, 1, 1], "num_warps": threads // 32,
+             "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
+             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": res.get("SHARED", 0),
+             "sass": sass.summary(code), "loops": [lp.source or "unmapped" for lp in code.loops],
+             "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes}, ctas)
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+def tool_versions() -> Dict[str, str]:
+    import triton
+
+    out = {"torch": torch.__version__, "triton": triton.__version__}
+    for name in ("ptxas", "nvdisasm", "cuobjdump"):
+        exe = sass.triton_ptxas() if name == "ptxas" else sass.tool(name)
+        if exe:
+            try:
+                v = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+                out[name] = f"{exe}: {v.strip().splitlines()[-1]}"
+            except OSError:
+                out[name] = exe
+    return out
+
+
+def format_table(rows: List[dict], markdown: bool = False) -> str:
+    hdr = ["case", "pass", "backend / kernel", "warps", "regs", "spill B", "smem B", "SASS/logit", "MUFU/logit",
+           "MB", "H200 us", "H200 %floor", "H100 us", "H100 %floor", "bound (H200)"]
+    lines = []
+    for r in rows:
+        h2, h1 = r["predicted"]["H200"], r["predicted"]["H100"]
+        pct = lambda p: p.get("pct_of_floor", p.get("pct_of_floor_alone"))  # noqa: E731
+        lines.append([r["case"], r["pass"] + (" (total)" if r.get("total") else ""),
+                      r["backend"] if r.get("total") else r["kernel"],
+                      str(r.get("num_warps", "")), str(r["regs"]), str(r["spills"]),
+                      str(r.get("smem_bytes", "")), f"{r['sass_per_logit']:.1f}", f"{r['mufu_per_logit']:.2f}",
+                      f"{r['bytes'] / 1e6:.1f}", f"{h2['time_s'] * 1e6:.0f}", f"{pct(h2):.1f}",
+                      f"{h1['time_s'] * 1e6:.0f}", f"{pct(h1):.1f}", h2["bound"]])
+    if markdown:
+        out = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+        out += ["| " + " | ".join(c) + " |" for c in lines]
+        return "\n".join(out) + "\n"
+    widths = [max(len(h), *(len(c[i]) for c in lines)) if lines else len(h) for i, h in enumerate(hdr)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(hdr)] + [fmt(c) for c in lines]) + "\n"
+
+
+def headline(rows: List[dict]) -> str:
+    """Markdown: fwd+bwd of ocr/seg at the target shapes, "ada", realistic and worst scenarios."""
+    out = ["| op, shape | dtype | scenario | backend | regs (max) | spill B | SASS / logit | MUFU / logit | "
+           "H200 predicted | H200 % of floor | H100 % of floor | bound |", "|" + "---|" * 12]
+    for r in rows:
+        if not (r.get("total") and r["pass"] == "fwd+bwd" and r["group"] == "ada"
+                and r["scenario"] in ("blobs", "all-pixels") and r["shape"] in ("16x21x321x321", "16x81x321x321")):
+            continue
+        h2, h1 = r["predicted"]["H200"], r["predicted"]["H100"]
+        out.append(f"| `{r['op']}` ({r['shape'].replace('x', ', ')}) | {r['dtype']} | {r['scenario']} | "
+                   f"{r['backend']} | {r['regs']} | {r['spills']} | {r['sass_per_logit']:.0f} | "
+                   f"{r['mufu_per_logit']:.1f} | {h2['time_s'] * 1e3:.2f} ms | {h2['pct_of_floor']:.0f}% | "
+                   f"{h1['pct_of_floor']:.0f}% | {h2['bound']} |")
+    return "\n".join(out) + "\n"
+
+
+HEADER = ("PREDICTIONS of a static model (ocr_kernels/bench/gpu_model.py), not measurements: "
+          "kernels compiled for sm_90 without a GPU; times from issue, MUFU and memory throughput "
+          "bounds. '%floor' = copy-floor time / predicted time (100 = at the copy bandwidth).")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--static", action="store_true",
+                   help="no timing: compile every kernel for sm_90 and report registers, spills, "
+                        "executed SASS and PREDICTED H200/H100 times (no GPU needed)")
+    p.add_argument("--static-cases", default="full", choices=("full", "ocr", "gpu", "smoke"),
+                   help="with --static: all cases (default), the OCR/seg ones only, those the GPU "
+                        "runner times, or the CI smoke set")
+    p.add_argument("--static-backends", default="triton,cuda",
+                   help="with --static: the kernels to model (default triton,cuda; the CUDA ones need nvcc)")
+    p.add_argument("--static-jobs", type=int, default=2,
+                   help="with --static: compile in this many processes (default 2)")
+    p.add_argument("--static-asm", action="store_true",
+                   help="with --static: also write each kernel's PTX to OUT/asm/NAME-HASH.ptx")
+
+
+def run(args) -> int:
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":  # the interpreter swaps the kernels out
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        return subprocess.call([sys.executable, "-m", "ocr_kernels.bench.static", *_argv(args)], env=env)
+    global _ASM_DIR
+    started = _dt.datetime.now(_dt.timezone.utc)
+    t0 = time.monotonic()
+    cases = all_cases(args.static_cases)
+    os.makedirs(args.out, exist_ok=True)
+    _ASM_DIR = os.path.join(args.out, "asm") if args.static_asm else None
+    stem = args.name or f"static-sm90-{started:%Y-%m-%d}"
+    print(f"ocr-kernels static model: {len(cases)} cases, sm_{TARGET_ARCH} -> {args.out}/{stem}.*", flush=True)
+    rows: List[dict] = []
+    errors = []
+    # the scenarios of one (op, shape, dtype, group) share their backward kernel: one task each,
+    # so a worker compiles it once (Triton's in-process cache)
+    backends = [b.strip() for b in args.static_backends.split(",") if b.strip()]
+    groups: Dict[tuple, List[Case]] = {}
+    for c in cases:
+        groups.setdefault((c.op, c.shape, c.dtype, c.group), []).append(c)
+    if args.static_jobs > 1 and len(groups) > 1:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        with cf.ProcessPoolExecutor(args.static_jobs, mp_context=mp.get_context("fork")) as pool:
+            futures = [pool.submit(_model_cases, g, _ASM_DIR, backends) for g in groups.values()]
+            results = [f.result() for f in futures]  # in submission order: a stable report
+    else:
+        results = [_model_cases(g, _ASM_DIR, backends) for g in groups.values()]
+    for g_rows, g_errors in results:
+        rows += g_rows
+        errors += g_errors
+    doc = {"kind": "static-model", "target": f"sm_{TARGET_ARCH}", "started": started.isoformat(),
+           "wall_s": time.monotonic() - t0, "header": HEADER, "method": __doc__,
+           "sass_method": sass.__doc__, "model": gpu_model.__doc__, "constants": gpu_model.constants(),
+           "tools": tool_versions(), "argv": sys.argv[1:], "errors": errors, "records": rows}
+    with open(os.path.join(args.out, f"{stem}.json"), "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+    totals = [r for r in rows if r.get("total")]
+    with open(os.path.join(args.out, f"{stem}.md"), "w") as f:
+        f.write(f"# Static sm_90 model ({started:%Y-%m-%d})\n\n{HEADER}\n\n"
+                f"Command: `python -m ocr_kernels bench --static{' --static-cases ' + args.static_cases if args.static_cases != 'full' else ''}`; "
+                f"tools: {', '.join(f'{k} {v}' for k, v in doc['tools'].items())}.\n\n"
+                "## Headline: forward + backward at the target shapes (group_split=\"ada\")\n\n"
+                + headline(rows) +
+                "\n## Per pass (fwd, bwd, fwd+bwd)\n\n" + format_table(totals, markdown=True) +
+                "\n## Per kernel launch\n\n" + format_table([r for r in rows if not r.get("total")], markdown=True))
+    print(HEADER)
+    print(format_table(totals))
+    print(f"{len(cases) - len(errors)} of {len(cases)} cases modelled in {time.monotonic() - t0:.0f} s; "
+          f"results: {os.path.join(args.out, stem)}.json/.md", flush=True)
+    return 1 if errors else 0
+
+
+def _model_cases(cases: List[Case], asm_dir: Optional[str], backends: Sequence[str]):
+    global _ASM_DIR
+    _ASM_DIR = asm_dir
+    rows, errors = [], []
+    for case in cases:
+        print(f"  {case.name}", file=sys.stderr, flush=True)
+        try:
+            rows += model_case(case, backends)
+        except Exception as exc:  # one failing case must not stop the rest
+            errors.append({"case": case.name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"})
+            print(f"  failed: {errors[-1]['error']}", file=sys.stderr, flush=True)
+    return rows, errors
+
+
+def _argv(args) -> List[str]:
+    out = ["--out", args.out, "--static-cases", args.static_cases]
+    out += ["--static-jobs", str(args.static_jobs), "--static-backends", args.static_backends]
+    out += ["--name", args.name] if args.name else []
+    return out + (["--static-asm"] if args.static_asm else [])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ocr_kernels.bench.static", description=__doc__)
+    p.add_argument("--out", default="bench-out")
+    p.add_argument("--name", default=None)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    args.static = True
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

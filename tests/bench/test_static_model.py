@@ -1,0 +1,152 @@
+"""bench --static: the static sm_90 model on its smoke cases, cross-checked against ptxas -v run
+here on the same PTX (no GPU needed; skipped without Triton's NVIDIA backend)."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _triton_bin(name):
+    import importlib.util
+
+    spec = importlib.util.find_spec("triton")
+    root = os.path.dirname(spec.origin) if spec and spec.origin else ""
+    path = os.path.join(root, "backends", "nvidia", "bin", name)
+    return path if os.path.exists(path) else None
+
+
+def triton_ptxas():
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    try:
+        return get_ptxas(90).path  # newer Triton: a ptxas per architecture
+    except TypeError:
+        return get_ptxas().path
+
+
+pytestmark = pytest.mark.skipif(not all(_triton_bin(n) for n in ("ptxas", "nvdisasm", "cuobjdump")),
+                                reason="triton's NVIDIA backend (ptxas, nvdisasm, cuobjdump) is absent")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("static")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["TRITON_CACHE_DIR"] = str(out / "triton-cache")
+    # through the CLI with TRITON_INTERPRET=1 set, as `make test` has it: it re-runs itself without
+    proc = subprocess.run([sys.executable, "-m", "ocr_kernels", "bench", "--static", "--static-cases", "smoke",
+                           "--static-backends", "triton", "--static-asm", "--out", str(out), "--name", "smoke"],
+                          env=dict(env, TRITON_INTERPRET="1"), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "PREDICTIONS" in proc.stdout
+    with open(out / "smoke.json") as f:
+        return out, json.load(f)
+
+
+def test_records_have_the_timed_bench_keys(smoke):
+    _, doc = smoke
+    assert not doc["errors"]
+    rows = doc["records"]
+    for r in rows:
+        for key in ("kernel", "case", "regs", "spills", "predicted_pct_of_floor"):
+            assert key in r
+        assert 0 < r["predicted_pct_of_floor"] <= 100 and r["regs"] > 0
+    passes = {(r["case"], r["pass"]) for r in rows if r.get("total")}
+    assert {p for _, p in passes} == {"fwd", "bwd", "fwd+bwd"}
+    assert doc["constants"]["gpus"]["H200"]["sms"] == 132
+
+
+def test_loop_aware_counts_and_launch_config(smoke):
+    _, doc = smoke
+    rows = [r for r in doc["records"] if not r.get("total")]
+    looped = 0
+    for r in rows:
+        sa = r["sass"]
+        threads = math.prod(r["grid"]) * r["num_warps"] * 32
+        B, C1, H, W = (int(v) for v in r["shape"].split("x"))
+        assert r["sass_per_logit"] == pytest.approx(sa["executed"] * threads / (B * C1 * H * W))
+        if not r["loops"]:
+            assert sa["executed"] == sa["static"]  # straight-line code runs once
+            continue
+        # every SASS loop is mapped to a source loop and runs its trip count for the case
+        assert all(src != "unmapped" for src in r["loops"]), r["loops"]
+        trips = [float(src.rsplit("= ", 1)[1]) for src in r["loops"]]
+        assert sa["static_in_loops"] > 0
+        if max(trips) > 1:
+            assert sa["executed"] > sa["static"]
+            looped += 1
+    # C+1 = 300 needs class loops (chunks of classes, or one class at a time): a thread executes
+    # more than the binary holds; ceil(300 / chunk) or 300-ish trips, never 1
+    assert looped >= 1 and any(r["shape"] == "1x300x16x16" for r in rows)
+    # fwd+bwd is the sum of its launches; its floor is one read + one write of the logits
+    case = next(r["case"] for r in rows if r["shape"] == "2x21x64x64")
+    tot = next(r for r in doc["records"] if r["case"] == case and r.get("total") and r["pass"] == "fwd+bwd")
+    assert tot["floor_bytes"] == 2 * 2 * 21 * 64 * 64 * 4
+    parts = [r for r in rows if r["case"] == case]
+    assert tot["predicted"]["H200"]["time_s"] == pytest.approx(sum(r["predicted"]["H200"]["time_s"] for r in parts))
+
+
+def _ptxas_v(ptx_path):
+    # the ptxas and the flags Triton's NVIDIA backend uses for sm_90 (it built the cubin the model read)
+    proc = subprocess.run([triton_ptxas(), "-lineinfo", "-v", "--regAllocOptLevel=2", "--gpu-name=sm_90a",
+                           str(ptx_path), "-o", os.devnull], capture_output=True, text=True, check=True)
+    text = proc.stderr + proc.stdout
+    regs = int(re.search(r"Used (\d+) registers", text).group(1))
+    st, ld = (int(v) for v in re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text).groups())
+    return regs, st, ld
+
+
+def test_registers_and_spills_match_ptxas(smoke):
+    out, doc = smoke
+    rows = [r for r in doc["records"] if not r.get("total")]
+    checked = 0
+    for r in rows:
+        name = r["kernel"].split(":", 1)[1]
+        regs, st, ld = _ptxas_v(out / "asm" / f"{name}-{r['kernel_hash'][:12]}.ptx")
+        assert (r["regs"], r["spill_store_bytes"], r["spill_load_bytes"]) == (regs, st, ld), r["case"]
+        checked += 1
+    assert checked == len(rows) >= 4  # every launch of both passes of both cases
+
+
+def test_cpp_loop_extents_and_bounds(tmp_path):
+    # The CUDA kernels' trip counts come from their C++ loops: extent by braces or by the single
+    # statement, bound from the condition.
+    from ocr_kernels.bench.static import _cpp_loops
+
+    src = tmp_path / "k.h"
+    src.write_text("""void f(int C1, long total) {
+  for (int64_t k = 0; k < C1; ++k) {
+    a(k);
+    if (x) { b(k); }
+  }
+  for (int64_t k = 0; k < C1; ++k) store(k, 0);
+  for (int64_t i = start; i < total;
+       i += step) {
+    for (int j = 0; j < D; ++j)
+      acc += g(j);
+  }
+}
+""")
+    assert _cpp_loops(str(src)) == [(2, 5, "C1"), (6, 6, "C1"), (7, 11, "total"), (9, 10, "D")]
+
+
+@pytest.mark.parametrize("C1, trips", [(100, 4), (33, 2), (32, 1)])
+def test_loop_trips_and_executed_counts_by_hand(C1, trips):
+    # A kernel with one loop over classes in chunks of 32: ceil(C1 / 32) trips. Each trip
+    # exponentiates a [64 x 32] tile over 4 warps: 64 * 32 / 128 = 16 MUFU ops per thread.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "bench", "static_loop_probe.py"), str(C1)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["trips"] == [trips] and r["loops"][0].endswith(f"= {trips}") and not r["notes"]
+    assert r["executed"] == r["static"] - r["in_loops"] + trips * r["in_loops"]
+    assert r["mufu_static"] == 16 and r["mufu_executed"] == 16 * trips

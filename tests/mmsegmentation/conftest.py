@@ -1,0 +1,3 @@
+from mmsegmentation import mmcv_ext_standin
+
+mmcv_ext_standin.install()
