@@ -98,35 +98,6 @@ def test_prior_is_a_buffer_that_moves_and_is_saved():
     assert "avg_non_ignore=False" in repr(mod)
 
 
-def test_registration_with_an_mmseg_registry(monkeypatch):
-    class Registry:
-        def __init__(self):
-            self.modules = {}
-
-        def get(self, name):
-            return self.modules.get(name)
-
-        def register_module(self, name=None, module=None):
-            assert name not in self.modules
-            self.modules[name] = module
-
-    reg = Registry()
-    assert register_with_mmseg(reg) and reg.get("SegOCRLoss") is SegOCRLoss
-    assert register_with_mmseg(reg)  # idempotent: a second import does not re-register
-
-    # the import path: a module named mmseg.registry with a MODELS registry
-    fake = types.ModuleType("mmseg.registry")
-    fake.MODELS = Registry()
-    monkeypatch.setitem(sys.modules, "mmseg", types.ModuleType("mmseg"))
-    monkeypatch.setitem(sys.modules, "mmseg.registry", fake)
-    assert register_with_mmseg() and fake.MODELS.get("SegOCRLoss") is SegOCRLoss
-
-
-def test_without_mmseg_registration_is_a_no_op(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mmseg", None)  # import mmseg raises ImportError
-    assert register_with_mmseg() is False
-
-
 def test_module_upsample_and_align_corners_reach_the_function():
     logits, target, tags, prior = make_seg_inputs(2, 6, (9, 7), dtype=torch.float64)
     low = logits[:, :, ::3, ::2]
