@@ -24,6 +24,26 @@ TORCH_LIBRARY(ocr_kernels, m) {
       "seg_ocr_loss_maps_backward(Tensor grad_ce, Tensor grad_ocr, Tensor logits, Tensor target, "
       "Tensor tags, Tensor? prior, Tensor ocr_map, float margin, float threshold, int group_split, "
       "int pixels, int ignore_index) -> Tensor");
+  // The same with the bilinear upsampling of the logits fused in (CPU only for now): logits
+  // [B, C+1, h, w] are resized to size (seg: the target's [H, W]) exactly as
+  // F.interpolate(mode="bilinear", align_corners=align_corners) would, inside the kernel; maps
+  // are [B, H, W], the gradient is the low-resolution logits'. The backward takes the output size
+  // from loss_map / ocr_map.
+  m.def(
+      "ocr_loss_map_resized(Tensor logits, Tensor tags, Tensor? prior, int[] size, "
+      "bool align_corners, float margin, float threshold, int group_split, int pixels) -> Tensor");
+  m.def(
+      "ocr_loss_map_resized_backward(Tensor grad_map, Tensor logits, Tensor tags, Tensor? prior, "
+      "Tensor loss_map, bool align_corners, float margin, float threshold, int group_split, "
+      "int pixels) -> Tensor");
+  m.def(
+      "seg_ocr_loss_maps_resized(Tensor logits, Tensor target, Tensor tags, Tensor? prior, "
+      "bool align_corners, float margin, float threshold, int group_split, int pixels, "
+      "int ignore_index) -> (Tensor, Tensor)");
+  m.def(
+      "seg_ocr_loss_maps_resized_backward(Tensor grad_ce, Tensor grad_ocr, Tensor logits, "
+      "Tensor target, Tensor tags, Tensor? prior, Tensor ocr_map, bool align_corners, "
+      "float margin, float threshold, int group_split, int pixels, int ignore_index) -> Tensor");
   // Test hook (CPU only): runs ocr_pixel.h's per-pixel functions one pixel at a time, exactly as
   // the CUDA kernel does. Returns (ce_map, ocr_map, grad_logits).
   m.def(

@@ -1,4 +1,5 @@
-"""Command line: ``python -m ocr_kernels {bench,demo}`` (also the ``ocr-kernels`` script)."""
+"""Command line: ``python -m ocr_kernels {bench,bench-upsample,demo}`` (also the ``ocr-kernels``
+script)."""
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,19 @@ def main(argv=None) -> int:
                     "torch.compile(reference) and the copy-bandwidth floor; writes a table, a JSON "
                     "file and a PNG plot to --out.")
     add_arguments(bench)
+    from .bench import upsample
+
+    up = sub.add_parser(
+        "bench-upsample", help="fused bilinear upsampling vs F.interpolate + the same loss",
+        description=upsample.__doc__)
+    upsample.add_arguments(up)
     args = parser.parse_args(argv)
     if args.cmd == "demo":
         return _demo(args)
     if args.cmd == "bench":
         return run(args)
+    if args.cmd == "bench-upsample":
+        return upsample.run(args)
     return 2
 
 

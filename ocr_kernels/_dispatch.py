@@ -151,3 +151,26 @@ def _warn_fallback_once(name: str, reason: str) -> None:
         warnings.warn(
             f'ocr_kernels: backend="auto" falls back from {name!r} (slower) because {reason}',
             RuntimeWarning, stacklevel=4)
+
+
+def resolve_resized_backend(
+    requested: str,
+    x: torch.Tensor,
+    *,
+    op: str,
+    implemented: Sequence[str],
+) -> Optional[str]:
+    """The backend that runs `op` with the bilinear upsampling fused in (ocr_loss(size=...),
+    seg_ocr_loss(upsample=True)), or None where the caller must compose: "auto" on a device that
+    no fused backend serves (CUDA: the Triton and CUDA kernels do not fuse the resize yet), where
+    the caller runs F.interpolate and then the loss with backend="auto" -- not fused, the
+    full-resolution logits are materialised. An explicit backend without the fused path raises."""
+    if requested != "auto" and requested not in implemented:
+        raise BackendUnavailableError(
+            f"backend={requested!r} cannot run {op} with fused upsampling: it is implemented on "
+            f"the {' and '.join(implemented)} backends only for now; pass backend='auto' (on CUDA "
+            f"it interpolates, then runs the fastest loss) or interpolate the logits yourself"
+        )
+    if requested == "auto" and x.device.type != "cpu":
+        return None
+    return resolve_backend(requested, x, op=op, implemented=implemented)

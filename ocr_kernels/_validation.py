@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -162,13 +162,14 @@ def validate_ocr_inputs(logits, tags, prior, opts: OCROptions, *, reduction: str
     check_same_device("prior", prior, "logits", logits)
 
 
-def validate_target(target, logits, ignore_index: int) -> None:
+def validate_target(target, logits, ignore_index: int, spatial=None) -> None:
     """Shape/dtype/device checks of a segmentation target [B, *spatial] (its values are checked by
-    ``check_target_values``, which reads no tensor data on the host where that would synchronise)."""
+    ``check_target_values``, which reads no tensor data on the host where that would synchronise).
+    ``spatial``: the loss's spatial size when it is not the logits' (fused upsampling)."""
     check_tensor("target", target, "an integer tensor [B, *spatial]")
     if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
         raise TypeError(f"target must be an integer tensor [B, *spatial]; got {describe(target)}")
-    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    expected = (logits.shape[0],) + tuple(logits.shape[2:] if spatial is None else spatial)
     if tuple(target.shape) != expected:
         raise ValueError(
             f"target must have shape [B, *spatial] = {list(expected)} to match logits "
@@ -213,12 +214,13 @@ def check_target_values(target: torch.Tensor, num_classes: int, ignore_index: in
 
 def validate_seg_inputs(logits, target, tags, prior, opts: OCROptions, *, alpha: float = 1.0,
                         ce_average: str = "valid", global_mean: bool = False, validate: bool = True,
-                        backend: str = "auto", ce_weight=None) -> None:
+                        backend: str = "auto", ce_weight=None, spatial=None) -> None:
     """Check the arguments of ``seg_ocr_loss``: the OCR arguments, the target's shape, dtype and
-    device, and -- when ``validate`` -- its values (see ``check_target_values``)."""
+    device, and -- when ``validate`` -- its values (see ``check_target_values``). ``spatial``: the
+    output size of a fused upsampling (``validate_seg_upsample``), else the logits' own."""
     validate_ocr_inputs(logits, tags, prior, opts, backend=backend)
     ignore_index = opts.ignore_index
-    validate_target(target, logits, ignore_index)
+    validate_target(target, logits, ignore_index, spatial)
     check_finite("alpha", alpha)
     check_option("ce_average", ce_average, CE_AVERAGES)
     check_bool("global_mean", global_mean)
@@ -233,6 +235,47 @@ def validate_seg_inputs(logits, target, tags, prior, opts: OCROptions, *, alpha:
         check_same_device("ce_weight", ce_weight, "logits", logits)
     if validate:
         check_target_values(target, logits.shape[1], ignore_index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bilinear upsampling fused into the loss (ocr_loss(size=...), seg_ocr_loss(upsample=True))
+
+def validate_resize(logits, size, align_corners, *, source: str = "size") -> Tuple[int, int]:
+    """The output size (H, W) of the fused bilinear upsampling, checked: 2-D logits
+    [B, C+1, h, w], two positive ints, a bool align_corners. ``source`` names where the size came
+    from in the messages ("size", or the target for seg_ocr_loss(upsample=True))."""
+    check_bool("align_corners", align_corners)
+    if logits.dim() != 4:
+        raise ValueError(
+            f"{source} (fused bilinear upsampling) needs logits [B, C+1, h, w] with exactly 2 "
+            f"spatial dims; got {describe(logits)}"
+        )
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size)):
+        raise ValueError(
+            f"{source} must be a pair of positive ints (H, W), the output size of the bilinear "
+            f"upsampling; got {describe(size)}"
+        )
+    return int(size[0]), int(size[1])
+
+
+def validate_seg_upsample(logits, target, upsample, align_corners) -> Optional[Tuple[int, int]]:
+    """upsample / align_corners of ``seg_ocr_loss``: the output size of the fused upsampling (the
+    target's [H, W]), or None without upsampling."""
+    check_bool("upsample", upsample)
+    check_bool("align_corners", align_corners)
+    if not upsample:
+        return None
+    check_tensor("target", target, "an integer tensor [B, H, W]")
+    if target.dim() != 3:
+        raise ValueError(
+            "target must be [B, H, W] with upsample=True (its H, W are the output size of the "
+            f"bilinear upsampling); got {describe(target)}"
+        )
+    return validate_resize(logits, tuple(target.shape[1:]), align_corners,
+                           source="upsample=True")
 
 
 def optional_prior_for(group_split: str, prior: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

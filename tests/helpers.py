@@ -64,20 +64,47 @@ def make_ocr_inputs(
 ORACLE_MAX_ABS_LOGIT = 1e6
 
 
-def reference64(logits, tags, prior, grad_map=None, **opts):
-    """Loss map and logits gradient of the float64 reference at the given logits' values."""
+def reference64(logits, tags, prior, grad_map=None, size=None, align_corners=False, **opts):
+    """Loss map and logits gradient of the float64 reference at the given logits' values; with
+    size, of the composition F.interpolate + reference (the oracle of the fused upsampling)."""
     z = logits.detach().to(torch.float64).requires_grad_(True)
     finite = z.detach()[torch.isfinite(z.detach())]
     assert finite.numel() == 0 or finite.abs().max() < ORACLE_MAX_ABS_LOGIT, \
         "the float64 reference is an oracle for |logit| < 1e6 only"
     loss = ocr_loss_map_reference(
-        z, tags, None if prior is None else prior.to(torch.float64),
+        z if size is None else upsampled64(z, size, align_corners), tags, None if prior is None else prior.to(torch.float64),
         OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2),
                    opts.get("group_split", "ada"), opts.get("pixels", "oc")),
     )
     g = torch.ones_like(loss) if grad_map is None else grad_map.to(torch.float64)
     (grad,) = torch.autograd.grad(loss, z, g)
     return loss.detach(), grad
+
+
+# Fused upsampling cases of the backend matrices, (low-resolution h, w) -> (H, W): scale factors
+# 2, 4, 8 and 7.83, odd sizes, different scales per axis, downsampling, the identity and
+# single-pixel edges.
+RESIZE_CASES = [
+    ((5, 6), (10, 12)),
+    ((4, 5), (16, 20)),
+    ((3, 4), (24, 32)),
+    ((6, 5), (47, 39)),
+    ((7, 3), (11, 17)),
+    ((9, 11), (4, 5)),
+    ((5, 9), (13, 4)),
+    ((5, 6), (5, 6)),
+    ((1, 1), (5, 3)),
+    ((4, 4), (1, 1)),
+]
+
+
+def upsampled64(logits, size, align_corners):
+    """The logits bilinearly upsampled to size in float64: the oracle's input for the fused
+    upsampling (the same F.interpolate the references compose with)."""
+    import torch.nn.functional as F
+
+    return F.interpolate(logits.to(torch.float64), size=tuple(size), mode="bilinear",
+                         align_corners=align_corners)
 
 
 def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):

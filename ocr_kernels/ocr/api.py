@@ -1,14 +1,15 @@
 """The public OCR entry points: ``ocr_loss`` and the ``OCRLoss`` module."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
-from .._dispatch import resolve_backend
+from .._dispatch import resolve_backend, resolve_resized_backend
 from .._options import OCROptions
-from .._validation import optional_prior_for, validate_ocr_inputs
-from .backends import OCR_LOSS_MAP_IMPLS
+from .._validation import optional_prior_for, validate_ocr_inputs, validate_resize
+from .backends import OCR_LOSS_MAP_IMPLS, OCR_LOSS_MAP_RESIZED_IMPLS
+from .reference import upsample_logits
 
 
 def mean_or_zero(t: torch.Tensor) -> torch.Tensor:
@@ -30,6 +31,8 @@ def ocr_loss(
     tags: torch.Tensor,
     prior: Optional[torch.Tensor] = None,
     *,
+    size: Optional[Sequence[int]] = None,
+    align_corners: bool = False,
     margin: float = 2.0,
     threshold: float = 0.2,
     group_split: str = "ada",
@@ -44,9 +47,27 @@ def ocr_loss(
     group_split="ada"; see ``prior_correlation``). Returns a 0-dim fp32 loss ("mean", "sum") or
     the per-pixel loss [B, *spatial] ("none"); fp64 for fp64 logits. The gradient flows to the
     logits in their dtype. See README "Semantics" for the exact definition.
+
+    size=(H, W): the loss of the logits [B, C+1, h, w] bilinearly upsampled to (H, W), exactly
+    ``F.interpolate(logits, size, mode="bilinear", align_corners=align_corners)`` (in the math
+    dtype), fused into the kernel on the cpu backend: no [B, C+1, H, W] tensor is allocated, and
+    the gradient reaches the low-resolution logits. "none" then returns [B, H, W]. The Triton and
+    CUDA kernels do not fuse it yet: requesting them raises, and "auto" on CUDA interpolates and
+    then runs the fastest loss (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels)
     validate_ocr_inputs(logits, tags, prior, opts, reduction=reduction, backend=backend)
+    if size is not None:
+        size = validate_resize(logits, size, align_corners)
+        name = resolve_resized_backend(backend, logits, op="ocr_loss",
+                                       implemented=tuple(OCR_LOSS_MAP_RESIZED_IMPLS))
+        if name is None:
+            logits, backend = upsample_logits(logits, size, align_corners), "auto"
+        else:
+            opts = opts._replace(margin=float(margin), threshold=float(threshold))
+            loss_map = OCR_LOSS_MAP_RESIZED_IMPLS[name](
+                logits, tags, optional_prior_for(group_split, prior), opts, size, align_corners)
+            return reduce_loss_map(loss_map, reduction)
     name = resolve_backend(backend, logits, op="ocr_loss", implemented=tuple(OCR_LOSS_MAP_IMPLS))
     opts = opts._replace(margin=float(margin), threshold=float(threshold))
     loss_map = OCR_LOSS_MAP_IMPLS[name](logits, tags, optional_prior_for(group_split, prior), opts)

@@ -6,7 +6,7 @@ differentiable with respect to the logits. Fast backends are imported only when 
 """
 from __future__ import annotations
 
-from .reference import ocr_loss_map_reference
+from .reference import ocr_loss_map_reference, ocr_loss_map_resized_reference
 
 
 def _triton(*args):
@@ -27,4 +27,19 @@ OCR_LOSS_MAP_IMPLS = {
     # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
     "cpu": _csrc,
     "cuda": _csrc,
+}
+
+
+def _csrc_resized(*args):
+    from .csrc_ops import ocr_loss_map_resized_csrc
+
+    return ocr_loss_map_resized_csrc(*args)
+
+
+# With the bilinear upsampling fused in (ocr_loss(size=...)): entries take (logits, tags, prior,
+# opts, size, align_corners) and return the map [B, H, W]. The Triton and CUDA kernels do not fuse
+# it yet (see resolve_resized_backend).
+OCR_LOSS_MAP_RESIZED_IMPLS = {
+    "reference": ocr_loss_map_resized_reference,
+    "cpu": _csrc_resized,
 }

@@ -13,7 +13,7 @@ import torch
 from .._autograd import first_order_only
 from .._extension import registered_ops
 from .._options import OCROptions
-from .._tensors import check_map, check_ocr_args, new_map
+from .._tensors import check_map, check_ocr_args, math_dtype, new_map
 
 
 def _register() -> None:
@@ -47,6 +47,36 @@ def _register() -> None:
 
     torch.library.register_autograd(lib + "ocr_loss_map", backward_ocr, setup_context=setup_ocr)
 
+    # With the bilinear upsampling fused in: maps [B, *size], gradient of the low-res logits.
+    @torch.library.register_fake(lib + "ocr_loss_map_resized")
+    def _(logits, tags, prior, size, align_corners, margin, threshold, group_split, pixels):
+        check_ocr_args(logits, tags, prior)
+        torch._check(logits.dim() == 4 and len(size) == 2, lambda: "expected 2-D logits and size")
+        return logits.new_empty((logits.shape[0], *size), dtype=math_dtype(logits.dtype))
+
+    @torch.library.register_fake(lib + "ocr_loss_map_resized_backward")
+    def _(grad_map, logits, tags, prior, loss_map, align_corners, margin, threshold, group_split,
+          pixels):
+        check_ocr_args(logits, tags, prior)
+        torch._check(grad_map.shape == loss_map.shape, lambda: "grad_map: shape differs from loss_map's")
+        return torch.empty_like(logits)
+
+    def setup_resized(ctx, inputs, output):
+        logits, tags, prior, size, align_corners, margin, threshold, group_split, pixels = inputs
+        ctx.save_for_backward(logits, tags, prior, output)
+        ctx.opts = (align_corners, margin, threshold, group_split, pixels)
+
+    def backward_resized(ctx, grad_map):
+        logits, tags, prior, loss_map = ctx.saved_tensors
+        grad = None
+        if ctx.needs_input_grad[0]:
+            grad = torch.ops.ocr_kernels.ocr_loss_map_resized_backward(
+                grad_map, logits, tags, prior, loss_map, *ctx.opts)
+        return (grad,) + (None,) * 8
+
+    torch.library.register_autograd(lib + "ocr_loss_map_resized", backward_resized,
+                                    setup_context=setup_resized)
+
 
 def ops():
     """torch.ops.ocr_kernels, with the extension built/loaded and the Python registrations made."""
@@ -56,3 +86,10 @@ def ops():
 def ocr_loss_map_csrc(logits, tags, prior, opts: OCROptions):
     """Per-pixel OCR loss [B, *spatial] (fp32; fp64 for fp64 logits), differentiable in logits."""
     return ops().ocr_loss_map(logits, tags, prior, *opts.codes())
+
+
+def ocr_loss_map_resized_csrc(logits, tags, prior, opts: OCROptions, size, align_corners: bool):
+    """Per-pixel OCR loss [B, H, W] of the logits [B, C+1, h, w] bilinearly upsampled to
+    size = (H, W) inside the kernel (CPU only); differentiable in the low-resolution logits."""
+    return ops().ocr_loss_map_resized(logits, tags, prior, list(size), bool(align_corners),
+                                      *opts.codes())

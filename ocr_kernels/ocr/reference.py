@@ -80,6 +80,27 @@ def ocr_loss_map_reference(
     return loss + z.sum(dim=1) * poison
 
 
+def upsample_logits(logits: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
+    """The logits bilinearly resized to size (H, W) in the math dtype: the first half of the
+    composition that the fused upsampling is defined as (docs/semantics.md §1c). Resizing after
+    the cast keeps fp16/bf16 logits' interpolated values in fp32, as the fused kernels do."""
+    return F.interpolate(logits.to(math_dtype(logits.dtype)), size=tuple(size), mode="bilinear",
+                         align_corners=align_corners)
+
+
+def ocr_loss_map_resized_reference(
+    logits: torch.Tensor,
+    tags: torch.Tensor,
+    prior: Optional[torch.Tensor],
+    opts: OCROptions,
+    size,
+    align_corners: bool,
+) -> torch.Tensor:
+    """Per-pixel OCR loss [B, H, W] of the logits [B, C+1, h, w] upsampled to size = (H, W):
+    ``F.interpolate`` then ``ocr_loss_map_reference`` (the oracle of the fused kernels)."""
+    return ocr_loss_map_reference(upsample_logits(logits, size, align_corners), tags, prior, opts)
+
+
 def oc_pixel_mask(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
     """bool [B, *spatial]: pixels whose argmax over all C+1 classes is not in the tag set (Eq. 5)."""
     from .._validation import validate_ocr_inputs

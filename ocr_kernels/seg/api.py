@@ -5,11 +5,12 @@ from typing import Optional
 
 import torch
 
-from .._dispatch import resolve_backend
+from .._dispatch import resolve_backend, resolve_resized_backend
 from .._options import OCROptions
-from .._validation import optional_prior_for, validate_seg_inputs
+from .._validation import optional_prior_for, validate_seg_inputs, validate_seg_upsample
 from ..ocr.api import mean_or_zero
-from .backends import SEG_OCR_IMPLS
+from ..ocr.reference import upsample_logits
+from .backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
 
 
 def _global_counts(n_valid: torch.Tensor, n_pixels: int):
@@ -56,6 +57,8 @@ def seg_ocr_loss(
     tags: torch.Tensor,
     prior: Optional[torch.Tensor] = None,
     *,
+    upsample: bool = False,
+    align_corners: bool = False,
     alpha: float = 1.0,
     ignore_index: int = 255,
     margin: float = 2.0,
@@ -98,17 +101,34 @@ def seg_ocr_loss(
 
     ce_weight [B, *spatial] (floating, optional) multiplies each pixel's cross-entropy before the
     reduction, as mmsegmentation's ``CrossEntropyLoss`` applies a ``weight`` (OHEM's ``seg_weight``);
-    the denominators do not change. The OCR term is not weighted.
+    the denominators do not change. The OCR term is not weighted. With upsample=True it is at
+    the target's size.
+
+    upsample=True: logits [B, C+1, h, w] smaller (or larger) than the target [B, H, W] are
+    bilinearly resized to (H, W) exactly as ``F.interpolate(logits, target.shape[-2:],
+    mode="bilinear", align_corners=align_corners)`` (in the math dtype), fused into the kernel on
+    the cpu backend (no [B, C+1, H, W] tensor is allocated; the gradient reaches the
+    low-resolution logits). The Triton and CUDA kernels do not fuse it yet: requesting them
+    raises, and "auto" on CUDA interpolates and then runs the fastest loss (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
+    size = validate_seg_upsample(logits, target, upsample, align_corners)
     validate_seg_inputs(logits, target, tags, prior, opts, alpha=alpha, ce_average=ce_average,
                         global_mean=global_mean, validate=validate, backend=backend,
-                        ce_weight=ce_weight)
-    name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
+                        ce_weight=ce_weight, spatial=size)
+    impls = SEG_OCR_IMPLS
+    if size is not None:
+        name = resolve_resized_backend(backend, logits, op="seg_ocr_loss",
+                                       implemented=tuple(SEG_OCR_RESIZED_IMPLS))
+        if name is None:
+            logits, backend, size = upsample_logits(logits, size, align_corners), "auto", None
+        else:
+            impls = {name: lambda *a: SEG_OCR_RESIZED_IMPLS[name](*a, align_corners)}
+    if size is None:
+        name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
     opts = opts._replace(margin=float(margin), threshold=float(threshold))
-    ce_map, ocr_map = SEG_OCR_IMPLS[name](logits, target, tags, optional_prior_for(group_split, prior),
-                                          opts)
+    ce_map, ocr_map = impls[name](logits, target, tags, optional_prior_for(group_split, prior), opts)
     if ce_weight is not None:
         ce_map = ce_map * ce_weight
     return reduce_seg_maps(

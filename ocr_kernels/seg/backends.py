@@ -7,7 +7,7 @@ reduces them once in Python. Fast backends are imported only when chosen.
 """
 from __future__ import annotations
 
-from .reference import seg_ocr_loss_maps_reference
+from .reference import seg_ocr_loss_maps_reference, seg_ocr_loss_maps_resized_reference
 
 
 def _triton(*args):
@@ -28,4 +28,19 @@ SEG_OCR_IMPLS = {
     # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
     "cpu": _csrc,
     "cuda": _csrc,
+}
+
+
+def _csrc_resized(*args):
+    from .csrc_ops import seg_ocr_loss_maps_resized_csrc
+
+    return seg_ocr_loss_maps_resized_csrc(*args)
+
+
+# With the bilinear upsampling fused in (seg_ocr_loss(upsample=True)): entries take (logits,
+# target, tags, prior, opts, align_corners) and return the maps [B, H, W] of the target's size.
+# The Triton and CUDA kernels do not fuse it yet (see resolve_resized_backend).
+SEG_OCR_RESIZED_IMPLS = {
+    "reference": seg_ocr_loss_maps_resized_reference,
+    "cpu": _csrc_resized,
 }

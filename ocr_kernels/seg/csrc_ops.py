@@ -11,7 +11,7 @@ import torch
 from .._autograd import first_order_only
 from .._extension import registered_ops
 from .._options import OCROptions
-from .._tensors import check_map, check_ocr_args, new_map
+from .._tensors import check_map, check_ocr_args, math_dtype, new_map
 
 
 def _register() -> None:
@@ -52,6 +52,40 @@ def _register() -> None:
 
     torch.library.register_autograd(lib + "seg_ocr_loss_maps", backward, setup_context=setup)
 
+    # With the bilinear upsampling fused in: maps of the target's size [B, H, W], gradient of the
+    # low-resolution logits.
+    @torch.library.register_fake(lib + "seg_ocr_loss_maps_resized")
+    def _(logits, target, tags, prior, align_corners, margin, threshold, group_split, pixels,
+          ignore_index):
+        check_ocr_args(logits, tags, prior)
+        torch._check(logits.dim() == 4 and target.dim() == 3, lambda: "expected 2-D maps")
+        torch._check(target.dtype == torch.int64, lambda: f"target: expected int64, got {target.dtype}")
+        maps = target.new_empty(target.shape, dtype=math_dtype(logits.dtype))
+        return maps, torch.empty_like(maps)
+
+    @torch.library.register_fake(lib + "seg_ocr_loss_maps_resized_backward")
+    def _(grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, align_corners, margin,
+          threshold, group_split, pixels, ignore_index):
+        check_ocr_args(logits, tags, prior)
+        return torch.empty_like(logits)
+
+    def setup_resized(ctx, inputs, output):
+        (logits, target, tags, prior, align_corners, margin, threshold, group_split, pixels,
+         ignore_index) = inputs
+        ctx.save_for_backward(logits, target, tags, prior, output[1])
+        ctx.opts = (align_corners, margin, threshold, group_split, pixels, ignore_index)
+
+    def backward_resized(ctx, grad_ce, grad_ocr):
+        logits, target, tags, prior, ocr_map = ctx.saved_tensors
+        grad = None
+        if ctx.needs_input_grad[0]:
+            grad = torch.ops.ocr_kernels.seg_ocr_loss_maps_resized_backward(
+                grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *ctx.opts)
+        return (grad,) + (None,) * 9
+
+    torch.library.register_autograd(lib + "seg_ocr_loss_maps_resized", backward_resized,
+                                    setup_context=setup_resized)
+
 
 def ops():
     """torch.ops.ocr_kernels, with the extension built/loaded and the seg registrations made."""
@@ -63,3 +97,11 @@ def seg_ocr_loss_maps_csrc(logits, target, tags, prior, opts: OCROptions):
     logits; ce_map[p] = logsumexp(z_p) − z_p[target_p] (0 where target_p == ignore_index). Both
     are differentiable in logits through one fused backward."""
     return ops().seg_ocr_loss_maps(logits, target, tags, prior, *opts.codes(), int(opts.ignore_index))
+
+
+def seg_ocr_loss_maps_resized_csrc(logits, target, tags, prior, opts: OCROptions,
+                                   align_corners: bool):
+    """(ce_map, ocr_map) [B, H, W] of the logits [B, C+1, h, w] bilinearly upsampled to the
+    target's [H, W] inside the kernel (CPU only); differentiable in the low-resolution logits."""
+    return ops().seg_ocr_loss_maps_resized(logits, target, tags, prior, bool(align_corners),
+                                           *opts.codes(), int(opts.ignore_index))

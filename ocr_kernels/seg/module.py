@@ -28,7 +28,9 @@ class SegOCRLoss(nn.Module):
       the non-ignored count with ``.item()``; here it stays on the device.
     - ``loss_name`` must start with "loss_" (mmseg sums every such entry into the total loss).
     - The prior is a buffer: it follows ``.to()``/``.cuda()`` and is saved in the state dict.
-    - ``global_mean`` / ``validate`` / ``backend``: see ``seg_ocr_loss``.
+    - ``global_mean`` / ``validate`` / ``backend`` / ``upsample`` / ``align_corners``: see
+      ``seg_ocr_loss``. With ``upsample=True`` a head's logits smaller than the label are resized
+      inside the loss (mmseg's own ``resize`` of the logits is then unnecessary).
 
     mmsegmentation configs use ``ocr_kernels.mmseg.SegOCRLoss`` (registered as "SegOCRLoss" by
     ``custom_imports=dict(imports=["ocr_kernels.mmseg"])``), which also takes the prior from a
@@ -49,6 +51,8 @@ class SegOCRLoss(nn.Module):
         global_mean: bool = False,
         validate: bool = True,
         backend: str = "auto",
+        upsample: bool = False,
+        align_corners: bool = False,
         loss_weight: float = 1.0,
         loss_name: str = "loss_seg_ocr",
     ):
@@ -61,6 +65,8 @@ class SegOCRLoss(nn.Module):
         self.avg_non_ignore = check_bool("avg_non_ignore", avg_non_ignore)
         self.global_mean = check_bool("global_mean", global_mean)
         self.validate = check_bool("validate", validate)
+        self.upsample = check_bool("upsample", upsample)
+        self.align_corners = check_bool("align_corners", align_corners)
         self._loss_name = check_loss_name(loss_name)
         self.register_buffer("prior", prior)
         self.group_split, self.pixels, self.backend = group_split, pixels, backend
@@ -82,7 +88,8 @@ class SegOCRLoss(nn.Module):
         if unknown:
             raise TypeError(f"SegOCRLoss.forward got unsupported arguments {sorted(unknown)}")
         return self.loss_weight * seg_ocr_loss(
-            pred, target, tags, self.prior, alpha=self.alpha,
+            pred, target, tags, self.prior, upsample=self.upsample,
+            align_corners=self.align_corners, alpha=self.alpha,
             ignore_index=self.ignore_index if ignore_index is None else ignore_index,
             margin=self.margin, threshold=self.threshold, group_split=self.group_split,
             pixels=self.pixels, ce_average="valid" if self.avg_non_ignore else "all",
@@ -95,7 +102,8 @@ class SegOCRLoss(nn.Module):
             f"alpha={self.alpha}, group_split={self.group_split!r}, pixels={self.pixels!r}, "
             f"margin={self.margin}, threshold={self.threshold}, ignore_index={self.ignore_index}, "
             f"avg_non_ignore={self.avg_non_ignore}, global_mean={self.global_mean}, "
-            f"backend={self.backend!r}, loss_weight={self.loss_weight}, "
+            f"backend={self.backend!r}, upsample={self.upsample}, "
+            f"align_corners={self.align_corners}, loss_weight={self.loss_weight}, "
             f"loss_name={self.loss_name!r}"
         )
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .._options import OCROptions
 from .._tensors import math_dtype
 from .._validation import optional_prior_for
-from ..ocr.reference import ocr_loss_map_reference
+from ..ocr.reference import ocr_loss_map_reference, upsample_logits
 
 
 def seg_ocr_loss_maps_reference(
@@ -32,6 +32,20 @@ def seg_ocr_loss_maps_reference(
     ce_map = F.cross_entropy(z, target.long(), ignore_index=opts.ignore_index, reduction="none")
     ocr_map = ocr_loss_map_reference(z, tags, prior, opts)
     return ce_map, ocr_map
+
+
+def seg_ocr_loss_maps_resized_reference(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    tags: torch.Tensor,
+    prior: Optional[torch.Tensor],
+    opts: OCROptions,
+    align_corners: bool,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(ce_map, ocr_map) [B, H, W] of the logits [B, C+1, h, w] upsampled to the target's [H, W]:
+    ``F.interpolate`` then ``seg_ocr_loss_maps_reference`` (the oracle of the fused kernels)."""
+    z = upsample_logits(logits, target.shape[-2:], align_corners)
+    return seg_ocr_loss_maps_reference(z, target, tags, prior, opts)
 
 
 def seg_ocr_loss_reference(

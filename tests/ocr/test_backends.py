@@ -11,11 +11,13 @@ import os
 import pytest
 import torch
 from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
-                     device_for, hypothesis_cases, make_ocr_inputs, ocr_strategies, reference64,
-                     require_backend)
+                     comparable_pixels, device_for, hypothesis_cases, make_ocr_inputs, ocr_strategies,
+                     RESIZE_CASES, reference64, require_backend, upsampled64)
 from ocr_kernels import ocr_loss
+from ocr_kernels._dispatch import BACKEND_DTYPES
 
 HYPOTHESIS_EXAMPLES = int(os.environ.get("OCR_HYPOTHESIS_EXAMPLES", "200"))
 
@@ -133,3 +135,110 @@ def test_hypothesis(backend, B, C1, spatial, scale, tag_p, group_split, pixels, 
     logits, tags, prior = make_ocr_inputs(B, C1, spatial, scale=scale, tag_p=tag_p, generator=g)
     check(backend, logits, tags, prior, group_split=group_split, pixels=pixels, margin=margin,
           threshold=threshold)
+
+
+# ---- the bilinear upsampling fused into the loss (ocr_loss(size=...)) --------------------------
+# Every backend with a fused path (OCR_LOSS_MAP_RESIZED_IMPLS) against the float64 composition
+# F.interpolate + reference; the others are skipped as not implemented.
+
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def resized_backend(request):
+    from ocr_kernels.ocr.backends import OCR_LOSS_MAP_RESIZED_IMPLS
+
+    return require_backend(request.param, OCR_LOSS_MAP_RESIZED_IMPLS, "ocr_loss with size=")
+
+
+def check_resized(backend, logits, tags, prior, size, align_corners, rtol=1e-5, grad_map=None,
+                  **opts):
+    loss, grad = run(backend, logits, tags, prior, grad_map=grad_map, size=size,
+                     align_corners=align_corners, **opts)
+    want_loss, want_grad = reference64(logits, tags, prior, grad_map=grad_map, size=size,
+                                       align_corners=align_corners, **opts)
+    want_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    assert loss.dtype == want_dtype and grad.dtype == logits.dtype
+    assert grad.shape == logits.shape and loss.shape == (logits.shape[0], *size)
+    up = upsampled64(logits, size, align_corners)
+    keep = comparable_pixels(up, tags, prior, opts)
+    # The kernel's sampling weights are computed in the math dtype, as torch's own grid is, so its
+    # interpolated logits are exact only to a few ulps of their magnitude; the loss is a difference
+    # of log-sum-exps of such values (a tiny loss at large logits is only that exact in absolute).
+    eps = 2.0 ** -53 if logits.dtype == torch.float64 else 2.0 ** -24
+    atol = 16 * eps * (up.abs().amax(dim=1) + 1.0)
+    assert_close_rel(loss, want_loss, rtol, "loss", keep, atol=atol)
+    if keep.all():  # a pixel left out still feeds the low-resolution gradient
+        # each low-resolution gradient sums the terms of the output pixels it feeds (at most
+        # 4·H·W/(h·w) of them, weighted), each as exact as the loss above
+        fan_in = 4 * max(1.0, size[0] * size[1] / (logits.shape[2] * logits.shape[3]))
+        assert_close_rel(grad, want_grad, rtol, "grad", atol=float(atol.max()) * fan_in)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("hw, size", RESIZE_CASES)
+def test_resized_scales(resized_backend, hw, size, align_corners):
+    logits, tags, prior = make_ocr_inputs(2, 6, hw)
+    check_resized(resized_backend, logits, tags, prior, size, align_corners, pixels="all")
+
+
+@pytest.mark.parametrize("group_split, pixels", list(itertools.product(GROUP_SPLITS, PIXEL_MODES)))
+def test_resized_every_option(resized_backend, group_split, pixels):
+    logits, tags, prior = make_ocr_inputs(3, 7, (4, 5), tag_p=0.4)
+    tags[0] = 0
+    tags[1] = 1
+    check_resized(resized_backend, logits, tags, prior, (13, 9), False, group_split=group_split,
+                  pixels=pixels)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_resized_reductions_and_upstream_gradient(resized_backend, reduction):
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
+    grad_map = torch.randn(2, 10, 9) * 10 if reduction == "none" else None
+    loss, grad = run(resized_backend, logits, tags, prior, grad_map=grad_map, reduction=reduction,
+                     pixels="all", size=(10, 9))
+    want, want_grad = reference64(logits, tags, prior, grad_map=grad_map, size=(10, 9),
+                                  pixels="all")
+    if reduction != "none":
+        want = want.mean() if reduction == "mean" else want.sum()
+        scale = 1.0 / want_grad.new_tensor(90 * 2) if reduction == "mean" else 1.0
+        want_grad = want_grad * scale
+    assert_close_rel(loss, want, 1e-5, "loss")
+    assert_close_rel(grad, want_grad, 1e-5, "grad")
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float16, 2e-3),
+                                         (torch.bfloat16, 1.6e-2), (torch.float64, 1e-10)])
+def test_resized_dtypes_and_layouts(resized_backend, dtype, rtol, memory_format):
+    if dtype not in BACKEND_DTYPES[resized_backend]:
+        pytest.skip(f"{resized_backend} does not compute in {dtype}")
+    logits, tags, prior = make_ocr_inputs(2, 9, (5, 6), dtype=dtype)
+    if resized_backend == "triton" and dtype == torch.bfloat16 and device_for("triton") == "cpu":
+        pytest.skip("the Triton interpreter does not support bfloat16")
+    logits = logits.contiguous(memory_format=memory_format)
+    # the low-precision values upcast exactly and are interpolated in fp32; the gradient's store
+    # is the only low-precision rounding
+    check_resized(resized_backend, logits, tags, prior, (39, 47), memory_format is torch.channels_last,
+                  rtol=rtol, pixels="all")
+
+
+def test_resized_gradcheck_float64(resized_backend):
+    if torch.float64 not in BACKEND_DTYPES[resized_backend]:
+        pytest.skip(f"{resized_backend} does not compute in float64")
+    logits, tags, prior = make_ocr_inputs(2, 4, (3, 4), dtype=torch.float64)
+    z = logits.to(device_for(resized_backend)).requires_grad_(True)
+    for split, ac in (("ada", False), ("all", True), ("max", False)):
+        fn = lambda x: ocr_loss(x, tags, prior, size=(7, 9), align_corners=ac, group_split=split,  # noqa: E731
+                                pixels="all", reduction="none", backend=resized_backend)
+        assert torch.autograd.gradcheck(fn, (z,), eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@hypothesis_cases(max(1, HYPOTHESIS_EXAMPLES // 4))
+@given(**ocr_strategies(), hw=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+       size=st.tuples(st.integers(1, 30), st.integers(1, 30)), align_corners=st.booleans())
+def test_resized_hypothesis(resized_backend, B, C1, spatial, scale, tag_p, group_split, pixels,
+                            margin, threshold, seed, hw, size, align_corners):
+    g = torch.Generator().manual_seed(seed)
+    logits, tags, prior = make_ocr_inputs(B, C1, hw, scale=scale, tag_p=tag_p, generator=g)
+    check_resized(resized_backend, logits, tags, prior, size, align_corners,
+                  group_split=group_split, pixels=pixels, margin=margin, threshold=threshold)

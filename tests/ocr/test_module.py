@@ -60,3 +60,16 @@ def test_module_matches_function_and_moves_prior():
     assert mod.prior.dtype == torch.float64
     sd = mod.state_dict()
     assert torch.equal(sd["prior"], prior.double())
+
+
+def test_ocr_module_size_and_align_corners_reach_the_function():
+    import ocr_kernels as ok
+    from helpers import make_ocr_inputs
+
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 4), dtype=torch.float64)
+    for ac in (False, True):
+        mod = ok.OCRLoss(prior, align_corners=ac, pixels="all", loss_weight=2.0)
+        want = 2.0 * ok.ocr_loss(logits, tags, prior, size=(7, 9), align_corners=ac, pixels="all")
+        assert torch.allclose(mod(logits, tags, size=(7, 9)), want, rtol=1e-14)
+        assert torch.allclose(mod(logits, tags), 2.0 * ok.ocr_loss(logits, tags, prior, pixels="all"),
+                              rtol=1e-14)

@@ -30,6 +30,16 @@ BAD = [
     (dict(pixels="OC"), ValueError, r"pixels must be one of .*got 'OC'"),
     (dict(reduction="avg"), ValueError, r"reduction must be one of .*got 'avg'"),
     (dict(backend="gpu"), ValueError, r"backend must be one of .*got 'gpu'"),
+    # fused bilinear upsampling
+    (dict(size=(0, 4)), ValueError, r"size must be a pair of positive ints \(H, W\), the output "
+                                    r"size of the bilinear upsampling; got tuple.*\(0, 4\)"),
+    (dict(size=8), ValueError, r"size must be a pair of positive ints .*got int 8"),
+    (dict(size=(8, 8, 8)), ValueError, r"size must be a pair of positive ints .*\(8, 8, 8\)"),
+    (dict(size=(8.0, 8)), ValueError, r"size must be a pair of positive ints .*\(8.0, 8\)"),
+    (dict(size=(8, 8), align_corners=1), TypeError, r"align_corners must be a bool; got int 1"),
+    (dict(size=(8, 8), logits=torch.zeros(2, 5, 3)), ValueError,
+     r"size \(fused bilinear upsampling\) needs logits \[B, C\+1, h, w\] with exactly 2 "
+     r"spatial dims; got a torch.float32 tensor of shape \(2, 5, 3\)"),
 ]
 
 
@@ -70,6 +80,33 @@ def test_explicit_backend_that_cannot_run_raises_with_the_reason(good):
         ocr_loss(logits, tags, prior, backend="cuda")
     with pytest.raises(BackendUnavailableError, match=r"backend='cuda' cannot run ocr_loss on torch.float32 cpu tensors: it needs CUDA tensors"):
         resolve_backend("cuda", logits, op="ocr_loss")
+
+
+@pytest.mark.parametrize("name", ["triton", "cuda"])
+def test_size_with_a_backend_without_the_fused_path_raises(good, name):
+    logits, tags, prior = good
+    with pytest.raises(BackendUnavailableError,
+                       match=rf"backend='{name}' cannot run ocr_loss with fused upsampling: it is "
+                             r"implemented on the reference and cpu backends only for now"):
+        ocr_loss(logits, tags, prior, size=(7, 9), backend=name)
+
+
+def test_size_auto_on_cpu_runs_the_fused_cpu_path(good, monkeypatch):
+    from ocr_kernels.ocr import backends
+
+    logits, tags, prior = good
+    calls = []
+    for name in ("cpu", "reference"):
+        fn = backends.OCR_LOSS_MAP_RESIZED_IMPLS[name]
+        monkeypatch.setitem(backends.OCR_LOSS_MAP_RESIZED_IMPLS, name,
+                            lambda *a, _n=name, _f=fn: calls.append(_n) or _f(*a))
+    a = ocr_loss(logits, tags, prior, size=(7, 9), backend="auto")
+    r = ocr_loss(logits, tags, prior, size=(7, 9), backend="reference")
+    assert calls[0] in ("cpu", "reference") and calls[1] == "reference"
+    from ocr_kernels._extension import extension_unavailable_reason
+    if extension_unavailable_reason("cpu") is None:
+        assert calls[0] == "cpu"
+    assert torch.allclose(a, r, rtol=1e-5)
 
 
 def test_auto_falls_back_silently(good):

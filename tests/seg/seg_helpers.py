@@ -32,13 +32,16 @@ def make_seg_inputs(
 
 
 def reference_maps64(logits, target, tags, prior, grad_ce=None, grad_ocr=None, ignore_index=255,
-                     **opts):
+                     upsample=False, align_corners=False, **opts):
     """(ce_map, ocr_map) of the float64 reference and the logits' gradient of
-    sum(grad_ce * ce_map + grad_ocr * ocr_map) (ones when not given)."""
+    sum(grad_ce * ce_map + grad_ocr * ocr_map) (ones when not given). upsample: of the composition
+    F.interpolate (to the target's size) + reference, the oracle of the fused upsampling."""
+    from helpers import upsampled64
+
     z = logits.detach().to(torch.float64).requires_grad_(True)
     split = opts.get("group_split", "ada")
     ce, oc = seg_ocr_loss_maps_reference(
-        z, target.long(), tags, None if prior is None or split != "ada" else prior.to(torch.float64),
+        upsampled64(z, target.shape[-2:], align_corners) if upsample else z, target.long(), tags, None if prior is None or split != "ada" else prior.to(torch.float64),
         OCROptions(opts.get("margin", 2.0), opts.get("threshold", 0.2), split, opts.get("pixels", "oc"),
         ignore_index),
     )
@@ -74,3 +77,4 @@ def fp32_map_atol(logits, ulps: float = 16.0):
     for a tiny loss (a confident correct pixel). torch's log_softmax is more precise there."""
     z = logits.detach().to(torch.float64)
     return ulps * 2.0 ** -24 * (z.abs().amax(dim=1) + 1.0)
+

@@ -10,16 +10,18 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
-                     device_for, hypothesis_cases, ocr_strategies, require_backend)
+                     RESIZE_CASES, comparable_pixels, device_for, hypothesis_cases, ocr_strategies, require_backend,
+                     upsampled64)
 from ocr_kernels import seg_ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
 from ocr_kernels._options import OCROptions
 from ocr_kernels.seg import seg_ocr_loss_reference
-from ocr_kernels.seg.backends import SEG_OCR_IMPLS
+from ocr_kernels.seg.backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
 from seg.seg_helpers import fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64
 
 
@@ -217,3 +219,138 @@ def test_hypothesis(backend, B, C1, spatial, scale, tag_p, ignore_p, ignore_inde
     check(backend, logits, target, tags, prior, grad_ce=grad_ce, grad_ocr=grad_ocr,
           ignore_index=ignore_index, group_split=group_split, pixels=pixels, margin=margin,
           threshold=threshold)
+
+
+# ---- the bilinear upsampling fused into the loss (seg_ocr_loss(upsample=True)) -----------------
+# Every backend with a fused path (SEG_OCR_RESIZED_IMPLS) against the float64 composition
+# F.interpolate + reference; the others are skipped as not implemented.
+
+@pytest.fixture(params=FAST_BACKENDS)
+def resized_backend(request):
+    return require_backend(request.param, SEG_OCR_RESIZED_IMPLS, "seg_ocr_loss with upsample=True")
+
+
+def run_resized_maps(backend, logits, target, tags, prior, align_corners, grad_ce=None,
+                     grad_ocr=None, ignore_index=255, **opts):
+    dev = device_for(backend)
+    z = logits.detach().to(dev).requires_grad_(True)
+    split = opts.get("group_split", "ada")
+    ce, oc = SEG_OCR_RESIZED_IMPLS[backend](
+        z, target.long().to(dev), tags.to(dev), prior.to(dev) if split == "ada" else None,
+        OCROptions(float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)), split,
+                   opts.get("pixels", "oc"), ignore_index),
+        align_corners,
+    )
+    gce = torch.ones_like(ce) if grad_ce is None else grad_ce.to(dev)
+    goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(dev)
+    ((gce * ce).sum() + (goc * oc).sum()).backward()
+    return ce.detach().cpu(), oc.detach().cpu(), z.grad.cpu()
+
+
+def check_resized(backend, logits, target, tags, prior, align_corners, rtol=1e-5, grad_ce=None,
+                  grad_ocr=None, ignore_index=255, **opts):
+    ce, oc, grad = run_resized_maps(backend, logits, target, tags, prior, align_corners, grad_ce,
+                                    grad_ocr, ignore_index, **opts)
+    want_ce, want_oc, want_grad = reference_maps64(
+        logits, target, tags, prior, grad_ce, grad_ocr, ignore_index, upsample=True,
+        align_corners=align_corners, **opts)
+    want_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    assert ce.dtype == want_dtype and oc.dtype == want_dtype and grad.dtype == logits.dtype
+    assert grad.shape == logits.shape and ce.shape == target.shape
+    up = upsampled64(logits, target.shape[-2:], align_corners)
+    keep = comparable_pixels(up, tags, prior, opts)
+    map_atol = fp32_map_atol(up)
+    assert_close_rel(ce, want_ce, rtol, "ce_map", atol=map_atol)
+    assert torch.all(ce[target == ignore_index] == 0), "ce_map must be exactly 0 where ignored"
+    assert_close_rel(oc, want_oc, rtol, "ocr_map", keep, atol=map_atol)
+    if keep.all():  # a pixel left out still feeds the low-resolution gradient
+        # each low-resolution gradient sums the terms of the output pixels it feeds
+        term = fp32_term_atol(up, grad_ce, grad_ocr)[:, :1]
+        atol = F.interpolate(term, size=logits.shape[-2:], mode="area").amax() * \
+            (up.shape[-2] * up.shape[-1]) / (logits.shape[-2] * logits.shape[-1])
+        assert_close_rel(grad, want_grad, rtol, "grad", atol=float(atol) * 4)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("hw, size", RESIZE_CASES)
+def test_resized_scales(resized_backend, hw, size, align_corners):
+    logits, target, tags, prior = make_seg_inputs(2, 6, size)
+    logits = make_seg_inputs(2, 6, hw)[0]
+    check_resized(resized_backend, logits, target, tags, prior, align_corners, pixels="all")
+
+
+@pytest.mark.parametrize("group_split, pixels", list(itertools.product(GROUP_SPLITS, PIXEL_MODES)))
+def test_resized_every_option_with_upstream_gradients(resized_backend, group_split, pixels):
+    logits = make_seg_inputs(3, 7, (4, 5))[0]
+    _, target, tags, prior = make_seg_inputs(3, 7, (13, 9), ignore_p=0.3)
+    tags[0] = 0
+    tags[1] = 1
+    check_resized(resized_backend, logits, target, tags, prior, False,
+                  grad_ce=torch.randn(3, 13, 9), grad_ocr=torch.randn(3, 13, 9),
+                  group_split=group_split, pixels=pixels)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float16, 2e-3),
+                                         (torch.bfloat16, 1.6e-2), (torch.float64, 1e-10)])
+def test_resized_dtypes_and_layouts(resized_backend, dtype, rtol, memory_format):
+    if dtype not in BACKEND_DTYPES[resized_backend]:
+        pytest.skip(f"{resized_backend} does not compute in {dtype}")
+    if resized_backend == "triton" and dtype == torch.bfloat16 and device_for("triton") == "cpu":
+        pytest.skip("the Triton interpreter does not support bfloat16")
+    logits = make_seg_inputs(2, 9, (5, 6), dtype=dtype)[0]
+    _, target, tags, prior = make_seg_inputs(2, 9, (39, 47))
+    check_resized(resized_backend, logits.contiguous(memory_format=memory_format), target, tags,
+                  prior, memory_format is torch.channels_last, rtol=rtol, pixels="all")
+
+
+@pytest.mark.parametrize("ce_average", ["valid", "all"])
+def test_resized_public_scalar(resized_backend, ce_average):
+    # upsample=True through seg_ocr_loss: the reductions over the full-resolution maps
+    logits = make_seg_inputs(3, 6, (5, 4))[0]
+    _, target, tags, prior = make_seg_inputs(3, 6, (17, 31))
+    dev = device_for(resized_backend)
+    z = logits.detach().to(dev).requires_grad_(True)
+    loss = seg_ocr_loss(z, target.to(torch.uint8).to(dev), tags.to(dev), prior.to(dev), alpha=0.7,
+                        upsample=True, ce_average=ce_average, backend=resized_backend)
+    loss.backward()
+    z64 = logits.detach().double().requires_grad_(True)
+    want = seg_ocr_loss(upsampled64(z64, (17, 31), False), target, tags, prior.double(), alpha=0.7,
+                        ce_average=ce_average, backend="reference")
+    want.backward()
+    if comparable_pixels(upsampled64(logits, (17, 31), False), tags, prior, {}).all():
+        assert_close_rel(loss.detach().cpu(), want.detach(), 1e-5, "loss")
+        assert_close_rel(z.grad.cpu(), z64.grad, 1e-5, "grad", atol=1e-9)
+
+
+def test_resized_gradcheck_float64(resized_backend):
+    if torch.float64 not in BACKEND_DTYPES[resized_backend]:
+        pytest.skip(f"{resized_backend} does not compute in float64")
+    logits = make_seg_inputs(2, 5, (3, 4), dtype=torch.float64, scale=1.5)[0]
+    _, target, tags, prior = make_seg_inputs(2, 5, (7, 6))
+    tags[0] = 0
+    dev = device_for(resized_backend)
+    target, tags, prior = target.to(dev), tags.to(dev), prior.double().to(dev)
+    for split, ac in (("ada", False), ("all", True)):
+        def f(z):
+            return SEG_OCR_RESIZED_IMPLS[resized_backend](
+                z, target, tags, prior, OCROptions(0.5, 0.2, split, "oc", 255), ac)
+
+        z = logits.detach().to(dev).requires_grad_(True)
+        assert torch.autograd.gradcheck(f, (z,), eps=1e-6, atol=1e-7)
+
+
+@hypothesis_cases(max(1, HYPOTHESIS_EXAMPLES // 2))
+@given(**ocr_strategies(), ignore_p=st.sampled_from([0.0, 0.3, 1.0]),
+       hw=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+       size=st.tuples(st.integers(1, 30), st.integers(1, 30)), align_corners=st.booleans())
+def test_resized_hypothesis(resized_backend, B, C1, spatial, scale, tag_p, ignore_p, group_split,
+                            pixels, margin, threshold, seed, hw, size, align_corners):
+    g = torch.Generator().manual_seed(seed)
+    logits = make_seg_inputs(B, C1, hw, scale=scale, generator=g)[0]
+    _, target, tags, prior = make_seg_inputs(B, C1, size, tag_p=tag_p, ignore_p=ignore_p,
+                                             generator=g)
+    check_resized(resized_backend, logits, target, tags, prior, align_corners,
+                  grad_ce=torch.randn(target.shape, generator=g),
+                  grad_ocr=torch.randn(target.shape, generator=g), group_split=group_split,
+                  pixels=pixels, margin=margin, threshold=threshold)

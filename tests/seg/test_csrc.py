@@ -168,3 +168,85 @@ def test_opcheck(ops):
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
+
+
+# ---- fused bilinear upsampling (csrc/cpu/ocr_resize.cpp) ---------------------------------------
+
+def _resized_fwd_bwd(logits, target, tags, prior, align_corners, g_ce, g_ocr):
+    from ocr_kernels.seg.csrc_ops import seg_ocr_loss_maps_resized_csrc
+
+    z = logits.detach().clone().requires_grad_(True)
+    ce, ocr = seg_ocr_loss_maps_resized_csrc(z, target, tags, prior,
+                                             OCROptions(2.0, 0.2, "ada", "all", 255), align_corners)
+    torch.autograd.backward((ce, ocr), (g_ce, g_ocr))
+    return ce.detach(), ocr.detach(), z.grad
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_resized_backward_is_bitwise_deterministic_across_thread_counts(ops, align_corners):
+    # Large enough that the kernels go parallel (several chunks per image); the chunking is set by
+    # the shape, so the gradient must be bitwise the same for any thread count and scheduling.
+    logits, tags, prior = make_ocr_inputs(3, 21, (20, 23))
+    target = torch.randint(0, 21, (3, 157, 180))
+    g_ce, g_ocr = torch.randn(target.shape), torch.randn(target.shape)
+    threads = torch.get_num_threads()
+    try:
+        torch.use_deterministic_algorithms(True)
+        results = []
+        for n in (1, 2, 3, 1, 2):
+            torch.set_num_threads(n)
+            results.append(_resized_fwd_bwd(logits, target, tags, prior, align_corners, g_ce,
+                                            g_ocr))
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(False)
+    for maps_and_grad in results[1:]:
+        for got, first in zip(maps_and_grad, results[0]):
+            assert torch.equal(got, first)
+    assert results[0][2].abs().sum() > 0
+
+
+def test_resized_allocates_no_full_resolution_tensor(ops):
+    # Peak memory of one forward+backward above its inputs, in fresh subprocesses (peak resident
+    # set; see ocr_kernels/bench/upsample.py). The unfused composition must show at least its two
+    # full-resolution tensors (the upsampled logits and their gradient): the measurement sees them.
+    # The fused path must stay below one of them (its own maps are [B, H, W], 1/C1 of that).
+    from ocr_kernels.bench.upsample import peak_extra_bytes
+
+    shape, size = (2, 21, 41, 41), (321, 321)
+    full = 2 * 21 * 321 * 321 * 4
+    unfused = peak_extra_bytes("seg_ocr_loss", shape, size, fused=False)
+    fused = peak_extra_bytes("seg_ocr_loss", shape, size, fused=True)
+    assert unfused >= 1.9 * full, (unfused, full)
+    assert fused < 0.5 * full, (fused, full)
+    assert fused <= 0.15 * unfused, (fused, unfused)
+
+
+def test_resized_opcheck_and_compile(ops):
+    from ocr_kernels import ocr_loss, seg_ocr_loss
+    from ocr_kernels.ocr.csrc_ops import ops as ocr_ops
+
+    ocr_ops()  # the OCR op's fake/autograd registrations
+
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
+    z = logits.requires_grad_(True)
+    target = torch.randint(0, 5, (2, 7, 9))
+    _, loss = ops.seg_ocr_loss_maps_resized(logits.detach(), target, tags, prior, False, 2.0, 0.2, 0, 0, 255)
+    g = torch.ones_like(loss)
+    cases = [
+        (ops.seg_ocr_loss_maps_resized.default, (z, target, tags, prior, True, 2.0, 0.2, 0, 0, 255)),
+        (ops.seg_ocr_loss_maps_resized_backward.default,
+         (g, g, logits.detach(), target, tags, prior, loss, False, 2.0, 0.2, 0, 0, 255)),
+        (ops.ocr_loss_map_resized.default, (z, tags, None, [7, 9], False, 2.0, 0.2, 1, 2)),
+        (ops.ocr_loss_map_resized_backward.default,
+         (g, logits.detach(), tags, prior, loss, True, 2.0, 0.2, 0, 0)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+    # fullgraph: the fused op is one node, no graph break
+    f = torch.compile(lambda x: seg_ocr_loss(x, target, tags, prior, upsample=True, backend="cpu",
+                                             validate=False)
+                      + ocr_loss(x, tags, prior, size=(5, 6), backend="cpu"), fullgraph=True)
+    want = seg_ocr_loss(logits, target, tags, prior, upsample=True, backend="cpu") \
+        + ocr_loss(logits, tags, prior, size=(5, 6), backend="cpu")
+    assert torch.allclose(f(logits), want, rtol=1e-6)

@@ -96,3 +96,18 @@ def test_prior_is_a_buffer_that_moves_and_is_saved():
     fresh.load_state_dict(mod.state_dict())
     assert torch.allclose(fresh(logits, target, tags), mod(logits, target, tags))
     assert "avg_non_ignore=False" in repr(mod)
+
+
+def test_module_upsample_and_align_corners_reach_the_function():
+    logits, target, tags, prior = make_seg_inputs(2, 6, (9, 7), dtype=torch.float64)
+    low = logits[:, :, ::3, ::2]
+    for ac in (False, True):
+        mod = SegOCRLoss(prior, alpha=0.3, upsample=True, align_corners=ac, pixels="all")
+        want = seg_ocr_loss(low, target, tags, prior, alpha=0.3, upsample=True, align_corners=ac,
+                            pixels="all", ce_average="all")
+        assert torch.allclose(mod(low, target, tags), want, rtol=1e-14)
+        assert f"upsample=True, align_corners={ac}" in repr(mod)
+    with pytest.raises(TypeError, match="upsample must be a bool; got str 'yes'"):
+        SegOCRLoss(prior, upsample="yes")
+
+

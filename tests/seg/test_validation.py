@@ -98,3 +98,36 @@ def test_target_on_another_device_is_named(good):
     logits, target, tags, prior = good
     with pytest.raises(ValueError, match=r"target must be on the same device as logits"):
         seg_ocr_loss(logits, target.to("meta"), tags, prior)
+
+
+def test_upsample_errors_name_the_argument(good):
+    logits, target, tags, prior = good
+    low = logits[:, :, :2, :2]
+    with pytest.raises(TypeError, match="upsample must be a bool; got int 1"):
+        seg_ocr_loss(low, target, tags, prior, upsample=1)
+    with pytest.raises(TypeError, match="align_corners must be a bool; got str 'yes'"):
+        seg_ocr_loss(low, target, tags, prior, upsample=True, align_corners="yes")
+    with pytest.raises(ValueError, match=r"target must be \[B, H, W\] with upsample=True .* got a "
+                                         r"torch.int64 tensor of shape \(2, 3, 4, 1\)"):
+        seg_ocr_loss(low, target[..., None], tags, prior, upsample=True)
+    with pytest.raises(ValueError, match=r"upsample=True \(fused bilinear upsampling\) needs logits "
+                                         r"\[B, C\+1, h, w\] with exactly 2 spatial dims; got .* "
+                                         r"shape \(2, 5, 3\)"):
+        seg_ocr_loss(logits[..., 0], target, tags, prior, upsample=True)
+    with pytest.raises(ValueError, match=r"target must have shape \[B, \*spatial\] = \[3, 3, 4\]"):
+        seg_ocr_loss(torch.cat([low, low[:1]]), target, torch.cat([tags, tags[:1]]), prior,
+                     upsample=True)
+    # without upsample the target must match the logits, as before
+    with pytest.raises(ValueError, match=r"target must have shape \[B, \*spatial\] = \[2, 2, 2\]"):
+        seg_ocr_loss(low, target, tags, prior)
+
+
+def test_upsample_with_a_backend_without_the_fused_path_raises(good):
+    from ocr_kernels import BackendUnavailableError
+
+    logits, target, tags, prior = good
+    for name in ("triton", "cuda"):
+        with pytest.raises(BackendUnavailableError,
+                           match=rf"backend='{name}' cannot run seg_ocr_loss with fused upsampling: "
+                                 r"it is implemented on the reference and cpu backends only"):
+            seg_ocr_loss(logits[:, :, :2, :2], target, tags, prior, upsample=True, backend=name)
