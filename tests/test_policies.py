@@ -99,6 +99,24 @@ def test_double_backward_seg(seg_backend):
     _check_double_backward("seg_ocr_loss", fn, logits, seg_backend)
 
 
+@pytest.mark.parametrize("op", ["ocr_loss", "seg_ocr_loss"])
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_double_backward_fused_upsampling(backend, op):
+    # the fused-upsampling ops (reference and cpu only) follow the same rule
+    require_backend(backend, OCR_LOSS_MAP_IMPLS, op)
+    logits, target, tags, prior = seg_inputs(1, 4, (3, 3))
+    target = torch.randint(0, 4, (1, 5, 5), generator=torch.Generator().manual_seed(0))
+
+    def fn(z, backend=backend):
+        if op == "ocr_loss":
+            return ok.ocr_loss(z, tags, size=(5, 5), group_split="all", pixels="all",
+                               backend=backend)
+        return ok.seg_ocr_loss(z, target, tags, upsample=True, group_split="all", pixels="all",
+                               backend=backend)
+
+    _check_double_backward(op, fn, logits, backend)
+
+
 @pytest.mark.parametrize("op", ["centroid_distances", "wood_distance_loss"])
 def test_double_backward_wood(wood_backend, op):
     x = torch.randn(6, 5)

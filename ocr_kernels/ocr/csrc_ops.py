@@ -66,6 +66,7 @@ def _register() -> None:
         ctx.save_for_backward(logits, tags, prior, output)
         ctx.opts = (align_corners, margin, threshold, group_split, pixels)
 
+    @first_order_only("ocr_loss", "cpu")
     def backward_resized(ctx, grad_map):
         logits, tags, prior, loss_map = ctx.saved_tensors
         grad = None

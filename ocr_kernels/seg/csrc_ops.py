@@ -75,6 +75,7 @@ def _register() -> None:
         ctx.save_for_backward(logits, target, tags, prior, output[1])
         ctx.opts = (align_corners, margin, threshold, group_split, pixels, ignore_index)
 
+    @first_order_only("seg_ocr_loss", "cpu")
     def backward_resized(ctx, grad_ce, grad_ocr):
         logits, target, tags, prior, ocr_map = ctx.saved_tensors
         grad = None
