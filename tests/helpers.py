@@ -84,6 +84,23 @@ def reference64(logits, tags, prior, grad_map=None, size=None, align_corners=Fal
 # Fused upsampling cases of the backend matrices, (low-resolution h, w) -> (H, W): scale factors
 # 2, 4, 8 and 7.83, odd sizes, different scales per axis, downsampling, the identity and
 # single-pixel edges.
+# The resized matrices' dtype x layout cases: (dtype, relative tolerance) and memory formats.
+resized_dtypes_and_layouts = [
+    pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last]),
+    pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float16, 2e-3),
+                                            (torch.bfloat16, 1.6e-2), (torch.float64, 1e-10)]),
+]
+
+
+def skip_unless_computes(backend, dtype):
+    """Skip where `backend` has no `dtype` path (or, for the Triton interpreter, no bfloat16)."""
+    from ocr_kernels._dispatch import BACKEND_DTYPES
+    if dtype not in BACKEND_DTYPES[backend]:
+        pytest.skip(f"{backend} does not compute in {dtype}")
+    if backend == "triton" and dtype == torch.bfloat16 and device_for("triton") == "cpu":
+        pytest.skip("the Triton interpreter does not support bfloat16")
+
+
 RESIZE_CASES = [
     ((5, 6), (10, 12)),
     ((4, 5), (16, 20)),

@@ -31,21 +31,26 @@ def _register() -> None:
         check_map(grad_map, logits, "grad_map")
         return torch.empty_like(logits)
 
-    def setup_ocr(ctx, inputs, output):
-        logits, tags, prior, margin, threshold, group_split, pixels = inputs
-        ctx.save_for_backward(logits, tags, prior, output)
-        ctx.opts = (margin, threshold, group_split, pixels)
+    def register_autograd(name, first_option):
+        # inputs: (logits, tags, prior, *options); the backward op takes
+        # (grad_map, logits, tags, prior, loss_map, *inputs[first_option:]).
+        backward_op = getattr(torch.ops.ocr_kernels, name + "_backward")
 
-    @first_order_only("ocr_loss", "cpu/cuda")
-    def backward_ocr(ctx, grad_map):
-        logits, tags, prior, loss_map = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = torch.ops.ocr_kernels.ocr_loss_map_backward(
-                grad_map, logits, tags, prior, loss_map, *ctx.opts)
-        return (grad,) + (None,) * 6
+        def setup(ctx, inputs, output):
+            ctx.save_for_backward(*inputs[:3], output)
+            ctx.opts, ctx.n_inputs = tuple(inputs[first_option:]), len(inputs)
 
-    torch.library.register_autograd(lib + "ocr_loss_map", backward_ocr, setup_context=setup_ocr)
+        @first_order_only("ocr_loss", "cpu/cuda")
+        def backward(ctx, grad_map):
+            logits, tags, prior, loss_map = ctx.saved_tensors
+            grad = None
+            if ctx.needs_input_grad[0]:
+                grad = backward_op(grad_map, logits, tags, prior, loss_map, *ctx.opts)
+            return (grad,) + (None,) * (ctx.n_inputs - 1)
+
+        torch.library.register_autograd(lib + name, backward, setup_context=setup)
+
+    register_autograd("ocr_loss_map", 3)
 
     # With the bilinear upsampling fused in: maps [B, *size], gradient of the low-res logits.
     @torch.library.register_fake(lib + "ocr_loss_map_resized")
@@ -61,22 +66,7 @@ def _register() -> None:
         torch._check(grad_map.shape == loss_map.shape, lambda: "grad_map: shape differs from loss_map's")
         return torch.empty_like(logits)
 
-    def setup_resized(ctx, inputs, output):
-        logits, tags, prior, size, align_corners, margin, threshold, group_split, pixels = inputs
-        ctx.save_for_backward(logits, tags, prior, output)
-        ctx.opts = (align_corners, margin, threshold, group_split, pixels)
-
-    @first_order_only("ocr_loss", "cpu")
-    def backward_resized(ctx, grad_map):
-        logits, tags, prior, loss_map = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = torch.ops.ocr_kernels.ocr_loss_map_resized_backward(
-                grad_map, logits, tags, prior, loss_map, *ctx.opts)
-        return (grad,) + (None,) * 8
-
-    torch.library.register_autograd(lib + "ocr_loss_map_resized", backward_resized,
-                                    setup_context=setup_resized)
+    register_autograd("ocr_loss_map_resized", 4)  # size is the forward's alone
 
 
 def ops():

@@ -36,21 +36,27 @@ def _register() -> None:
         check_ocr_args(logits, tags, prior, target)
         return new_map(logits), new_map(logits), torch.empty_like(logits)
 
-    def setup(ctx, inputs, output):
-        logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
-        ctx.save_for_backward(logits, target, tags, prior, output[1])
-        ctx.opts = (margin, threshold, group_split, pixels, ignore_index)
+    def register_autograd(name):
+        # inputs: (logits, target, tags, prior, *options); the backward op takes
+        # (grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *options).
+        backward_op = getattr(torch.ops.ocr_kernels, name + "_backward")
 
-    @first_order_only("seg_ocr_loss", "cpu/cuda")
-    def backward(ctx, grad_ce, grad_ocr):
-        logits, target, tags, prior, ocr_map = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = torch.ops.ocr_kernels.seg_ocr_loss_maps_backward(
-                grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *ctx.opts)
-        return (grad,) + (None,) * 8
+        def setup(ctx, inputs, output):
+            ctx.save_for_backward(*inputs[:4], output[1])
+            ctx.opts, ctx.n_inputs = tuple(inputs[4:]), len(inputs)
 
-    torch.library.register_autograd(lib + "seg_ocr_loss_maps", backward, setup_context=setup)
+        @first_order_only("seg_ocr_loss", "cpu/cuda")
+        def backward(ctx, grad_ce, grad_ocr):
+            logits, target, tags, prior, ocr_map = ctx.saved_tensors
+            grad = None
+            if ctx.needs_input_grad[0]:
+                grad = backward_op(grad_ce, grad_ocr, logits, target, tags, prior, ocr_map,
+                                   *ctx.opts)
+            return (grad,) + (None,) * (ctx.n_inputs - 1)
+
+        torch.library.register_autograd(lib + name, backward, setup_context=setup)
+
+    register_autograd("seg_ocr_loss_maps")
 
     # With the bilinear upsampling fused in: maps of the target's size [B, H, W], gradient of the
     # low-resolution logits.
@@ -69,23 +75,7 @@ def _register() -> None:
         check_ocr_args(logits, tags, prior)
         return torch.empty_like(logits)
 
-    def setup_resized(ctx, inputs, output):
-        (logits, target, tags, prior, align_corners, margin, threshold, group_split, pixels,
-         ignore_index) = inputs
-        ctx.save_for_backward(logits, target, tags, prior, output[1])
-        ctx.opts = (align_corners, margin, threshold, group_split, pixels, ignore_index)
-
-    @first_order_only("seg_ocr_loss", "cpu")
-    def backward_resized(ctx, grad_ce, grad_ocr):
-        logits, target, tags, prior, ocr_map = ctx.saved_tensors
-        grad = None
-        if ctx.needs_input_grad[0]:
-            grad = torch.ops.ocr_kernels.seg_ocr_loss_maps_resized_backward(
-                grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *ctx.opts)
-        return (grad,) + (None,) * 9
-
-    torch.library.register_autograd(lib + "seg_ocr_loss_maps_resized", backward_resized,
-                                    setup_context=setup_resized)
+    register_autograd("seg_ocr_loss_maps_resized")
 
 
 def ops():

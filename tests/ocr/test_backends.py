@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
                      comparable_pixels, device_for, hypothesis_cases, make_ocr_inputs, ocr_strategies,
-                     RESIZE_CASES, reference64, require_backend, upsampled64)
+                     RESIZE_CASES, reference64, require_backend, resized_dtypes_and_layouts,
+                     skip_unless_computes, upsampled64)
 from ocr_kernels import ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
 
@@ -206,15 +207,11 @@ def test_resized_reductions_and_upstream_gradient(resized_backend, reduction):
     assert_close_rel(grad, want_grad, 1e-5, "grad")
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float16, 2e-3),
-                                         (torch.bfloat16, 1.6e-2), (torch.float64, 1e-10)])
+@resized_dtypes_and_layouts[0]
+@resized_dtypes_and_layouts[1]
 def test_resized_dtypes_and_layouts(resized_backend, dtype, rtol, memory_format):
-    if dtype not in BACKEND_DTYPES[resized_backend]:
-        pytest.skip(f"{resized_backend} does not compute in {dtype}")
+    skip_unless_computes(resized_backend, dtype)
     logits, tags, prior = make_ocr_inputs(2, 9, (5, 6), dtype=dtype)
-    if resized_backend == "triton" and dtype == torch.bfloat16 and device_for("triton") == "cpu":
-        pytest.skip("the Triton interpreter does not support bfloat16")
     logits = logits.contiguous(memory_format=memory_format)
     # the low-precision values upcast exactly and are interpolated in fp32; the gradient's store
     # is the only low-precision rounding

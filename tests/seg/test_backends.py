@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, ambiguous_pixels, assert_close_rel,
                      RESIZE_CASES, comparable_pixels, device_for, hypothesis_cases, ocr_strategies, require_backend,
-                     upsampled64)
+                     resized_dtypes_and_layouts, skip_unless_computes, upsampled64)
 from ocr_kernels import seg_ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
 from ocr_kernels._options import OCROptions
@@ -31,14 +31,19 @@ def backend(request):
 
 
 def run_maps(backend, logits, target, tags, prior, grad_ce=None, grad_ocr=None, ignore_index=255,
-             **opts):
+             align_corners=None, **opts):
+    """The backend's (ce, ocr) maps and logits gradient; with align_corners (True/False) through
+    the fused-upsampling op to the target's size."""
     dev = device_for(backend)
     z = logits.detach().to(dev).requires_grad_(True)
     split = opts.get("group_split", "ada")
-    ce, oc = SEG_OCR_IMPLS[backend](
+    resized = () if align_corners is None else (align_corners,)
+    impls = SEG_OCR_IMPLS if align_corners is None else SEG_OCR_RESIZED_IMPLS
+    ce, oc = impls[backend](
         z, target.long().to(dev), tags.to(dev), prior.to(dev) if split == "ada" else None,
         OCROptions(float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)), split,
-        opts.get("pixels", "oc"), ignore_index),
+                   opts.get("pixels", "oc"), ignore_index),
+        *resized,
     )
     gce = torch.ones_like(ce) if grad_ce is None else grad_ce.to(dev)
     goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(dev)
@@ -230,27 +235,10 @@ def resized_backend(request):
     return require_backend(request.param, SEG_OCR_RESIZED_IMPLS, "seg_ocr_loss with upsample=True")
 
 
-def run_resized_maps(backend, logits, target, tags, prior, align_corners, grad_ce=None,
-                     grad_ocr=None, ignore_index=255, **opts):
-    dev = device_for(backend)
-    z = logits.detach().to(dev).requires_grad_(True)
-    split = opts.get("group_split", "ada")
-    ce, oc = SEG_OCR_RESIZED_IMPLS[backend](
-        z, target.long().to(dev), tags.to(dev), prior.to(dev) if split == "ada" else None,
-        OCROptions(float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)), split,
-                   opts.get("pixels", "oc"), ignore_index),
-        align_corners,
-    )
-    gce = torch.ones_like(ce) if grad_ce is None else grad_ce.to(dev)
-    goc = torch.ones_like(oc) if grad_ocr is None else grad_ocr.to(dev)
-    ((gce * ce).sum() + (goc * oc).sum()).backward()
-    return ce.detach().cpu(), oc.detach().cpu(), z.grad.cpu()
-
-
 def check_resized(backend, logits, target, tags, prior, align_corners, rtol=1e-5, grad_ce=None,
                   grad_ocr=None, ignore_index=255, **opts):
-    ce, oc, grad = run_resized_maps(backend, logits, target, tags, prior, align_corners, grad_ce,
-                                    grad_ocr, ignore_index, **opts)
+    ce, oc, grad, _ = run_maps(backend, logits, target, tags, prior, grad_ce, grad_ocr,
+                               ignore_index, align_corners, **opts)
     want_ce, want_oc, want_grad = reference_maps64(
         logits, target, tags, prior, grad_ce, grad_ocr, ignore_index, upsample=True,
         align_corners=align_corners, **opts)
@@ -290,14 +278,10 @@ def test_resized_every_option_with_upstream_gradients(resized_backend, group_spl
                   group_split=group_split, pixels=pixels)
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float16, 2e-3),
-                                         (torch.bfloat16, 1.6e-2), (torch.float64, 1e-10)])
+@resized_dtypes_and_layouts[0]
+@resized_dtypes_and_layouts[1]
 def test_resized_dtypes_and_layouts(resized_backend, dtype, rtol, memory_format):
-    if dtype not in BACKEND_DTYPES[resized_backend]:
-        pytest.skip(f"{resized_backend} does not compute in {dtype}")
-    if resized_backend == "triton" and dtype == torch.bfloat16 and device_for("triton") == "cpu":
-        pytest.skip("the Triton interpreter does not support bfloat16")
+    skip_unless_computes(resized_backend, dtype)
     logits = make_seg_inputs(2, 9, (5, 6), dtype=dtype)[0]
     _, target, tags, prior = make_seg_inputs(2, 9, (39, 47))
     check_resized(resized_backend, logits.contiguous(memory_format=memory_format), target, tags,
