@@ -56,7 +56,9 @@ def main(argv=None) -> int:
         if not ops or any(missing.values()):
             print(f"ocr-kernels: --require-cuda: missing kernels {missing}", file=sys.stderr)
             return 1
-        print(f"  every one of the {len(ops)} public ops has a CPU and a CUDA kernel")
+        cpu_only = sum(op in CPU_ONLY_OPS for op in ops)
+        print(f"  every one of the {len(ops)} public ops has a CPU kernel, and a CUDA kernel "
+              f"but for the {cpu_only} CPU-only ops")
     return 0
 
 
