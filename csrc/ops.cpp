@@ -24,7 +24,7 @@ TORCH_LIBRARY(ocr_kernels, m) {
       "seg_ocr_loss_maps_backward(Tensor grad_ce, Tensor grad_ocr, Tensor logits, Tensor target, "
       "Tensor tags, Tensor? prior, Tensor ocr_map, float margin, float threshold, int group_split, "
       "int pixels, int ignore_index) -> Tensor");
-  // The same with the bilinear upsampling of the logits fused in (CPU only for now): logits
+  // The same with the bilinear upsampling of the logits fused in (CPU and CUDA): logits
   // [B, C+1, h, w] are resized to size (seg: the target's [H, W]) exactly as
   // F.interpolate(mode="bilinear", align_corners=align_corners) would, inside the kernel; maps
   // are [B, H, W], the gradient is the low-resolution logits'. The backward takes the output size
@@ -50,6 +50,12 @@ TORCH_LIBRARY(ocr_kernels, m) {
       "_pixelwise_seg_ocr(Tensor logits, Tensor? target, Tensor tags, Tensor? prior, "
       "Tensor? grad_ce, Tensor grad_ocr, float margin, float threshold, int group_split, "
       "int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
+  // Test hook (CPU only): runs ocr_resize_pixel.h's per-thread functions one thread at a time,
+  // exactly as the CUDA fused-upsampling kernels do. grad_ce / grad_ocr are [B, *size].
+  m.def(
+      "_pixelwise_seg_ocr_resized(Tensor logits, Tensor? target, Tensor tags, Tensor? prior, "
+      "Tensor? grad_ce, Tensor grad_ocr, int[] size, bool align_corners, float margin, "
+      "float threshold, int group_split, int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
 
   // ---- W-OoD (docs/semantics.md §2) ----------------------------------------------------------
   // x [N, D], centroids [K, D] (same dtype) -> [N, K] Euclidean distances in fp32 (fp64 for fp64).

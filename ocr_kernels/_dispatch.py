@@ -161,16 +161,19 @@ def resolve_resized_backend(
     implemented: Sequence[str],
 ) -> Optional[str]:
     """The backend that runs `op` with the bilinear upsampling fused in (ocr_loss(size=...),
-    seg_ocr_loss(upsample=True)), or None where the caller must compose: "auto" on a device that
-    no fused backend serves (CUDA: the Triton and CUDA kernels do not fuse the resize yet), where
-    the caller runs F.interpolate and then the loss with backend="auto" -- not fused, the
-    full-resolution logits are materialised. An explicit backend without the fused path raises."""
+    seg_ocr_loss(upsample=True)), or None where the caller must compose. "auto" on CUDA takes the
+    first usable of the fused GPU backends (triton, cuda) in `implemented`; only when none can run
+    does it return None, and the caller runs F.interpolate and then the loss with backend="auto"
+    (not fused: the full-resolution logits are materialised). An explicit backend without the
+    fused path raises."""
     if requested != "auto" and requested not in implemented:
         raise BackendUnavailableError(
             f"backend={requested!r} cannot run {op} with fused upsampling: it is implemented on "
-            f"the {' and '.join(implemented)} backends only for now; pass backend='auto' (on CUDA "
-            f"it interpolates, then runs the fastest loss) or interpolate the logits yourself"
+            f"the {', '.join(implemented)} backends only; pass backend='auto' or interpolate the "
+            f"logits yourself"
         )
     if requested == "auto" and x.device.type != "cpu":
-        return None
+        fused = tuple(name for name in ("triton", "cuda") if name in implemented)
+        name = resolve_backend("auto", x, op=op, implemented=fused)
+        return None if name == "reference" else name
     return resolve_backend(requested, x, op=op, implemented=implemented)

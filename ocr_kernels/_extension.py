@@ -267,13 +267,9 @@ def extension_ops() -> List[str]:
 
 # Ops with a CPU kernel only: the one-op W-OoD loss and its backward (latency-bound on a CPU;
 # CUDA runs the distance ops) and the GEMM K-means step (CUDA assigns with wood_assign), by
-# design; the fused-upsampling OCR/seg ops, until their CUDA kernels exist (on CUDA, "auto"
-# interpolates and then runs the loss: README, Limits).
+# design.
 CPU_ONLY_OPS = ("ocr_kernels::wood_loss", "ocr_kernels::wood_loss_backward",
-                "ocr_kernels::wood_kmeans_step",
-                "ocr_kernels::ocr_loss_map_resized", "ocr_kernels::ocr_loss_map_resized_backward",
-                "ocr_kernels::seg_ocr_loss_maps_resized",
-                "ocr_kernels::seg_ocr_loss_maps_resized_backward")
+                "ocr_kernels::wood_kmeans_step")
 
 
 def missing_kernels(dispatch_key: str) -> List[str]:

@@ -43,3 +43,30 @@ def test_failed_build_falls_back_for_auto_and_is_named_for_explicit(monkeypatch)
     assert len([w for w in rec if "falls back" in str(w.message)]) == 1  # once per process
     with pytest.raises(BackendUnavailableError, match=r"backend='cpu' cannot run ocr_loss.*g\+\+ exit 1"):
         resolve_backend("cpu", x, op="ocr_loss")
+
+
+def test_resized_auto_on_cuda_picks_the_first_usable_fused_backend(monkeypatch):
+    # resolve_resized_backend on CUDA tensors (a stand-in: no GPU here): the fused GPU backends in
+    # the order triton, cuda among those that fuse; None (compose) only when none can run
+    import types
+
+    import pytest
+
+    from ocr_kernels import _dispatch
+    from ocr_kernels._dispatch import BackendUnavailableError, resolve_resized_backend
+
+    x = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"), dtype=torch.float32)
+    usable = set()
+    monkeypatch.setattr(_dispatch, "unavailable_reason",
+                        lambda name, t: None if name in usable else "not here")
+    monkeypatch.setattr(_dispatch, "_ensure_loaded", lambda name: None)
+    both, cuda_only = ("reference", "cpu", "triton", "cuda"), ("reference", "cpu", "cuda")
+    assert resolve_resized_backend("auto", x, op="t", implemented=cuda_only) is None
+    usable.update({"cuda", "reference"})
+    assert resolve_resized_backend("auto", x, op="t", implemented=cuda_only) == "cuda"
+    assert resolve_resized_backend("auto", x, op="t", implemented=both) == "cuda"
+    usable.add("triton")
+    assert resolve_resized_backend("auto", x, op="t", implemented=both) == "triton"
+    assert resolve_resized_backend("auto", x, op="t", implemented=cuda_only) == "cuda"
+    with pytest.raises(BackendUnavailableError, match="backend='triton' cannot run t with fused"):
+        resolve_resized_backend("triton", x, op="t", implemented=cuda_only)

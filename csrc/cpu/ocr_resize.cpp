@@ -8,15 +8,18 @@
 // one-tile view of it), and the backward pushes the tile's gradient back through the same
 // bilinear weights: first along x into one source-row buffer, then into the two source rows.
 //
-// Determinism without float atomics: the output rows of each image are cut into chunks of a fixed
-// number of rows (set by the shape, never by the thread count). A chunk accumulates its gradient,
-// in a fixed order, into its own buffer over the source rows it reads; a second pass sums, for
-// every source row, the buffers of the chunks that read it, in chunk order. The gradient is
-// therefore bitwise the same for any number of threads and any scheduling.
+// Determinism without float atomics and without per-chunk buffers: the output rows of each image
+// are cut into chunks of a fixed number of rows (set by the shape, never by the thread count),
+// long enough that chunks j and j + 2 never read a common source row. The even chunks run first
+// (in parallel: no two of them touch a common row), then the odd ones, each accumulating in a
+// fixed order straight into the low-resolution gradient (fp32; fp64 for fp64 -- the gradient
+// itself when it has that dtype and contiguous rows, else one low-resolution buffer copied into
+// it). Every source row therefore receives its terms in one fixed order: the gradient is bitwise
+// the same for any number of threads and any scheduling, and the only extra memory is that of
+// the [B, H, W] maps.
 //
-// Sampling grid: exactly torch's upsample_bilinear2d when given an output size (ATen's
-// area_pixel_compute_scale / area_pixel_compute_source_index / compute_source_index_and_lambda),
-// computed in the math dtype.
+// Sampling grid: ocr_resize_pixel.h's resize_tap (torch's upsample_bilinear2d given an output
+// size), the same function the CUDA kernels run.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -29,8 +32,7 @@
 #include <utility>
 #include <vector>
 
-#include "../ocr_host.h"
-#include "../ocr_pixel.h"
+#include "../ocr_resize_host.h"
 
 #include "isa.h"
 #include "ocr_tiles.h"
@@ -55,23 +57,13 @@ Axis<acc_t> sampling_axis(int64_t in, int64_t out, bool align_corners) {
   a.i1.resize(out);
   a.l0.resize(out);
   a.l1.resize(out);
-  const acc_t scale = align_corners ? (out > 1 ? acc_t(in - 1) / acc_t(out - 1) : acc_t(0))
-                                    : acc_t(in) / acc_t(out);
+  const ResizeAxis<acc_t> ra = resize_axis<acc_t>(in, out, align_corners);
   for (int64_t d = 0; d < out; ++d) {
-    if (in == out) {
-      a.i0[d] = a.i1[d] = d;
-      a.l0[d] = 1;
-      a.l1[d] = 0;
-      continue;
-    }
-    acc_t real = align_corners ? scale * acc_t(d) : scale * (acc_t(d) + acc_t(0.5)) - acc_t(0.5);
-    if (!align_corners && real < acc_t(0)) real = 0;
-    const int64_t i = std::min<int64_t>(static_cast<int64_t>(std::floor(real)), in - 1);
-    const acc_t l = std::min(std::max(real - acc_t(i), acc_t(0)), acc_t(1));
-    a.i0[d] = i;
-    a.i1[d] = i + (i < in - 1 ? 1 : 0);
-    a.l1[d] = l;
-    a.l0[d] = acc_t(1) - l;
+    const Tap<acc_t> t = resize_tap(ra, d);
+    a.i0[d] = t.i0;
+    a.i1[d] = t.i1;
+    a.l0[d] = t.l0;
+    a.l1[d] = t.l1;
   }
   return a;
 }
@@ -86,10 +78,10 @@ struct Resize {
   const int64_t *xo0, *xo1;          // x0/x1 times sW
   const acc_t *ly0, *ly1, *lx0, *lx1;
   int64_t rows_per_chunk, chunks;  // chunks per image
-  // backward: per-chunk gradient buffers [C1, rows_c, w] at buf + B-major offsets
-  acc_t* buf;
-  const int64_t *chunk_lo, *chunk_rows, *chunk_off;  // per chunk of one image
-  int64_t image_buf;                                 // buffer elements per image
+  // backward: the low-resolution gradient being accumulated, zeroed, rows contiguous
+  acc_t* dst;
+  int64_t dsB, dsC, dsH;
+  int parity;  // backward: the chunks of this parity run
   // backward, x direction, per segment of output columns (the same in every output row):
   // source columns jl .. jl + nq − 1, and for each j < L a row of nq (pixel, weight) pairs,
   // row[jl + q] = Σ_j wts[j·nq + q] · g[idx[j·nq + q]] (padding pairs have weight 0).
@@ -195,11 +187,11 @@ OCR_INLINE void backward_chunks(const Resize<scalar_t, acc_t>& R, int64_t c0, in
   const int64_t P = R.A.P, C1 = R.C1, w = R.w;
   ResizeScratch<acc_t>& S = resize_scratch<acc_t>(C1, P, w);
   acc_t* row = S.row.data();
+  const int64_t per_image = (R.chunks + 1 - R.parity) / 2;  // chunks of this parity
   for (int64_t c = c0; c < c1; ++c) {
-    const int64_t b = c / R.chunks, j = c % R.chunks, ys = j * R.rows_per_chunk;
-    const int64_t ye = std::min(R.H, ys + R.rows_per_chunk);
-    const int64_t lo = R.chunk_lo[j], rows = R.chunk_rows[j];
-    acc_t* cb = R.buf + b * R.image_buf + R.chunk_off[j];  // [C1, rows, w], zeroed
+    const int64_t b = c / per_image, j = 2 * (c % per_image) + R.parity;
+    const int64_t ys = j * R.rows_per_chunk, ye = std::min(R.H, ys + R.rows_per_chunk);
+    acc_t* db = R.dst + b * R.dsB;
     for (int64_t y = ys; y < ye; ++y) {
       for (int64_t xs = 0; xs < R.W; xs += P) {
         const int64_t n = std::min(P, R.W - xs);
@@ -226,11 +218,10 @@ OCR_INLINE void backward_chunks(const Resize<scalar_t, acc_t>& R, int64_t c0, in
         }
         // y: that row into the two source rows, weighted
         const acc_t a0 = R.ly0[y], a1 = R.ly1[y];
-        const int64_t r0 = R.y0[y] - lo, r1 = R.y1[y] - lo;
         for (int64_t k = 0; k < C1; ++k) {
           const acc_t* rk = row + k * w;
-          acc_t* d0 = cb + (k * rows + r0) * w;
-          acc_t* d1 = cb + (k * rows + r1) * w;
+          acc_t* d0 = db + k * R.dsC + R.y0[y] * R.dsH;
+          acc_t* d1 = db + k * R.dsC + R.y1[y] * R.dsH;
           for (int64_t q = jl; q <= jh; ++q) d0[q] += a0 * rk[q];
           for (int64_t q = jl; q <= jh; ++q) d1[q] += a1 * rk[q];
         }
@@ -278,7 +269,8 @@ void run_shared(int64_t n, int64_t work_per_item, const F& f) {
 
 template <typename scalar_t, typename acc_t, bool CE>
 void run_chunks(const Resize<scalar_t, acc_t>& R, bool backward) {
-  run_shared(R.B * R.chunks, R.rows_per_chunk * R.W * R.C1, [&](int64_t c0, int64_t c1) {
+  const int64_t per_image = backward ? (R.chunks + 1 - R.parity) / 2 : R.chunks;
+  run_shared(R.B * per_image, R.rows_per_chunk * R.W * R.C1, [&](int64_t c0, int64_t c1) {
 #if OCR_KERNELS_ISA_DISPATCH
     if (cpu_isa::have_avx512()) {
       if (backward) resize_backward_avx512<scalar_t, acc_t, CE>(R, c0, c1);
@@ -302,8 +294,6 @@ struct Grid {
   Axis<acc_t> ay, ax;
   std::vector<int64_t> xo0, xo1;
   int64_t rows_per_chunk, chunks;
-  std::vector<int64_t> lo, rows, off;
-  int64_t image_buf;
   std::vector<int64_t> seg_jl, seg_nq, seg_L, seg_off;
   std::vector<int32_t> seg_idx;
   std::vector<acc_t> seg_wts;
@@ -321,20 +311,17 @@ Grid<acc_t> make_grid(const at::Tensor& z, int64_t H, int64_t W, bool align_corn
     g.xo0[x] = g.ax.i0[x] * z.stride(3);
     g.xo1[x] = g.ax.i1[x] * z.stride(3);
   }
-  // ~64K logits per chunk: enough chunks for the threads, few enough that the per-chunk gradient
-  // buffers (about the size of the low-resolution gradient in all) stay small.
+  // ~64K logits per chunk: enough chunks for the threads, then as many more rows as it takes for
+  // chunks j and j + 2 to read disjoint source rows (source rows are non-decreasing in the output
+  // row: chunk j's last row must read below chunk j + 2's first).
   g.rows_per_chunk = std::max<int64_t>(1, (int64_t(1) << 16) / (std::max<int64_t>(W, P) * C1));
+  auto disjoint = [&](int64_t r) {
+    for (int64_t ys = 2 * r; ys < H; ys += r)
+      if (g.ay.i1[ys - r - 1] >= g.ay.i0[ys]) return false;
+    return true;
+  };
+  while (g.rows_per_chunk < H && !disjoint(g.rows_per_chunk)) g.rows_per_chunk *= 2;
   g.chunks = (H + g.rows_per_chunk - 1) / g.rows_per_chunk;
-  g.image_buf = 0;
-  for (int64_t j = 0; j < g.chunks; ++j) {
-    const int64_t ys = j * g.rows_per_chunk, ye = std::min(H, ys + g.rows_per_chunk) - 1;
-    // source rows are non-decreasing in the output row
-    const int64_t lo = g.ay.i0[ys], hi = g.ay.i1[ye];
-    g.lo.push_back(lo);
-    g.rows.push_back(hi - lo + 1);
-    g.off.push_back(g.image_buf);
-    g.image_buf += C1 * (hi - lo + 1) * w;
-  }
   // The x gather tables of each column segment: the (pixel, weight) pairs of every source
   // column, in pixel order, padded to the segment's longest list with weight-0 pairs.
   for (int64_t xs = 0; xs < W; xs += P) {
@@ -366,13 +353,8 @@ Grid<acc_t> make_grid(const at::Tensor& z, int64_t H, int64_t W, bool align_corn
   return g;
 }
 
-struct Checked {
-  at::Tensor ic, prior, target;
-  int64_t H, W;
-};
-
 template <typename scalar_t, typename acc_t>
-Resize<scalar_t, acc_t> make_resize(const at::Tensor& z, const Grid<acc_t>& g, const Checked& K,
+Resize<scalar_t, acc_t> make_resize(const at::Tensor& z, const Grid<acc_t>& g, const ResizedChecked& K,
                                     double margin, double threshold, int64_t group,
                                     int64_t pixels, int64_t ignore_index, int64_t P) {
   const int64_t H = K.H, W = K.W;
@@ -412,10 +394,6 @@ Resize<scalar_t, acc_t> make_resize(const at::Tensor& z, const Grid<acc_t>& g, c
   R.xo1 = g.xo1.data();
   R.rows_per_chunk = g.rows_per_chunk;
   R.chunks = g.chunks;
-  R.chunk_lo = g.lo.data();
-  R.chunk_rows = g.rows.data();
-  R.chunk_off = g.off.data();
-  R.image_buf = g.image_buf;
   R.seg_jl = g.seg_jl.data();
   R.seg_nq = g.seg_nq.data();
   R.seg_L = g.seg_L.data();
@@ -433,47 +411,11 @@ int64_t resize_tile_width(int64_t C1, int64_t elem, int64_t W) {
 }
 
 
-Checked check_resized(const at::Tensor& logits, const c10::optional<at::Tensor>& target,
-                      const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
-                      at::IntArrayRef size, int64_t group, int64_t pixels) {
-  check_common(logits, tags, group, pixels);
-  TORCH_CHECK(logits.dim() == 4, "ocr_kernels: fused upsampling needs logits [B, C+1, h, w]; got ",
-              logits.sizes());
-  TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0,
-              "ocr_kernels: size must be two positive ints; got ", size);
-  Checked c;
-  c.H = size[0];
-  c.W = size[1];
-  c.ic = ic_mask(tags);
-  c.prior = prior_for_kernel(prior, group, math_dtype(logits.scalar_type()), logits);
-  if (target.has_value()) {
-    TORCH_CHECK(target->dim() == 3 && target->size(0) == logits.size(0) &&
-                    target->size(1) == c.H && target->size(2) == c.W,
-                "ocr_kernels: target must be [", logits.size(0), ", ", c.H, ", ", c.W, "]; got ",
-                target->sizes());
-    TORCH_CHECK(target->device() == logits.device(), "ocr_kernels: target must be on ",
-                logits.device());
-    TORCH_CHECK(!at::isFloatingType(target->scalar_type()) && target->scalar_type() != at::kBool,
-                "ocr_kernels: target must be an integer tensor; got ", target->scalar_type());
-    c.target = target->to(at::kLong).contiguous();
-  }
-  return c;
-}
-
-// A full-resolution map argument [B, H, W] in the math dtype, walkable as (b, p).
-at::Tensor full_map(const char* name, const at::Tensor& m, const at::Tensor& logits, int64_t H,
-                    int64_t W, at::ScalarType acc) {
-  TORCH_CHECK(m.dim() == 3 && m.size(0) == logits.size(0) && m.size(1) == H && m.size(2) == W,
-              "ocr_kernels: ", name, " must be [", logits.size(0), ", ", H, ", ", W, "]; got ",
-              m.sizes());
-  return map_for_kernel(m, acc);
-}
-
 std::tuple<at::Tensor, at::Tensor> forward_resized_cpu(
     const at::Tensor& logits, const c10::optional<at::Tensor>& target, const at::Tensor& tags,
     const c10::optional<at::Tensor>& prior, at::IntArrayRef size, bool align_corners,
     double margin, double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
-  const Checked K = check_resized(logits, target, tags, prior, size, group, pixels);
+  const ResizedChecked K = check_resized(logits, target, tags, prior, size, group, pixels);
   const at::ScalarType acc = math_dtype(logits.scalar_type());
   const auto mopts = logits.options().dtype(acc);
   at::Tensor ocr_map = at::empty({logits.size(0), K.H, K.W}, mopts);
@@ -502,7 +444,7 @@ at::Tensor backward_resized_cpu(const at::Tensor& grad_ocr_in,
                                 const at::Tensor& loss_in, bool align_corners, double threshold,
                                 int64_t group, int64_t pixels, int64_t ignore_index) {
   const at::IntArrayRef size = loss_in.sizes().slice(1);
-  const Checked K = check_resized(logits, target, tags, prior, size, group, pixels);
+  const ResizedChecked K = check_resized(logits, target, tags, prior, size, group, pixels);
   const at::ScalarType acc = math_dtype(logits.scalar_type());
   const at::Tensor loss = full_map("loss_map", loss_in, logits, K.H, K.W, acc);
   const at::Tensor g_ocr = full_map("grad_map", grad_ocr_in, logits, K.H, K.W, acc);
@@ -514,96 +456,116 @@ at::Tensor backward_resized_cpu(const at::Tensor& grad_ocr_in,
   at::Tensor grad = at::empty_like(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ocr_resized_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const int64_t B = logits.size(0), C1 = logits.size(1), h = logits.size(2), w = logits.size(3);
-    const int64_t P = resize_tile_width(C1, sizeof(acc_t), K.W);
+    const int64_t P = resize_tile_width(logits.size(1), sizeof(acc_t), K.W);
     const Grid<acc_t> g = make_grid<acc_t>(logits, K.H, K.W, align_corners, P);
-    at::Tensor bufs = at::zeros({B * g.image_buf}, logits.options().dtype(acc));
+    // the gradient itself when it can accumulate in place, else one low-resolution buffer
+    const bool in_place = grad.scalar_type() == acc && grad.stride(3) == 1;
+    at::Tensor dst = in_place ? grad.zero_() : at::zeros(logits.sizes(), logits.options().dtype(acc));
     auto R = make_resize<scalar_t, acc_t>(logits, g, K, 0.0, threshold, group, pixels,
                                           ignore_index, P);
     R.A.loss = loss.data_ptr<acc_t>();
     R.A.ll = layout2(loss);
     R.A.g_ocr = g_ocr.data_ptr<acc_t>();
     R.A.gol = layout2(g_ocr);
-    R.buf = bufs.data_ptr<acc_t>();
+    R.dst = dst.data_ptr<acc_t>();
+    R.dsB = dst.stride(0);
+    R.dsC = dst.stride(1);
+    R.dsH = dst.stride(2);
     if (K.target.defined()) {
       R.A.g_ce = g_ce.data_ptr<acc_t>();
       R.A.gcl = layout2(g_ce);
-      run_chunks<scalar_t, acc_t, true>(R, true);
-    } else {
-      run_chunks<scalar_t, acc_t, false>(R, true);
     }
-    // Every source row: the sum of the buffers of the chunks that read it, in chunk order.
-    std::vector<int64_t> first(h, g.chunks);
-    for (int64_t j = g.chunks - 1; j >= 0; --j)
-      for (int64_t i = g.lo[j]; i < g.lo[j] + g.rows[j]; ++i) first[i] = j;
-    scalar_t* gp = grad.data_ptr<scalar_t>();
-    const int64_t gsB = grad.stride(0), gsC = grad.stride(1), gsH = grad.stride(2),
-                  gsW = grad.stride(3);
-    const acc_t* bp = R.buf;
-    run_shared(B * h, C1 * w * 4, [&](int64_t r0, int64_t r1) {
-      std::vector<acc_t> sum(w);
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / h, i = r % h;
-        for (int64_t k = 0; k < C1; ++k) {
-          std::fill(sum.begin(), sum.end(), acc_t(0));
-          for (int64_t j = first[i]; j < g.chunks && g.lo[j] <= i; ++j) {
-            if (i >= g.lo[j] + g.rows[j]) continue;
-            const acc_t* src = bp + b * g.image_buf + g.off[j] + (k * g.rows[j] + i - g.lo[j]) * w;
-            for (int64_t q = 0; q < w; ++q) sum[q] += src[q];
-          }
-          scalar_t* dst = gp + b * gsB + k * gsC + i * gsH;
-          for (int64_t q = 0; q < w; ++q) dst[q * gsW] = static_cast<scalar_t>(sum[q]);
-        }
-      }
-    });
+    for (int parity = 0; parity < 2; ++parity) {  // even chunks, then odd ones
+      R.parity = parity;
+      if (K.target.defined()) run_chunks<scalar_t, acc_t, true>(R, true);
+      else run_chunks<scalar_t, acc_t, false>(R, true);
+    }
+    if (!in_place) grad.copy_(dst);
   });
   return grad;
 }
 
-at::Tensor ocr_loss_map_resized(const at::Tensor& logits, const at::Tensor& tags,
-                                const c10::optional<at::Tensor>& prior, at::IntArrayRef size,
-                                bool align_corners, double margin, double threshold, int64_t group,
-                                int64_t pixels) {
-  return std::get<0>(forward_resized_cpu(logits, c10::nullopt, tags, prior, size, align_corners,
-                                         margin, threshold, group, pixels, 0));
-}
-
-at::Tensor ocr_loss_map_resized_backward(const at::Tensor& grad_map, const at::Tensor& logits,
-                                         const at::Tensor& tags,
-                                         const c10::optional<at::Tensor>& prior,
-                                         const at::Tensor& loss_map, bool align_corners,
-                                         double margin, double threshold, int64_t group,
-                                         int64_t pixels) {
-  return backward_resized_cpu(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map,
-                              align_corners, threshold, group, pixels, 0);
-}
-
-std::tuple<at::Tensor, at::Tensor> seg_ocr_loss_maps_resized(
-    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& tags,
-    const c10::optional<at::Tensor>& prior, bool align_corners, double margin, double threshold,
-    int64_t group, int64_t pixels, int64_t ignore_index) {
-  TORCH_CHECK(target.dim() == 3, "ocr_kernels: target must be [B, H, W]; got ", target.sizes());
-  auto out = forward_resized_cpu(logits, target, tags, prior, target.sizes().slice(1),
-                                 align_corners, margin, threshold, group, pixels, ignore_index);
-  return {std::get<1>(out), std::get<0>(out)};
-}
-
-at::Tensor seg_ocr_loss_maps_resized_backward(
-    const at::Tensor& grad_ce, const at::Tensor& grad_ocr, const at::Tensor& logits,
-    const at::Tensor& target, const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
-    const at::Tensor& ocr_map, bool align_corners, double margin, double threshold, int64_t group,
+// The per-thread functions of ocr_resize_pixel.h run one thread at a time in the CUDA kernels'
+// order (forward: one thread per output pixel; backward: one warp per cell, its 32 lanes
+// emulated in turn between the warp's synchronisation points; then one thread per low-resolution
+// logit): a test hook so that CI checks the GPU's code on the CPU. Returns (ce_map, ocr_map, grad)
+// for the upstream gradients (grad_ce, grad_ocr), σ recovered from the ocr_map it computes.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_resized_cpu(
+    const at::Tensor& logits_in, const c10::optional<at::Tensor>& target,
+    const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
+    const c10::optional<at::Tensor>& grad_ce_in, const at::Tensor& grad_ocr_in,
+    at::IntArrayRef size, bool align_corners, double margin, double threshold, int64_t group,
     int64_t pixels, int64_t ignore_index) {
-  return backward_resized_cpu(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map,
-                              align_corners, threshold, group, pixels, ignore_index);
+  const ResizedChecked K = check_resized(logits_in, target, tags, prior, size, group, pixels);
+  const at::Tensor z = logits_in;
+  const at::ScalarType acc = math_dtype(z.scalar_type());
+  const at::Tensor g_ocr = full_map("grad_ocr", grad_ocr_in, z, K.H, K.W, acc);
+  at::Tensor g_ce;
+  if (K.target.defined()) {
+    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
+    g_ce = full_map("grad_ce", *grad_ce_in, z, K.H, K.W, acc);
+  }
+  const auto mopts = z.options().dtype(acc);
+  at::Tensor ocr_map = at::empty({z.size(0), K.H, K.W}, mopts);
+  at::Tensor ce_map = at::zeros_like(ocr_map);
+  at::Tensor corners = at::empty({4, z.size(0), z.size(1), z.size(2), z.size(3)}, mopts);
+  at::Tensor grad = grad_like(z);
+  ResizeArgs A = resize_args(z, K, align_corners, margin, threshold, group, pixels, ignore_index);
+  A.ocr_out = ocr_map.data_ptr();
+  A.loss = ocr_map.data_ptr();
+  A.ll = layout2(ocr_map);
+  A.g_ocr = g_ocr.data_ptr();
+  A.gol = layout2(g_ocr);
+  if (K.target.defined()) {
+    A.ce_out = ce_map.data_ptr();
+    A.g_ce = g_ce.data_ptr();
+    A.gcl = layout2(g_ce);
+  }
+  A.corners = corners.data_ptr();
+  set_grad(A, grad);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_pixelwise_resized_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
+    auto load = [](scalar_t v) { return static_cast<acc_t>(v); };
+    const int64_t B = A.B, C1 = A.C1, h = A.h, w = A.w, H = A.H, W = A.W;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t y = 0; y < H; ++y)
+        for (int64_t x = 0; x < W; ++x) resized_forward_pixel(V, b, y, x, load);
+    std::vector<acc_t> tile(C1 * kResizeTileStride), wts(4 * kResizeLanes);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t ci = 0; ci < h; ++ci)
+        for (int64_t cj = 0; cj < w; ++cj) {
+          int64_t y0, ny, x0, nx;
+          resize_cell_range(V.ay, ci, &y0, &ny);
+          resize_cell_range(V.ax, cj, &x0, &nx);
+          if (ny * nx == 0) {
+            for (int lane = 0; lane < kResizeLanes; ++lane) resized_zero_lane(V, b, ci, cj, lane);
+            continue;
+          }
+          for (int64_t s = 0; s < resize_batches(ny, nx); ++s) {
+            for (int lane = 0; lane < kResizeLanes; ++lane)
+              resized_backward_lane(V, b, y0, ny, x0, nx, s * kResizeLanes, lane,
+                                    tile.data() + lane, wts.data() + lane, load);
+            for (int lane = 0; lane < kResizeLanes; ++lane)
+              resized_reduce_lane(V, b, ci, cj, s == 0, lane, tile.data(), wts.data());
+          }
+        }
+    scalar_t* gp = static_cast<scalar_t*>(A.grad);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t k = 0; k < C1; ++k)
+        for (int64_t i = 0; i < h; ++i)
+          for (int64_t j = 0; j < w; ++j)
+            gp[b * A.gsB + k * A.gsC + i * A.gsH + j * A.gsW] =
+                static_cast<scalar_t>(resized_gather(V, b, k, i, j));
+  });
+  return {ce_map, ocr_map, grad};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m) {
-  m.impl("ocr_loss_map_resized", &ocr_loss_map_resized);
-  m.impl("ocr_loss_map_resized_backward", &ocr_loss_map_resized_backward);
-  m.impl("seg_ocr_loss_maps_resized", &seg_ocr_loss_maps_resized);
-  m.impl("seg_ocr_loss_maps_resized_backward", &seg_ocr_loss_maps_resized_backward);
+  m.impl("_pixelwise_seg_ocr_resized", &pixelwise_seg_ocr_resized_cpu);
+  ResizedOps<forward_resized_cpu, backward_resized_cpu>::register_impls(m);
 }
 
 }  // namespace ocr

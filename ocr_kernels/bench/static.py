@@ -59,6 +59,9 @@ from .shapes import PRESETS, shape_str
 
 TARGET_ARCH = 90
 OCR_SHAPES = [(16, 21, 321, 321), (16, 81, 321, 321), (8, 201, 128, 128), (2, 1030, 128, 128)]
+# fused upsampling: DeepLab's 1/8 logits of a 321 crop, upsampled to the labels
+RESIZE_SHAPES = [(16, 81, 41, 41), (16, 21, 41, 41)]
+RESIZE_SIZE = (321, 321)
 GROUPS = ("ada", "max", "all")
 SCENARIOS = ("blobs", "indep", "all-pixels")  # the layouts of the bench's OCR scenarios (inputs.py)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -73,10 +76,12 @@ class Case:
     dtype: str = "fp32"
     group: Optional[str] = None
     scenario: Optional[str] = None
+    size: Optional[Tuple[int, int]] = None  # fused upsampling of the logits [B, C+1, h, w] to size
 
     @property
     def name(self) -> str:
-        parts = [self.op, shape_str(self.shape), self.dtype]
+        shape = shape_str(self.shape) + (f"->{self.size[0]}x{self.size[1]}" if self.size else "")
+        parts = [self.op, shape, self.dtype]
         if self.group:
             parts.append(self.group)
         if self.scenario:
@@ -94,6 +99,9 @@ def all_cases(preset: str = "full") -> List[Case]:
     if preset == "smoke":  # the CI test's: 21 classes in blobs and 300 classes, every pixel
         return [Case("ocr_loss", (2, 21, 64, 64), "fp32", "ada", "blobs"),
                 Case("ocr_loss", (1, 300, 16, 16), "bf16", "max", "all-pixels")]
+    if preset == "resize":  # the fused upsampling (CUDA) against interpolate + the CUDA loss
+        return [Case(op, shape, "fp32", "ada", "blobs", size=RESIZE_SIZE)
+                for shape in RESIZE_SHAPES for op in ("seg_ocr_loss", "ocr_loss")]
     if preset == "gpu":  # what benchmarks/gpu/run.sh times beside: the target shapes, "ada"
         return [Case(op, shape, dt, "ada", sc) for shape in OCR_SHAPES[:2]
                 for op in ("ocr_loss", "seg_ocr_loss") for dt in DTYPES for sc in SCENARIOS]
@@ -603,6 +611,8 @@ def _totals(case: Case, backend: str, rows: List[dict]) -> List[dict]:
 
 def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List[dict]:
     """Rows for the case: one per kernel launch of each pass, then each backend's pass totals."""
+    if case.size is not None:
+        return model_resized_case(case)
     rows = []
     if "triton" in backends:
         tr = []
@@ -770,6 +780,185 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
 
 
 # ------------------------------------------------------------------------------------------
+# Fused upsampling: csrc/cuda/ocr_resize_kernel.cu against F.interpolate + the CUDA loss
+# ------------------------------------------------------------------------------------------
+def _resize_i0(n_in: int, n_out: int) -> torch.Tensor:
+    """i0 of every output index (align_corners=False), as ocr_resize_pixel.h's resize_tap in fp32."""
+    if n_in == n_out:
+        return torch.arange(n_out)
+    scale = torch.tensor(n_in, dtype=torch.float32) / torch.tensor(n_out, dtype=torch.float32)
+    real = (scale * (torch.arange(n_out, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
+    return real.to(torch.int64).clamp_max(n_in - 1)
+
+
+def _resize_batches(case: Case) -> float:
+    """Mean number of 32-pixel batches over the cells (output pixels sharing a top-left tap)."""
+    _, _, h, w = case.shape
+    ny = torch.bincount(_resize_i0(h, case.size[0]), minlength=h)
+    nx = torch.bincount(_resize_i0(w, case.size[1]), minlength=w)
+    return float(((ny[:, None] * nx[None, :] + 31) // 32).double().mean())
+
+
+def _resize_bytes(case: Case, launch: str) -> float:
+    """DRAM bytes of one fused-upsampling launch: the low-resolution logits once (the taps of
+    neighbouring output pixels hit L1/L2), the [B, H, W] maps, the corner buffers."""
+    B, C1, h, w = case.shape
+    P = B * case.size[0] * case.size[1]
+    low = B * C1 * h * w
+    logits = low * _ITEMSIZE[case.dtype]
+    seg = case.op == "seg_ocr_loss"
+    if launch == "forward":
+        return logits + 4 * P + (12 * P if seg else 0)
+    if launch == "cells":
+        return logits + 8 * P + (12 * P if seg else 0) + 4 * low * 4
+    return 4 * low * 4 + logits  # gather: the corner sums in, the gradient out
+
+
+def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
+    """Facts of one launch of the fused-upsampling CUDA kernels: forward (one thread per output
+    pixel), cells (one warp per cell, the backward's gradients into corner sums), gather."""
+    from .._extension import csrc_dir
+
+    src = str(csrc_dir() / "cuda" / "ocr_resize_kernel.cu")
+    text = Path(src).read_text()
+    cubin = cuda_cubin(src)
+    threads = int(re.search(r"kThreads\s*=\s*(\d+)", text).group(1))
+    scalar = {"fp32": "float", "bf16": "__nv_bfloat16"}[case.dtype]
+    want = f"resized_{launch}_kernel<{scalar}, float"
+    names = _demangled(cubin)
+    mangled = next(m for d, m in names.items() if want in d)
+    res, code0 = _cubin_facts(cubin, mangled)
+    code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
+    B, C1, h, w = case.shape
+    H, W = case.size
+    smem = res.get("SHARED", 0)
+    ns = {"C1": C1, "V.C1": C1, "classes": math.ceil(C1 / 32), "steps": max(H, W).bit_length()}
+    if launch == "forward":
+        ns["total"] = B * H * W
+        ctas = min(math.ceil(ns["total"] / threads), 1 << 20)
+        warps = threads // 32
+    elif launch == "cells":
+        # as launch_typed: warps per CTA that fit the scratch tiles in 48 KiB
+        per_warp = 4 * (C1 * 33 + 4 * 32)
+        warps = max(1, min(threads // 32, (48 * 1024) // per_warp))
+        smem += per_warp * warps
+        cells = B * h * w
+        ctas = min(math.ceil(cells / warps), 1 << 20)
+        ns.update(cells=math.ceil(cells / (ctas * warps)), batches=_resize_batches(case))
+    else:
+        ns["total"] = B * C1 * h * w
+        ctas = min(math.ceil(ns["total"] / threads), 1 << 20)
+        warps = threads // 32
+    notes = _cpp_trips(code, ns, ctas * warps * 32)
+    notes.append("CUDA kernels: runtime branches (group_split/pixels switches, zero-gradient path, "
+                 "empty cells) all counted (an upper bound on executed instructions)")
+    st, ld = sass.spill_bytes(code)
+    return ({"kernel": f"cuda:{want}>", "grid": [ctas, 1, 1], "num_warps": warps,
+             "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
+             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": smem,
+             "sass": sass.summary(code), "loops": [lp.source or "unmapped" for lp in code.loops],
+             "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes}, ctas)
+
+
+def _copy_row(case: Case, pass_: str, kernel: str, nbytes: float) -> dict:
+    """A launch modelled as its memory traffic at the copy bandwidth (F.interpolate and its
+    backward, which the model does not compile): a lower bound on its time."""
+    pred = {}
+    for g, gpu in gpu_model.GPUS.items():
+        pred[g] = {"time_s": gpu_model.floor_s(nbytes, gpu) + gpu_model.LAUNCH_OVERHEAD_S,
+                   "bound": "copy"}
+    return {"kernel": kernel, "case": case.name, "op": case.op, "shape": shape_str(case.shape),
+            "dtype": case.dtype, "group": case.group, "scenario": case.scenario, "pass": pass_,
+            "bytes": nbytes, "regs": None, "spills": 0, "sass_per_logit": 0.0,
+            "mufu_per_logit": 0.0, "predicted": pred,
+            "notes": ["modelled as its DRAM traffic at the copy bandwidth (lower bound)"]}
+
+
+def _resized_totals(case: Case, backend: str, rows: List[dict], floor: Dict[str, float]) -> List[dict]:
+    out = []
+    for pass_ in ("fwd", "bwd", "fwd+bwd"):
+        parts = [r for r in rows if r["pass"] in pass_.split("+")]
+        for r in parts:
+            if r["pass"] == pass_:
+                for g, gpu in gpu_model.GPUS.items():
+                    p = r["predicted"][g]
+                    p["pct_of_floor_alone"] = 100 * gpu_model.floor_s(floor[pass_], gpu) / p["time_s"]
+        t = {"kernel": "+".join(r["kernel"] for r in parts), "backend": backend, "case": case.name,
+             "op": case.op, "shape": shape_str(case.shape), "size": list(case.size),
+             "dtype": case.dtype, "group": case.group, "scenario": case.scenario, "pass": pass_,
+             "total": True, "floor_bytes": floor[pass_],
+             "regs": max((r["regs"] or 0) for r in parts), "spills": sum(r["spills"] for r in parts),
+             "sass_per_logit": sum(r["sass_per_logit"] for r in parts),
+             "mufu_per_logit": sum(r["mufu_per_logit"] for r in parts),
+             "bytes": sum(r["bytes"] for r in parts), "predicted": {}}
+        for g, gpu in gpu_model.GPUS.items():
+            time_s = sum(r["predicted"][g]["time_s"] or float("inf") for r in parts)
+            t["predicted"][g] = {"time_s": time_s,
+                                 "pct_of_floor": 100 * gpu_model.floor_s(floor[pass_], gpu) / time_s,
+                                 "bound": "+".join(r["predicted"][g]["bound"] for r in parts)}
+        out.append(t)
+    return out
+
+
+def model_resized_case(case: Case) -> List[dict]:
+    """The fused CUDA kernels (forward; backward = cells + gather) against the unfused path:
+    F.interpolate (modelled as its traffic at the copy bandwidth: read the low-resolution logits,
+    write the full-resolution ones; backward: read their gradient, write the low-resolution one),
+    then the CUDA loss at full resolution (this model's own rows for that shape). Floor (both):
+    the low-resolution logits read (+ the target for seg) and, with the backward, their gradient
+    written -- what the fused path cannot avoid besides its [B, H, W] maps."""
+    if _nvcc() is None:
+        raise RuntimeError("the fused-upsampling model needs nvcc")
+    B, C1, h, w = case.shape
+    H, W = case.size
+    e = _ITEMSIZE[case.dtype]
+    low, full = B * C1 * h * w * e, B * C1 * H * W * e
+    target = 8 * B * H * W if case.op == "seg_ocr_loss" else 0
+    floor = {"fwd": low + target, "bwd": low, "fwd+bwd": 2 * low + target}
+    fused = []
+    for pass_, launch in (("fwd", "forward"), ("bwd", "cells"), ("bwd", "gather")):
+        a, ctas = analyse_cuda_resized(case, launch)
+        r = _row(case, pass_, a, ctas, _resize_bytes(case, launch))
+        r["backend"] = "cuda fused"
+        fused.append(r)
+    plain = Case(case.op, (B, C1, H, W), case.dtype, case.group, case.scenario)
+    loss_rows = [r for r in model_case(plain, ("cuda",)) if not r.get("total")]
+    unfused = [_copy_row(case, "fwd", "interpolate (copy model)", low + full)]
+    for r in loss_rows:
+        unfused.append(dict(r, case=case.name))
+    unfused.append(_copy_row(case, "bwd", "interpolate backward (copy model)", full + low))
+    for r in unfused:
+        r["backend"] = "interpolate + cuda"
+    rows = fused + _resized_totals(case, "cuda fused", fused, floor)
+    rows += unfused + _resized_totals(case, "interpolate + cuda", unfused, floor)
+    for r in rows:
+        h2 = r["predicted"]["H200"]
+        r["predicted_pct_of_floor"] = h2.get("pct_of_floor", h2.get("pct_of_floor_alone"))
+        r["predicted_time_s"] = h2["time_s"]
+    return rows
+
+
+def resize_headline(rows: List[dict]) -> str:
+    """Markdown: fused vs unfused fwd+bwd per fused-upsampling case, and their ratio."""
+    out = ["| op, logits -> size | dtype | scenario | fused H200 predicted | interpolate + cuda H200 "
+           "predicted | fused / unfused | fused H100 / unfused H100 |", "|" + "---|" * 7]
+    tot = {(r["case"], r["backend"]): r for r in rows
+           if r.get("total") and r.get("size") and r["pass"] == "fwd+bwd"}
+    for (name, backend), r in tot.items():
+        if backend != "cuda fused":
+            continue
+        u = tot.get((name, "interpolate + cuda"))
+        if u is None:
+            continue
+        f2, u2 = r["predicted"]["H200"]["time_s"], u["predicted"]["H200"]["time_s"]
+        f1, u1 = r["predicted"]["H100"]["time_s"], u["predicted"]["H100"]["time_s"]
+        out.append(f"| `{r['op']}` ({r['shape'].replace('x', ', ')}) -> {r['size'][0]}x{r['size'][1]} | "
+                   f"{r['dtype']} | {r['group']}, {r['scenario']} | {f2 * 1e3:.3f} ms | {u2 * 1e3:.3f} ms | "
+                   f"{f2 / u2:.2f}x | {f1 / u1:.2f}x |")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------
 def tool_versions() -> Dict[str, str]:
@@ -834,9 +1023,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--static", action="store_true",
                    help="no timing: compile every kernel for sm_90 and report registers, spills, "
                         "executed SASS and PREDICTED H200/H100 times (no GPU needed)")
-    p.add_argument("--static-cases", default="full", choices=("full", "ocr", "gpu", "smoke"),
+    p.add_argument("--static-cases", default="full", choices=("full", "ocr", "gpu", "smoke", "resize"),
                    help="with --static: all cases (default), the OCR/seg ones only, those the GPU "
-                        "runner times, or the CI smoke set")
+                        "runner times, the CI smoke set, or the fused upsampling (CUDA) against "
+                        "interpolate + the CUDA loss")
     p.add_argument("--static-backends", default="triton,cuda",
                    help="with --static: the kernels to model (default triton,cuda; the CUDA ones need nvcc)")
     p.add_argument("--static-jobs", type=int, default=2,
@@ -888,6 +1078,8 @@ def run(args) -> int:
         f.write(f"# Static sm_90 model ({started:%Y-%m-%d})\n\n{HEADER}\n\n"
                 f"Command: `python -m ocr_kernels bench --static{' --static-cases ' + args.static_cases if args.static_cases != 'full' else ''}`; "
                 f"tools: {', '.join(f'{k} {v}' for k, v in doc['tools'].items())}.\n\n"
+                + ("## Fused upsampling: fused CUDA vs F.interpolate + the CUDA loss, forward + backward\n\n"
+                   + resize_headline(rows) + "\n" if any(r.get("size") for r in rows) else "") +
                 "## Headline: forward + backward at the target shapes (group_split=\"ada\")\n\n"
                 + headline(rows) +
                 "\n## Per pass (fwd, bwd, fwd+bwd)\n\n" + format_table(totals, markdown=True) +

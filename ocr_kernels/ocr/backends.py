@@ -37,9 +37,10 @@ def _csrc_resized(*args):
 
 
 # With the bilinear upsampling fused in (ocr_loss(size=...)): entries take (logits, tags, prior,
-# opts, size, align_corners) and return the map [B, H, W]. The Triton and CUDA kernels do not fuse
-# it yet (see resolve_resized_backend).
+# opts, size, align_corners) and return the map [B, H, W].
 OCR_LOSS_MAP_RESIZED_IMPLS = {
     "reference": ocr_loss_map_resized_reference,
+    # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
     "cpu": _csrc_resized,
+    "cuda": _csrc_resized,
 }

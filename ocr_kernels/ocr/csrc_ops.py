@@ -81,6 +81,6 @@ def ocr_loss_map_csrc(logits, tags, prior, opts: OCROptions):
 
 def ocr_loss_map_resized_csrc(logits, tags, prior, opts: OCROptions, size, align_corners: bool):
     """Per-pixel OCR loss [B, H, W] of the logits [B, C+1, h, w] bilinearly upsampled to
-    size = (H, W) inside the kernel (CPU only); differentiable in the low-resolution logits."""
+    size = (H, W) inside the kernel (CPU and CUDA); differentiable in the low-resolution logits."""
     return ops().ocr_loss_map_resized(logits, tags, prior, list(size), bool(align_corners),
                                       *opts.codes())

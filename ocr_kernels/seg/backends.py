@@ -39,8 +39,9 @@ def _csrc_resized(*args):
 
 # With the bilinear upsampling fused in (seg_ocr_loss(upsample=True)): entries take (logits,
 # target, tags, prior, opts, align_corners) and return the maps [B, H, W] of the target's size.
-# The Triton and CUDA kernels do not fuse it yet (see resolve_resized_backend).
 SEG_OCR_RESIZED_IMPLS = {
     "reference": seg_ocr_loss_maps_resized_reference,
+    # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
     "cpu": _csrc_resized,
+    "cuda": _csrc_resized,
 }

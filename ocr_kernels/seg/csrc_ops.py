@@ -36,6 +36,13 @@ def _register() -> None:
         check_ocr_args(logits, tags, prior, target)
         return new_map(logits), new_map(logits), torch.empty_like(logits)
 
+    @torch.library.register_fake(lib + "_pixelwise_seg_ocr_resized")
+    def _(logits, target, tags, prior, grad_ce, grad_ocr, size, align_corners, margin, threshold,
+          group_split, pixels, ignore_index):
+        check_ocr_args(logits, tags, prior)
+        maps = logits.new_empty((logits.shape[0], *size), dtype=math_dtype(logits.dtype))
+        return maps, torch.empty_like(maps), torch.empty_like(logits)
+
     def register_autograd(name):
         # inputs: (logits, target, tags, prior, *options); the backward op takes
         # (grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *options).
@@ -93,6 +100,6 @@ def seg_ocr_loss_maps_csrc(logits, target, tags, prior, opts: OCROptions):
 def seg_ocr_loss_maps_resized_csrc(logits, target, tags, prior, opts: OCROptions,
                                    align_corners: bool):
     """(ce_map, ocr_map) [B, H, W] of the logits [B, C+1, h, w] bilinearly upsampled to the
-    target's [H, W] inside the kernel (CPU only); differentiable in the low-resolution logits."""
+    target's [H, W] inside the kernel (CPU and CUDA); differentiable in the low-resolution logits."""
     return ops().seg_ocr_loss_maps_resized(logits, target, tags, prior, bool(align_corners),
                                            *opts.codes(), int(opts.ignore_index))

@@ -91,6 +91,27 @@ def test_seg_ocr_loss_matrix(backend, group_split, dtype, layout):
     assert_close_rel(grad, want_grad, RTOL[dtype], "grad", atol=1e-7)
 
 
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_seg_ocr_loss_fused_upsampling_cuda(align_corners, dtype, layout):
+    # the fused-upsampling CUDA kernels (scale 7.83 and 8.4; 37 classes: two per lane in the
+    # backward's reduce) against the float64 composition, and their backward bitwise reproducible
+    from ocr_kernels.seg.backends import SEG_OCR_RESIZED_IMPLS
+
+    require_backend("cuda", SEG_OCR_RESIZED_IMPLS, "seg_ocr_loss with upsample=True")
+    g = torch.Generator().manual_seed(11)
+    logits, _, tags, prior = _seg_inputs(2, 37, (6, 5), dtype, g)
+    _, target, _, _ = _seg_inputs(2, 37, (47, 42), dtype, g)
+    opts = dict(upsample=True, align_corners=align_corners, group_split="all", pixels="all")
+    loss, grad = _run(seg_ocr_loss, logits, layout, target, tags, prior, backend="cuda", **opts)
+    _, grad2 = _run(seg_ocr_loss, logits, layout, target, tags, prior, backend="cuda", **opts)
+    assert torch.equal(grad, grad2)
+    want_loss, want_grad = _ref(seg_ocr_loss, logits, target, tags, prior, **opts)
+    assert_close_rel(loss, want_loss, 1e-5, "loss")
+    assert_close_rel(grad, want_grad, RTOL[dtype], "grad", atol=1e-6)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_wood_distance_loss(backend):
     _backend(backend, "wood_distance_loss")

@@ -1,14 +1,14 @@
 """C++/CUDA-specific tests of the segmentation objective's fused maps (the shared matrix is
 tests/seg/test_backends.py, which runs on "cpu" too): the vectorised CPU tiles against the
-per-pixel code path the CUDA kernel runs, relative precision of tiny cross-entropies and of
+per-pixel code path the CUDA kernel runs, the CUDA fused-upsampling kernels' code run on the CPU, relative precision of tiny cross-entropies and of
 gradients at saturated logits, layouts, a bad target, and the torch.library registration.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (GROUP_SPLITS, assert_close_rel, comparable_pixels, csrc_ops, make_ocr_inputs,
-                     reference64)
+from helpers import (GROUP_SPLITS, RESIZE_CASES, assert_close_rel, comparable_pixels, csrc_ops,
+                     make_ocr_inputs, reference64)
 from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
 
 # d ce/dz_t = softmax_t - 1 cancels when softmax_t is near 1: an fp32 softmax good to a few ulp
@@ -250,3 +250,121 @@ def test_resized_opcheck_and_compile(ops):
     want = seg_ocr_loss(logits, target, tags, prior, upsample=True, backend="cpu") \
         + ocr_loss(logits, tags, prior, size=(5, 6), backend="cpu")
     assert torch.allclose(f(logits), want, rtol=1e-6)
+
+
+# ---- the CUDA fused-upsampling kernels' code (csrc/ocr_resize_pixel.h) on the CPU --------------
+# _pixelwise_seg_ocr_resized runs the per-thread functions of the CUDA kernels one thread at a time
+# (one thread per output pixel forward; one warp per cell of output pixels sharing a top-left tap,
+# its lanes in turn, then the per-logit gather backward), so CI checks the GPU's code against the
+# float64 composition F.interpolate + reference.
+
+def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corners, rtol=1e-5,
+                            grad_ce=None, grad_ocr=None, ignore_index=255, **opts):
+    from helpers import upsampled64
+    from seg.seg_helpers import fp32_map_atol, fp32_term_atol, reference_maps64
+
+    split, pix = opts.get("group_split", "ada"), opts.get("pixels", "oc")
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    B = logits.shape[0]
+    g_ocr = torch.ones(B, *size, dtype=acc) if grad_ocr is None else grad_ocr.to(acc)
+    g_ce = None
+    if target is not None:
+        g_ce = torch.ones(B, *size, dtype=acc) if grad_ce is None else grad_ce.to(acc)
+    ce, oc, grad = ops._pixelwise_seg_ocr_resized(
+        logits, target, tags, prior if split == "ada" else None, g_ce, g_ocr, list(size),
+        align_corners, float(opts.get("margin", 2.0)), float(opts.get("threshold", 0.2)),
+        GROUP_CODES[split], PIXEL_CODES[pix], ignore_index)
+    assert oc.dtype == acc and grad.dtype == logits.dtype and grad.shape == logits.shape
+    assert grad.stride() == logits.stride()  # written in the logits' layout
+    up = upsampled64(logits, size, align_corners)
+    keep = comparable_pixels(up, tags, prior, opts)
+    map_atol = fp32_map_atol(up)
+    if target is None:
+        want_oc, want_grad = reference64(logits, tags, prior, grad_map=g_ocr, size=size,
+                                         align_corners=align_corners, **opts)
+        g_ce = torch.zeros_like(g_ocr)
+    else:
+        want_ce, want_oc, want_grad = reference_maps64(
+            logits, target, tags, prior, g_ce, g_ocr, ignore_index, upsample=True,
+            align_corners=align_corners, **opts)
+        assert_close_rel(ce, want_ce, rtol, "ce_map", atol=map_atol)
+        assert torch.all(ce[target == ignore_index] == 0)
+    assert_close_rel(oc, want_oc, rtol, "ocr_map", keep, atol=map_atol)
+    if keep.all():  # a pixel left out still feeds the low-resolution gradient
+        term = fp32_term_atol(up, g_ce, g_ocr)[:, :1]
+        atol = F.interpolate(term, size=logits.shape[-2:], mode="area").amax() * \
+            (up.shape[-2] * up.shape[-1]) / (logits.shape[-2] * logits.shape[-1])
+        assert_close_rel(grad, want_grad, rtol, "grad", atol=float(atol) * 4)
+    return ce, oc, grad
+
+
+@pytest.mark.parametrize("with_ce", [True, False])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("hw, size", RESIZE_CASES)
+def test_cuda_resized_code_scales(ops, hw, size, align_corners, with_ce):
+    # scale factors 2, 4, 8 (cells of 64 pixels: two warp batches), 7.83, odd sizes, downsampling
+    # (empty cells), the identity and single-pixel edges; 37 classes: two per lane for some lanes
+    logits, tags, prior = make_ocr_inputs(2, 37, hw, tag_p=0.2)
+    target = torch.randint(0, 37, (2, *size))
+    target[0, 0] = 255
+    g = torch.Generator().manual_seed(1)
+    check_cuda_resized_code(ops, logits, target if with_ce else None, tags, prior, size,
+                            align_corners, grad_ce=torch.randn(2, *size, generator=g),
+                            grad_ocr=torch.randn(2, *size, generator=g), pixels="all")
+
+
+def test_cuda_resized_code_target_case(ops):
+    # (41, 41) -> (321, 321) as in training (scale 7.83, cells of 49-64 pixels), small batch
+    logits, tags, prior = make_ocr_inputs(1, 21, (41, 41), tag_p=0.2)
+    target = torch.randint(0, 21, (1, 321, 321))
+    check_cuda_resized_code(ops, logits, target, tags, prior, (321, 321), False, group_split="all",
+                            pixels="all")
+
+
+@pytest.mark.parametrize("group_split, pixels", [(s, p) for s in GROUP_SPLITS
+                                                 for p in ("oc", "ic", "all")])
+def test_cuda_resized_code_every_option(ops, group_split, pixels):
+    logits, tags, prior = make_ocr_inputs(3, 7, (4, 5), tag_p=0.4)
+    tags[0] = 0
+    tags[1] = 1
+    target = torch.randint(0, 7, (3, 13, 9))
+    target[2, :3] = 255
+    g = torch.Generator().manual_seed(2)
+    check_cuda_resized_code(ops, logits, target, tags, prior, (13, 9), False,
+                            grad_ce=torch.randn(3, 13, 9, generator=g),
+                            grad_ocr=torch.randn(3, 13, 9, generator=g),
+                            group_split=group_split, pixels=pixels)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 1e-5), (torch.float16, 2e-3),
+                                         (torch.bfloat16, 1.6e-2), (torch.float64, 1e-10)])
+def test_cuda_resized_code_dtypes_and_layouts(ops, dtype, rtol, memory_format):
+    logits, tags, prior = make_ocr_inputs(2, 9, (5, 6), dtype=dtype)
+    logits = logits.contiguous(memory_format=memory_format)
+    target = torch.randint(0, 9, (2, 39, 47))
+    ac = memory_format is torch.channels_last
+    check_cuda_resized_code(ops, logits, target, tags, prior, (39, 47), ac, rtol=rtol, pixels="all")
+    check_cuda_resized_code(ops, logits, None, tags, prior, (39, 47), not ac, rtol=rtol,
+                            pixels="all")
+
+
+def test_cuda_resized_code_gradcheck_float64(ops):
+    # the hook's gradient is the Jacobian-vector product of its own maps: check it against finite
+    # differences of the maps, for both align_corners
+    logits, tags, prior = make_ocr_inputs(2, 4, (3, 4), dtype=torch.float64)
+    target = torch.randint(0, 4, (2, 7, 9))
+    g = torch.Generator().manual_seed(5)
+    g_ce, g_ocr = torch.randn(2, 7, 9, generator=g, dtype=torch.float64), \
+        torch.randn(2, 7, 9, generator=g, dtype=torch.float64)
+    for ac in (False, True):
+        def f(z):
+            ce, oc, _ = ops._pixelwise_seg_ocr_resized(z, target, tags, prior, g_ce, g_ocr, [7, 9],
+                                                       ac, 2.0, 0.2, 0, 2, 255)
+            return (ce * g_ce).sum() + (oc * g_ocr).sum()
+        _, _, grad = ops._pixelwise_seg_ocr_resized(logits, target, tags, prior, g_ce, g_ocr,
+                                                    [7, 9], ac, 2.0, 0.2, 0, 2, 255)
+        d = torch.randn(logits.shape, generator=g, dtype=torch.float64)
+        eps = 1e-6
+        fd = (f(logits + eps * d) - f(logits - eps * d)) / (2 * eps)
+        assert abs(float(fd) - float((grad * d).sum())) <= 1e-6 * (1 + abs(float(fd)))

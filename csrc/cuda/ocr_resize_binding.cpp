@@ -1,0 +1,87 @@
+// The torch-facing side of the fused-upsampling OCR CUDA kernels: checks, layouts, the current
+// stream, and the CUDA registrations of the four resized ops of csrc/ops.cpp. Built only where
+// torch has CUDA.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../ocr_resize_host.h"
+#include "ocr_resize_launch.h"
+
+namespace ocr {
+namespace {
+
+void check_launch(cudaError_t err) {
+  TORCH_CHECK(err == cudaSuccess, "ocr_kernels: CUDA kernel launch failed: ", cudaGetErrorString(err));
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_resized_cuda(
+    const at::Tensor& logits, const c10::optional<at::Tensor>& target, const at::Tensor& tags,
+    const c10::optional<at::Tensor>& prior, at::IntArrayRef size, bool align_corners,
+    double margin, double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const ResizedChecked K = check_resized(logits, target, tags, prior, size, group, pixels);
+  const auto mopts = logits.options().dtype(math_dtype(logits.scalar_type()));
+  at::Tensor ocr_map = at::empty({logits.size(0), K.H, K.W}, mopts);
+  at::Tensor ce_map = K.target.defined() ? at::empty_like(ocr_map) : at::Tensor();
+  ResizeArgs A = resize_args(logits, K, align_corners, margin, threshold, group, pixels,
+                             ignore_index);
+  A.ocr_out = ocr_map.data_ptr();
+  if (K.target.defined()) A.ce_out = ce_map.data_ptr();
+  check_launch(launch_resized_forward(A, c10::cuda::getCurrentCUDAStream().stream()));
+  return {ocr_map, ce_map};
+}
+
+at::Tensor backward_resized_cuda(const at::Tensor& grad_ocr_in,
+                                 const c10::optional<at::Tensor>& grad_ce_in,
+                                 const at::Tensor& logits, const c10::optional<at::Tensor>& target,
+                                 const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
+                                 const at::Tensor& loss_in, bool align_corners, double threshold,
+                                 int64_t group, int64_t pixels, int64_t ignore_index) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  TORCH_CHECK(loss_in.dim() == 3, "ocr_kernels: loss_map must be [B, H, W]; got ", loss_in.sizes());
+  const ResizedChecked K =
+      check_resized(logits, target, tags, prior, loss_in.sizes().slice(1), group, pixels);
+  const at::ScalarType acc = math_dtype(logits.scalar_type());
+  const at::Tensor loss = full_map("loss_map", loss_in, logits, K.H, K.W, acc);
+  const at::Tensor g_ocr = full_map("grad_map", grad_ocr_in, logits, K.H, K.W, acc);
+  at::Tensor g_ce;
+  if (K.target.defined()) {
+    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
+    g_ce = full_map("grad_ce", *grad_ce_in, logits, K.H, K.W, acc);
+  }
+  // the cells' corner sums: four low-resolution gradients' worth, never full resolution
+  at::Tensor corners = at::empty({4, logits.size(0), logits.size(1), logits.size(2), logits.size(3)},
+                                 logits.options().dtype(acc));
+  at::Tensor grad = at::empty_like(logits);
+  ResizeArgs A = resize_args(logits, K, align_corners, 0.0, threshold, group, pixels, ignore_index);
+  A.loss = loss.data_ptr();
+  A.ll = layout2(loss);
+  A.g_ocr = g_ocr.data_ptr();
+  A.gol = layout2(g_ocr);
+  if (K.target.defined()) {
+    A.g_ce = g_ce.data_ptr();
+    A.gcl = layout2(g_ce);
+  }
+  A.corners = corners.data_ptr();
+  set_grad(A, grad);
+  const cudaError_t err = launch_resized_backward(A, c10::cuda::getCurrentCUDAStream().stream());
+  // the launcher's one invalid-value case: a warp's scratch tile beyond the shared memory
+  TORCH_CHECK(err != cudaErrorInvalidValue, "ocr_kernels: the fused-upsampling CUDA backward needs ",
+              logits.size(1), " x 33 values of shared memory per warp (C+1 = ", logits.size(1),
+              "), more than this device allows a block; use backend='reference' or interpolate "
+              "the logits first");
+  check_launch(err);
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ocr_kernels, CUDA, m) {
+  ResizedOps<forward_resized_cuda, backward_resized_cuda>::register_impls(m);
+}
+
+}  // namespace ocr
