@@ -278,7 +278,10 @@ def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corner
     assert grad.stride() == logits.stride()  # written in the logits' layout
     up = upsampled64(logits, size, align_corners)
     keep = comparable_pixels(up, tags, prior, opts)
-    map_atol = fp32_map_atol(up)
+    # the grid is computed in the math dtype (docs/semantics.md §1c): a source position near n
+    # carries a weight error of up to n ulps per axis, times the step between the two taps
+    eps = 2.0 ** -53 if logits.dtype == torch.float64 else 2.0 ** -24
+    map_atol = fp32_map_atol(up) + 4 * eps * max(logits.shape[-2:]) * (up.abs().amax(dim=1) + 1.0)
     if target is None:
         want_oc, want_grad = reference64(logits, tags, prior, grad_map=g_ocr, size=size,
                                          align_corners=align_corners, **opts)
