@@ -57,6 +57,27 @@ inline at::Tensor full_map(const char* name, const at::Tensor& m, const at::Tens
   return map_for_kernel(m, acc);
 }
 
+// The backward's full-resolution inputs, checked, in the math dtype (g_ce undefined without a
+// target); the output size is loss_map's.
+struct ResizedBackwardMaps {
+  at::Tensor loss, g_ocr, g_ce;
+};
+
+inline ResizedBackwardMaps resized_backward_maps(const at::Tensor& loss_in,
+                                                 const at::Tensor& grad_ocr_in,
+                                                 const c10::optional<at::Tensor>& grad_ce_in,
+                                                 const at::Tensor& logits, const ResizedChecked& K) {
+  const at::ScalarType acc = math_dtype(logits.scalar_type());
+  ResizedBackwardMaps m;
+  m.loss = full_map("loss_map", loss_in, logits, K.H, K.W, acc);
+  m.g_ocr = full_map("grad_map", grad_ocr_in, logits, K.H, K.W, acc);
+  if (K.target.defined()) {
+    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
+    m.g_ce = full_map("grad_ce", *grad_ce_in, logits, K.H, K.W, acc);
+  }
+  return m;
+}
+
 // The call's inputs as ResizeArgs (outputs, backward maps and buffers are set by the caller).
 inline ResizeArgs resize_args(const at::Tensor& z, const ResizedChecked& K, bool align_corners,
                               double margin, double threshold, int64_t group, int64_t pixels,
@@ -87,6 +108,17 @@ inline ResizeArgs resize_args(const at::Tensor& z, const ResizedChecked& K, bool
     A.ignore_index = ignore_index;
   }
   return A;
+}
+
+inline void set_backward_maps(ResizeArgs& A, const ResizedBackwardMaps& m) {
+  A.loss = m.loss.data_ptr();
+  A.ll = layout2(m.loss);
+  A.g_ocr = m.g_ocr.data_ptr();
+  A.gol = layout2(m.g_ocr);
+  if (m.g_ce.defined()) {
+    A.g_ce = m.g_ce.data_ptr();
+    A.gcl = layout2(m.g_ce);
+  }
 }
 
 inline void set_grad(ResizeArgs& A, const at::Tensor& grad) {

@@ -446,13 +446,8 @@ at::Tensor backward_resized_cpu(const at::Tensor& grad_ocr_in,
   const at::IntArrayRef size = loss_in.sizes().slice(1);
   const ResizedChecked K = check_resized(logits, target, tags, prior, size, group, pixels);
   const at::ScalarType acc = math_dtype(logits.scalar_type());
-  const at::Tensor loss = full_map("loss_map", loss_in, logits, K.H, K.W, acc);
-  const at::Tensor g_ocr = full_map("grad_map", grad_ocr_in, logits, K.H, K.W, acc);
-  at::Tensor g_ce;
-  if (K.target.defined()) {
-    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
-    g_ce = full_map("grad_ce", *grad_ce_in, logits, K.H, K.W, acc);
-  }
+  const ResizedBackwardMaps M = resized_backward_maps(loss_in, grad_ocr_in, grad_ce_in, logits, K);
+  const at::Tensor &loss = M.loss, &g_ocr = M.g_ocr, &g_ce = M.g_ce;
   at::Tensor grad = at::empty_like(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "ocr_resized_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -498,29 +493,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_resized_cpu(
     int64_t pixels, int64_t ignore_index) {
   const ResizedChecked K = check_resized(logits_in, target, tags, prior, size, group, pixels);
   const at::Tensor z = logits_in;
-  const at::ScalarType acc = math_dtype(z.scalar_type());
-  const at::Tensor g_ocr = full_map("grad_ocr", grad_ocr_in, z, K.H, K.W, acc);
-  at::Tensor g_ce;
-  if (K.target.defined()) {
-    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
-    g_ce = full_map("grad_ce", *grad_ce_in, z, K.H, K.W, acc);
-  }
-  const auto mopts = z.options().dtype(acc);
+  const auto mopts = z.options().dtype(math_dtype(z.scalar_type()));
   at::Tensor ocr_map = at::empty({z.size(0), K.H, K.W}, mopts);
   at::Tensor ce_map = at::zeros_like(ocr_map);
+  // σ comes from the ocr_map this call writes (forward first, as on the GPU)
+  const ResizedBackwardMaps M = resized_backward_maps(ocr_map, grad_ocr_in, grad_ce_in, z, K);
   at::Tensor corners = at::empty({4, z.size(0), z.size(1), z.size(2), z.size(3)}, mopts);
   at::Tensor grad = grad_like(z);
   ResizeArgs A = resize_args(z, K, align_corners, margin, threshold, group, pixels, ignore_index);
   A.ocr_out = ocr_map.data_ptr();
-  A.loss = ocr_map.data_ptr();
-  A.ll = layout2(ocr_map);
-  A.g_ocr = g_ocr.data_ptr();
-  A.gol = layout2(g_ocr);
-  if (K.target.defined()) {
-    A.ce_out = ce_map.data_ptr();
-    A.g_ce = g_ce.data_ptr();
-    A.gcl = layout2(g_ce);
-  }
+  if (K.target.defined()) A.ce_out = ce_map.data_ptr();
+  set_backward_maps(A, M);
   A.corners = corners.data_ptr();
   set_grad(A, grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_pixelwise_resized_cpu", [&] {

@@ -45,27 +45,13 @@ at::Tensor backward_resized_cuda(const at::Tensor& grad_ocr_in,
   TORCH_CHECK(loss_in.dim() == 3, "ocr_kernels: loss_map must be [B, H, W]; got ", loss_in.sizes());
   const ResizedChecked K =
       check_resized(logits, target, tags, prior, loss_in.sizes().slice(1), group, pixels);
-  const at::ScalarType acc = math_dtype(logits.scalar_type());
-  const at::Tensor loss = full_map("loss_map", loss_in, logits, K.H, K.W, acc);
-  const at::Tensor g_ocr = full_map("grad_map", grad_ocr_in, logits, K.H, K.W, acc);
-  at::Tensor g_ce;
-  if (K.target.defined()) {
-    TORCH_CHECK(grad_ce_in.has_value(), "ocr_kernels: grad_ce is required with a target");
-    g_ce = full_map("grad_ce", *grad_ce_in, logits, K.H, K.W, acc);
-  }
+  const ResizedBackwardMaps M = resized_backward_maps(loss_in, grad_ocr_in, grad_ce_in, logits, K);
   // the cells' corner sums: four low-resolution gradients' worth, never full resolution
   at::Tensor corners = at::empty({4, logits.size(0), logits.size(1), logits.size(2), logits.size(3)},
-                                 logits.options().dtype(acc));
+                                 logits.options().dtype(math_dtype(logits.scalar_type())));
   at::Tensor grad = at::empty_like(logits);
   ResizeArgs A = resize_args(logits, K, align_corners, 0.0, threshold, group, pixels, ignore_index);
-  A.loss = loss.data_ptr();
-  A.ll = layout2(loss);
-  A.g_ocr = g_ocr.data_ptr();
-  A.gol = layout2(g_ocr);
-  if (K.target.defined()) {
-    A.g_ce = g_ce.data_ptr();
-    A.gcl = layout2(g_ce);
-  }
+  set_backward_maps(A, M);
   A.corners = corners.data_ptr();
   set_grad(A, grad);
   const cudaError_t err = launch_resized_backward(A, c10::cuda::getCurrentCUDAStream().stream());
