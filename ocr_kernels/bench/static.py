@@ -29,6 +29,9 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   class-list launch: its tensors. Program-uniform branches (a tile without an active pixel) weigh
   each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
   count the kernels load from their class lists is the mean of the case's tag draw.
+- Fused upsampling (``--static-cases resize``, model_resized_case): the CUDA kernels of
+  csrc/cuda/ocr_resize_kernel.cu against F.interpolate (its traffic at the copy bandwidth) + the
+  CUDA loss at full resolution; bytes and floor in model_resized_case's docstring.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -1080,8 +1083,8 @@ def run(args) -> int:
                 f"tools: {', '.join(f'{k} {v}' for k, v in doc['tools'].items())}.\n\n"
                 + ("## Fused upsampling: fused CUDA vs F.interpolate + the CUDA loss, forward + backward\n\n"
                    + resize_headline(rows) + "\n" if any(r.get("size") for r in rows) else "") +
-                "## Headline: forward + backward at the target shapes (group_split=\"ada\")\n\n"
-                + headline(rows) +
+                + ("## Headline: forward + backward at the target shapes (group_split=\"ada\")\n\n"
+                   + headline(rows) if headline(rows).count("\n") > 2 else "") +
                 "\n## Per pass (fwd, bwd, fwd+bwd)\n\n" + format_table(totals, markdown=True) +
                 "\n## Per kernel launch\n\n" + format_table([r for r in rows if not r.get("total")], markdown=True))
     print(HEADER)
