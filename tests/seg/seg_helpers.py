@@ -78,3 +78,14 @@ def fp32_map_atol(logits, ulps: float = 16.0):
     z = logits.detach().to(torch.float64)
     return ulps * 2.0 ** -24 * (z.abs().amax(dim=1) + 1.0)
 
+
+def resized_grad_atol(up, low_shape, grad_ce=None, grad_ocr=None) -> float:
+    """Absolute error allowed in a fused-upsampling gradient of the low-resolution logits: each
+    sums the terms of the output pixels it feeds (up to 4·H·W/(h·w) of them, weighted), each as
+    exact as fp32_term_atol of the upsampled logits `up`."""
+    import torch.nn.functional as F
+
+    term = fp32_term_atol(up, grad_ce, grad_ocr)[:, :1]
+    atol = F.interpolate(term, size=tuple(low_shape), mode="area").amax() * \
+        (up.shape[-2] * up.shape[-1]) / (low_shape[0] * low_shape[1])
+    return float(atol) * 4

@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,7 +21,8 @@ from ocr_kernels._dispatch import BACKEND_DTYPES
 from ocr_kernels._options import OCROptions
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
-from seg.seg_helpers import fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64
+from seg.seg_helpers import (fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64,
+                              resized_grad_atol)
 
 
 @pytest.fixture(params=FAST_BACKENDS)
@@ -252,11 +252,8 @@ def check_resized(backend, logits, target, tags, prior, align_corners, rtol=1e-5
     assert torch.all(ce[target == ignore_index] == 0), "ce_map must be exactly 0 where ignored"
     assert_close_rel(oc, want_oc, rtol, "ocr_map", keep, atol=map_atol)
     if keep.all():  # a pixel left out still feeds the low-resolution gradient
-        # each low-resolution gradient sums the terms of the output pixels it feeds
-        term = fp32_term_atol(up, grad_ce, grad_ocr)[:, :1]
-        atol = F.interpolate(term, size=logits.shape[-2:], mode="area").amax() * \
-            (up.shape[-2] * up.shape[-1]) / (logits.shape[-2] * logits.shape[-1])
-        assert_close_rel(grad, want_grad, rtol, "grad", atol=float(atol) * 4)
+        assert_close_rel(grad, want_grad, rtol, "grad",
+                         atol=resized_grad_atol(up, logits.shape[-2:], grad_ce, grad_ocr))
 
 
 @pytest.mark.parametrize("align_corners", [False, True])

@@ -261,7 +261,7 @@ def test_resized_opcheck_and_compile(ops):
 def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corners, rtol=1e-5,
                             grad_ce=None, grad_ocr=None, ignore_index=255, **opts):
     from helpers import upsampled64
-    from seg.seg_helpers import fp32_map_atol, fp32_term_atol, reference_maps64
+    from seg.seg_helpers import fp32_map_atol, reference_maps64, resized_grad_atol
 
     split, pix = opts.get("group_split", "ada"), opts.get("pixels", "oc")
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -294,10 +294,8 @@ def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corner
         assert torch.all(ce[target == ignore_index] == 0)
     assert_close_rel(oc, want_oc, rtol, "ocr_map", keep, atol=map_atol)
     if keep.all():  # a pixel left out still feeds the low-resolution gradient
-        term = fp32_term_atol(up, g_ce, g_ocr)[:, :1]
-        atol = F.interpolate(term, size=logits.shape[-2:], mode="area").amax() * \
-            (up.shape[-2] * up.shape[-1]) / (logits.shape[-2] * logits.shape[-1])
-        assert_close_rel(grad, want_grad, rtol, "grad", atol=float(atol) * 4)
+        assert_close_rel(grad, want_grad, rtol, "grad",
+                         atol=resized_grad_atol(up, logits.shape[-2:], g_ce, g_ocr))
     return ce, oc, grad
 
 
