@@ -48,6 +48,8 @@ PIXELS_PER_THREAD = 4
 # Under the interpreter (tests on the CPU) each program and each op costs Python overhead: few,
 # large programs.
 INTERPRET_BLOCK_P = 8192
+# Classes a forward program reads of its image's tags at once while it builds the class list.
+CLASS_CHUNK = 256
 _FORCE_INT64 = False  # tests set it to run the 64-bit offset path on small tensors
 _INT32_LIMIT = 2**31 - 1
 # On a GPU the logs that only need an absolute error of ~1e-7 go through the SFU (lg2.approx);
@@ -240,19 +242,32 @@ def _pixel_mask(pred_ic, oc_any, PIXELS: tl.constexpr):
 
 
 @triton.jit
-def _class_list(tags_row, t_sc, row, C1, BLOCK_C: tl.constexpr):
-    # This image's class list: IC = {0} ∪ {c+1 : tags[b, c] != 0} to the front, OC after it, each
-    # ascending (ties in the class loops then resolve to the lowest index); the IC count after
-    # the list, and returned. Every program of the image writes the same values to the same row
-    # (the backward reuses it), so the list needs no launch of its own; the caller's barrier
-    # makes the row visible to all of its threads.
-    c = tl.arange(0, BLOCK_C)
+def _ic_classes(tags_row, t_sc, c, C1):
+    # IC = {0} ∪ {c+1 : tags[b, c] != 0}, for the classes c of one chunk (False past C+1).
     valid = c < C1
     tg = tl.load(tags_row + (c - 1) * t_sc, mask=(c >= 1) & valid, other=0)
-    ic = ((tg != 0) | (c == 0)) & valid
-    rank = tl.cumsum(ic.to(tl.int32), 0)  # IC classes up to and including c
-    nic = tl.sum(ic.to(tl.int32), 0)
-    tl.store(row + tl.where(ic, rank - 1, nic + c - rank), c, mask=valid)
+    return ((tg != 0) | (c == 0)) & valid
+
+
+@triton.jit
+def _class_list(tags_row, t_sc, row, C1, BLOCK_C: tl.constexpr):
+    # This image's class list: IC classes to the front, OC after them, each ascending (ties in
+    # the class loops then resolve to the lowest index); the IC count after the list, and
+    # returned. Chunks of BLOCK_C classes keep the registers bounded at any C: one pass counts
+    # the IC classes (the OC part starts there), one places them. Every program of the image
+    # writes the same values to the same row (the backward reuses it), so the list needs no
+    # launch of its own; the caller's barrier makes the row visible to all of its threads.
+    nic = tl.sum(tl.zeros((BLOCK_C,), tl.int32), 0)
+    for c0 in range(0, C1, BLOCK_C):
+        ic = _ic_classes(tags_row, t_sc, c0 + tl.arange(0, BLOCK_C), C1)
+        nic += tl.sum(ic.to(tl.int32), 0)
+    before = tl.sum(tl.zeros((BLOCK_C,), tl.int32), 0)  # IC classes in the earlier chunks
+    for c0 in range(0, C1, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        ic = _ic_classes(tags_row, t_sc, c, C1)
+        rank = before + tl.cumsum(ic.to(tl.int32), 0)  # IC classes up to and including c
+        tl.store(row + tl.where(ic, rank - 1, nic + c - rank), c, mask=c < C1)
+        before += tl.sum(ic.to(tl.int32), 0)
     tl.store(row + C1, nic)
     return nic
 
@@ -506,7 +521,7 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
-        BLOCK_C=max(2, triton.next_power_of_2(g["C1"])), num_warps=g["warps"],
+        BLOCK_C=min(max(2, triton.next_power_of_2(g["C1"])), CLASS_CHUNK), num_warps=g["warps"],
     )
     return loss, ce, stats, classes
 

@@ -89,6 +89,22 @@ def test_ties_across_class_lists_take_lowest_index(request, path):
     assert abs(got - torch.nn.functional.softplus(torch.tensor(s, dtype=torch.float64)).item()) < 1e-5
 
 
+def test_class_lists_built_in_chunks(monkeypatch):
+    # The forward builds each image's class list in chunks of CLASS_CHUNK classes (256 on a
+    # GPU); chunks of 4 here: IC classes first, then OC, each ascending, then the IC count.
+    monkeypatch.setattr(tk, "CLASS_CHUNK", 4)
+    logits, tags, prior = make_ocr_inputs(3, 13, (3, 5), tag_p=0.4)
+    tags[1] = 1  # every class tagged
+    tags[2] = 0  # background alone in IC
+    check_map(logits, tags, prior, grad_map=torch.randn(3, 3, 5))
+    _, _, _, classes = tk._forward(logits.to(DEV), None, tags.to(DEV), prior.to(DEV), 2.0, 0.2,
+                                   "ada", "oc", -100)
+    for b in range(3):
+        ic = [0] + [c + 1 for c in range(12) if tags[b, c] != 0]
+        oc = [c for c in range(13) if c not in ic]
+        assert classes[b].tolist() == ic + oc + [len(ic)]
+
+
 @pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_integer_logits_with_many_ties(request, path):
     if path == "small_tiles":
