@@ -272,6 +272,14 @@ def _class_list(tags_row, t_sc, row, C1, BLOCK_C: tl.constexpr):
     return nic
 
 
+@triton.jit
+def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr):
+    # One program per image: the class lists of _class_lists, for kernels that do not build them
+    # in their prologue.
+    b = tl.program_id(0)
+    _class_list(tags_ptr + b * t_sb, t_sc, cls_ptr + b * (C1 + 1), C1, BLOCK_C)
+
+
 # --------------------------------------------------------------------------------------------
 # Kernels: one program = BLOCK_P pixels of one image; the class loops run over the image's class
 # list (IC classes first, then OC, each ascending), so the IC/OC test is hoisted out of the loops.
@@ -467,6 +475,22 @@ def _pix(t: Optional[torch.Tensor], first: int):
     return t.stride(0), st, flat
 
 
+def _class_block(C1: int) -> int:
+    """BLOCK_C of the class-list prologue: the classes it reads at once."""
+    return min(max(2, triton.next_power_of_2(C1)), CLASS_CHUNK)
+
+
+def _class_lists(tags: torch.Tensor, C1: int) -> torch.Tensor:
+    """The class lists (int32 [B, C+2], see _forward) from a launch of their own, for kernels
+    that do not build them in their prologue as _fwd_kernel does."""
+    B = tags.shape[0]
+    classes = torch.empty((B, C1 + 1), dtype=torch.int32, device=tags.device)
+    if B:
+        _class_list_kernel[(B,)](tags, classes, C1, tags.stride(0), tags.stride(1),
+                                 BLOCK_C=_class_block(C1))
+    return classes
+
+
 def _launch_args(logits, tensors):
     """Shared geometry of a launch; tensors = per-pixel views [(tensor, first_spatial_dim)]."""
     B, C1 = logits.shape[:2]
@@ -521,7 +545,7 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
-        BLOCK_C=min(max(2, triton.next_power_of_2(g["C1"])), CLASS_CHUNK), num_warps=g["warps"],
+        BLOCK_C=_class_block(g["C1"]), num_warps=g["warps"],
     )
     return loss, ce, stats, classes
 

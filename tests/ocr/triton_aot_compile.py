@@ -51,4 +51,13 @@ for zdt, tdt, group, ce, flat, int64 in VARIANTS:
         except Exception as e:  # report every failing variant, then fail
             failed += 1
             print(f"FAIL {name} {zdt} {consts}: {type(e).__name__}: {e}", flush=True)
+for tdt in ("*i1", "*i64", "*fp32"):
+    try:
+        k = compile_kernel(tk._class_list_kernel, dict(tags_ptr=tdt, cls_ptr="*i32"),
+                           dict(BLOCK_C=32))
+        assert "cubin" in k.asm
+        print(f"ok class_list {tdt}", flush=True)
+    except Exception as e:
+        failed += 1
+        print(f"FAIL class_list {tdt}: {type(e).__name__}: {e}", flush=True)
 sys.exit(1 if failed else 0)
