@@ -82,13 +82,28 @@ def test_explicit_backend_that_cannot_run_raises_with_the_reason(good):
         resolve_backend("cuda", logits, op="ocr_loss")
 
 
-@pytest.mark.parametrize("name", ["triton", "cuda"])
-def test_size_with_a_backend_without_the_fused_path_raises(good, name):
+def test_size_with_a_backend_without_the_fused_path_raises(good):
+    from ocr_kernels.ocr.backends import OCR_LOSS_MAP_RESIZED_IMPLS
+
+    logits, tags, prior = good
+    without = [n for n in ("triton", "cuda") if n not in OCR_LOSS_MAP_RESIZED_IMPLS]
+    if not without:
+        pytest.skip("every backend fuses the upsampling")
+    listed = ", ".join(OCR_LOSS_MAP_RESIZED_IMPLS)
+    for name in without:
+        with pytest.raises(BackendUnavailableError,
+                           match=rf"backend='{name}' cannot run ocr_loss with fused upsampling: it "
+                                 rf"is implemented on the {listed} backends only"):
+            ocr_loss(logits, tags, prior, size=(7, 9), backend=name)
+
+
+def test_size_with_cuda_on_cpu_tensors_names_the_device(good):
+    # the cuda backend fuses the upsampling, on CUDA tensors only
     logits, tags, prior = good
     with pytest.raises(BackendUnavailableError,
-                       match=rf"backend='{name}' cannot run ocr_loss with fused upsampling: it is "
-                             r"implemented on the reference and cpu backends only for now"):
-        ocr_loss(logits, tags, prior, size=(7, 9), backend=name)
+                       match=r"backend='cuda' cannot run ocr_loss on torch.float32 cpu tensors: it needs "
+                             r"CUDA tensors"):
+        ocr_loss(logits.float(), tags, prior, size=(7, 9), backend="cuda")
 
 
 def test_size_auto_on_cpu_runs_the_fused_cpu_path(good, monkeypatch):

@@ -125,9 +125,19 @@ def test_upsample_errors_name_the_argument(good):
 def test_upsample_with_a_backend_without_the_fused_path_raises(good):
     from ocr_kernels import BackendUnavailableError
 
+    from ocr_kernels.seg.backends import SEG_OCR_RESIZED_IMPLS
+
     logits, target, tags, prior = good
-    for name in ("triton", "cuda"):
+    without = [n for n in ("triton", "cuda") if n not in SEG_OCR_RESIZED_IMPLS]
+    if not without:
+        pytest.skip("every backend fuses the upsampling")
+    listed = ", ".join(SEG_OCR_RESIZED_IMPLS)
+    for name in without:
         with pytest.raises(BackendUnavailableError,
                            match=rf"backend='{name}' cannot run seg_ocr_loss with fused upsampling: "
-                                 r"it is implemented on the reference and cpu backends only"):
+                                 rf"it is implemented on the {listed} backends only"):
             seg_ocr_loss(logits[:, :, :2, :2], target, tags, prior, upsample=True, backend=name)
+    # the cuda backend fuses it, on CUDA tensors only
+    with pytest.raises(BackendUnavailableError, match=r"backend='cuda' cannot run seg_ocr_loss on "
+                                                      r".* cpu tensors: it needs CUDA tensors"):
+        seg_ocr_loss(logits[:, :, :2, :2], target, tags, prior, upsample=True, backend="cuda")
