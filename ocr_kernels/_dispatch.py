@@ -161,16 +161,21 @@ def resolve_resized_backend(
     implemented: Sequence[str],
 ) -> Optional[str]:
     """The backend that runs `op` with the bilinear upsampling fused in (ocr_loss(size=...),
-    seg_ocr_loss(upsample=True)), or None where the caller must compose: "auto" on a device that
-    no fused backend serves (CUDA: the Triton and CUDA kernels do not fuse the resize yet), where
-    the caller runs F.interpolate and then the loss with backend="auto" -- not fused, the
-    full-resolution logits are materialised. An explicit backend without the fused path raises."""
+    seg_ocr_loss(upsample=True)), or None where the caller must compose. "auto" takes the first
+    usable fused backend in resolve_backend's order (CUDA: triton, cuda; CPU: cpu); where none of
+    them is usable (a CUDA tensor without triton, or in a dtype no fused kernel computes) it
+    returns None and the caller runs F.interpolate and then the loss with backend="auto" -- not
+    fused, the full-resolution logits are materialised. An explicit backend without the fused
+    path raises."""
     if requested != "auto" and requested not in implemented:
         raise BackendUnavailableError(
             f"backend={requested!r} cannot run {op} with fused upsampling: it is implemented on "
-            f"the {' and '.join(implemented)} backends only for now; pass backend='auto' (on CUDA "
-            f"it interpolates, then runs the fastest loss) or interpolate the logits yourself"
+            f"the {', '.join(implemented)} backends only for now; pass backend='auto' (it "
+            f"interpolates, then runs the fastest loss, where no fused backend can run) or "
+            f"interpolate the logits yourself"
         )
-    if requested == "auto" and x.device.type != "cpu":
-        return None
+    if requested == "auto":
+        fused = [name for name in implemented if name != "reference"]
+        name = resolve_backend("auto", x, op=op, implemented=fused)
+        return None if name == "reference" else name
     return resolve_backend(requested, x, op=op, implemented=implemented)

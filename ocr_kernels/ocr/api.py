@@ -50,10 +50,11 @@ def ocr_loss(
 
     size=(H, W): the loss of the logits [B, C+1, h, w] bilinearly upsampled to (H, W), exactly
     ``F.interpolate(logits, size, mode="bilinear", align_corners=align_corners)`` (in the math
-    dtype), fused into the kernel on the cpu backend: no [B, C+1, H, W] tensor is allocated, and
-    the gradient reaches the low-resolution logits. "none" then returns [B, H, W]. The Triton and
-    CUDA kernels do not fuse it yet: requesting them raises, and "auto" on CUDA interpolates and
-    then runs the fastest loss (docs/semantics.md §1c).
+    dtype), fused into the kernels of the cpu and triton backends: no [B, C+1, H, W] tensor is
+    allocated, and the gradient reaches the low-resolution logits (deterministically). "none" then
+    returns [B, H, W]. The CUDA kernels do not fuse it yet: requesting them raises; "auto" picks a
+    fused backend and interpolates, then runs the fastest loss, only where none can run
+    (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels)
     validate_ocr_inputs(logits, tags, prior, opts, reduction=reduction, backend=backend)

@@ -106,10 +106,11 @@ def seg_ocr_loss(
 
     upsample=True: logits [B, C+1, h, w] smaller (or larger) than the target [B, H, W] are
     bilinearly resized to (H, W) exactly as ``F.interpolate(logits, target.shape[-2:],
-    mode="bilinear", align_corners=align_corners)`` (in the math dtype), fused into the kernel on
-    the cpu backend (no [B, C+1, H, W] tensor is allocated; the gradient reaches the
-    low-resolution logits). The Triton and CUDA kernels do not fuse it yet: requesting them
-    raises, and "auto" on CUDA interpolates and then runs the fastest loss (docs/semantics.md §1c).
+    mode="bilinear", align_corners=align_corners)`` (in the math dtype), fused into the kernels of
+    the cpu and triton backends (no [B, C+1, H, W] tensor is allocated; the gradient reaches the
+    low-resolution logits, deterministically). The CUDA kernels do not fuse it yet: requesting
+    them raises; "auto" picks a fused backend and interpolates, then runs the fastest loss, only
+    where none can run (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
     size = validate_seg_upsample(logits, target, upsample, align_corners)

@@ -37,10 +37,17 @@ def _csrc_resized(*args):
     return seg_ocr_loss_maps_resized_csrc(*args)
 
 
+def _triton_resized(*args):
+    from .triton_resize import seg_ocr_loss_maps_resized_triton
+
+    return seg_ocr_loss_maps_resized_triton(*args)
+
+
 # With the bilinear upsampling fused in (seg_ocr_loss(upsample=True)): entries take (logits,
 # target, tags, prior, opts, align_corners) and return the maps [B, H, W] of the target's size.
-# The Triton and CUDA kernels do not fuse it yet (see resolve_resized_backend).
+# The CUDA kernels do not fuse it yet (see resolve_resized_backend).
 SEG_OCR_RESIZED_IMPLS = {
     "reference": seg_ocr_loss_maps_resized_reference,
+    "triton": _triton_resized,
     "cpu": _csrc_resized,
 }
