@@ -44,11 +44,20 @@ from .triton_kernel import (_class_lists, _classes_like, _exp, _in_group, _ln_ap
 # Coefficient planes of the backward (per output pixel, fp32): the OC pivot and factor, the IC
 # pivot and factor, the anchor and "ada"'s P_A and log-normaliser; with the CE term the
 # prediction's max, the CE factor, the softmax sum without the max's term and the target.
-_OCM, _KOC, _ICM, _KIC, _ANC, _PA, _LSE, _ZMX, _KCE, _S1, _TGT = range(11)
+_OCM, _KOC, _ICM, _KIC, _ANC, _PA, _LSE, _ZMX, _KCE, _S1, _TGT = (tl.constexpr(k) for k in range(11))
 N_COEF_OCR, N_COEF_SEG = 7, 11
 # The backward's per-chunk buffers (coefficients + R) are kept under this share of one
-# [B, C+1, H, W] tensor of the logits' dtype (at least one image a chunk).
-CHUNK_SHARE = 1 / 32
+# [B, C+1, H, W] tensor of the logits' dtype (at least one image a chunk): with the saved
+# statistics (8 bytes an output pixel) the fused path's extra memory stays under 10% of the
+# unfused path's two full-resolution tensors (the upsampled logits and their gradient) from
+# C+1 = 21 classes on.
+CHUNK_SHARE = 1 / 10
+# Output pixels a thread in the forward and coefficient kernels: 2, not the plain kernels' 4, as
+# each pixel holds 4 tap offsets and 4 weights (registers <= 128). The gathers: one lane per
+# (output row, low-resolution column) or low-resolution pixel, GATHER_BLOCK lanes a program.
+PIXELS_PER_THREAD = 2
+GATHER_BLOCK = 128
+GATHER_CLASSES = 16  # classes of the list an x-gather program sums
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,9 +297,8 @@ def _rs_coef_kernel(
         icm, ics = _rs_group_pass(z_ptr, o00, o01, o10, o11, wy0, wy1, wx0, wx1, act_ocr, cls, nic,
                                   z_sc, A, pA, lse_all, prior_ptr, p_s0, p_s1, threshold, BLOCK_P,
                                   GROUP, INT64)
-    inf = float("inf")
-    ocm = tl.where(act_ocr, tl.where(mo == float("-inf"), 0.0, mo), inf)
-    icm = tl.where(act_ocr, icm, inf)
+    ocm = tl.where(act_ocr, tl.where(mo == float("-inf"), 0.0, mo), float("inf"))
+    icm = tl.where(act_ocr, icm, float("inf"))
     PL = tl.num_programs(1) * N
     cp = cf_ptr + (bb * N + n)
     tl.store(cp + _OCM * PL, ocm, mask=row_mask)
@@ -301,7 +309,7 @@ def _rs_coef_kernel(
     tl.store(cp + _PA * PL, pA, mask=row_mask)
     tl.store(cp + _LSE * PL, lse_all, mask=row_mask)
     if WITH_CE:
-        tl.store(cp + _ZMX * PL, tl.where(active, zmax, inf), mask=row_mask)
+        tl.store(cp + _ZMX * PL, tl.where(active, zmax, float("inf")), mask=row_mask)
         tl.store(cp + _KCE * PL, gce / (1.0 + s1), mask=row_mask)
         tl.store(cp + _S1 * PL, tl.where(active, s1, 0.0), mask=row_mask)
         tl.store(cp + _TGT * PL, tc.to(tl.float32), mask=row_mask)
@@ -337,25 +345,27 @@ def _rs_term(cp, PL, m, r0, r1, x0, x1, wy0, wy1, wx0, wx1, z_sw, c, zc, IC: tl.
 
 
 @triton.jit
-def _gather_x_class(z_ptr, cls, i, cf_ptr, PL, pix, lo, cnt, nt, j, r0, r1, wy0, wy1, w, scale_w,
-                    z_sc, z_sw, prior_ptr, p_s0, p_s1, threshold, IC: tl.constexpr,
-                    GROUP: tl.constexpr, WITH_CE: tl.constexpr, ALIGN: tl.constexpr,
-                    INT64: tl.constexpr, BLOCK_P: tl.constexpr):
-    # The i-th class of the list: Σ over the footprint [lo, lo + cnt) of each lane's column j.
-    c = tl.load(cls + i).to(tl.int32)
-    if INT64:
-        c = c.to(tl.int64)
-    zc = z_ptr + c * z_sc
-    acc = tl.zeros((BLOCK_P,), tl.float32)
-    for t in range(0, nt):
-        ox = lo + t
-        x0, x1, wx0, wx1 = _axis(ox, w, scale_w, ALIGN, INT64)
-        wgt = _tap_weight(x0, x1, wx0, wx1, j)
-        m = (t < cnt) & (wgt != 0.0)
-        g = _rs_term(cf_ptr + (pix + ox), PL, m, r0, r1, x0, x1, wy0, wy1, wx0, wx1, z_sw, c, zc,
-                     IC, prior_ptr, p_s0, p_s1, threshold, GROUP, WITH_CE)
-        acc += tl.where(m, wgt * g, 0.0)
-    return c, acc
+def _gather_x_classes(z_ptr, cls, i0, i1, rp, M, row_mask, cf_ptr, PL, pix, lo, cnt, nt, j, r0,
+                      r1, wy0, wy1, w, scale_w, z_sc, z_sw, prior_ptr, p_s0, p_s1, threshold,
+                      IC: tl.constexpr, GROUP: tl.constexpr, WITH_CE: tl.constexpr,
+                      ALIGN: tl.constexpr, INT64: tl.constexpr, BLOCK_P: tl.constexpr):
+    # Classes i0..i1-1 of the list: each lane's Σ over the footprint [lo, lo + cnt) of its
+    # column j, stored to R.
+    for i in range(i0, i1):
+        c = tl.load(cls + i).to(tl.int32)
+        if INT64:
+            c = c.to(tl.int64)
+        zc = z_ptr + c * z_sc
+        acc = tl.zeros((BLOCK_P,), tl.float32)
+        for t in range(0, nt):
+            ox = lo + t
+            x0, x1, wx0, wx1 = _axis(ox, w, scale_w, ALIGN, INT64)
+            wgt = _tap_weight(x0, x1, wx0, wx1, j)
+            m = (t < cnt) & (wgt != 0.0)
+            g = _rs_term(cf_ptr + (pix + ox), PL, m, r0, r1, x0, x1, wy0, wy1, wx0, wx1, z_sw, c,
+                         zc, IC, prior_ptr, p_s0, p_s1, threshold, GROUP, WITH_CE)
+            acc += tl.where(m, wgt * g, 0.0)
+        tl.store(rp + c * M, acc, mask=row_mask)
 
 
 @triton.jit
@@ -366,9 +376,12 @@ def _rs_gather_x_kernel(
     p_s0, p_s1,
     scale_h, scale_w, inv_w, threshold,
     GROUP: tl.constexpr, WITH_CE: tl.constexpr, ALIGN: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    BLOCK_P: tl.constexpr, CLASSES: tl.constexpr,
 ):
-    # Step 2: R[bb, c, oy, j] = Σ_ox wx(ox, j) · dL/dz_c(oy, ox), one lane per (oy, j).
+    # Step 2: R[bb, c, oy, j] = Σ_ox wx(ox, j) · dL/dz_c(oy, ox), one lane per (oy, j), CLASSES
+    # consecutive classes of the list a program (a chunk of images alone is too few lanes).
+    i0 = tl.program_id(2) * CLASSES
+    i1 = tl.minimum(i0 + CLASSES, C1)
     pid = tl.program_id(0)
     bb = tl.program_id(1)
     if INT64:
@@ -403,20 +416,19 @@ def _rs_gather_x_kernel(
     rp = r_ptr + bb * C1 * M + n
     if tl.max(act, 0) == 0:
         # no gradient reaches this block's columns: zeros, without reading the logits
-        for c in range(0, C1):
+        for i in range(i0, i1):
+            c = tl.load(cls + i)
             tl.store(rp + c * M, tl.zeros((BLOCK_P,), tl.float32), mask=row_mask)
     else:
         nic = tl.load(cls + C1)
-        for i in range(0, nic):
-            c, acc = _gather_x_class(z_ptr, cls, i, cf_ptr, PL, pix, lo, cnt, nt, j, r0, r1, wy0,
-                                     wy1, w, scale_w, z_sc, z_sw, prior_ptr, p_s0, p_s1,
-                                     threshold, True, GROUP, WITH_CE, ALIGN, INT64, BLOCK_P)
-            tl.store(rp + c * M, acc, mask=row_mask)
-        for i in range(nic, C1):
-            c, acc = _gather_x_class(z_ptr, cls, i, cf_ptr, PL, pix, lo, cnt, nt, j, r0, r1, wy0,
-                                     wy1, w, scale_w, z_sc, z_sw, prior_ptr, p_s0, p_s1,
-                                     threshold, False, GROUP, WITH_CE, ALIGN, INT64, BLOCK_P)
-            tl.store(rp + c * M, acc, mask=row_mask)
+        ic_end = tl.minimum(i1, nic)  # the IC classes of [i0, i1), then the OC ones
+        oc_start = tl.maximum(i0, nic)
+        _gather_x_classes(z_ptr, cls, i0, ic_end, rp, M, row_mask, cf_ptr, PL, pix, lo, cnt, nt, j,
+                          r0, r1, wy0, wy1, w, scale_w, z_sc, z_sw, prior_ptr, p_s0, p_s1,
+                          threshold, True, GROUP, WITH_CE, ALIGN, INT64, BLOCK_P)
+        _gather_x_classes(z_ptr, cls, oc_start, i1, rp, M, row_mask, cf_ptr, PL, pix, lo, cnt, nt, j,
+                          r0, r1, wy0, wy1, w, scale_w, z_sc, z_sw, prior_ptr, p_s0, p_s1,
+                          threshold, False, GROUP, WITH_CE, ALIGN, INT64, BLOCK_P)
 
 
 @triton.jit
@@ -427,12 +439,15 @@ def _rs_gather_y_kernel(
     scale_h, inv_h,
     ALIGN: tl.constexpr, INT64: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    # Step 3: dz[b, c, i, j] = Σ_oy wy(oy, i) · R[bb, c, oy, j], one lane per (i, j).
+    # Step 3: dz[b, c, i, j] = Σ_oy wy(oy, i) · R[bb, c, oy, j], one lane per (i, j), one class
+    # a program (the low-resolution image alone is too few lanes to fill a GPU).
     pid = tl.program_id(0)
     bb = tl.program_id(1)
+    c = tl.program_id(2)
     if INT64:
         pid = pid.to(tl.int64)
         bb = bb.to(tl.int64)
+        c = c.to(tl.int64)
     b = b0 + bb
     M = H * w
     n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -441,18 +456,17 @@ def _rs_gather_y_kernel(
     j = n - i * w
     lo, cnt = _footprint(i, h, H, inv_h, ALIGN)
     cnt = tl.where(row_mask, cnt, 0)
+    rp = r_ptr + (bb * C1 + c) * M + j
     nt = tl.max(cnt, 0)
-    dp = dz_ptr + b * d_sb + i * d_sh + j * d_sw
-    rp = r_ptr + bb * C1 * M + j
-    for c in range(0, C1):
-        acc = tl.zeros((BLOCK_P,), tl.float32)
-        for t in range(0, nt):
-            oy = lo + t
-            y0, y1, wy0, wy1 = _axis(oy, h, scale_h, ALIGN, INT64)
-            wgt = _tap_weight(y0, y1, wy0, wy1, i)
-            m = (t < cnt) & (wgt != 0.0)
-            acc += wgt * tl.load(rp + c * M + oy * w, mask=m, other=0.0)
-        tl.store(dp + c * d_sc, acc.to(dz_ptr.dtype.element_ty), mask=row_mask)
+    acc = tl.zeros((BLOCK_P,), tl.float32)
+    for t in range(0, nt):
+        oy = lo + t
+        y0, y1, wy0, wy1 = _axis(oy, h, scale_h, ALIGN, INT64)
+        wgt = _tap_weight(y0, y1, wy0, wy1, i)
+        m = (t < cnt) & (wgt != 0.0)
+        acc += wgt * tl.load(rp + oy * w, mask=m, other=0.0)
+    tl.store(dz_ptr + b * d_sb + c * d_sc + i * d_sh + j * d_sw,
+             acc.to(dz_ptr.dtype.element_ty), mask=row_mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,6 +481,19 @@ def _grid_scale(n_in: int, n_out: int, align_corners: bool) -> Tuple[float, floa
     else:
         scale = n_in / n_out
     return scale, (1.0 / scale if scale > 0 else 0.0)
+
+
+def _blocks(N: int, lanes: Optional[int] = None) -> Tuple[int, int]:
+    """(BLOCK_P, num_warps): the plain kernels' tiles (triton_kernel._blocks, which the tests'
+    small_tiles shrink) at PIXELS_PER_THREAD, or gather programs of `lanes` lanes, one a
+    thread."""
+    block_p, warps = tk._blocks(N)
+    if tk.interpreting():
+        return block_p, warps
+    if lanes is not None:
+        block_p = min(block_p, lanes)
+        return block_p, max(1, block_p // 32)
+    return block_p, max(1, block_p // (32 * PIXELS_PER_THREAD))
 
 
 def _int64(*sizes: int) -> bool:
@@ -500,7 +527,7 @@ def _forward(logits, target, tags, prior, size, align_corners, margin, threshold
     if loss.numel() == 0:
         return loss, ce, stats, classes
     N = H * W
-    block_p, warps = tk._blocks(N)
+    block_p, warps = _blocks(N)
     sh, ih = _grid_scale(h, H, align_corners)
     sw, iw = _grid_scale(w, W, align_corners)
     pr = prior if prior is not None else loss
@@ -550,9 +577,10 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
     pr = prior if prior is not None else ocr_map
     p_st = prior.stride() if prior is not None else (0, 0)
     g_st, q_st, y_st = _map_strides(grad_ocr), _map_strides(grad_ce), _map_strides(target)
-    block_p, warps = tk._blocks(N)
-    block_x, warps_x = tk._blocks(H * w)
-    block_y, warps_y = tk._blocks(h * w)
+    block_p, warps = _blocks(N)
+    block_x, warps_x = _blocks(H * w, GATHER_BLOCK)
+    block_y, warps_y = _blocks(h * w, GATHER_BLOCK)
+    per_prog = C1 if tk.interpreting() else GATHER_CLASSES
     int64 = _int64(_max_offset(logits), _max_offset(dz), _max_offset(grad_ocr),
                    _max_offset(grad_ce), _max_offset(target), 2 * B * N + block_p,
                    coef.numel() + block_p * n_coef, r.numel() + block_x)
@@ -571,16 +599,16 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
             GROUP=GROUP_SPLITS[group_split], WITH_CE=with_ce, BLOCK_P=block_p,
             num_warps=warps, **flags,
         )
-        _rs_gather_x_kernel[(triton.cdiv(H * w, block_x), nbc)](
+        _rs_gather_x_kernel[(triton.cdiv(H * w, block_x), nbc, triton.cdiv(C1, per_prog))](
             logits, classes, pr, coef, r,
             b0, h, w, H, W, C1,
             *logits.stride(),
             p_st[0], p_st[1],
             sh, sw, iw, float(threshold),
             GROUP=GROUP_SPLITS[group_split], WITH_CE=with_ce, BLOCK_P=block_x, num_warps=warps_x,
-            **flags,
+            CLASSES=per_prog, **flags,
         )
-        _rs_gather_y_kernel[(triton.cdiv(h * w, block_y), nbc)](
+        _rs_gather_y_kernel[(triton.cdiv(h * w, block_y), nbc, C1)](
             r, dz,
             b0, h, w, H, C1,
             *dz.stride(),
