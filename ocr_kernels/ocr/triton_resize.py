@@ -238,7 +238,7 @@ def _rs_fwd_kernel(
         tl.store(ce_ptr + out, tl.where(y_ok, (zmax - zt) + _log1p_pos(s1), 0.0), mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["b0"])  # one kernel for every chunk
 def _rs_coef_kernel(
     z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, gl_ptr, gce_ptr, cf_ptr,
     b0, B, h, w, H, W, C1,
@@ -368,7 +368,7 @@ def _gather_x_classes(z_ptr, cls, i0, i1, rp, M, row_mask, cf_ptr, PL, pix, lo, 
         tl.store(rp + c * M, acc, mask=row_mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["b0"])  # one kernel for every chunk
 def _rs_gather_x_kernel(
     z_ptr, cls_ptr, prior_ptr, cf_ptr, r_ptr,
     b0, h, w, H, W, C1,
@@ -431,7 +431,7 @@ def _rs_gather_x_kernel(
                           threshold, False, GROUP, WITH_CE, ALIGN, INT64, BLOCK_P)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["b0"])  # one kernel for every chunk
 def _rs_gather_y_kernel(
     r_ptr, dz_ptr,
     b0, h, w, H, C1,
