@@ -162,9 +162,9 @@ def resolve_resized_backend(
 ) -> Optional[str]:
     """The backend that runs `op` with the bilinear upsampling fused in (ocr_loss(size=...),
     seg_ocr_loss(upsample=True)), or None where the caller must compose. "auto" takes the first
-    usable fused backend in resolve_backend's order (CUDA: triton, cuda; CPU: cpu); where none of
-    them is usable (a CUDA tensor without triton, or in a dtype no fused kernel computes) it
-    returns None and the caller runs F.interpolate and then the loss with backend="auto" -- not
+    usable fused backend in resolve_backend's order (CUDA: triton, cuda; CPU: cpu, then the
+    reference composition); where none is usable on a CUDA tensor (no triton, or a dtype no fused
+    kernel computes) it returns None and the caller runs F.interpolate and then the loss with backend="auto" -- not
     fused, the full-resolution logits are materialised. An explicit backend without the fused
     path raises."""
     if requested != "auto" and requested not in implemented:
@@ -175,7 +175,7 @@ def resolve_resized_backend(
             f"interpolate the logits yourself"
         )
     if requested == "auto":
-        fused = [name for name in implemented if name != "reference"]
-        name = resolve_backend("auto", x, op=op, implemented=fused)
-        return None if name == "reference" else name
+        name = resolve_backend("auto", x, op=op, implemented=implemented)
+        # the reference composition on CUDA tensors: the fastest plain loss after F.interpolate
+        return None if name == "reference" and x.device.type != "cpu" else name
     return resolve_backend(requested, x, op=op, implemented=implemented)

@@ -773,6 +773,13 @@ def resize_headline(rows: List[dict]) -> str:
                    f"{f['predicted']['H200']['time_s'] * 1e3:.3f} ms | "
                    f"{u['predicted']['H200']['time_s'] * 1e3:.3f} ms | {f['vs_unfused']['H200']:.2f}x | "
                    f"{f['vs_unfused']['H100']:.2f}x |")
+    out += ["", "Unfused = F.interpolate modelled as its DRAM traffic at the copy bandwidth (forward: "
+            "read the low-resolution logits, write the full-resolution ones; backward: zero, read "
+            "the full-resolution gradient, write the low-resolution one; a launch each: a lower "
+            "bound on torch's kernels) + this model's Triton loss at the output resolution. Fused "
+            "bytes count each tensor argument of a launch once (its chunk's share of the per-image "
+            "ones), reads restricted to a gradient's pixels in full: an upper bound. The "
+            "x-gather's class loops over a program's class range use the mean IC/OC split."]
     return "\n".join(out) + "\n"
 
 
