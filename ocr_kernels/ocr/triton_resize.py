@@ -580,7 +580,7 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
     block_p, warps = _blocks(N)
     block_x, warps_x = _blocks(H * w, GATHER_BLOCK)
     block_y, warps_y = _blocks(h * w, GATHER_BLOCK)
-    per_prog = C1 if tk.interpreting() else GATHER_CLASSES
+    per_prog = min(C1, GATHER_CLASSES)
     int64 = _int64(_max_offset(logits), _max_offset(dz), _max_offset(grad_ocr),
                    _max_offset(grad_ce), _max_offset(target), 2 * B * N + block_p,
                    coef.numel() + block_p * n_coef, r.numel() + block_x)

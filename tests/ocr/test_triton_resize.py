@@ -35,8 +35,10 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.fixture
 def one_image_chunks(monkeypatch):
-    """The backward in chunks of one image (its coefficient planes and R reused per chunk)."""
+    """The backward in chunks of one image (its coefficient planes and R reused per chunk), and
+    x-gather programs of 3 classes (class ranges that split the IC and OC parts of the list)."""
     monkeypatch.setattr(tr, "CHUNK_SHARE", 0.0)
+    monkeypatch.setattr(tr, "GATHER_CLASSES", 3)
 
 
 def _ocr(logits, tags, prior, size, ac, grad_map, **opts):
