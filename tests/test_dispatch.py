@@ -47,7 +47,7 @@ def test_failed_build_falls_back_for_auto_and_is_named_for_explicit(monkeypatch)
 
 def test_resized_auto_on_cuda_picks_the_first_usable_fused_backend(monkeypatch):
     # resolve_resized_backend on CUDA tensors (a stand-in: no GPU here): the fused GPU backends in
-    # the order triton, cuda among those that fuse; None (compose) only when none can run
+    # the order cuda, triton among those that fuse; None (compose) only when none can run
     import types
 
     import pytest
@@ -66,7 +66,9 @@ def test_resized_auto_on_cuda_picks_the_first_usable_fused_backend(monkeypatch):
     assert resolve_resized_backend("auto", x, op="t", implemented=cuda_only) == "cuda"
     assert resolve_resized_backend("auto", x, op="t", implemented=both) == "cuda"
     usable.add("triton")
-    assert resolve_resized_backend("auto", x, op="t", implemented=both) == "triton"
+    assert resolve_resized_backend("auto", x, op="t", implemented=both) == "cuda"
     assert resolve_resized_backend("auto", x, op="t", implemented=cuda_only) == "cuda"
+    usable.discard("cuda")  # no extension: the fused Triton kernels
+    assert resolve_resized_backend("auto", x, op="t", implemented=both) == "triton"
     with pytest.raises(BackendUnavailableError, match="backend='triton' cannot run t with fused"):
         resolve_resized_backend("triton", x, op="t", implemented=cuda_only)

@@ -30,9 +30,10 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   pixel for seg). Program-uniform branches (a tile without an active pixel) weigh
   each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
   count the kernels load from their class lists is the mean of the case's tag draw.
-- Fused upsampling (``--static-cases resize``, model_resized_case): the CUDA kernels of
-  csrc/cuda/ocr_resize_kernel.cu against F.interpolate (its traffic at the copy bandwidth) + the
-  CUDA loss at full resolution; bytes and floor in model_resized_case's docstring.
+- Fused upsampling (``--static-cases resize``): each backend's fused kernels against F.interpolate
+  (its traffic at the copy bandwidth, a lower bound on its time) + the same backend's loss at full
+  resolution: Triton in _unfused_rows / _resize_kernel_bytes, CUDA (csrc/cuda/ocr_resize_kernel.cu)
+  in model_resized_case, whose docstring gives its bytes and floor.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -95,6 +96,14 @@ class Case:
     @property
     def pixels(self) -> str:
         return "all" if self.scenario == "all-pixels" else "oc"
+
+    @property
+    def output(self) -> "Case":
+        """The case at the loss's resolution: itself, or (B, C+1, H, W) without the resize."""
+        if self.size is None:
+            return self
+        return Case(self.op, tuple(self.shape[:2]) + tuple(self.size), self.dtype, self.group,
+                    self.scenario)
 
 
 def all_cases(preset: str = "full") -> List[Case]:
@@ -203,7 +212,24 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
     capture_launches)."""
     out = {}
     with capture_launches() as cap:
-        if case.op in ("ocr_loss", "seg_ocr_loss"):
+        if case.op in ("ocr_loss", "seg_ocr_loss") and case.size is not None:
+            from ..ocr import triton_resize as tr
+
+            B, C1 = case.shape[:2]
+            z = _meta(case.shape, DTYPES[case.dtype])
+            g = torch.Generator().manual_seed(0)
+            tags = voc_like_tags(B, C1 - 1, g)
+            prior = dataset_prior(C1 - 1, g) if case.group == "ada" else None
+            seg = case.op == "seg_ocr_loss"
+            tgt = _meta((B,) + tuple(case.size), torch.int64) if seg else None
+            loss, _, stats, classes = tr._forward(z, tgt, tags, prior, case.size, False, 1.0, 0.5,
+                                                  case.group, case.pixels, 255)
+            out["fwd"], cap.records[:] = list(cap.records), []
+            gmap = _meta((B,) + tuple(case.size))
+            tr._backward(gmap, gmap if seg else None, z, tgt, prior, loss, stats, classes, False,
+                         0.5, case.group, 255)
+            out["bwd"] = list(cap.records)
+        elif case.op in ("ocr_loss", "seg_ocr_loss"):
             from ..ocr import triton_kernel as tk
 
             B, C1 = case.shape[:2]
@@ -355,7 +381,9 @@ def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dic
         here = [{n for f, n in ls if f.endswith(suffix)} for ls in lines]
         best, best_key = None, None
         for node, fn_node in loops:
-            lo, hi = node.body[0].lineno, node.end_lineno
+            # from the ``for`` line itself: a nested loop's counter and test belong to it, so
+            # the inner SASS loop maps to the inner source loop (its span is the smaller)
+            lo, hi = node.lineno, node.end_lineno
             score = sum(1 for ls in here if any(lo <= n <= hi for n in ls))
             key = (score, -(hi - lo))
             if score and (best_key is None or key > best_key):
@@ -518,11 +546,60 @@ def _case_hints(case: Case, pass_: str, cap: Captured):
     B, C1 = case.shape[:2]
     nic = 1.0 + float(voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double().mean())
     block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
-    active = 1.0 if (case.op == "seg_ocr_loss" and pass_ == "bwd") else _active_programs(case, block)
-    return {"nic": nic}, active
+    hints = {"nic": nic}
+    name = cap.fn.fn.__name__
+    if name in ("_rs_gather_x_kernel", "_rs_gather_y_kernel"):
+        # nt: the footprint loop's trips, the largest of a block's lanes (interior lanes of one
+        # output row or column of low-resolution pixels), from the launch's grid arguments
+        x = name == "_rs_gather_x_kernel"
+        n_in, n_out = (case.shape[3], case.size[1]) if x else (case.shape[2], case.size[0])
+        hints["nt"] = _footprint_trips(n_in, n_out)
+        # the x-gather's program covers block lanes of (output row, column j): about block
+        # x (W / w) output pixels of the scenario's mask
+        block = block * max(1, round(case.size[1] / case.shape[3])) if x else block
+        if x:  # its class range [i0, i1) of the list, IC part then OC part: mean trips
+            groups = math.ceil(C1 / int(getattr(cap.args["CLASSES"], "value", cap.args["CLASSES"])))
+            hints.update(i0=0, ic_end=nic / groups, oc_start=0, i1=(C1 - nic) / groups)
+    active = 1.0 if (case.op == "seg_ocr_loss" and pass_ == "bwd") else \
+        _active_programs(case.output, block)
+    if name == "_rs_gather_y_kernel":
+        active = 1.0
+    return hints, active
+
+
+def _footprint_trips(n_in: int, n_out: int) -> float:
+    """The mean over low-resolution indices of triton_resize._footprint's count (without
+    align_corners): the gathers' loop trips per class."""
+    inv = n_out / n_in
+    total = 0
+    for j in range(n_in):
+        lo = 0 if j <= 1 else max(math.floor((j - 0.5) * inv - 0.5) - 1, 0)
+        hi = n_out - 1 if j >= n_in - 1 else min(math.floor((j + 1.5) * inv - 0.5) + 1, n_out - 1)
+        total += max(hi - lo + 1, 0)
+    return total / n_in
+
+
+def _resize_kernel_bytes(case: Case, cap: Captured) -> float:
+    """A fused-upsampling launch: each tensor argument once, the per-image ones (logits, maps,
+    statistics, gradient) for the launch's chunk of images only (its grid's second dim); the
+    chunk buffers (coefficients, R) whole. Upper bounds: reads restricted to a gradient's pixels
+    (blobs) are counted in full."""
+    B = case.shape[0]
+    share = cap.grid[1] / B
+    seen, total = set(), 0.0
+    for v in cap.args.values():
+        if isinstance(v, torch.Tensor) and id(v) not in seen:
+            seen.add(id(v))
+            per_image = v.dim() >= 2 and (v.shape[0] == B or (v.shape[0] == 2 and v.shape[1] == B))
+            small = v.dim() == 2 and v.shape[0] in (B, case.shape[1])  # class lists, prior: L2
+            nbytes = v.numel() * v.element_size()
+            total += 0.0 if small else nbytes * (share if per_image else 1.0)
+    return total
 
 
 def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
+    if case.size is not None and cap is not None and cap.fn.fn.__name__.startswith("_rs_"):
+        return _resize_kernel_bytes(case, cap)
     triton_main = cap is not None and cap.fn.fn.__name__ in ("_fwd_kernel", "_bwd_kernel")
     if case.op in ("ocr_loss", "seg_ocr_loss") and (cap is None or triton_main):
         B, C1 = case.shape[:2]
@@ -553,6 +630,14 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
 
 def _floor_bytes(case: Case, pass_: str) -> float:
     dt = DTYPES.get(case.dtype, torch.float32)
+    if case.size is not None:
+        # the fused path's own floor: the low-resolution logits read (and their gradient
+        # written), the fp32 maps at the output size written (seg: the target read)
+        B, C1 = case.shape[:2]
+        P = B * math.prod(case.size)
+        low = math.prod(case.shape) * _ITEMSIZE[case.dtype]
+        maps = P * (4 + (12 if case.op == "seg_ocr_loss" else 0))
+        return {"fwd": low + maps, "bwd": low, "fwd+bwd": 2 * low + maps}[pass_]
     if case.op == "kmeans":  # the model covers one assignment step: one read of the points
         N, D, _ = case.shape
         return N * D * 4 + N * 8
@@ -562,8 +647,9 @@ def _floor_bytes(case: Case, pass_: str) -> float:
 
 
 def _logits(case: Case) -> int:
+    """Per-logit counts divide by this: the logits the loss reads (after any upsampling)."""
     if case.op in ("ocr_loss", "seg_ocr_loss"):
-        return math.prod(case.shape)
+        return math.prod(case.output.shape)
     if case.op == "wood_distance_loss":
         B, D, C, K = case.shape
         return B * D
@@ -571,11 +657,15 @@ def _logits(case: Case) -> int:
     return N * D
 
 
+def _shape_str(case: Case) -> str:
+    return shape_str(case.shape) + (f"->{shape_str(case.size)}" if case.size else "")
+
+
 def _row(case: Case, pass_: str, a: dict, ctas: int, nbytes: float) -> dict:
     """One launch's record: its facts `a`, per-logit counts and the model's predictions."""
     threads = ctas * a["num_warps"] * 32
     n = _logits(case)
-    row = dict(a, case=case.name, op=case.op, shape=shape_str(case.shape), dtype=case.dtype,
+    row = dict(a, case=case.name, op=case.op, shape=_shape_str(case), dtype=case.dtype,
                group=case.group, scenario=case.scenario, bytes=nbytes,
                sass_per_logit=a["sass"]["executed"] * threads / n,
                mufu_per_logit=a["sass"]["executed_mufu"] * threads / n,
@@ -605,7 +695,7 @@ def _totals(case: Case, backend: str, rows: List[dict]) -> List[dict]:
                     p = r["predicted"][g]
                     p["pct_of_floor_alone"] = 100 * gpu_model.floor_s(floor_b, gpu) / p["time_s"] if p["time_s"] else None
         t = {"kernel": "+".join(sorted({r["kernel"] for r in parts})), "backend": backend,
-             "case": case.name, "op": case.op, "shape": shape_str(case.shape), "dtype": case.dtype,
+             "case": case.name, "op": case.op, "shape": _shape_str(case), "dtype": case.dtype,
              "group": case.group, "scenario": case.scenario, "pass": pass_, "total": True,
              "floor_bytes": floor_b, "regs": max((r["regs"] or 0) for r in parts),
              "spills": sum(r["spills"] for r in parts),
@@ -622,8 +712,6 @@ def _totals(case: Case, backend: str, rows: List[dict]) -> List[dict]:
 
 def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List[dict]:
     """Rows for the case: one per kernel launch of each pass, then each backend's pass totals."""
-    if case.size is not None:
-        return model_resized_case(case)
     rows = []
     if "triton" in backends:
         tr = []
@@ -634,7 +722,12 @@ def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List
         for r in tr:
             r["backend"] = "triton"
         rows += tr + _totals(case, "triton", tr)
-    if "cuda" in backends and case.op in ("ocr_loss", "seg_ocr_loss") and _nvcc() is not None:
+    if case.size is not None:
+        if rows:  # the fused Triton kernels against interpolate + the Triton loss
+            rows += _unfused_rows(case, rows)
+        if "cuda" in backends and _nvcc() is not None:  # the same for the CUDA kernels
+            rows += model_resized_case(case)
+    elif "cuda" in backends and case.op in ("ocr_loss", "seg_ocr_loss") and _nvcc() is not None:
         cu = []
         for pass_ in ("fwd", "bwd"):
             a, ctas = analyse_cuda_ocr(case, pass_)
@@ -647,6 +740,65 @@ def model_case(case: Case, backends: Sequence[str] = ("triton", "cuda")) -> List
         r["predicted_pct_of_floor"] = h.get("pct_of_floor", h.get("pct_of_floor_alone"))
         r["predicted_time_s"] = h["time_s"]
     return rows
+
+
+def _interpolate_s(case: Case, pass_: str, gpu: gpu_model.Gpu) -> float:
+    """F.interpolate's forward (read the low-resolution logits, write the full-resolution ones)
+    or backward (zero the low-resolution gradient, read the full-resolution one, write the
+    low-resolution one) as their DRAM traffic at the copy bandwidth, plus a launch each: a lower
+    bound on torch's kernels, not a model of them."""
+    low = math.prod(case.shape) * _ITEMSIZE[case.dtype]
+    full = math.prod(case.output.shape) * _ITEMSIZE[case.dtype]
+    nbytes = low + full if pass_ == "fwd" else full + 2 * low
+    launches = 1 if pass_ == "fwd" else 2
+    return gpu_model.floor_s(nbytes, gpu) + launches * gpu_model.LAUNCH_OVERHEAD_S
+
+
+def _unfused_rows(case: Case, fused_rows: List[dict]) -> List[dict]:
+    """The unfused path the fused one replaces, per pass: F.interpolate (traffic model, see
+    _interpolate_s) + the Triton loss at the output resolution (this model). Each fused total
+    gets the ratio of its predicted time to it."""
+    loss_rows = [r for r in model_case(case.output, ("triton",)) if r.get("total")]
+    out = []
+    for lr in loss_rows:
+        r = dict(lr, backend="interpolate+triton", case=case.name, shape=_shape_str(case),
+                 kernel="F.interpolate (traffic) + " + lr["kernel"], predicted={})
+        for g, gpu in gpu_model.GPUS.items():
+            interp = sum(_interpolate_s(case, p, gpu) for p in lr["pass"].split("+"))
+            t = lr["predicted"][g]["time_s"] + interp
+            r["predicted"][g] = {"time_s": t, "interpolate_s": interp,
+                                 "pct_of_floor": 100 * gpu_model.floor_s(lr["floor_bytes"], gpu) / t,
+                                 "bound": "interp+" + lr["predicted"][g]["bound"]}
+        r["predicted_time_s"] = r["predicted"]["H200"]["time_s"]
+        r["predicted_pct_of_floor"] = r["predicted"]["H200"]["pct_of_floor"]
+        out.append(r)
+        for f in fused_rows:
+            if f.get("total") and f["pass"] == lr["pass"]:
+                f["vs_unfused"] = {g: f["predicted"][g]["time_s"] / r["predicted"][g]["time_s"]
+                                   for g in gpu_model.GPUS}
+    return out
+
+
+def resize_headline_triton(rows: List[dict]) -> str:
+    """Markdown: fused vs unfused per resized case and pass (PREDICTIONS)."""
+    out = ["| case | pass | fused regs (max) | spill B | fused H200 | unfused H200 (interpolate + loss) "
+           "| fused / unfused H200 | fused / unfused H100 |", "|" + "---|" * 8]
+    fused = [r for r in rows if r.get("total") and r["backend"] == "triton" and "vs_unfused" in r]
+    for f in fused:
+        u = next(r for r in rows if r.get("total") and r["backend"] == "interpolate+triton"
+                 and r["case"] == f["case"] and r["pass"] == f["pass"])
+        out.append(f"| {f['case']} | {f['pass']} | {f['regs']} | {f['spills']} | "
+                   f"{f['predicted']['H200']['time_s'] * 1e3:.3f} ms | "
+                   f"{u['predicted']['H200']['time_s'] * 1e3:.3f} ms | {f['vs_unfused']['H200']:.2f}x | "
+                   f"{f['vs_unfused']['H100']:.2f}x |")
+    out += ["", "Unfused = F.interpolate modelled as its DRAM traffic at the copy bandwidth (forward: "
+            "read the low-resolution logits, write the full-resolution ones; backward: zero, read "
+            "the full-resolution gradient, write the low-resolution one; a launch each: a lower "
+            "bound on torch's kernels) + this model's Triton loss at the output resolution. Fused "
+            "bytes count each tensor argument of a launch once (its chunk's share of the per-image "
+            "ones), reads restricted to a gradient's pixels in full: an upper bound. The "
+            "x-gather's class loops over a program's class range use the mean IC/OC split."]
+    return "\n".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------------------------
@@ -949,7 +1101,7 @@ def model_resized_case(case: Case) -> List[dict]:
     return rows
 
 
-def resize_headline(rows: List[dict]) -> str:
+def resize_headline_cuda(rows: List[dict]) -> str:
     """Markdown: fused vs unfused fwd+bwd per fused-upsampling case, and their ratio."""
     out = ["| op, logits -> size | dtype | scenario | fused H200 predicted | interpolate + cuda H200 "
            "predicted | fused / unfused | fused H100 / unfused H100 |", "|" + "---|" * 7]
@@ -1089,8 +1241,10 @@ def run(args) -> int:
         f.write(f"# Static sm_90 model ({started:%Y-%m-%d})\n\n{HEADER}\n\n"
                 f"Command: `python -m ocr_kernels bench --static{' --static-cases ' + args.static_cases if args.static_cases != 'full' else ''}`; "
                 f"tools: {', '.join(f'{k} {v}' for k, v in doc['tools'].items())}.\n\n"
-                + ("## Fused upsampling: fused CUDA vs F.interpolate + the CUDA loss, forward + backward\n\n"
-                   + resize_headline(rows) + "\n" if any(r.get("size") for r in rows) else "") +
+                + ("## Fused upsampling, CUDA: fused vs F.interpolate + the CUDA loss, forward + backward (PREDICTIONS)\n\n"
+                   + resize_headline_cuda(rows) + "\n" if any(r.get("backend") == "cuda fused" for r in rows) else "")
+                + ("## Fused upsampling, Triton: fused vs F.interpolate + the Triton loss (PREDICTIONS)\n\n"
+                   + resize_headline_triton(rows) + "\n" if any("vs_unfused" in r for r in rows) else "")
                 + ("## Headline: forward + backward at the target shapes (group_split=\"ada\")\n\n"
                    + headline(rows) if headline(rows).count("\n") > 2 else "") +
                 "\n## Per pass (fwd, bwd, fwd+bwd)\n\n" + format_table(totals, markdown=True) +

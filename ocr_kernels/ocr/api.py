@@ -50,11 +50,11 @@ def ocr_loss(
 
     size=(H, W): the loss of the logits [B, C+1, h, w] bilinearly upsampled to (H, W), exactly
     ``F.interpolate(logits, size, mode="bilinear", align_corners=align_corners)`` (in the math
-    dtype), fused into the kernel on the backends that implement it (``OCR_LOSS_MAP_RESIZED_IMPLS``:
-    cpu, cuda): no [B, C+1, H, W] tensor is allocated, and the gradient reaches the
-    low-resolution logits. "none" then returns [B, H, W]. Requesting another backend raises;
-    "auto" on CUDA takes the first usable fused GPU backend and interpolates, then runs the
-    fastest loss, only where none can run (docs/semantics.md §1c).
+    dtype), fused into the kernel on every backend but the reference (cpu, cuda, triton): no
+    [B, C+1, H, W] tensor is allocated, and the gradient reaches the low-resolution logits
+    (deterministically). "none" then returns [B, H, W]. "auto" on CUDA takes the fused cuda
+    kernels, else the fused Triton ones, and interpolates, then runs the fastest loss, only where
+    neither can run (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels)
     validate_ocr_inputs(logits, tags, prior, opts, reduction=reduction, backend=backend)

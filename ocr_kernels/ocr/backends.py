@@ -36,10 +36,17 @@ def _csrc_resized(*args):
     return ocr_loss_map_resized_csrc(*args)
 
 
+def _triton_resized(*args):
+    from .triton_resize import ocr_loss_map_resized_triton
+
+    return ocr_loss_map_resized_triton(*args)
+
+
 # With the bilinear upsampling fused in (ocr_loss(size=...)): entries take (logits, tags, prior,
 # opts, size, align_corners) and return the map [B, H, W].
 OCR_LOSS_MAP_RESIZED_IMPLS = {
     "reference": ocr_loss_map_resized_reference,
+    "triton": _triton_resized,
     # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
     "cpu": _csrc_resized,
     "cuda": _csrc_resized,

@@ -107,10 +107,10 @@ def seg_ocr_loss(
     upsample=True: logits [B, C+1, h, w] smaller (or larger) than the target [B, H, W] are
     bilinearly resized to (H, W) exactly as ``F.interpolate(logits, target.shape[-2:],
     mode="bilinear", align_corners=align_corners)`` (in the math dtype), fused into the kernel on
-    the backends that implement it (``SEG_OCR_RESIZED_IMPLS``: cpu, cuda): no [B, C+1, H, W]
-    tensor is allocated and the gradient reaches the low-resolution logits. Requesting another
-    backend raises; "auto" on CUDA takes the first usable fused GPU backend and interpolates,
-    then runs the fastest loss, only where none can run (docs/semantics.md §1c).
+    every backend but the reference (cpu, cuda, triton): no [B, C+1, H, W] tensor is allocated
+    and the gradient reaches the low-resolution logits (deterministically). "auto" on CUDA takes
+    the fused cuda kernels, else the fused Triton ones, and interpolates, then runs the fastest
+    loss, only where neither can run (docs/semantics.md §1c).
     """
     opts = OCROptions(margin, threshold, group_split, pixels, ignore_index)
     size = validate_seg_upsample(logits, target, upsample, align_corners)

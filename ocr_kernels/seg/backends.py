@@ -37,10 +37,17 @@ def _csrc_resized(*args):
     return seg_ocr_loss_maps_resized_csrc(*args)
 
 
+def _triton_resized(*args):
+    from .triton_resize import seg_ocr_loss_maps_resized_triton
+
+    return seg_ocr_loss_maps_resized_triton(*args)
+
+
 # With the bilinear upsampling fused in (seg_ocr_loss(upsample=True)): entries take (logits,
 # target, tags, prior, opts, align_corners) and return the maps [B, H, W] of the target's size.
 SEG_OCR_RESIZED_IMPLS = {
     "reference": seg_ocr_loss_maps_resized_reference,
+    "triton": _triton_resized,
     # one op for both: the dispatcher picks the CPU or CUDA kernel from the logits' device
     "cpu": _csrc_resized,
     "cuda": _csrc_resized,

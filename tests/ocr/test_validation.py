@@ -83,18 +83,14 @@ def test_explicit_backend_that_cannot_run_raises_with_the_reason(good):
 
 
 def test_size_with_a_backend_without_the_fused_path_raises(good):
-    from ocr_kernels.ocr.backends import OCR_LOSS_MAP_RESIZED_IMPLS
+    # every backend fuses the upsampling today: the message, for a table without one
+    from ocr_kernels._dispatch import resolve_resized_backend
 
     logits, tags, prior = good
-    without = [n for n in ("triton", "cuda") if n not in OCR_LOSS_MAP_RESIZED_IMPLS]
-    if not without:
-        pytest.skip("every backend fuses the upsampling")
-    listed = ", ".join(OCR_LOSS_MAP_RESIZED_IMPLS)
-    for name in without:
-        with pytest.raises(BackendUnavailableError,
-                           match=rf"backend='{name}' cannot run ocr_loss with fused upsampling: it "
-                                 rf"is implemented on the {listed} backends only"):
-            ocr_loss(logits, tags, prior, size=(7, 9), backend=name)
+    with pytest.raises(BackendUnavailableError,
+                       match=r"backend='triton' cannot run ocr_loss with fused upsampling: it is "
+                             r"implemented on the reference, cpu backends only"):
+        resolve_resized_backend("triton", logits, op="ocr_loss", implemented=("reference", "cpu"))
 
 
 def test_size_with_cuda_on_cpu_tensors_names_the_device(good):

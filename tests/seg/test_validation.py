@@ -122,21 +122,10 @@ def test_upsample_errors_name_the_argument(good):
         seg_ocr_loss(low, target, tags, prior)
 
 
-def test_upsample_with_a_backend_without_the_fused_path_raises(good):
+def test_upsample_with_cuda_on_cpu_tensors_names_the_device(good):
     from ocr_kernels import BackendUnavailableError
 
-    from ocr_kernels.seg.backends import SEG_OCR_RESIZED_IMPLS
-
     logits, target, tags, prior = good
-    without = [n for n in ("triton", "cuda") if n not in SEG_OCR_RESIZED_IMPLS]
-    if not without:
-        pytest.skip("every backend fuses the upsampling")
-    listed = ", ".join(SEG_OCR_RESIZED_IMPLS)
-    for name in without:
-        with pytest.raises(BackendUnavailableError,
-                           match=rf"backend='{name}' cannot run seg_ocr_loss with fused upsampling: "
-                                 rf"it is implemented on the {listed} backends only"):
-            seg_ocr_loss(logits[:, :, :2, :2], target, tags, prior, upsample=True, backend=name)
     # the cuda backend fuses it, on CUDA tensors only
     with pytest.raises(BackendUnavailableError, match=r"backend='cuda' cannot run seg_ocr_loss on "
                                                       r".* cpu tensors: it needs CUDA tensors"):
