@@ -23,35 +23,23 @@ constexpr double kLn2 = 0.6931471805599453;
 // used only where a relative error of a few ulp per term is harmless: the terms of sums, the
 // softmax factors, and logs whose result is added to a maximum (an absolute error of ~1e-7).
 // fp64, and the host: the exact functions.
-OCR_HD float f_exp2(float x) {
 #ifdef __CUDA_ARCH__
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
+#define OCR_MUFU(name, ptx, host)                                  \
+  OCR_HD float name(float x) {                                     \
+    float y;                                                       \
+    asm(ptx " %0, %1;" : "=f"(y) : "f"(x));                        \
+    return y;                                                      \
+  }
 #else
-  return exp2f(x);
+#define OCR_MUFU(name, ptx, host) \
+  OCR_HD float name(float x) { return host; }
 #endif
-}
+OCR_MUFU(f_exp2, "ex2.approx.ftz.f32", exp2f(x))
+OCR_MUFU(f_log2, "lg2.approx.ftz.f32", log2f(x))
+OCR_MUFU(f_rcp, "rcp.approx.ftz.f32", 1.0f / x)
+#undef OCR_MUFU
 OCR_HD double f_exp2(double x) { return exp2(x); }
-OCR_HD float f_log2(float x) {
-#ifdef __CUDA_ARCH__
-  float y;
-  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-#else
-  return log2f(x);
-#endif
-}
 OCR_HD double f_log2(double x) { return log2(x); }
-OCR_HD float f_rcp(float x) {
-#ifdef __CUDA_ARCH__
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-#else
-  return 1.0f / x;
-#endif
-}
 OCR_HD double f_rcp(double x) { return 1.0 / x; }
 OCR_HD float f_abs(float x) { return fabsf(x); }
 OCR_HD double f_abs(double x) { return fabs(x); }

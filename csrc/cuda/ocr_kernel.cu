@@ -98,6 +98,20 @@ __device__ ThreadArgs<acc_t> thread_args(const CudaArgs& A, const Launch<acc_t>&
                            static_cast<const acc_t*>(A.prior), L.margin, L.threshold, A.pixels};
 }
 
+// f(b, T, p) for every tile of the block: image b, its class list T, the thread's first pixel p.
+template <int PPT, typename acc_t, typename F>
+__device__ void for_each_tile(const CudaArgs& A, const Launch<acc_t>& L, int* smem, const F& f) {
+  const int C1 = (int)A.zl.C1;
+  for (int64_t b = blockIdx.y; b < A.zl.B; b += gridDim.y) {
+    __syncthreads();
+    build_class_list(A.ic + b * C1, C1, smem);
+    __syncthreads();
+    const ThreadArgs<acc_t> T = thread_args<acc_t>(A, L, smem);
+    for (int chunk = blockIdx.x, per_image = L.per_image; chunk < per_image; chunk += gridDim.x)
+      f(b, T, first_pixel<PPT>(chunk, L));
+  }
+}
+
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
 __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Launch<acc_t> L) {
   extern __shared__ int smem[];
@@ -105,39 +119,31 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
   const scalar_t* z = static_cast<const scalar_t*>(A.z);
   acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
   acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
-  const int C1 = (int)A.zl.C1;
-  const int64_t N = A.zl.N, B = A.zl.B;
-  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    __syncthreads();
-    build_class_list(A.ic + b * C1, C1, smem);
-    __syncthreads();
-    const ThreadArgs<acc_t> T = thread_args<acc_t>(A, L, smem);
-    for (int chunk = blockIdx.x, per_image = L.per_image; chunk < per_image; chunk += gridDim.x) {
-      const int64_t p = first_pixel<PPT>(chunk, L);
-      bool valid[PPT];
-      int64_t t[PPT];
+  const int64_t N = A.zl.N;
+  for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+    bool valid[PPT];
+    int64_t t[PPT];
 #pragma unroll
-      for (int i = 0; i < PPT; ++i) {
-        valid[i] = FAST || p < N;
-        t[i] = CE && valid[i] ? A.target[b * A.tl.sB + (p + i * 32) * A.tl.sN] : 0;
-      }
-      const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
-      const unsigned sCb = (unsigned)A.zl.sC;
-      auto zf = [&](int k, int i) -> acc_t {
-        const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
-        return valid[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
-      };
-      acc_t loss[PPT], ce[PPT];
-      thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, A.ignore_index, loss, ce);
-      const int64_t o = b * N + p;
-#pragma unroll
-      for (int i = 0; i < PPT; ++i) {
-        if (!valid[i]) continue;
-        ocr_out[o + i * 32] = loss[i];
-        if (CE) ce_out[o + i * 32] = ce[i];
-      }
+    for (int i = 0; i < PPT; ++i) {
+      valid[i] = FAST || p < N;
+      t[i] = CE && valid[i] ? A.target[b * A.tl.sB + (p + i * 32) * A.tl.sN] : 0;
     }
-  }
+    const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
+    const unsigned sCb = (unsigned)A.zl.sC;
+    auto zf = [&](int k, int i) -> acc_t {
+      const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
+      return valid[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+    };
+    acc_t loss[PPT], ce[PPT];
+    thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, A.ignore_index, loss, ce);
+    const int64_t o = b * N + p;
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      if (!valid[i]) continue;
+      ocr_out[o + i * 32] = loss[i];
+      if (CE) ce_out[o + i * 32] = ce[i];
+    }
+  });
 }
 
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
@@ -149,58 +155,50 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
   const acc_t* loss = static_cast<const acc_t*>(A.loss);
   const acc_t* g_ocr = static_cast<const acc_t*>(A.g_ocr);
   const acc_t* g_ce = static_cast<const acc_t*>(A.g_ce);
-  const int C1 = (int)A.zl.C1;
-  const int64_t N = A.zl.N, B = A.zl.B;
-  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
-    __syncthreads();
-    build_class_list(A.ic + b * C1, C1, smem);
-    __syncthreads();
-    const ThreadArgs<acc_t> T = thread_args<acc_t>(A, L, smem);
-    for (int chunk = blockIdx.x, per_image = L.per_image; chunk < per_image; chunk += gridDim.x) {
-      const int64_t p = first_pixel<PPT>(chunk, L);
-      bool valid[PPT], read[PPT];
-      int64_t t[PPT];
-      acc_t l[PPT], a[PPT], gce[PPT];
-      bool need = false;
+  const int64_t N = A.zl.N;
+  for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+    bool valid[PPT], read[PPT];
+    int64_t t[PPT];
+    acc_t l[PPT], a[PPT], gce[PPT];
+    bool need = false;
 #pragma unroll
-      for (int i = 0; i < PPT; ++i) {
-        const int64_t q = p + i * 32;
-        valid[i] = FAST || q < N;
-        acc_t go = 0, gc = 0;
-        bool ignored = true;
-        l[i] = 0;
-        t[i] = 0;
-        if (valid[i]) {
-          l[i] = loss[b * A.ll.sB + q * A.ll.sN];
-          go = g_ocr[b * A.gol.sB + q * A.gol.sN];
-          if (CE) {
-            t[i] = A.target[b * A.tl.sB + q * A.tl.sN];
-            ignored = t[i] == A.ignore_index;
-            gc = ignored ? (acc_t)0 : g_ce[b * A.gcl.sB + q * A.gcl.sN];
-          }
+    for (int i = 0; i < PPT; ++i) {
+      const int64_t q = p + i * 32;
+      valid[i] = FAST || q < N;
+      acc_t go = 0, gc = 0;
+      bool ignored = true;
+      l[i] = 0;
+      t[i] = 0;
+      if (valid[i]) {
+        l[i] = loss[b * A.ll.sB + q * A.ll.sN];
+        go = g_ocr[b * A.gol.sB + q * A.gol.sN];
+        if (CE) {
+          t[i] = A.target[b * A.tl.sB + q * A.tl.sN];
+          ignored = t[i] == A.ignore_index;
+          gc = ignored ? (acc_t)0 : g_ce[b * A.gcl.sB + q * A.gcl.sN];
         }
-        read[i] = valid[i] && backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
-        need |= read[i] || (valid[i] && l[i] != l[i]);
       }
-      const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
-      scalar_t* gp = grad + b * A.gl.sB + (FAST ? p : p * A.gl.sN);
-      const unsigned sCb = (unsigned)A.zl.sC;
-      const unsigned gCb = (unsigned)A.gl.sC;
-      auto store = [&](int k, int i, acc_t d) {
-        scalar_t* row = FAST ? fast_row(gp, k, gCb) : gp + k * A.gl.sC;
-        if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
-      };
-      if (__any_sync(kFull, need)) {
-        auto zf = [&](int k, int i) -> acc_t {
-          const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
-          return read[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
-        };
-        thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
-      } else {
-        thread_backward_zero<acc_t, PPT>(store, C1);
-      }
+      read[i] = valid[i] && backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
+      need |= read[i] || (valid[i] && l[i] != l[i]);
     }
-  }
+    const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
+    scalar_t* gp = grad + b * A.gl.sB + (FAST ? p : p * A.gl.sN);
+    const unsigned sCb = (unsigned)A.zl.sC;
+    const unsigned gCb = (unsigned)A.gl.sC;
+    auto store = [&](int k, int i, acc_t d) {
+      scalar_t* row = FAST ? fast_row(gp, k, gCb) : gp + k * A.gl.sC;
+      if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
+    };
+    if (__any_sync(kFull, need)) {
+      auto zf = [&](int k, int i) -> acc_t {
+        const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
+        return read[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+      };
+      thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+    } else {
+      thread_backward_zero<acc_t, PPT>(store, T.C1);
+    }
+  });
 }
 
 template <typename acc_t, typename K>
