@@ -326,15 +326,41 @@ void assign_tiles(const scalar_t* xp, const scalar_t* cp, const Centred& C, int6
 }
 
 // sums[k, d] += x[n, d] over n in increasing order, for the columns [d0, d1) of this task.
+// One add per element in row order, so every vector width gives the same bits; compiled per ISA
+// variant (cpu/isa.h) because the baseline build's 4-wide loop cannot keep up with memory.
 template <typename scalar_t>
-void column_sums(const scalar_t* xp, const int64_t* idx, int64_t N, int64_t D, int64_t d0, int64_t d1,
-                 float* sums) {
+__attribute__((always_inline)) inline void column_sums_body(const scalar_t* xp, const int64_t* idx,
+                                                            int64_t N, int64_t D, int64_t d0,
+                                                            int64_t d1, float* sums) {
   for (int64_t n = 0; n < N; ++n) {
     const scalar_t* row = xp + n * D;
     float* out = sums + idx[n] * D;
 #pragma omp simd
     for (int64_t d = d0; d < d1; ++d) out[d] += static_cast<float>(row[d]);
   }
+}
+
+#if OCR_KERNELS_ISA_DISPATCH
+template <typename scalar_t>
+OCR_AVX512_TARGET void column_sums_avx512(const scalar_t* xp, const int64_t* idx, int64_t N,
+                                          int64_t D, int64_t d0, int64_t d1, float* sums) {
+  column_sums_body(xp, idx, N, D, d0, d1, sums);
+}
+template <typename scalar_t>
+OCR_AVX2_TARGET void column_sums_avx2(const scalar_t* xp, const int64_t* idx, int64_t N, int64_t D,
+                                      int64_t d0, int64_t d1, float* sums) {
+  column_sums_body(xp, idx, N, D, d0, d1, sums);
+}
+#endif
+
+template <typename scalar_t>
+void column_sums(const scalar_t* xp, const int64_t* idx, int64_t N, int64_t D, int64_t d0, int64_t d1,
+                 float* sums) {
+#if OCR_KERNELS_ISA_DISPATCH
+  if (ocr_kernels::cpu_isa::have_avx512()) return column_sums_avx512(xp, idx, N, D, d0, d1, sums);
+  if (ocr_kernels::cpu_isa::have_avx2()) return column_sums_avx2(xp, idx, N, D, d0, d1, sums);
+#endif
+  column_sums_body(xp, idx, N, D, d0, d1, sums);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_step_cpu(

@@ -20,13 +20,14 @@ A loop that cannot be mapped is counted once and flagged in the record's ``notes
 
 Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hit L2):
 - OCR/seg forward: the logits, the fp32 loss map (seg: also the CE map and the int64 target).
-- OCR backward: the loss map and its gradient (fp32), the logits of the 32-byte sectors that hold
-  a pixel with a gradient (the scenario decides: blobs, independent draw, every pixel) and the
-  full gradient write. seg backward: the CE gradient reaches every non-ignored pixel, so its
+- OCR backward: the loss map and its gradient (fp32; Triton reads the gradient only in the
+  sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
+  gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
+  write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
 - Triton OCR/seg: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
-  read where the backward can have a gradient (the scenario's sectors; every pixel for seg); the
-  class-list launch: its tensors. Program-uniform branches (a tile without an active pixel) weigh
+  read where the backward can have a gradient (the scenario's sectors of an fp32 map; every
+  pixel for seg). Program-uniform branches (a tile without an active pixel) weigh
   each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
   count the kernels load from their class lists is the mean of the case's tag draw.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
@@ -463,12 +464,13 @@ def analyse_triton(cap: Captured, hints: Optional[Dict[str, object]] = None,
     }
 
 
-def _sector_fraction(case: Case) -> float:
-    """Fraction of the logits' 32-byte sectors (along the contiguous spatial dim) that hold a
-    pixel with a gradient, in the case's scenario at its OC fraction."""
+def _sector_fraction(case: Case, itemsize: Optional[int] = None) -> float:
+    """Fraction of the 32-byte sectors (along the contiguous spatial dim) of a per-pixel tensor
+    with `itemsize`-byte elements (default: the logits') that hold a pixel with a gradient, in
+    the case's scenario at its OC fraction."""
     if case.scenario == "all-pixels":
         return 1.0
-    per = 32 // _ITEMSIZE[case.dtype]
+    per = 32 // (itemsize or _ITEMSIZE[case.dtype])
     f = DEFAULT_OC_FRACTION
     if case.scenario == "indep":
         return 1.0 - (1.0 - f) ** per
@@ -496,8 +498,9 @@ def _active_programs(case: Case, block: int) -> float:
 
 def _case_hints(case: Case, pass_: str, cap: Captured):
     """(hints, share of active programs) of one OCR/seg Triton launch; ({}, 1) for the others.
-    nic, the per-image IC class count the kernels load from their class lists (written by a
-    captured, so not run, launch): background + the tags of the case's draw, on average. The
+    nic, the per-image IC class count the forward computes from the tags and the backward loads
+    from the class lists (neither runs here): background + the tags of the case's draw, on
+    average. The
     seg backward has a CE gradient at every pixel: every program is active."""
     if case.op not in ("ocr_loss", "seg_ocr_loss") or "BLOCK_P" not in cap.args:
         return {}, 1.0
@@ -516,13 +519,18 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
         logits = P * C1 * _ITEMSIZE[case.dtype]
         seg = case.op == "seg_ocr_loss"
         read_frac = 1.0 if seg else _sector_fraction(case)
+        map_frac = _sector_fraction(case, 4)  # fp32 per-pixel maps: 8 pixels a sector
         # Triton: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
-        # read back where the backward can have a gradient (every pixel for seg: its CE term)
+        # read back where the backward can have a gradient (every pixel for seg: its CE term);
+        # the backward reads the loss map at every pixel and its upstream gradient only where the
+        # loss is not 0 (the CUDA kernel reads both maps in full)
         stats = 8 * P if triton_main else 0
         if pass_ == "fwd":
             return logits + 4 * P + stats + (4 * P + 8 * P if seg else 0)
-        return logits * read_frac + logits + 8 * P + stats * read_frac + (12 * P if seg else 0)
-    # W-OoD, K-means and the OCR class lists: every tensor argument once (centroid re-reads
+        maps = 4 * P + 4 * P * (map_frac if triton_main else 1.0)
+        return (logits * read_frac + logits + maps + stats * (1.0 if seg else map_frac)
+                + (12 * P if seg else 0))
+    # W-OoD and K-means: every tensor argument once (centroid re-reads
     # across tiles hit L2)
     seen, total = set(), 0
     for v in cap.args.values():

@@ -23,7 +23,7 @@ from mmseg.registry import MODELS
 
 from .. import ocr as _ocr
 from .. import seg as _seg
-from .._validation import check_int, check_option
+from .._validation import check_bool, check_int, check_option
 from ..tags import load_prior, tags_from_target
 
 TAGS_FROM = ("data", "target")
@@ -97,10 +97,14 @@ class SegOCRLoss(_seg.SegOCRLoss):
     .json, .txt) or ``dict(type="cls_labels", file=...)`` (``ocr_kernels.load_prior``); the tags
     found by ``tags_from`` ("data" or "target", see this module) when ``forward`` gets none; and
     mmseg's ``seg_weight`` (OHEM) as a per-pixel weight of the cross-entropy term.
+
+    ``upsample`` defaults to True here: logits smaller than the label (``TaggedEncoderDecoder``
+    passes a head's logits before mmseg's resize, see ``heads.fused_head_loss``) are upsampled
+    inside the loss; logits already at the label's size are used as they are.
     """
 
-    def __init__(self, prior=None, *, tags_from: str = "data", **kwargs):
-        super().__init__(_resolve_prior(prior), **kwargs)
+    def __init__(self, prior=None, *, tags_from: str = "data", upsample: bool = True, **kwargs):
+        super().__init__(_resolve_prior(prior), upsample=upsample, **kwargs)
         self.tags_from = check_option("tags_from", tags_from, TAGS_FROM)
 
     def forward(self, pred, target, tags=None, weight=None, ignore_index=None,
@@ -120,12 +124,16 @@ class OCRLoss(_ocr.OCRLoss):
     ``loss_decode``. Prior and tags as ``SegOCRLoss``; ``ignore_index`` only serves
     tags_from="target" (the OCR term is a mean over every pixel). A ``weight`` (OHEM's
     ``seg_weight``) is for the cross-entropy: the OCR term does not use it, as in ``SegOCRLoss``.
+    ``upsample`` (default True): logits smaller than the target are upsampled to its size inside
+    the loss (``ocr_loss(size=...)``), as ``SegOCRLoss`` does.
     """
 
-    def __init__(self, prior=None, *, tags_from: str = "data", ignore_index: int = 255, **kwargs):
+    def __init__(self, prior=None, *, tags_from: str = "data", ignore_index: int = 255,
+                 upsample: bool = True, **kwargs):
         super().__init__(_resolve_prior(prior), **kwargs)
         self.tags_from = check_option("tags_from", tags_from, TAGS_FROM)
         self.ignore_index = check_int("ignore_index", ignore_index)
+        self.upsample = check_bool("upsample", upsample)
 
     def forward(self, pred, target=None, tags=None, weight=None, ignore_index=None,
                 reduction_override=None, **kwargs):
@@ -135,7 +143,11 @@ class OCRLoss(_ocr.OCRLoss):
             raise TypeError(f"OCRLoss.forward got unsupported arguments {sorted(unknown)}")
         if tags is None:
             tags = _tags(self, pred, target, self.ignore_index if ignore_index is None else ignore_index)
-        return super().forward(pred, tags)
+        size = None
+        if self.upsample and target is not None and tuple(pred.shape[2:]) != tuple(target.shape[-2:]):
+            size = tuple(target.shape[-2:])
+        return super().forward(pred, tags, size=size)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, tags_from={self.tags_from!r}, ignore_index={self.ignore_index}"
+        return (f"{super().extra_repr()}, tags_from={self.tags_from!r}, "
+                f"ignore_index={self.ignore_index}, upsample={self.upsample}")

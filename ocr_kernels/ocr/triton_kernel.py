@@ -6,8 +6,9 @@ Design (README "Design of the OCR kernels"):
   every block is 1-D, so a pixel's class reductions stay in its thread's registers (no shuffles,
   no shared memory, no layout conversions) and the register count does not grow with C+1: any C
   runs the same code, one coalesced row of the logits per class.
-- Tags are hoisted per image: the host builds each image's class list, IC classes first, then OC
-  (ascending), and the kernels loop over each part, so the IC/OC test costs nothing per class.
+- Tags are hoisted per image: the forward's programs build each image's class list, IC classes
+  first, then OC (ascending), in their prologue (no launch of its own), and the kernels loop over
+  each part, so the IC/OC test costs nothing per class.
 - One exp per logit in the forward: online (max, argmax, sum without the argmax's term) over the IC
   list (the anchor) and over the OC list (the OC log-sum-exp), merged into the prediction and the
   softmax normaliser. "ada" then re-reads the few IC rows (its group test needs P_A with the full
@@ -47,6 +48,8 @@ PIXELS_PER_THREAD = 4
 # Under the interpreter (tests on the CPU) each program and each op costs Python overhead: few,
 # large programs.
 INTERPRET_BLOCK_P = 8192
+# Classes a forward program reads of its image's tags at once while it builds the class list.
+CLASS_CHUNK = 256
 _FORCE_INT64 = False  # tests set it to run the 64-bit offset path on small tensors
 _INT32_LIMIT = 2**31 - 1
 # On a GPU the logs that only need an absolute error of ~1e-7 go through the SFU (lg2.approx);
@@ -117,6 +120,21 @@ def _spatial_offset(n, S1, S2, s0, s1, s2, FLAT: tl.constexpr):
         t = n // S2
         off = (t // S1) * s0 + (t % S1) * s1 + i2 * s2
     return off
+
+
+@triton.jit
+def _tile(ptr, base, pid, n, S1, S2, s0, s1, s2, FLAT: tl.constexpr, BLOCK_P: tl.constexpr):
+    # (pointer, per-pixel offsets) of a tile's pixels in one image (base: the image's offset).
+    # FLAT: the tile's first pixel goes into the scalar pointer and the offsets are tl.arange
+    # times the stride, so a thread's pixels sit at fixed distances from one address and a class
+    # row costs one address computation, not one 64-bit add per pixel.
+    if FLAT:
+        p = ptr + (base + pid * BLOCK_P * s2)
+        off = tl.arange(0, BLOCK_P) * s2
+    else:
+        p = ptr + base
+        off = _spatial_offset(n, S1, S2, s0, s1, s2, FLAT)
+    return p, off
 
 
 @triton.jit
@@ -224,20 +242,42 @@ def _pixel_mask(pred_ic, oc_any, PIXELS: tl.constexpr):
 
 
 @triton.jit
-def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr):
-    # One program per image: IC = {0} ∪ {c+1 : tags[b, c] != 0} to the front of the list, OC
-    # after it, each ascending (ties in the class loops then resolve to the lowest index); the
-    # IC count after the list.
-    b = tl.program_id(0)
-    c = tl.arange(0, BLOCK_C)
+def _ic_classes(tags_row, t_sc, c, C1):
+    # IC = {0} ∪ {c+1 : tags[b, c] != 0}, for the classes c of one chunk (False past C+1).
     valid = c < C1
-    tg = tl.load(tags_ptr + b * t_sb + (c - 1) * t_sc, mask=(c >= 1) & valid, other=0)
-    ic = ((tg != 0) | (c == 0)) & valid
-    rank = tl.cumsum(ic.to(tl.int32), 0)  # IC classes up to and including c
-    nic = tl.sum(ic.to(tl.int32), 0)
-    row = cls_ptr + b * (C1 + 1)
-    tl.store(row + tl.where(ic, rank - 1, nic + c - rank), c, mask=valid)
+    tg = tl.load(tags_row + (c - 1) * t_sc, mask=(c >= 1) & valid, other=0)
+    return ((tg != 0) | (c == 0)) & valid
+
+
+@triton.jit
+def _class_list(tags_row, t_sc, row, C1, BLOCK_C: tl.constexpr):
+    # This image's class list: IC classes to the front, OC after them, each ascending (ties in
+    # the class loops then resolve to the lowest index); the IC count after the list, and
+    # returned. Chunks of BLOCK_C classes keep the registers bounded at any C: one pass counts
+    # the IC classes (the OC part starts there), one places them. Every program of the image
+    # writes the same values to the same row (the backward reuses it), so the list needs no
+    # launch of its own; the caller's barrier makes the row visible to all of its threads.
+    nic = tl.sum(tl.zeros((BLOCK_C,), tl.int32), 0)
+    for c0 in range(0, C1, BLOCK_C):
+        ic = _ic_classes(tags_row, t_sc, c0 + tl.arange(0, BLOCK_C), C1)
+        nic += tl.sum(ic.to(tl.int32), 0)
+    before = tl.sum(tl.zeros((BLOCK_C,), tl.int32), 0)  # IC classes in the earlier chunks
+    for c0 in range(0, C1, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        ic = _ic_classes(tags_row, t_sc, c, C1)
+        rank = before + tl.cumsum(ic.to(tl.int32), 0)  # IC classes up to and including c
+        tl.store(row + tl.where(ic, rank - 1, nic + c - rank), c, mask=c < C1)
+        before += tl.sum(ic.to(tl.int32), 0)
     tl.store(row + C1, nic)
+    return nic
+
+
+@triton.jit
+def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr):
+    # One program per image: the class lists of _class_lists, for kernels that do not build them
+    # in their prologue.
+    b = tl.program_id(0)
+    _class_list(tags_ptr + b * t_sb, t_sc, cls_ptr + b * (C1 + 1), C1, BLOCK_C)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,25 +286,27 @@ def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr)
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_kernel(
-    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr,
+    z_ptr, tags_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
+    t_sb, t_sc,
     p_s0, p_s1,
     y_sb, y_s0, y_s1, y_s2,
     margin, threshold, ignore_index,
     GROUP: tl.constexpr, PIXELS: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_P: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     if INT64:
         pid = pid.to(tl.int64)
         b = b.to(tl.int64)
+    cls = cls_ptr + b * (C1 + 1)
+    nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
+    tl.debug_barrier()  # the row just written is read back by every thread in the class loops
     n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     row_mask = n < N
-    zrow = b * z_sb + _spatial_offset(n, S1, S2, z_s0, z_s1, z_s2, FLAT)
-    cls = cls_ptr + b * (C1 + 1)
-    nic = tl.load(cls + C1)
+    z_ptr, zrow = _tile(z_ptr, b * z_sb, pid, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
     mi, si, A, bad_i = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
     mo, so, ao, bad_o = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
@@ -322,11 +364,13 @@ def _bwd_kernel(
     n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     row_mask = n < N
     L = tl.load(loss_ptr + b * N + n, mask=row_mask, other=0.0)
-    gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
-                 mask=row_mask, other=0.0).to(tl.float32)
-    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient. A NaN
+    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient, so the
+    # upstream gradient is read only where L is not 0 (its sectors elsewhere never move). A NaN
     # L (a non-finite logit) makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
-    act_ocr = ((L > 0.0) & (gl != 0.0)) | (L != L)
+    has_loss = (L > 0.0) | (L != L)
+    gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
+                 mask=row_mask & has_loss, other=0.0).to(tl.float32)
+    act_ocr = (has_loss & (gl != 0.0)) | (L != L)
     poison = tl.where(L != L, L, 0.0)
     coef = tl.where(act_ocr, gl * _sigmoid_from_loss(L), 0.0)
     active = act_ocr
@@ -341,7 +385,7 @@ def _bwd_kernel(
         gce = tl.where(act_ce, gce, 0.0)
         tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
         active = active | act_ce
-    drow = b * d_sb + _spatial_offset(n, S1, S2, d_s0, d_s1, d_s2, FLAT)
+    dz_ptr, drow = _tile(dz_ptr, b * d_sb, pid, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
     if tl.max(active.to(tl.int32), 0) == 0:
         # No pixel of the block has a gradient: zeros, without reading the logits.
         dp = dz_ptr + drow
@@ -349,7 +393,7 @@ def _bwd_kernel(
             tl.store(dp, tl.zeros((BLOCK_P,), dz_ptr.dtype.element_ty), mask=row_mask)
             dp += d_sc
     else:
-        zrow = b * z_sb + _spatial_offset(n, S1, S2, z_s0, z_s1, z_s2, FLAT)
+        z_ptr, zrow = _tile(z_ptr, b * z_sb, pid, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
         cls = cls_ptr + b * (C1 + 1)
         nic = tl.load(cls + C1)
         # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
@@ -431,16 +475,19 @@ def _pix(t: Optional[torch.Tensor], first: int):
     return t.stride(0), st, flat
 
 
+def _class_block(C1: int) -> int:
+    """BLOCK_C of the class-list prologue: the classes it reads at once."""
+    return min(max(2, triton.next_power_of_2(C1)), CLASS_CHUNK)
+
+
 def _class_lists(tags: torch.Tensor, C1: int) -> torch.Tensor:
-    """int32 [B, C+2]: per image the C+1 class indices with the IC classes first, then the OC
-    classes (each ascending), then the number of IC classes. The kernels' class loops visit
-    either set without a per-class test, and "ada" re-reads only the IC rows. The forward makes
-    it and the backward reuses it (saved with the OC statistics)."""
+    """The class lists (int32 [B, C+2], see _forward) from a launch of their own, for kernels
+    that do not build them in their prologue as _fwd_kernel does."""
     B = tags.shape[0]
     classes = torch.empty((B, C1 + 1), dtype=torch.int32, device=tags.device)
     if B:
         _class_list_kernel[(B,)](tags, classes, C1, tags.stride(0), tags.stride(1),
-                                 BLOCK_C=max(2, triton.next_power_of_2(C1)))
+                                 BLOCK_C=_class_block(C1))
     return classes
 
 
@@ -471,14 +518,17 @@ def _stats_like(logits: torch.Tensor) -> torch.Tensor:
 
 def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
     """(loss_map, ce_map, stats, classes); ce_map is loss_map when target is None; stats (fp32
-    [2, B, *spatial]) and classes (_class_lists) go to _backward."""
+    [2, B, *spatial]) and classes (the class lists) go to _backward."""
     with_ce = target is not None
     B = logits.shape[0]
     spatial = tuple(logits.shape[2:])
     loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
     ce = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device) if with_ce else loss
     stats = _stats_like(logits)
-    classes = _class_lists(tags, logits.shape[1])
+    # int32 [B, C+2]: per image the C+1 class indices, IC classes first, then OC (each
+    # ascending), then the IC count; the forward kernel writes it (_class_list) and the backward
+    # reuses it.
+    classes = _classes_like(logits)
     if loss.numel() == 0:
         return loss, ce, stats, classes
     g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)])
@@ -486,14 +536,16 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
     pr = prior if prior is not None else loss
     p_st = prior.stride() if prior is not None else (0, 0)
     _fwd_kernel[g["grid"]](
-        logits, classes, pr, target if with_ce else classes, loss, ce, stats,
+        logits, tags, classes, pr, target if with_ce else classes, loss, ce, stats,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
+        tags.stride(0), tags.stride(1),
         p_st[0], p_st[1],
         y_sb, yst[0], yst[1], yst[2],
         float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
-        FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"], num_warps=g["warps"],
+        FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
+        BLOCK_C=_class_block(g["C1"]), num_warps=g["warps"],
     )
     return loss, ce, stats, classes
 

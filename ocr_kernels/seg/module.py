@@ -87,8 +87,10 @@ class SegOCRLoss(nn.Module):
         unknown = {k: v for k, v in kwargs.items() if v is not None}
         if unknown:
             raise TypeError(f"SegOCRLoss.forward got unsupported arguments {sorted(unknown)}")
+        # logits already at the target's size need no resize (it would be the identity)
+        upsample = self.upsample and tuple(pred.shape[2:]) != tuple(target.shape[1:])
         return self.loss_weight * seg_ocr_loss(
-            pred, target, tags, self.prior, upsample=self.upsample,
+            pred, target, tags, self.prior, upsample=upsample,
             align_corners=self.align_corners, alpha=self.alpha,
             ignore_index=self.ignore_index if ignore_index is None else ignore_index,
             margin=self.margin, threshold=self.threshold, group_split=self.group_split,

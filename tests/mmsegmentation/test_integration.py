@@ -227,3 +227,75 @@ def test_segformer_head_gets_the_tags():
                          loss_decode=dict(type="SegOCRLoss", prior=prior.tolist(), alpha=0.5))))
     losses, seen = loss_with_tags(model, torch.randn(2, 3, 32, 32), labels, tags)
     check_head_losses(losses, seen, labels, tags, {"decode": (prior, 0.5, 1.0)})
+
+
+def _fixed_logits_head(loss_decode, logits, **kw):
+    head = fcn_head(loss_decode, **kw)
+    head.forward = lambda inputs: logits  # the head's logits, before any resize
+    return head
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("losses", ["seg_ocr", "ce+ocr"])
+def test_fused_head_loss_equals_mmseg_loss_by_feat(losses, align_corners, monkeypatch):
+    # A stock FCNHead: mmseg resizes the 4x5 logits to the 16x20 labels, then calls the losses;
+    # fused_head_loss hands the 4x5 logits to this package's losses (upsample=True) instead. Same
+    # loss values, acc_seg and gradient with respect to the head's logits.
+    from ocr_kernels.mmseg import heads
+    labels, _, prior = inputs()
+    spec = (dict(type="SegOCRLoss", prior=prior.tolist(), alpha=0.7, tags_from="target",
+                 align_corners=align_corners) if losses == "seg_ocr" else
+            [dict(type="CrossEntropyLoss"),
+             dict(type="OCRLoss", prior=prior.tolist(), tags_from="target", loss_weight=0.5,
+                  align_corners=align_corners)])
+    g = torch.Generator().manual_seed(1)
+    low = torch.randn(2, 5, 4, 5, dtype=torch.float64, generator=g)
+    a, b = low.clone().requires_grad_(), low.clone().requires_grad_()
+    stock = _fixed_logits_head(spec, a, align_corners=align_corners)
+    fused = _fixed_logits_head(spec, b, align_corners=align_corners)
+    assert heads.fusable(fused)
+    want = stock.loss_by_feat(a, samples(labels))
+    if losses == "seg_ocr":
+        # this package's losses alone: no resize of the logits with a gradient, only the
+        # no-grad, one-image-at-a-time resize of acc_seg
+        real = heads.resize
+
+        def checked(x, **kw):
+            assert not torch.is_grad_enabled() and x.shape[0] == 1, "full-resolution logits resized"
+            return real(x, **kw)
+        monkeypatch.setattr(heads, "resize", checked)
+    got = heads.fused_head_loss(fused, None, samples(labels), None)
+    assert sorted(got) == sorted(want)
+    for k in want:
+        torch.testing.assert_close(got[k].double(), want[k].double(), rtol=1e-9, atol=1e-9)
+    sum(v for k, v in want.items() if k.startswith("loss")).backward()
+    sum(v for k, v in got.items() if k.startswith("loss")).backward()
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_fused_heads_of_the_segmentor():
+    labels, tags, prior = inputs(size=(32, 32))
+    cfg = dict(
+        type="TaggedEncoderDecoder",
+        backbone=dict(type="MixVisionTransformer", in_channels=3, embed_dims=8, num_stages=4,
+                      num_layers=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], patch_sizes=[7, 3, 3, 3],
+                      sr_ratios=[8, 4, 2, 1], out_indices=(0, 1, 2, 3), mlp_ratio=2),
+        decode_head=dict(type="SegformerHead", in_channels=[8, 16, 32, 64], in_index=[0, 1, 2, 3],
+                         channels=16, num_classes=5, align_corners=True,
+                         loss_decode=dict(type="SegOCRLoss", prior=prior.tolist(), tags_from="target")),
+        auxiliary_head=[
+            dict(type="FCNHead", in_channels=32, in_index=2, channels=8, num_convs=1,
+                 num_classes=5, concat_input=False,
+                 loss_decode=dict(type="CrossEntropyLoss")),  # nothing to fuse
+            dict(type="FCNHead", in_channels=32, in_index=2, channels=8, num_convs=1,
+                 num_classes=5, concat_input=False, sampler=dict(type="OHEMPixelSampler", thresh=0.7),
+                 loss_decode=dict(type="SegOCRLoss", prior=prior.tolist(), tags_from="target"))])
+    model = MODELS.build(cfg)
+    # OHEM samples the full-resolution logits: that head keeps mmseg's path
+    assert model.fused_heads == ("decode",)
+    assert model.decode_head.loss_decode.align_corners is True  # the head's grid
+    assert MODELS.build(dict(cfg, fuse_upsampling=False)).fused_heads == ()
+    # no img_tags in the batch: tags_from="target" losses need none
+    losses = model.loss(torch.randn(2, 3, 32, 32), samples(labels))
+    assert {"decode.loss_seg_ocr", "decode.acc_seg", "aux_0.loss_ce", "aux_1.loss_seg_ocr"} <= set(losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())

@@ -122,6 +122,9 @@ def test_tags_from_data_cls_labels(tmp_path, monkeypatch):
     runner, rec, (cls_labels, _, prior) = run("tiny_fcn_ocr_tags_from_data.py", tmp_path, monkeypatch)
     model = runner.model
     assert type(model).__name__ == "TaggedEncoderDecoder"
+    # the 4x4 logits reach the losses before any resize: upsampled inside the cpu kernel, which
+    # gives the logged values checked against the float64 composition below
+    assert model.fused_heads == ("decode", "aux")
     assert len(rec.iters) == 4
     for it in rec.iters:
         labels, names = batch_arrays(it["batch"])

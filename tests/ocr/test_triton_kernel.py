@@ -89,6 +89,24 @@ def test_ties_across_class_lists_take_lowest_index(request, path):
     assert abs(got - torch.nn.functional.softplus(torch.tensor(s, dtype=torch.float64)).item()) < 1e-5
 
 
+def test_class_lists_built_in_chunks(monkeypatch):
+    # The forward builds each image's class list in chunks of CLASS_CHUNK classes (256 on a
+    # GPU); chunks of 4 here: IC classes first, then OC, each ascending, then the IC count.
+    monkeypatch.setattr(tk, "CLASS_CHUNK", 4)
+    logits, tags, prior = make_ocr_inputs(3, 13, (3, 5), tag_p=0.4)
+    tags[1] = 1  # every class tagged
+    tags[2] = 0  # background alone in IC
+    check_map(logits, tags, prior, grad_map=torch.randn(3, 3, 5))
+    _, _, _, classes = tk._forward(logits.to(DEV), None, tags.to(DEV), prior.to(DEV), 2.0, 0.2,
+                                   "ada", "oc", -100)
+    # the same lists from a launch of their own (for kernels without the prologue)
+    alone = tk._class_lists(tags.to(DEV), 13)
+    for b in range(3):
+        ic = [0] + [c + 1 for c in range(12) if tags[b, c] != 0]
+        oc = [c for c in range(13) if c not in ic]
+        assert classes[b].tolist() == ic + oc + [len(ic)] == alone[b].tolist()
+
+
 @pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_integer_logits_with_many_ties(request, path):
     if path == "small_tiles":
@@ -223,13 +241,8 @@ def test_no_copy_of_the_logits(monkeypatch):
         def __getitem__(self, grid):
             return lambda *args, **kw: launched.append(args)
 
-    class Skip:  # the class lists: from the tags, no logits involved
-        def __getitem__(self, grid):
-            return lambda *args, **kw: None
-
     monkeypatch.setattr(tk, "_fwd_kernel", Launch())
     monkeypatch.setattr(tk, "_bwd_kernel", Launch())
-    monkeypatch.setattr(tk, "_class_list_kernel", Skip())
     layouts = dict(_layouts())
     for name in ("channels_last", "channels_last_3d", "permuted"):
         logits = layouts[name].to(DEV)
@@ -246,7 +259,7 @@ def test_no_copy_of_the_logits(monkeypatch):
         assert dz.stride() == logits.stride()
         # the strides passed: batch, class, and (FLAT) the one collapsed spatial stride
         fwd = launched[0]
-        assert fwd[11:13] == (logits.stride(0), logits.stride(1)), name
+        assert fwd[12:14] == (logits.stride(0), logits.stride(1)), name
     copies = [op for op in recorded if any(w in op for w in ("copy", "clone", "contiguous"))]
     assert not copies, copies
     assert any("empty" in op for op in recorded), "the recording saw the launchers' allocations"
