@@ -30,6 +30,11 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   pixel for seg). Program-uniform branches (a tile without an active pixel) weigh
   each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
   count the kernels load from their class lists is the mean of the case's tag draw.
+CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
+launcher sizes it (one wave of resident blocks, a column per image); class loops run the
+per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
+per_image / gridDim.x times, and the backward's warp-uniform branch (recompute vs zeros) weighs
+each side by the share of 128-pixel warps holding a pixel with a gradient.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
