@@ -2,11 +2,10 @@
 //
 // Plain C++ with no torch or CUDA-library includes, so that it compiles in host code, in nvcc
 // device code, and in the CUDA translation units that must not see torch headers
-// (docs/kernel-notes.md). The CUDA kernel runs `pixel_forward`/`pixel_backward` per thread; the CPU
-// kernel vectorises over pixel tiles but uses the same element functions (softplus_stable,
-// sigma_from_loss, ada_member, pixel_selected) so the decisions match, and the CPU op
-// `_pixelwise_seg_ocr` runs `pixel_forward`/`pixel_backward` themselves so CI checks the exact
-// code the GPU runs.
+// (docs/kernel-notes.md). `pixel_forward`/`pixel_backward` compute one pixel from any logit
+// accessor (the fused-upsampling kernels read interpolated logits through them); the CPU tiles
+// and the CUDA OCR kernels' per-thread code (ocr_thread.h) use the same element functions
+// (softplus_stable, sigma_from_loss, ada_member, pixel_selected) so the decisions match.
 #pragma once
 
 #include <math.h>

@@ -181,7 +181,7 @@ def test_non_finite_logit_gives_nan_at_its_pixel_only(ocr_backend, bad, group_sp
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_per_pixel_code_nan_and_extreme_gaps(dtype):
-    """ocr_pixel.h's pixel_forward/pixel_backward (what the CUDA kernel runs per thread), through
+    """ocr_thread.h's thread_forward/thread_backward (what the CUDA kernel runs per thread), through
     its CPU hook: the NaN policy and logit gaps far past exp's range, against the reference."""
     require_backend("cpu", OCR_LOSS_MAP_IMPLS, "ocr_loss")
     from ocr_kernels._options import GROUP_SPLITS as CODES, PIXEL_MODES as PIX

@@ -24,6 +24,7 @@
 
 #include "../ocr_host.h"
 #include "../ocr_pixel.h"
+#include "../ocr_thread.h"
 
 #include "isa.h"
 #include "ocr_tiles.h"
@@ -177,54 +178,110 @@ at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::T
   return grad;
 }
 
-// The per-pixel functions of ocr_pixel.h run one pixel at a time, exactly as the CUDA kernel runs
-// them: a test hook so that CI checks the GPU's math on the CPU. Returns (ce_map, ocr_map, grad)
-// with grad for the upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
+// The per-thread functions of ocr_thread.h, run exactly as the CUDA kernel runs them: a test hook
+// so that CI checks the GPU's code on the CPU. Pixels are walked in the kernel's tiles and warps
+// (32 threads of kThreadPixels pixels, 32 apart); a warp reads logits in the backward only when
+// one of its pixels has a gradient, as on the GPU. Returns (ce_map, ocr_map, grad) with grad for
+// the upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
+template <typename scalar_t, typename acc_t, int GROUP, bool CE>
+void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tensor& g_ce,
+                     at::Tensor& ocr_map, at::Tensor& ce_map, at::Tensor& grad, double margin,
+                     double threshold, int pixels, int64_t ignore_index) {
+  constexpr int PPT = kThreadPixels, WARPS = kBlockThreads / 32;
+  const Layout3 zl = layout3(P.z), gl = layout3(grad);
+  const Layout2 gol = layout2(g_ocr);
+  const Layout2 tl = CE ? layout2(P.target) : Layout2{0, 0};
+  const Layout2 gcl = CE ? layout2(g_ce) : Layout2{0, 0};
+  const scalar_t* zp = P.z.data_ptr<scalar_t>();
+  scalar_t* gp = grad.data_ptr<scalar_t>();
+  const uint8_t* icp = P.ic.data_ptr<uint8_t>();
+  const acc_t* pp = P.prior.numel() ? P.prior.data_ptr<acc_t>() : nullptr;
+  acc_t* om = ocr_map.data_ptr<acc_t>();
+  acc_t* cm = ce_map.data_ptr<acc_t>();
+  const int64_t* tp = CE ? P.target.data_ptr<int64_t>() : nullptr;
+  const acc_t* gop = g_ocr.data_ptr<acc_t>();
+  const acc_t* gcp = CE ? g_ce.data_ptr<acc_t>() : nullptr;
+  const int C1 = (int)zl.C1;
+  std::vector<int> cls(C1);
+  for (int64_t b = 0; b < zl.B; ++b) {
+    int nic = 0;
+    for (int k = 0; k < C1; ++k) nic += icp[b * C1 + k] != 0;
+    for (int k = 0, ni = 0, no = nic; k < C1; ++k) cls[icp[b * C1 + k] ? ni++ : no++] = k;
+    const ThreadArgs<acc_t> T{cls.data(), nic, C1 - nic, C1, pp, (acc_t)margin, (acc_t)threshold,
+                              pixels};
+    for (int64_t w0 = 0; w0 < zl.N; w0 += 32 * PPT) {  // one warp's pixels
+      struct Lane {
+        bool valid[PPT], read[PPT];
+        int64_t q[PPT], t[PPT];
+        acc_t loss[PPT], a[PPT], gce[PPT];
+      } lanes[32];
+      bool need = false;
+      for (int lane = 0; lane < 32; ++lane) {
+        Lane& L = lanes[lane];
+        for (int i = 0; i < PPT; ++i) {
+          L.q[i] = w0 + i * 32 + lane;
+          L.valid[i] = L.q[i] < zl.N;
+          L.t[i] = CE && L.valid[i] ? tp[b * tl.sB + L.q[i] * tl.sN] : 0;
+        }
+        auto zf = [&](int k, int i) -> acc_t {
+          return L.valid[i] ? static_cast<acc_t>(zp[b * zl.sB + L.q[i] * zl.sN + k * zl.sC]) : (acc_t)0;
+        };
+        acc_t ce[PPT];
+        thread_forward<acc_t, GROUP, CE, PPT>(zf, T, L.t, ignore_index, L.loss, ce);
+        for (int i = 0; i < PPT; ++i) {
+          if (!L.valid[i]) continue;
+          om[b * zl.N + L.q[i]] = L.loss[i];
+          cm[b * zl.N + L.q[i]] = CE ? ce[i] : (acc_t)0;
+          const bool ignored = !CE || L.t[i] == ignore_index;
+          const acc_t gc = ignored ? (acc_t)0 : gcp[b * gcl.sB + L.q[i] * gcl.sN];
+          L.read[i] = backward_factors(L.loss[i], gop[b * gol.sB + L.q[i] * gol.sN], gc, ignored,
+                                       &L.a[i], &L.gce[i]);
+          need |= L.read[i] || L.loss[i] != L.loss[i];
+        }
+        for (int i = 0; i < PPT; ++i)
+          if (!L.valid[i]) L.read[i] = false, L.loss[i] = L.a[i] = L.gce[i] = (acc_t)0;
+      }
+      for (int lane = 0; lane < 32; ++lane) {
+        const Lane& L = lanes[lane];
+        auto store = [&](int k, int i, acc_t d) {
+          if (L.valid[i]) gp[b * gl.sB + L.q[i] * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
+        };
+        if (need) {
+          auto zf = [&](int k, int i) -> acc_t {
+            return L.read[i] ? static_cast<acc_t>(zp[b * zl.sB + L.q[i] * zl.sN + k * zl.sC]) : (acc_t)0;
+          };
+          thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, L.loss, L.a, L.gce, L.t);
+        } else {
+          thread_backward_zero<acc_t, PPT>(store, C1);
+        }
+      }
+    }
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_cpu(
     const at::Tensor& logits_in, const c10::optional<at::Tensor>& target_in,
     const at::Tensor& tags, const c10::optional<at::Tensor>& prior_in,
     const c10::optional<at::Tensor>& grad_ce_in, const at::Tensor& grad_ocr_in, double margin,
     double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
   const Prepared P = prepare(logits_in, target_in, tags, prior_in, group, pixels);
-  const at::Tensor &z = P.z, &ic = P.ic, &prior = P.prior, &target = P.target;
-  const bool ce = P.ce();
   const at::Tensor g_ocr = map_arg("grad_ocr", grad_ocr_in, P);
   const at::Tensor g_ce = grad_ce_arg(grad_ce_in, P);
-  at::Tensor ocr_map = new_map(z), ce_map = at::zeros_like(ocr_map);
+  at::Tensor ocr_map = new_map(P.z), ce_map = at::zeros_like(ocr_map);
   at::Tensor grad = grad_like(logits_in);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "ocr_pixelwise_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, P.z.scalar_type(), "ocr_pixelwise_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const Layout3 zl = layout3(z), gl = layout3(grad);
-    const Layout2 gol = layout2(g_ocr);
-    const Layout2 tl = ce ? layout2(target) : Layout2{0, 0};
-    const Layout2 gcl = ce ? layout2(g_ce) : Layout2{0, 0};
-    const scalar_t* zp = z.data_ptr<scalar_t>();
-    scalar_t* gp = grad.data_ptr<scalar_t>();
-    const uint8_t* icp = ic.data_ptr<uint8_t>();
-    const acc_t* pp = prior.numel() ? prior.data_ptr<acc_t>() : nullptr;
-    acc_t* om = ocr_map.data_ptr<acc_t>();
-    acc_t* cm = ce_map.data_ptr<acc_t>();
-    const int64_t* tp = ce ? target.data_ptr<int64_t>() : nullptr;
-    const acc_t* gop = g_ocr.data_ptr<acc_t>();
-    const acc_t* gcp = ce ? g_ce.data_ptr<acc_t>() : nullptr;
-    for (int64_t b = 0; b < zl.B; ++b) {
-      for (int64_t p = 0; p < zl.N; ++p) {
-        const scalar_t* zb = zp + b * zl.sB + p * zl.sN;
-        auto zf = [&](int64_t k) { return static_cast<acc_t>(zb[k * zl.sC]); };
-        const int64_t t = ce ? tp[b * tl.sB + p * tl.sN] : 0;
-        acc_t cev = 0;
-        const acc_t l = pixel_forward<acc_t>(zf, icp + b * zl.C1, pp, zl.C1, (acc_t)margin,
-                                             (acc_t)threshold, (int)group, (int)pixels, ce, t,
-                                             ignore_index, &cev);
-        om[b * zl.N + p] = l;
-        cm[b * zl.N + p] = cev;
-        scalar_t* gb = gp + b * gl.sB + p * gl.sN;
-        auto store = [&](int64_t k, acc_t v) { gb[k * gl.sC] = static_cast<scalar_t>(v); };
-        const acc_t gce = (ce && t != ignore_index) ? gcp[b * gcl.sB + p * gcl.sN] : acc_t(0);
-        pixel_backward<acc_t>(zf, store, icp + b * zl.C1, pp, zl.C1, (acc_t)threshold, (int)group,
-                              (int)pixels, l, gop[b * gol.sB + p * gol.sN], gce, t);
-      }
-    }
+    auto run = [&](auto group_c, auto ce_c) {
+      pixelwise_image<scalar_t, acc_t, decltype(group_c)::value, decltype(ce_c)::value>(
+          P, g_ocr, g_ce, ocr_map, ce_map, grad, margin, threshold, (int)pixels, ignore_index);
+    };
+    auto with_group = [&](auto ce_c) {
+      if (group == GROUP_ADA) run(std::integral_constant<int, GROUP_ADA>{}, ce_c);
+      else if (group == GROUP_MAX) run(std::integral_constant<int, GROUP_MAX>{}, ce_c);
+      else run(std::integral_constant<int, GROUP_ALL>{}, ce_c);
+    };
+    if (P.ce()) with_group(std::true_type{});
+    else with_group(std::false_type{});
   });
   return {ce_map, ocr_map, grad};
 }

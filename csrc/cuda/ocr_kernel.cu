@@ -1,11 +1,19 @@
-// CUDA kernels of the OCR ops: one thread per pixel running ocr_pixel.h's pixel_forward /
-// pixel_backward (the same code the CPU op _pixelwise_seg_ocr runs in CI). Consecutive threads
-// take consecutive pixels, so reads of NCHW logits are coalesced for every class; fp32 math
-// (fp64 for fp64), 64-bit offsets, grid-stride loops, the caller's stream, no synchronisation.
+// CUDA kernels of the OCR ops. A block is kBlockThreads threads over consecutive pixels of ONE
+// image (coalesced along the spatial dim for NCHW); each thread runs ocr_thread.h's
+// thread_forward / thread_backward on its pixels (the code the CPU op _pixelwise_seg_ocr runs in
+// CI). The block writes the image's class list (IC first, then OC) into shared memory, so the class
+// loops visit each part without a branch on the tags. Two paths:
+// - fast: unit pixel stride (NCHW-contiguous logits and gradient) and per-image offsets below
+//   2^31: kThreadPixels pixels a thread, 32 apart, so one row address serves them all (immediate
+//   offsets) and offsets are 32-bit;
+// - any other layout: one pixel a thread, 64-bit per-dim strides, no copy.
+// The grid is one wave of resident blocks (no partial last wave): a column of blocks per image,
+// each looping over the image's tiles. fp32 math (fp64 for fp64), the caller's stream, no synchronisation.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../ocr_thread.h"
 #include "ocr_launch.h"
 
 namespace ocr {
@@ -29,79 +37,229 @@ __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) {
 template <typename scalar_t>
 __device__ __forceinline__ scalar_t from_acc(double x) { return x; }
 
-constexpr int kThreads = 256;
+constexpr unsigned kFull = 0xffffffffu;
 
-template <typename scalar_t, typename acc_t, bool CE>
-__global__ void __launch_bounds__(kThreads) forward_kernel(CudaArgs A) {
-  const scalar_t* z = static_cast<const scalar_t*>(A.z);
-  const acc_t* prior = static_cast<const acc_t*>(A.prior);
-  acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
-  acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
-  const int64_t N = A.zl.N, total = A.zl.B * N;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t b = i / N, p = i - b * N;
-    const scalar_t* zp = z + b * A.zl.sB + p * A.zl.sN;
-    const int64_t sC = A.zl.sC;
-    auto zf = [&](int64_t k) { return static_cast<acc_t>(to_acc(zp[k * sC])); };
-    const int64_t t = CE ? A.target[b * A.tl.sB + p * A.tl.sN] : 0;
-    acc_t ce = 0;
-    const acc_t l = pixel_forward<acc_t>(zf, A.ic + b * A.zl.C1, prior, A.zl.C1, (acc_t)A.margin,
-                                         (acc_t)A.threshold, A.group, A.pixels, CE, t,
-                                         A.ignore_index, &ce);
-    ocr_out[i] = l;
-    if (CE) ce_out[i] = ce;
+// What the host works out once per launch: the tiling, and the options in the math dtype (a
+// conversion from double in the kernel would be redone inside the loops that use it).
+template <typename acc_t>
+struct Launch {
+  int per_image;  // tiles of one image
+  int64_t last;   // first pixel of an image's last tile (fast path: N − tile, the tiles overlap)
+  acc_t margin, threshold;
+};
+
+// smem[0] = nic, smem[1 ..] = the class list of image row icb: every warp ballots the tags (so
+// that the ballots stay in converged code), warp 0 writes each class into its slot.
+__device__ void build_class_list(const uint8_t* icb, int C1, int* smem) {
+  const int lane = threadIdx.x & 31;
+  const bool writer = threadIdx.x < 32;
+  const unsigned below = (1u << lane) - 1u;
+  const int words = (C1 + 31) / 32;
+  int nic = 0;
+  for (int w = 0; w < words; ++w) {
+    const int k = w * 32 + lane;
+    nic += __popc(__ballot_sync(kFull, k < C1 && icb[k]));
+  }
+  int ni = 0, no = nic;
+  for (int w = 0; w < words; ++w) {
+    const int k = w * 32 + lane;
+    const bool in = k < C1, f = in && icb[k];
+    const unsigned bi = __ballot_sync(kFull, f), bo = __ballot_sync(kFull, in && !f);
+    if (writer && in) smem[1 + (f ? ni + __popc(bi & below) : no + __popc(bo & below))] = k;
+    ni += __popc(bi);
+    no += __popc(bo);
+  }
+  if (threadIdx.x == 0) smem[0] = nic;
+}
+
+// A warp owns PPT·32 consecutive pixels of a tile, pixel i of a thread is 32·i past its first:
+// every load is 32 consecutive pixels, and a warp's pixels are as close together as they can be
+// (a warp whose pixels have no gradient skips the backward's reads). On the fast path an image's
+// last tile ends at its last pixel (it overlaps the one before and writes the same values), so
+// every pixel of every tile is in range and no load or store needs a mask.
+template <int PPT, typename acc_t>
+__device__ int64_t first_pixel(int chunk, const Launch<acc_t>& L) {
+  int64_t start = (int64_t)chunk * (kBlockThreads * PPT);
+  if (PPT > 1 && start > L.last) start = L.last;
+  return start + (threadIdx.x >> 5) * (32 * PPT) + (threadIdx.x & 31);
+}
+
+// Row k of a thread's pixels on the fast path: base + k·(row stride), a 32-bit product (below
+// 2^31, fits_fast) widened once.
+template <typename T>
+__device__ __forceinline__ T* fast_row(T* base, int k, unsigned stride) {
+  return base + (unsigned)k * stride;
+}
+
+template <typename acc_t>
+__device__ ThreadArgs<acc_t> thread_args(const CudaArgs& A, const Launch<acc_t>& L, const int* smem) {
+  const int C1 = (int)A.zl.C1;
+  return ThreadArgs<acc_t>{smem + 1, smem[0], C1 - smem[0], C1,
+                           static_cast<const acc_t*>(A.prior), L.margin, L.threshold, A.pixels};
+}
+
+// f(b, T, p) for every tile of the block: image b, its class list T, the thread's first pixel p.
+template <int PPT, typename acc_t, typename F>
+__device__ void for_each_tile(const CudaArgs& A, const Launch<acc_t>& L, int* smem, const F& f) {
+  const int C1 = (int)A.zl.C1;
+  for (int64_t b = blockIdx.y; b < A.zl.B; b += gridDim.y) {
+    __syncthreads();
+    build_class_list(A.ic + b * C1, C1, smem);
+    __syncthreads();
+    const ThreadArgs<acc_t> T = thread_args<acc_t>(A, L, smem);
+    for (int chunk = blockIdx.x, per_image = L.per_image; chunk < per_image; chunk += gridDim.x)
+      f(b, T, first_pixel<PPT>(chunk, L));
   }
 }
 
-template <typename scalar_t, typename acc_t, bool CE>
-__global__ void __launch_bounds__(kThreads) backward_kernel(CudaArgs A) {
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
+__global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Launch<acc_t> L) {
+  extern __shared__ int smem[];
+  constexpr int PPT = FAST ? kThreadPixels : 1;
+  const scalar_t* z = static_cast<const scalar_t*>(A.z);
+  acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
+  acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
+  const int64_t N = A.zl.N;
+  for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+    bool valid[PPT];
+    int64_t t[PPT];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      valid[i] = FAST || p < N;
+      t[i] = CE && valid[i] ? A.target[b * A.tl.sB + (p + i * 32) * A.tl.sN] : 0;
+    }
+    const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
+    const unsigned sCb = (unsigned)A.zl.sC;
+    auto zf = [&](int k, int i) -> acc_t {
+      const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
+      return valid[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+    };
+    acc_t loss[PPT], ce[PPT];
+    thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, A.ignore_index, loss, ce);
+    const int64_t o = b * N + p;
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      if (!valid[i]) continue;
+      ocr_out[o + i * 32] = loss[i];
+      if (CE) ce_out[o + i * 32] = ce[i];
+    }
+  });
+}
+
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
+__global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Launch<acc_t> L) {
+  extern __shared__ int smem[];
+  constexpr int PPT = FAST ? kThreadPixels : 1;
   const scalar_t* z = static_cast<const scalar_t*>(A.z);
   scalar_t* grad = static_cast<scalar_t*>(A.grad);
-  const acc_t* prior = static_cast<const acc_t*>(A.prior);
   const acc_t* loss = static_cast<const acc_t*>(A.loss);
   const acc_t* g_ocr = static_cast<const acc_t*>(A.g_ocr);
   const acc_t* g_ce = static_cast<const acc_t*>(A.g_ce);
-  const int64_t N = A.zl.N, total = A.zl.B * N;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t b = i / N, p = i - b * N;
-    const scalar_t* zp = z + b * A.zl.sB + p * A.zl.sN;
-    scalar_t* gp = grad + b * A.gl.sB + p * A.gl.sN;
-    const int64_t sC = A.zl.sC, gC = A.gl.sC;
-    auto zf = [&](int64_t k) { return static_cast<acc_t>(to_acc(zp[k * sC])); };
-    auto store = [&](int64_t k, acc_t v) { gp[k * gC] = from_acc<scalar_t>(v); };
-    int64_t t = 0;
-    acc_t gce = 0;
-    if (CE) {
-      t = A.target[b * A.tl.sB + p * A.tl.sN];
-      gce = t == A.ignore_index ? acc_t(0) : g_ce[b * A.gcl.sB + p * A.gcl.sN];
+  const int64_t N = A.zl.N;
+  for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+    bool valid[PPT], read[PPT];
+    int64_t t[PPT];
+    acc_t l[PPT], a[PPT], gce[PPT];
+    bool need = false;
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const int64_t q = p + i * 32;
+      valid[i] = FAST || q < N;
+      acc_t go = 0, gc = 0;
+      bool ignored = true;
+      l[i] = 0;
+      t[i] = 0;
+      if (valid[i]) {
+        l[i] = loss[b * A.ll.sB + q * A.ll.sN];
+        go = g_ocr[b * A.gol.sB + q * A.gol.sN];
+        if (CE) {
+          t[i] = A.target[b * A.tl.sB + q * A.tl.sN];
+          ignored = t[i] == A.ignore_index;
+          gc = ignored ? (acc_t)0 : g_ce[b * A.gcl.sB + q * A.gcl.sN];
+        }
+      }
+      read[i] = valid[i] && backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
+      need |= read[i] || (valid[i] && l[i] != l[i]);
     }
-    pixel_backward<acc_t>(zf, store, A.ic + b * A.zl.C1, prior, A.zl.C1, (acc_t)A.threshold,
-                          A.group, A.pixels, loss[b * A.ll.sB + p * A.ll.sN],
-                          g_ocr[b * A.gol.sB + p * A.gol.sN], gce, t);
-  }
+    const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
+    scalar_t* gp = grad + b * A.gl.sB + (FAST ? p : p * A.gl.sN);
+    const unsigned sCb = (unsigned)A.zl.sC;
+    const unsigned gCb = (unsigned)A.gl.sC;
+    auto store = [&](int k, int i, acc_t d) {
+      scalar_t* row = FAST ? fast_row(gp, k, gCb) : gp + k * A.gl.sC;
+      if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
+    };
+    if (__any_sync(kFull, need)) {
+      auto zf = [&](int k, int i) -> acc_t {
+        const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
+        return read[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+      };
+      thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+    } else {
+      thread_backward_zero<acc_t, PPT>(store, T.C1);
+    }
+  });
 }
 
-int blocks_for(int64_t total) {
-  int64_t blocks = (total + kThreads - 1) / kThreads;
-  return (int)(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
+template <typename acc_t, typename K>
+cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, cudaStream_t stream) {
+  const int64_t N = A.zl.N, B = A.zl.B, tile = kBlockThreads * ppt;
+  if (N == 0 || B == 0) return cudaSuccess;
+  const int64_t per_image = (N + tile - 1) / tile;
+  if (per_image >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
+  const Launch<acc_t> L{(int)per_image, N - tile, (acc_t)A.margin, (acc_t)A.threshold};
+  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1);
+  cudaError_t err;
+  if (smem > 48 * 1024) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (err != cudaSuccess) return err;
+  }
+  int dev = 0, sms = 0, per_sm = 0;
+  if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
+  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, smem)) != cudaSuccess)
+    return err;
+  // one wave of resident blocks, split over the images (blocks of a column share its class list)
+  const int64_t wave = (int64_t)(per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+  const int64_t gy = B < 65535 ? B : 65535;
+  int64_t gx = wave / gy;
+  gx = gx < 1 ? 1 : (gx < per_image ? gx : per_image);
+  kernel<<<dim3((unsigned)gx, (unsigned)gy), kBlockThreads, smem, stream>>>(A, L);
+  return cudaGetLastError();
+}
+
+// The fast path needs a unit pixel stride and every per-image byte offset it forms below 2^31.
+// (and an image of at least one tile).
+bool fits_fast(const Layout3& l, int64_t elem) {
+  const int64_t span = ((l.C1 - 1) * l.sC + l.N) * elem;
+  return l.sN == 1 && l.sC >= 0 && l.N >= kBlockThreads * kThreadPixels && span < (int64_t(1) << 31);
+}
+
+template <typename scalar_t, typename acc_t, int GROUP, bool CE>
+cudaError_t launch_variant(const CudaArgs& A, bool backward, cudaStream_t stream) {
+  const bool fast = fits_fast(A.zl, sizeof(scalar_t)) && (!backward || fits_fast(A.gl, sizeof(scalar_t)));
+  if (backward) {
+    if (fast) return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, stream);
+    return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, stream);
+  }
+  if (fast) return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, stream);
+  return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, stream);
+}
+
+template <typename scalar_t, typename acc_t, bool CE>
+cudaError_t launch_group(const CudaArgs& A, bool backward, cudaStream_t stream) {
+  switch (A.group) {
+    case GROUP_ADA: return launch_variant<scalar_t, acc_t, GROUP_ADA, CE>(A, backward, stream);
+    case GROUP_MAX: return launch_variant<scalar_t, acc_t, GROUP_MAX, CE>(A, backward, stream);
+    case GROUP_ALL: return launch_variant<scalar_t, acc_t, GROUP_ALL, CE>(A, backward, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 template <typename scalar_t, typename acc_t>
 cudaError_t launch_typed(const CudaArgs& A, bool backward, cudaStream_t stream) {
-  const int64_t total = A.zl.B * A.zl.N;
-  if (total == 0) return cudaSuccess;
-  const int blocks = blocks_for(total);
-  const bool ce = A.target != nullptr;
-  if (backward) {
-    if (ce) backward_kernel<scalar_t, acc_t, true><<<blocks, kThreads, 0, stream>>>(A);
-    else backward_kernel<scalar_t, acc_t, false><<<blocks, kThreads, 0, stream>>>(A);
-  } else {
-    if (ce) forward_kernel<scalar_t, acc_t, true><<<blocks, kThreads, 0, stream>>>(A);
-    else forward_kernel<scalar_t, acc_t, false><<<blocks, kThreads, 0, stream>>>(A);
-  }
-  return cudaGetLastError();
+  if (A.target != nullptr) return launch_group<scalar_t, acc_t, true>(A, backward, stream);
+  return launch_group<scalar_t, acc_t, false>(A, backward, stream);
 }
 
 cudaError_t launch(const CudaArgs& A, bool backward, cudaStream_t stream) {

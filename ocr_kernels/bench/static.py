@@ -34,6 +34,11 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   (its traffic at the copy bandwidth, a lower bound on its time) + the same backend's loss at full
   resolution: Triton in _unfused_rows / _resize_kernel_bytes, CUDA (csrc/cuda/ocr_resize_kernel.cu)
   in model_resized_case, whose docstring gives its bytes and floor.
+- CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
+  launcher sizes it (one wave of resident blocks, a column per image); class loops run the
+  per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
+  per_image / gridDim.x times, and the backward's warp-uniform branch (recompute vs zeros) weighs
+  each side by the share of 128-pixel warps holding a pixel with a gradient.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -873,18 +878,27 @@ def _cpp_loops(path: str) -> List[Tuple[int, int, str]]:
     return out
 
 
-def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int) -> List[str]:
+def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int, ppt: int = 1,
+               per_cta: Optional[Dict[str, float]] = None) -> List[str]:
     """Trip counts of the SASS loops of a CUDA kernel: each maps to the C++ loop holding most of
     its instructions' lines; a loop unrolled U times (U = its global loads over the distinct
-    source lines they come from) runs bound / U times; the grid-stride pixel loop runs
-    ceil(pixels / threads) times."""
+    source lines they come from, over `ppt`, the pixels a thread loads per class from one line)
+    runs bound / U times; the grid-stride pixel loop runs ceil(pixels / threads) times; a bound
+    named in `per_cta` runs that many times (a block's share of the tiles)."""
     notes = []
     files = {f for i in code.instrs for f, _ in i.lines if f.endswith((".h", ".cuh", ".cu"))}
     loops = [(f, lo, hi, b) for f in files if os.path.exists(f) for lo, hi, b in _cpp_loops(f)]
-    for lp in code.loops:
+    mapped: Dict[int, tuple] = {}
+    # outer loops first: a loop nested in another maps to another source loop than its parents
+    # (inlined code can carry the call site's line, inside the parent's source loop, and not its own)
+    for lp in sorted(code.loops, key=lambda o: (o.start, -o.end)):
         lines = sass.loop_lines(code, lp)
+        taken = {mapped[id(o)] for o in code.loops
+                 if o is not lp and o.contains(lp.start) and o.contains(lp.end) and id(o) in mapped}
         best, best_key = None, None
         for f, lo, hi, b in loops:
+            if (f, lo, hi, b) in taken:
+                continue
             score = sum(1 for ls in lines if any(ff == f and lo <= n <= hi for ff, n in ls))
             key = (score, -(hi - lo))
             if score and (best_key is None or key > best_key):
@@ -892,7 +906,9 @@ def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int) -> Lis
         if best is None:
             notes.append(f"SASS loop at {lp.start:#x} matched no source loop: counted once")
             continue
+        mapped[id(lp)] = best
         f, lo, hi, bound = best
+        bound = bound.split(".")[-1]  # a member of a struct of arguments: its name
         body = [i for i in code.instrs if lp.contains(i.addr)]
         inner = [o for o in code.loops if o is not lp and lp.contains(o.start) and lp.contains(o.end)]
         direct = [i for i in body if not any(o.contains(i.addr) for o in inner)]
@@ -900,10 +916,12 @@ def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int) -> Lis
         for kind in ("LDG", "STG"):
             mem = [i for i in direct if i.base == kind]
             if mem:
-                unroll = max(1, round(len(mem) / len({i.lines for i in mem})))
+                unroll = max(1, round(len(mem) / len({i.lines for i in mem}) / ppt))
                 break
         if bound == "total":
             lp.trips = float(math.ceil(ns["total"] / threads_total))
+        elif per_cta and bound in per_cta:
+            lp.trips = per_cta[bound]
         elif bound in ns:
             lp.trips = max(1.0, ns[bound] / unroll)
         else:
@@ -913,31 +931,89 @@ def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int) -> Lis
     return notes
 
 
+def _header_int(name: str) -> int:
+    from .._extension import csrc_dir
+
+    text = (csrc_dir() / "ocr_thread.h").read_text()
+    return int(re.search(rf"constexpr int {name}\s*=\s*(\d+)", text).group(1))
+
+
+def _active_warps(case: Case, threads: int, ppt: int) -> float:
+    """Share of the CUDA backward's warps that hold a pixel of the case's scenario: a warp covers
+    32·ppt consecutive pixels of one image."""
+    if case.scenario == "all-pixels":
+        return 1.0
+    f = DEFAULT_OC_FRACTION
+    if case.scenario == "indep":
+        return 1.0 - (1.0 - f) ** (32 * ppt)
+    B, _, *sp = case.shape
+    m = blob_mask((B, *sp), f, torch.Generator().manual_seed(0)).reshape(B, -1)
+    tile = threads * ppt
+    tiles = -(-m.shape[1] // tile)
+    pad = torch.zeros(B, tiles * tile - m.shape[1], dtype=torch.bool)
+    m = torch.cat([m, pad], 1).reshape(B, tiles, threads // 32, 32 * ppt)
+    return float(m.any(-1).float().mean())
+
+
+def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict[int, float]:
+    """addr -> share for the instructions inlined through a call of the named functions in
+    `source` (a warp-uniform branch: each side weighs the share of warps that take it)."""
+    lines = Path(source).read_text().splitlines()
+    where = {}
+    for fn, share in shares.items():
+        for n, text in enumerate(lines, 1):
+            if re.search(rf"\b{fn}<", text):
+                where[n] = share
+    out = {}
+    for i in code.instrs:
+        hit = [where[n] for f, n in i.lines if f == source and n in where]
+        if hit:
+            out[i.addr] = hit[0]
+    return out
+
+
 def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
-    """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches."""
+    """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches: the
+    unit-pixel-stride path (the cases are NCHW-contiguous), "ada" (the only group the cases use)."""
     from .._extension import csrc_dir
 
     src = str(csrc_dir() / "cuda" / "ocr_kernel.cu")
     cubin = cuda_cubin(src)
-    threads = int(re.search(r"kThreads\s*=\s*(\d+)", Path(src).read_text()).group(1))
+    threads, ppt = _header_int("kBlockThreads"), _header_int("kThreadPixels")
     scalar = {"fp32": "float", "bf16": "__nv_bfloat16"}[case.dtype]
     ce = "true" if case.op == "seg_ocr_loss" else "false"
     kern = "forward_kernel" if pass_ == "fwd" else "backward_kernel"
-    want = f"{kern}<{scalar}, float, {ce}>"
+    group = {"ada": 0, "max": 1, "all": 2}[case.group or "ada"]
+    want = f"{kern}<{scalar}, float, {group}, {ce}, true>"
     names = _demangled(cubin)
     mangled = next(m for d, m in names.items() if want in d)
     res, code0 = _cubin_facts(cubin, mangled)
     code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
     B, C1 = case.shape[:2]
-    P = B * math.prod(case.shape[2:])
-    ctas = min(math.ceil(P / threads), 1 << 20)
-    notes = _cpp_trips(code, {"C1": C1, "total": P}, ctas * threads)
-    notes.append("CUDA kernels: the group_split/pixels switches and the zero-gradient path are "
-                 "runtime branches, all counted (an upper bound on executed instructions)")
+    N = math.prod(case.shape[2:])
+    P = B * N
+    per_image = math.ceil(N / (threads * ppt))
+    smem = 4 * (C1 + 1)
+    occ = gpu_model.occupancy(res.get("REG") or 255, threads // 32, smem)
+    wave = max(1, occ["ctas_per_sm"]) * gpu_model.GPUS["H200"].sms  # the launcher's grid
+    gy = min(B, 65535)
+    gx = max(1, min(per_image, wave // gy))
+    ctas = gx * gy
+    nic = 1.0 + float(voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double().mean())
+    ns = {"C1": C1, "total": P, "nic": nic, "noc": C1 - nic, "words": math.ceil(C1 / 32)}
+    notes = _cpp_trips(code, ns, ctas * threads, ppt, {"B": B / gy, "per_image": per_image / gx})
+    notes.append(f"CUDA kernels: class loops over the per-image lists, nic = {nic:.2f} IC classes "
+                 f"(the case's tag draw)")
+    if pass_ == "bwd":
+        active = 1.0 if case.op == "seg_ocr_loss" else _active_warps(case, threads, ppt)
+        code.shares = _call_line_shares(code, src, {"thread_backward": active,
+                                                    "thread_backward_zero": 1.0 - active})
+        notes.append(f"warp-uniform branch weighted: {active:.3f} of the warps recompute, the "
+                     f"others write zeros without reading")
     st, ld = sass.spill_bytes(code)
     return ({"kernel": f"cuda:{want}", "grid": [ctas, 1, 1], "num_warps": threads // 32,
              "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
-             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": res.get("SHARED", 0),
+             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": res.get("SHARED", 0) + smem,
              "sass": sass.summary(code), "loops": [lp.source or "unmapped" for lp in code.loops],
              "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes}, ctas)
 

@@ -128,9 +128,33 @@ def test_odd_layouts_and_zero_sizes(ops):
     assert loss.shape == (2, 0, 3) and grad.shape == empty.shape
 
 
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+def test_cuda_thread_code_warps_with_and_without_gradient(ops, group_split):
+    # ocr_thread.h as the CUDA kernel runs it (the hook walks the kernel's 128-pixel warps): 40
+    # classes (two 32-class words of tags), 3 images of 19x23 = 437 pixels (3 full warps and a
+    # partial one), an upstream gradient that is zero on whole warps (they write zeros without
+    # reading) and on single pixels inside warps that have work (they read nothing either).
+    logits, tags, prior = make_ocr_inputs(3, 40, (19, 23), tag_p=0.1)
+    tags[2, 31:] = 1
+    g = torch.randn(3, 19, 23)
+    flat = g.view(3, -1)
+    flat[0, :128] = 0  # the image's first warp
+    flat[1, 128:256] = 0
+    flat[2, 300:437:3] = 0
+    _, ocr, grad = ops._pixelwise_seg_ocr(logits, None, tags, prior if group_split == "ada" else None,
+                                          None, g, 2.0, 0.2, GROUP_CODES[group_split],
+                                          PIXEL_CODES["all"], -100)
+    want_loss, want_grad = reference64(logits, tags, prior, grad_map=g, group_split=group_split,
+                                       pixels="all")
+    keep = keep_mask(logits, tags, prior, group_split)
+    assert_close_rel(ocr, want_loss, 1e-5, "loss", keep)
+    assert_close_rel(grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
+    assert (grad.view(3, 40, -1)[0, :, :128] == 0).all() and (grad.view(3, 40, -1)[1, :, 128:256] == 0).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
-    # ocr_pixel.h's pixel_forward/pixel_backward, one pixel at a time as on the GPU, on the CPU
+    # ocr_thread.h's thread_forward/thread_backward, in the CUDA kernel's warps, on the CPU
     logits, tags, prior = make_ocr_inputs(2, 7, (5, 6), dtype=dtype, tag_p=0.35)
     tags[0] = 1  # every class tagged: no OC class, no loss
     B, C1 = logits.shape[:2]

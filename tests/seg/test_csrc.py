@@ -24,7 +24,7 @@ def ops():
 
 
 def _seg_csrc_and_pixelwise(ops, logits, target, tags, prior, split, g_ce, g_ocr, ignore_index):
-    """(ce_map, grad) of the cpu backend (vectorised tiles) and of ocr_pixel.h (the CUDA math)."""
+    """(ce_map, grad) of the cpu backend (vectorised tiles) and of ocr_thread.h (the CUDA code)."""
     from ocr_kernels.seg.csrc_ops import seg_ocr_loss_maps_csrc
 
     z = logits.detach().clone().requires_grad_(True)

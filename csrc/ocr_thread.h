@@ -1,0 +1,274 @@
+// What one CUDA thread of the OCR kernels computes (csrc/cuda/ocr_kernel.cu): PPT pixels of one
+// image, their classes visited through the image's class list (IC classes first, then OC, each
+// ascending), so that no class costs a branch on its tag. The CPU op _pixelwise_seg_ocr runs these
+// same functions (csrc/cpu/ocr_kernel.cpp), so CI checks the GPU's code against the reference.
+//
+// Host and device, no torch or CUDA-library includes (docs/kernel-notes.md). The semantics are
+// ocr_pixel.h's (docs/semantics.md §1); the element functions are shared with it.
+#pragma once
+
+#include "ocr_pixel.h"
+
+namespace ocr {
+
+// The CUDA kernels' block (threads) and pixels per thread on the unit-pixel-stride path; the CPU
+// hook walks the pixels in the same groups.
+constexpr int kBlockThreads = 128;
+constexpr int kThreadPixels = 4;
+
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
+
+// fp32 on the GPU: the MUFU approximations (ex2/lg2 within 2 ulp, rcp within 1 ulp). They are
+// used only where a relative error of a few ulp per term is harmless: the terms of sums, the
+// softmax factors, and logs whose result is added to a maximum (an absolute error of ~1e-7).
+// fp64, and the host: the exact functions.
+#ifdef __CUDA_ARCH__
+#define OCR_MUFU(name, ptx, host)                                  \
+  OCR_HD float name(float x) {                                     \
+    float y;                                                       \
+    asm(ptx " %0, %1;" : "=f"(y) : "f"(x));                        \
+    return y;                                                      \
+  }
+#else
+#define OCR_MUFU(name, ptx, host) \
+  OCR_HD float name(float x) { return host; }
+#endif
+OCR_MUFU(f_exp2, "ex2.approx.ftz.f32", exp2f(x))
+OCR_MUFU(f_log2, "lg2.approx.ftz.f32", log2f(x))
+OCR_MUFU(f_rcp, "rcp.approx.ftz.f32", 1.0f / x)
+#undef OCR_MUFU
+OCR_HD double f_exp2(double x) { return exp2(x); }
+OCR_HD double f_log2(double x) { return log2(x); }
+OCR_HD double f_rcp(double x) { return 1.0 / x; }
+OCR_HD float f_abs(float x) { return fabsf(x); }
+OCR_HD double f_abs(double x) { return fabs(x); }
+
+// log(1 + x) to an absolute error (the result is added to a maximum).
+template <typename acc_t>
+OCR_HD acc_t f_log1p_abs(acc_t x) { return f_log2((acc_t)1 + x) * (acc_t)kLn2; }
+
+// Online (max, argmax, Σ e^{v − max} − 1) with ONE exp per value: e^{−|v − max|} is the new term
+// when v ≤ max and the rescale of the old sum when v is a new maximum. The sum is kept without
+// its maximum's own 1 ("rest", −1 when empty), so log Σ = log1p(rest) keeps a confident pixel's
+// tiny cross-entropy to relative precision. Ties keep the first (lowest) class.
+template <typename acc_t, bool ARG = true>
+struct Run {
+  acc_t m = neg_inf<acc_t>(), rest = (acc_t)-1;
+  int arg = 0;
+  OCR_HD void add(acc_t v, int k) {
+    const bool gt = v > m;
+    const acc_t e = f_exp2(-f_abs(v - m) * (acc_t)kLog2e);
+    rest = gt ? rest * e + e : rest + e;
+    if (ARG) arg = gt ? k : arg;
+    m = gt ? v : m;
+  }
+  OCR_HD acc_t lse() const { return m + f_log1p_abs(rest); }
+  OCR_HD acc_t inv_sum() const { return f_rcp((acc_t)1 + rest); }
+};
+
+// The image's classes and the options, as one thread sees them. cls: C1 class indices, the nic
+// IC classes (background included) first, then the noc OC classes, each ascending.
+template <typename acc_t>
+struct ThreadArgs {
+  const int* cls;
+  int nic, noc, C1;
+  const acc_t* prior;  // [C1, C1], GROUP_ADA only
+  acc_t margin, threshold;
+  int pixels;
+};
+
+// Everything the loss and the gradient need of one pixel, from its OC and IC runs.
+template <typename acc_t>
+struct Merged {
+  acc_t gmax, inv_all, rest_all, p_anchor;
+  bool pred_in_ic;
+};
+
+template <typename acc_t, bool ARG>
+OCR_HD Merged<acc_t> merge_runs(const Run<acc_t, ARG>& oc, const Run<acc_t, true>& ic) {
+  Merged<acc_t> r;
+  // the prediction is IC when its best logit wins, or ties with a lower class index
+  r.pred_in_ic = ic.m > oc.m || (ic.m == oc.m && ic.arg < oc.arg);
+  const acc_t hm = r.pred_in_ic ? ic.m : oc.m, lm = r.pred_in_ic ? oc.m : ic.m;
+  const acc_t hr = r.pred_in_ic ? ic.rest : oc.rest, lr = r.pred_in_ic ? oc.rest : ic.rest;
+  r.gmax = hm;
+  // an empty run (no OC class) has m = −inf and 1 + rest = 0: its term is 0·0
+  r.rest_all = hr + ((acc_t)1 + lr) * f_exp2((lm - hm) * (acc_t)kLog2e);
+  r.inv_all = f_rcp((acc_t)1 + r.rest_all);
+  r.p_anchor = f_exp2((ic.m - hm) * (acc_t)kLog2e) * r.inv_all;
+  return r;
+}
+
+// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in).
+template <typename acc_t, int GROUP>
+OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
+                         acc_t v) {
+  if (GROUP == GROUP_ALL) return true;
+  if (GROUP == GROUP_MAX) return k == anchor;
+  const acc_t p_k = f_exp2((v - g.gmax) * (acc_t)kLog2e) * g.inv_all;
+  return k == anchor || ada_member(g.p_anchor, p_k, T.prior[anchor * T.C1 + k], T.threshold);
+}
+
+// The IC group's online (max, Σ) of −z, GROUP_ADA / GROUP_ALL (a second pass over the IC rows:
+// "ada" needs P_A with the full normaliser).
+template <typename acc_t, int GROUP, int PPT, typename Z>
+OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<acc_t>* g,
+                          const Run<acc_t, true>* ic, Run<acc_t, false>* grp) {
+#pragma unroll 1
+  for (int j = 0; j < T.nic; ++j) {
+    const int k = T.cls[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t v = z(k, i);
+      if (group_member<acc_t, GROUP>(T, g[i], ic[i].arg, k, v)) grp[i].add(-v, 0);
+    }
+  }
+}
+
+// Forward of PPT pixels: the OCR loss of each (NaN where a logit is NaN or infinite), and with CE
+// the cross-entropy against target[i] (0 where ignored). z(k, i): the logit of class k at pixel i
+// (any finite value for a pixel the caller does not store).
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z>
+OCR_HD void thread_forward(const Z& z, const ThreadArgs<acc_t>& T, const int64_t* target,
+                           int64_t ignore_index, acc_t* loss, acc_t* ce) {
+  Run<acc_t, true> oc[PPT], ic[PPT];
+  acc_t poison[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) poison[i] = (acc_t)0;
+  const int* ocl = T.cls + T.nic;
+#pragma unroll 1
+  for (int j = 0; j < T.noc; ++j) {
+    const int k = ocl[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t v = z(k, i);
+      poison[i] += v * (acc_t)0;
+      oc[i].add(v, k);
+    }
+  }
+#pragma unroll 1
+  for (int j = 0; j < T.nic; ++j) {
+    const int k = T.cls[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t v = z(k, i);
+      poison[i] += v * (acc_t)0;
+      ic[i].add(v, k);
+    }
+  }
+  Merged<acc_t> g[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
+  Run<acc_t, false> grp[PPT];
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT>(z, T, g, ic, grp);
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
+    const acc_t s = lse_ic + oc[i].lse() + T.margin;
+    const bool sel = pixel_selected(g[i].pred_in_ic, T.noc > 0, T.pixels);
+    const acc_t sp = softplus_stable(s, f_exp2(-f_abs(s) * (acc_t)kLog2e));
+    loss[i] = (sel ? sp : (acc_t)0) + poison[i];
+    if (CE) {
+      const int t = (int)clamp_class(target[i], T.C1);
+      const acc_t c = (g[i].gmax - z(t, i)) + m_log1p(g[i].rest_all);
+      ce[i] = target[i] == ignore_index ? (acc_t)0 : c;
+    }
+  }
+}
+
+// The backward's per-pixel factors from the saved loss and the upstream gradients: a = grad_ocr
+// where the pixel has an OCR gradient (thread_backward scales it by σ), NaN where the loss is NaN
+// (so that every class of the pixel gets NaN), else 0; gce = the CE gradient (0 where ignored).
+// Returns whether the pixel's logits must be read.
+template <typename acc_t>
+OCR_HD bool backward_factors(acc_t loss, acc_t grad_ocr, acc_t grad_ce, bool ignored, acc_t* a,
+                             acc_t* gce) {
+  const bool nan = loss != loss;
+  *a = nan ? loss : (loss > (acc_t)0 && grad_ocr != (acc_t)0 ? grad_ocr : (acc_t)0);
+  *gce = ignored ? (acc_t)0 : grad_ce;
+  return !nan && (*a != (acc_t)0 || *gce != (acc_t)0);
+}
+
+// A pixel with neither gradient (and a whole warp of them): zeros, no read.
+template <typename acc_t, int PPT, typename Store>
+OCR_HD void thread_backward_zero(const Store& store, int C1) {
+#pragma unroll 1
+  for (int k = 0; k < C1; ++k) {
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) store(k, i, (acc_t)0);
+  }
+}
+
+// Backward of PPT pixels: recomputes the runs, then writes every class through store(k, i, d).
+// loss: the forward's; a_in, gce from backward_factors; a pixel whose factors are 0 gets zeros
+// (its z may be any finite value: the caller does not read it), a NaN factor NaN everywhere.
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store>
+OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                            const acc_t* loss, const acc_t* a_in, const acc_t* gce,
+                            const int64_t* target) {
+  // σ(s) = 1 − e^{−L} from the saved loss (0 at L = 0; a_in is 0 there anyway)
+  acc_t a[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) a[i] = a_in[i] * sigma_from_loss(loss[i]);
+  Run<acc_t, false> oc[PPT];
+  Run<acc_t, true> ic[PPT];
+  const int* ocl = T.cls + T.nic;
+#pragma unroll 1
+  for (int j = 0; j < T.noc; ++j) {
+    const int k = ocl[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) oc[i].add(z(k, i), 0);
+  }
+#pragma unroll 1
+  for (int j = 0; j < T.nic; ++j) {
+    const int k = T.cls[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) ic[i].add(z(k, i), k);
+  }
+  Merged<acc_t> g[PPT];
+  Run<acc_t, false> grp[PPT];
+  // OC class: d = e^{z − m_oc}·(a/Σ_oc + gce·e^{m_oc − gmax}/Σ_all) − gce·[k = t]
+  acc_t coef[PPT], ic_scale[PPT], ce_t[PPT];
+  int t[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    g[i] = CE || GROUP == GROUP_ADA ? merge_runs(oc[i], ic[i]) : Merged<acc_t>{};
+    coef[i] = a[i] * oc[i].inv_sum();
+    if (CE) coef[i] += gce[i] * f_exp2((oc[i].m - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all;
+    t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
+    ce_t[i] = CE ? -gce[i] : (acc_t)0;
+  }
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT>(z, T, g, ic, grp);
+#pragma unroll
+  for (int i = 0; i < PPT; ++i)
+    ic_scale[i] = -a[i] * (GROUP == GROUP_MAX ? (acc_t)1 : grp[i].inv_sum());
+#pragma unroll 1
+  for (int j = 0; j < T.noc; ++j) {
+    const int k = ocl[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t e = f_exp2((z(k, i) - oc[i].m) * (acc_t)kLog2e);
+      store(k, i, e * coef[i] + (k == t[i] ? ce_t[i] : (acc_t)0));
+    }
+  }
+#pragma unroll 1
+  for (int j = 0; j < T.nic; ++j) {
+    const int k = T.cls[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t v = z(k, i);
+      const acc_t gm = GROUP == GROUP_MAX ? -ic[i].m : grp[i].m;
+      // a non-member gets ic_scale·0: 0, or NaN for a NaN pixel
+      const acc_t e = group_member<acc_t, GROUP>(T, g[i], ic[i].arg, k, v)
+                          ? f_exp2((-v - gm) * (acc_t)kLog2e) : (acc_t)0;
+      acc_t d = ic_scale[i] * e;
+      if (CE)
+        d += gce[i] * (f_exp2((v - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all) +
+             (k == t[i] ? ce_t[i] : (acc_t)0);
+      store(k, i, d);
+    }
+  }
+}
+
+}  // namespace ocr
