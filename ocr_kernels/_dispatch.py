@@ -131,13 +131,18 @@ def resolve_backend(
             )
         return requested
     order = ("triton", "cuda", "reference") if x.device.type == "cuda" else ("cpu", "reference")
+    return _first_usable(order, implemented, x) or "reference"
+
+
+def _first_usable(order: Sequence[str], implemented: Sequence[str], x: torch.Tensor) -> Optional[str]:
+    """"auto"'s pick: the first backend of `order` that is implemented, can take `x` and loads."""
     for name in order:
         if name in implemented and unavailable_reason(name, x) is None:
             failure = _ensure_loaded(name)
             if failure is None:
                 return name
             _warn_fallback_once(name, failure)
-    return "reference"
+    return None
 
 
 _warned: set = set()
@@ -150,7 +155,7 @@ def _warn_fallback_once(name: str, reason: str) -> None:
         _warned.add(name)
         warnings.warn(
             f'ocr_kernels: backend="auto" falls back from {name!r} (slower) because {reason}',
-            RuntimeWarning, stacklevel=4)
+            RuntimeWarning, stacklevel=5)
 
 
 # "auto"'s order for the fused upsampling on a GPU (see resolve_resized_backend).
@@ -179,11 +184,5 @@ def resolve_resized_backend(
             f"logits yourself"
         )
     if requested == "auto" and x.device.type != "cpu":
-        for name in RESIZED_GPU_ORDER:
-            if name in implemented and unavailable_reason(name, x) is None:
-                failure = _ensure_loaded(name)
-                if failure is None:
-                    return name
-                _warn_fallback_once(name, failure)
-        return None
+        return _first_usable(RESIZED_GPU_ORDER, implemented, x)
     return resolve_backend(requested, x, op=op, implemented=implemented)
