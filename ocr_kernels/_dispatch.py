@@ -171,10 +171,9 @@ def resolve_resized_backend(
 ) -> Optional[str]:
     """The backend that runs `op` with the bilinear upsampling fused in (ocr_loss(size=...),
     seg_ocr_loss(upsample=True)), or None where the caller must compose. "auto" on CUDA takes the
-    first usable fused GPU backend in RESIZED_GPU_ORDER: cuda first (the static model predicts its
-    fused kernels at 0.3-0.5x the time of F.interpolate + the loss; the fused Triton backward is
-    predicted slower than that composition, so Triton serves where the extension cannot, to save
-    the memory); only when none can run does it return None, and the caller runs F.interpolate
+    first usable fused GPU backend in RESIZED_GPU_ORDER: cuda first (both save the memory of the
+    full-resolution logits; the static model predicts the CUDA kernels faster than the Triton
+    ones, README "Performance"); only when none can run does it return None, and the caller runs F.interpolate
     and then the loss with backend="auto" (not fused: the full-resolution logits are
     materialised). An explicit backend without the fused path raises."""
     if requested != "auto" and requested not in implemented:
