@@ -106,6 +106,10 @@ def test_double_backward_fused_upsampling(backend, op):
     require_backend(backend, OCR_LOSS_MAP_IMPLS, op)
     logits, target, tags, prior = seg_inputs(1, 4, (3, 3))
     target = torch.randint(0, 4, (1, 5, 5), generator=torch.Generator().manual_seed(0))
+    # pin an out-of-candidate prediction: random tags can tag every class (no OC class) or no
+    # pixel may predict one, and then the OCR term and its second derivative are exactly 0
+    tags[0] = torch.tensor([1, 0, 0])
+    logits[0, 2, 0, 0] = logits[0].abs().max() + 5.0
 
     def fn(z, backend=backend):
         if op == "ocr_loss":

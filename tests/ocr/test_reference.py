@@ -129,6 +129,7 @@ def test_gradcheck_float64(group_split, pixels):
 def test_all_tagged_image_has_zero_loss_and_gradient():
     logits, tags, prior = make_ocr_inputs(3, 6, (4, 4), dtype=torch.float64)
     tags[1] = 1  # every class tagged: OC is empty
+    tags[0, 0] = 0  # and image 0 has an OC class whatever the random tags
     logits.requires_grad_(True)
     loss = ocr_loss(logits, tags, prior, pixels="all", reduction="none")
     loss.sum().backward()
@@ -140,6 +141,9 @@ def test_all_tagged_image_has_zero_loss_and_gradient():
 
 def test_no_loss_or_gradient_on_ic_pixels_with_pixels_oc():
     logits, tags, prior = make_ocr_inputs(2, 8, (6, 5), dtype=torch.float64)
+    # one pixel surely IC (background) and one surely OC (untagged class 1), whatever the draw
+    tags[0, 0] = 0
+    logits[0, 0, 0, 0] = logits[0, 1, 0, 1] = logits.abs().max() + 5.0
     logits.requires_grad_(True)
     loss = ocr_loss(logits, tags, prior, reduction="none")
     loss.sum().backward()
