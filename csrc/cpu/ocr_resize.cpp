@@ -29,10 +29,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "../ocr_resize_host.h"
+#include "../ocr_resize_thread.h"
 
 #include "isa.h"
 #include "ocr_tiles.h"
@@ -480,11 +484,93 @@ at::Tensor backward_resized_cpu(const at::Tensor& grad_ocr_in,
   return grad;
 }
 
-// The per-thread functions of ocr_resize_pixel.h run one thread at a time in the CUDA kernels'
-// order (forward: one thread per output pixel; backward: one warp per cell, its 32 lanes
-// emulated in turn between the warp's synchronisation points; then one thread per low-resolution
-// logit): a test hook so that CI checks the GPU's code on the CPU. Returns (ce_map, ocr_map, grad)
-// for the upstream gradients (grad_ce, grad_ocr), σ recovered from the ocr_map it computes.
+// One CUDA block on the CPU: a CPU thread per CUDA thread, sharing one shared-memory buffer and
+// a real barrier (so that the hook runs ocr_resize_thread.h's block functions, barriers included,
+// as the GPU does).
+class EmulatedBarrier {
+ public:
+  explicit EmulatedBarrier(int n) : n_(n) {}
+  // every thread's p ORed (also a plain barrier)
+  bool wait_or(bool p) {
+    std::unique_lock<std::mutex> lk(m_);
+    const uint64_t gen = gen_;
+    acc_ = acc_ || p;
+    if (++arrived_ == n_) {
+      result_ = acc_;
+      acc_ = false;
+      arrived_ = 0;
+      ++gen_;
+      cv_.notify_all();
+      return result_;
+    }
+    cv_.wait(lk, [&] { return gen_ != gen; });
+    return result_;
+  }
+
+ private:
+  std::mutex m_;
+  std::condition_variable cv_;
+  int n_, arrived_ = 0;
+  uint64_t gen_ = 0;
+  bool acc_ = false, result_ = false;
+};
+
+struct CpuBlock {
+  int tid, n;
+  EmulatedBarrier* bar;
+  void sync() const { bar->wait_or(false); }
+  bool any(bool p) const { return bar->wait_or(p); }
+};
+
+// f(block) on `threads` CPU threads, one block, its shared memory `smem_bytes`.
+template <typename F>
+void run_block(int threads, size_t smem_bytes, const F& f) {
+  std::vector<double> smem((smem_bytes + sizeof(double) - 1) / sizeof(double));
+  EmulatedBarrier bar(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] { f(CpuBlock{t, threads, &bar}, static_cast<void*>(smem.data())); });
+  for (auto& th : pool) th.join();
+}
+
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Load>
+void emulate_fast(const ResizeView<scalar_t, acc_t>& V, const ResizeArgs& A, const ResizePlan& P,
+                  const Load& load) {
+  // one block striding over every row / cell (the GPU's blocks take disjoint items)
+  run_block(P.threads, P.smem_fwd, [&](const CpuBlock& blk, void* smem) {
+    resized_forward_block<scalar_t, acc_t, GROUP, CE>(blk, V, P, 0, 1, smem, load);
+  });
+  run_block(P.threads, P.smem_bwd, [&](const CpuBlock& blk, void* smem) {
+    resized_backward_block<scalar_t, acc_t, GROUP, CE>(blk, V, P, 0, 1, smem, load);
+  });
+  scalar_t* gp = static_cast<scalar_t*>(A.grad);
+  for (int64_t b = 0; b < A.B; ++b)
+    for (int64_t k = 0; k < A.C1; ++k)
+      for (int64_t i = 0; i < A.h; ++i)
+        for (int64_t j = 0; j < A.w; ++j)
+          gp[b * A.gsB + k * A.gsC + i * A.gsH + j * A.gsW] =
+              static_cast<scalar_t>(resized_fast_gather(V, b, k, i, j));
+}
+
+template <typename scalar_t, typename acc_t, bool CE, typename Load>
+void emulate_fast_group(const ResizeView<scalar_t, acc_t>& V, const ResizeArgs& A,
+                        const ResizePlan& P, const Load& load) {
+  switch (A.group) {
+    case GROUP_ADA: return emulate_fast<scalar_t, acc_t, GROUP_ADA, CE>(V, A, P, load);
+    case GROUP_MAX: return emulate_fast<scalar_t, acc_t, GROUP_MAX, CE>(V, A, P, load);
+    default: return emulate_fast<scalar_t, acc_t, GROUP_ALL, CE>(V, A, P, load);
+  }
+}
+
+// The CUDA kernels' code on the CPU, as a test hook so that CI checks the GPU's code: the path
+// resize_plan picks (as the CUDA launcher does, for a device that allows a block
+// kResizeFastSmem): fast, ocr_resize_thread.h's block functions on emulated blocks, then the
+// gather; or generic, ocr_resize_pixel.h's per-thread functions one thread at a time (forward:
+// one thread per output pixel; backward: one warp per cell, its 32 lanes emulated in turn between
+// the warp's synchronisation points; then one thread per low-resolution logit). Returns (ce_map,
+// ocr_map, grad) for the upstream gradients (grad_ce, grad_ocr), σ recovered from the ocr_map it
+// computes.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_resized_cpu(
     const at::Tensor& logits_in, const c10::optional<at::Tensor>& target,
     const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
@@ -498,7 +584,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_resized_cpu(
   at::Tensor ce_map = at::zeros_like(ocr_map);
   // σ comes from the ocr_map this call writes (forward first, as on the GPU)
   const ResizedBackwardMaps M = resized_backward_maps(ocr_map, grad_ocr_in, grad_ce_in, z, K);
-  at::Tensor corners = at::empty({4, z.size(0), z.size(1), z.size(2), z.size(3)}, mopts);
+  const bool f64 = z.scalar_type() == at::kDouble;
+  const ResizePlan plan = f64 ? resize_plan<double>(z.size(1), z.size(3), K.W, align_corners)
+                              : resize_plan<float>(z.size(1), z.size(3), K.W, align_corners);
+  at::Tensor corners =
+      at::empty({plan.fast ? 2 : 4, z.size(0), z.size(1), z.size(2), z.size(3)}, mopts);
   at::Tensor grad = grad_like(z);
   ResizeArgs A = resize_args(z, K, align_corners, margin, threshold, group, pixels, ignore_index);
   A.ocr_out = ocr_map.data_ptr();
@@ -510,6 +600,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_resized_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
     auto load = [](scalar_t v) { return static_cast<acc_t>(v); };
+    if (plan.fast) {
+      if (K.target.defined()) emulate_fast_group<scalar_t, acc_t, true>(V, A, plan, load);
+      else emulate_fast_group<scalar_t, acc_t, false>(V, A, plan, load);
+      return;
+    }
     const int64_t B = A.B, C1 = A.C1, h = A.h, w = A.w, H = A.H, W = A.W;
     for (int64_t b = 0; b < B; ++b)
       for (int64_t y = 0; y < H; ++y)

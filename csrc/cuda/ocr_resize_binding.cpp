@@ -46,12 +46,13 @@ at::Tensor backward_resized_cuda(const at::Tensor& grad_ocr_in,
   const ResizedChecked K =
       check_resized(logits, target, tags, prior, loss_in.sizes().slice(1), group, pixels);
   const ResizedBackwardMaps M = resized_backward_maps(loss_in, grad_ocr_in, grad_ce_in, logits, K);
-  // the cells' corner sums: four low-resolution gradients' worth, never full resolution
-  at::Tensor corners = at::empty({4, logits.size(0), logits.size(1), logits.size(2), logits.size(3)},
-                                 logits.options().dtype(math_dtype(logits.scalar_type())));
-  at::Tensor grad = at::empty_like(logits);
   ResizeArgs A = resize_args(logits, K, align_corners, 0.0, threshold, group, pixels, ignore_index);
   set_backward_maps(A, M);
+  // the cells' sums: two (fast path) or four low-resolution gradients' worth, never full resolution
+  at::Tensor corners = at::empty({resized_corner_planes(A), logits.size(0), logits.size(1),
+                                  logits.size(2), logits.size(3)},
+                                 logits.options().dtype(math_dtype(logits.scalar_type())));
+  at::Tensor grad = at::empty_like(logits);
   A.corners = corners.data_ptr();
   set_grad(A, grad);
   const cudaError_t err = launch_resized_backward(A, c10::cuda::getCurrentCUDAStream().stream());

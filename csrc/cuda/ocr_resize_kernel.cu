@@ -1,5 +1,11 @@
-// CUDA kernels of the OCR ops with the bilinear upsampling fused in, running ocr_resize_pixel.h's
-// per-thread functions (the same code the CPU op _pixelwise_seg_ocr_resized runs in CI):
+// CUDA kernels of the OCR ops with the bilinear upsampling fused in. Two paths, chosen by
+// resize_plan (csrc/ocr_resize_thread.h), the same choice the CPU op _pixelwise_seg_ocr_resized
+// makes when it runs these kernels' code in CI:
+// - fast (the block's shared memory within kResizeFastSmem): ocr_resize_thread.h's block functions
+//   (ocr_thread.h's per-thread OCR code on logits interpolated from a shared-memory row; backward
+//   one block per cell row, reduced in shared memory, then a gather of two entries per
+//   low-resolution logit). Blocks: one wave of resident blocks striding over the rows / cells;
+// - generic (any C+1), ocr_resize_pixel.h's per-thread functions:
 //   forward  one thread per output pixel, its C+1 logits interpolated from the four source
 //            pixels as they are read (consecutive threads take consecutive output columns, which
 //            read the same or neighbouring source columns);
@@ -13,6 +19,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "../ocr_resize_thread.h"
 #include "ocr_resize_launch.h"
 
 namespace ocr {
@@ -102,13 +109,124 @@ __global__ void __launch_bounds__(kThreads) resized_gather_kernel(ResizeArgs A) 
   }
 }
 
+// The block of ocr_resize_thread.h's functions: this thread, the block size, its barriers.
+struct CudaBlock {
+  int tid, n;
+  __host__ __device__ void sync() const {
+#ifdef __CUDA_ARCH__
+    __syncthreads();
+#endif
+  }
+  __host__ __device__ bool any(bool p) const {
+#ifdef __CUDA_ARCH__
+    return __syncthreads_or(p);
+#else
+    return p;
+#endif
+  }
+};
+
+template <typename scalar_t, typename acc_t, typename Load, int GROUP, bool CE>
+__global__ void __launch_bounds__(kResizeMaxThreads)
+    resized_fast_forward_kernel(ResizeArgs A, ResizePlan P) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
+  resized_forward_block<scalar_t, acc_t, GROUP, CE>(CudaBlock{(int)threadIdx.x, (int)blockDim.x},
+                                                    V, P, blockIdx.x, gridDim.x, smem_raw, Load());
+}
+
+template <typename scalar_t, typename acc_t, typename Load, int GROUP, bool CE>
+__global__ void __launch_bounds__(kResizeMaxThreads)
+    resized_fast_backward_kernel(ResizeArgs A, ResizePlan P) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
+  resized_backward_block<scalar_t, acc_t, GROUP, CE>(CudaBlock{(int)threadIdx.x, (int)blockDim.x},
+                                                     V, P, blockIdx.x, gridDim.x, smem_raw, Load());
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads) resized_fast_gather_kernel(ResizeArgs A) {
+  const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
+  scalar_t* grad = static_cast<scalar_t*>(A.grad);
+  const int64_t hw = A.h * A.w, total = A.B * A.C1 * hw;
+  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+       e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t bk = e / hw, r = e - bk * hw, b = bk / A.C1, k = bk - b * A.C1;
+    const int64_t i = r / A.w, j = r - i * A.w;
+    grad[b * A.gsB + k * A.gsC + i * A.gsH + j * A.gsW] =
+        store_as(resized_fast_gather(V, b, k, i, j), grad);
+  }
+}
+
 int blocks_for(int64_t items, int64_t per_block) {
   int64_t blocks = (items + per_block - 1) / per_block;
   return (int)(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
 }
 
+// A fast-path kernel over `items` rows / cells: one wave of resident blocks (at most one a
+// item each).
+template <typename K>
+cudaError_t launch_fast(K kernel, const ResizeArgs& A, const ResizePlan& P, size_t smem,
+                        int64_t items, cudaStream_t stream) {
+  int dev = 0, sms = 0, per_sm = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err != cudaSuccess) return err;
+  if (smem > 48 * 1024 &&
+      (err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) !=
+          cudaSuccess)
+    return err;
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, P.threads, smem)) !=
+      cudaSuccess)
+    return err;
+  const int64_t wave = (int64_t)(per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+  const int64_t grid = items < wave ? items : wave;
+  kernel<<<(unsigned)grid, P.threads, smem, stream>>>(A, P);
+  return cudaGetLastError();
+}
+
+template <typename scalar_t, typename acc_t, typename Load, int GROUP, bool CE>
+cudaError_t launch_fast_pass(const ResizeArgs& A, const ResizePlan& P, bool backward,
+                             cudaStream_t stream) {
+  if (!backward)
+    return launch_fast(resized_fast_forward_kernel<scalar_t, acc_t, Load, GROUP, CE>, A, P,
+                       P.smem_fwd, A.B * A.H, stream);
+  cudaError_t err = launch_fast(resized_fast_backward_kernel<scalar_t, acc_t, Load, GROUP, CE>, A,
+                                P, P.smem_bwd, A.B * A.h, stream);
+  if (err != cudaSuccess) return err;
+  const int64_t total = A.B * A.C1 * A.h * A.w;
+  resized_fast_gather_kernel<scalar_t, acc_t><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(A);
+  return cudaGetLastError();
+}
+
+template <typename scalar_t, typename acc_t, typename Load, bool CE>
+cudaError_t launch_fast_group(const ResizeArgs& A, const ResizePlan& P, bool backward,
+                              cudaStream_t stream) {
+  switch (A.group) {
+    case GROUP_ADA: return launch_fast_pass<scalar_t, acc_t, Load, GROUP_ADA, CE>(A, P, backward, stream);
+    case GROUP_MAX: return launch_fast_pass<scalar_t, acc_t, Load, GROUP_MAX, CE>(A, P, backward, stream);
+    case GROUP_ALL: return launch_fast_pass<scalar_t, acc_t, Load, GROUP_ALL, CE>(A, P, backward, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename acc_t>
+bool fast_path(const ResizeArgs& A, ResizePlan* P) {
+  *P = resize_plan<acc_t>(A.C1, A.w, A.W, A.align_corners);
+  int dev = 0, optin = 0;
+  if (!P->fast || cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+    return false;
+  return P->smem_bwd <= (size_t)optin;
+}
+
 template <typename scalar_t, typename acc_t, typename Load>
 cudaError_t launch_typed(const ResizeArgs& A, bool backward, cudaStream_t stream) {
+  if (A.B * A.H * A.W == 0 || A.C1 == 0) return cudaSuccess;
+  ResizePlan P;
+  if (fast_path<acc_t>(A, &P))
+    return A.target != nullptr ? launch_fast_group<scalar_t, acc_t, Load, true>(A, P, backward, stream)
+                               : launch_fast_group<scalar_t, acc_t, Load, false>(A, P, backward, stream);
   if (!backward) {
     const int64_t total = A.B * A.H * A.W;
     if (total == 0) return cudaSuccess;
@@ -143,6 +261,11 @@ cudaError_t launch_typed(const ResizeArgs& A, bool backward, cudaStream_t stream
   return cudaGetLastError();
 }
 
+bool fast_path_any(const ResizeArgs& A) {
+  ResizePlan P;
+  return A.dtype == ocr_kernels::DTYPE_F64 ? fast_path<double>(A, &P) : fast_path<float>(A, &P);
+}
+
 cudaError_t launch(const ResizeArgs& A, bool backward, cudaStream_t stream) {
   switch (A.dtype) {
     case ocr_kernels::DTYPE_F32: return launch_typed<float, float, LoadF32>(A, backward, stream);
@@ -159,6 +282,8 @@ cudaError_t launch(const ResizeArgs& A, bool backward, cudaStream_t stream) {
 cudaError_t launch_resized_forward(const ResizeArgs& args, cudaStream_t stream) {
   return launch(args, false, stream);
 }
+
+int resized_corner_planes(const ResizeArgs& args) { return fast_path_any(args) ? 2 : 4; }
 
 cudaError_t launch_resized_backward(const ResizeArgs& args, cudaStream_t stream) {
   return launch(args, true, stream);

@@ -14,8 +14,10 @@ namespace ocr {
 
 // Forward: ocr_out (and ce_out with a target) for every output pixel.
 cudaError_t launch_resized_forward(const ResizeArgs& args, cudaStream_t stream);
-// Backward: the cell pass into args.corners ([4, B, C1, h, w], math dtype, no initialisation
-// needed), then the gather into args.grad. Returns cudaErrorInvalidValue when one warp's scratch
+// The planes of the backward's buffer args.corners ([planes, B, C1, h, w], math dtype, no
+// initialisation needed): 2 on the fast path (ocr_resize_thread.h), 4 on the generic one.
+int resized_corner_planes(const ResizeArgs& args);
+// Backward: the cell pass into args.corners, then the gather into args.grad. Returns cudaErrorInvalidValue when one warp's scratch
 // tile (C1 × 33 values of the math dtype) exceeds the device's shared memory per block.
 cudaError_t launch_resized_backward(const ResizeArgs& args, cudaStream_t stream);
 

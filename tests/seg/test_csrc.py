@@ -252,11 +252,12 @@ def test_resized_opcheck_and_compile(ops):
     assert torch.allclose(f(logits), want, rtol=1e-6)
 
 
-# ---- the CUDA fused-upsampling kernels' code (csrc/ocr_resize_pixel.h) on the CPU --------------
-# _pixelwise_seg_ocr_resized runs the per-thread functions of the CUDA kernels one thread at a time
-# (one thread per output pixel forward; one warp per cell of output pixels sharing a top-left tap,
-# its lanes in turn, then the per-logit gather backward), so CI checks the GPU's code against the
-# float64 composition F.interpolate + reference.
+# ---- the CUDA fused-upsampling kernels' code (csrc/ocr_resize_thread.h, ocr_resize_pixel.h) on the CPU
+# _pixelwise_seg_ocr_resized runs the CUDA kernels' code on the CPU: on the fast path
+# (csrc/ocr_resize_thread.h) their block functions with one CPU thread per CUDA thread and a real
+# barrier, then the gather; on the generic path (csrc/ocr_resize_pixel.h, shapes whose block would
+# need more than 96 KB of shared memory) one thread at a time. So CI checks the GPU's code against
+# the float64 composition F.interpolate + reference.
 
 def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corners, rtol=1e-5,
                             grad_ce=None, grad_ocr=None, ignore_index=255, **opts):
@@ -320,6 +321,29 @@ def test_cuda_resized_code_target_case(ops):
     target = torch.randint(0, 21, (1, 321, 321))
     check_cuda_resized_code(ops, logits, target, tags, prior, (321, 321), False, group_split="all",
                             pixels="all")
+
+
+@pytest.mark.parametrize("with_ce", [True, False])
+def test_cuda_resized_code_generic_path(ops, with_ce):
+    # 260 classes x 40 source columns: the fast path's shared memory (R, top and bottom rows:
+    # 3 x 260 x 40 fp32 = 125 KB) exceeds kResizeFastSmem (96 KB), so the kernels' generic path runs
+    logits, tags, prior = make_ocr_inputs(1, 260, (3, 40), tag_p=0.05)
+    target = torch.randint(0, 260, (1, 5, 83))
+    g = torch.Generator().manual_seed(3)
+    check_cuda_resized_code(ops, logits, target if with_ce else None, tags, prior, (5, 83), False,
+                            grad_ce=torch.randn(1, 5, 83, generator=g),
+                            grad_ocr=torch.randn(1, 5, 83, generator=g), pixels="all")
+
+
+def test_cuda_resized_code_slot_groups(ops):
+    # 150 source columns at scale 8: 300 slots (two a cell), more than a block's 256 threads, so
+    # each output row is walked in two slot groups whose partial sums meet in the cells' rows
+    logits, tags, prior = make_ocr_inputs(1, 5, (2, 150), tag_p=0.4)
+    target = torch.randint(0, 5, (1, 7, 1200))
+    g = torch.Generator().manual_seed(4)
+    check_cuda_resized_code(ops, logits, target, tags, prior, (7, 1200), True,
+                            grad_ce=torch.randn(1, 7, 1200, generator=g),
+                            grad_ocr=torch.randn(1, 7, 1200, generator=g), pixels="all")
 
 
 @pytest.mark.parametrize("group_split, pixels", [(s, p) for s in GROUP_SPLITS
