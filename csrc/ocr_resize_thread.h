@@ -8,14 +8,15 @@
 // PPT = kThreadPixels pixels a thread); the grid and weights are ocr_resize_pixel.h's resize_tap.
 //
 // Layout of a block's work:
-// - threads own "slots": slot s is segment s % S of cell column c = s / S (the output columns whose
-//   left tap is c), up to PPT consecutive output columns; S = ceil(widest cell / PPT), so every
-//   pixel of a thread shares its two source columns (c, upper(c)) and its gradient reduces along x
-//   in registers;
+// - threads own "slots": a slot is up to PPT consecutive output columns of one cell column c (the
+//   output columns whose left tap is c; ceil(width / PPT) slots a cell, tables in shared memory
+//   built once per block), so every pixel of a thread shares its two source columns (c, upper(c))
+//   and its gradient reduces along x in registers;
 // - one output row at a time: its C+1 logits pre-interpolated along y into shared memory
 //   R[k][j] = l0·z[i0][j] + l1·z[i1][j] (w values a class), so a logit costs two shared loads (one
 //   pair per class for the thread's PPT pixels) and a multiply-add: out = lx0·R[c] + lx1·R[c1];
-// - forward: blocks stride over the output rows;
+// - forward: each block takes a contiguous range of output rows (the class list is rebuilt only
+//   when the image changes);
 // - backward: one block per cell row (the output rows whose top tap is source row c), each output
 //   pixel's dL/dz computed once. A thread sums its pixels' gradient times lx0 and lx1 for each
 //   class as thread_backward produces it; every kResizeClassChunk classes the block combines the
@@ -38,11 +39,11 @@ namespace ocr {
 constexpr int kResizeClassChunk = 4;     // classes per combine of the backward (a power of 2)
 constexpr int kResizeMaxThreads = 256;   // block size cap; wider rows loop over slot groups
 constexpr size_t kResizeFastSmem = 96 * 1024;  // the fast path's shared-memory limit (bytes)
+constexpr int kResizeUnrolledSlots = 3;  // slots a column's combine sums unrolled (12 pixels)
 
 // The fast path's geometry for one call (host: the launcher and the hook work it out alike).
 struct ResizePlan {
-  int S;         // slots per cell column
-  int slots;     // w·S
+  int slots;     // Σ over cell columns of ceil(cell width / kThreadPixels)
   int threads;   // block size: slots rounded up to a warp, at most kResizeMaxThreads
   int groups;    // slot groups a block walks in turn: ceil(slots / threads)
   size_t smem_fwd, smem_bwd;  // bytes of dynamic shared memory
@@ -50,95 +51,144 @@ struct ResizePlan {
 };
 
 // Shared memory (in bytes) of a block: R [C1, w], and for the backward the top/bottom rows
-// [2, C1, w] and the chunk [kResizeClassChunk, 2, threads] in acc_t; then the class list (C1 + 1
-// ints: nic, classes) and the chunk's classes (kResizeClassChunk ints).
-OCR_HD size_t resize_smem(int64_t C1, int64_t w, int threads, bool backward, size_t acc_size) {
-  size_t acc = (size_t)(C1 * w);
+// [2, C1, w] and the chunk [kResizeClassChunk, 2, threads], in acc_t; then ints: the class list
+// (C1 + 1: nic, classes), the chunk's classes, the tables of resize_tables.
+OCR_HD size_t resize_r_size(int64_t C1, int64_t w, size_t acc_size) {
+  // R also holds resize_tables' scratch (3w + 1 ints) before the first row is staged
+  const size_t r = (size_t)(C1 * w), scratch = ((size_t)(3 * w + 1) * sizeof(int) + acc_size - 1) / acc_size;
+  return r > scratch ? r : scratch;
+}
+
+OCR_HD size_t resize_smem(int64_t C1, int64_t w, int slots, int threads, bool backward,
+                          size_t acc_size) {
+  size_t acc = resize_r_size(C1, w, acc_size);
   if (backward) acc += (size_t)(2 * C1 * w) + (size_t)kResizeClassChunk * 2 * threads;
-  return acc * acc_size + sizeof(int) * (size_t)(C1 + 1 + kResizeClassChunk);
+  const size_t ints = (size_t)(C1 + 1 + kResizeClassChunk) + 2 * (size_t)slots + 4 * (size_t)w;
+  return acc * acc_size + sizeof(int) * ints;
 }
 
 template <typename acc_t>
-OCR_HD ResizePlan resize_plan(int64_t C1, int64_t w, int64_t W, bool align_corners) {
+OCR_HD ResizePlan resize_plan(int64_t C1, int64_t h, int64_t w, int64_t W, bool align_corners) {
   const ResizeAxis<acc_t> ax = resize_axis<acc_t>(w, W, align_corners);
-  int64_t widest = 0, run = 0, prev = -1;
-  for (int64_t x = 0; x < W; ++x) {
-    const int64_t c = resize_tap(ax, x).i0;
+  int64_t slots = 0, run = 0, prev = -1;
+  for (int64_t x = 0; x <= W; ++x) {
+    const int64_t c = x < W ? resize_tap(ax, x).i0 : -1;
+    if (c != prev && run > 0) slots += (run + kThreadPixels - 1) / kThreadPixels;
     run = c == prev ? run + 1 : 1;
     prev = c;
-    widest = run > widest ? run : widest;
   }
   ResizePlan P;
-  P.S = (int)((widest + kThreadPixels - 1) / kThreadPixels);
-  const int64_t slots = w * P.S;
   const int64_t t = (slots + 31) / 32 * 32;
   P.threads = (int)(t < kResizeMaxThreads ? t : kResizeMaxThreads);
-  P.slots = slots < (int64_t(1) << 30) ? (int)slots : 0;
+  P.slots = slots < (int64_t(1) << 24) ? (int)slots : 0;
   P.groups = (int)((slots + P.threads - 1) / P.threads);
-  P.smem_fwd = resize_smem(C1, w, P.threads, false, sizeof(acc_t));
-  P.smem_bwd = resize_smem(C1, w, P.threads, true, sizeof(acc_t));
-  P.fast = P.slots > 0 && P.smem_bwd <= kResizeFastSmem && C1 * w < (int64_t(1) << 31);
+  P.smem_fwd = resize_smem(C1, w, P.slots, P.threads, false, sizeof(acc_t));
+  P.smem_bwd = resize_smem(C1, w, P.slots, P.threads, true, sizeof(acc_t));
+  // (the tables pack output columns in 28 bits; the gather indexes a plane in 32)
+  P.fast = P.slots > 0 && P.smem_bwd <= kResizeFastSmem && W < (int64_t(1) << 28) &&
+           h * w < (int64_t(1) << 31);
   return P;
+}
+
+// The block's shared memory, carved as resize_smem counts it. Tables (resize_tables): slot s =
+// {2c + (upper(c) − c), 8·(first output column) + valid pixels} of its segment of cell column c
+// (upper(c) is c or c + 1; at most kThreadPixels = 4 pixels); column j =
+// the slots whose lx0 sums reach it [a0, b0) and whose lx1 sums do [a1, b1); first, cx0, cn:
+// resize_tables' scratch, in R.
+template <typename acc_t>
+struct ResizeSmem {
+  acc_t *R, *top, *bot, *chunk;
+  int *list, *chunk_cls, *first, *cx0, *cn, *slot, *col;
+};
+
+template <typename acc_t>
+OCR_HD ResizeSmem<acc_t> resize_smem_parts(void* smem, int64_t C1, int64_t w, const ResizePlan& P,
+                                           bool backward) {
+  ResizeSmem<acc_t> m;
+  acc_t* a = static_cast<acc_t*>(smem);
+  m.R = a;
+  a += resize_r_size(C1, w, sizeof(acc_t));
+  m.top = m.bot = m.chunk = nullptr;
+  if (backward) {
+    m.top = a;
+    m.bot = a + C1 * w;
+    m.chunk = a + 2 * C1 * w;
+    a += 2 * C1 * w + (int64_t)kResizeClassChunk * 2 * P.threads;
+  }
+  m.list = reinterpret_cast<int*>(a);
+  m.chunk_cls = m.list + C1 + 1;
+  m.slot = m.chunk_cls + kResizeClassChunk;
+  m.first = reinterpret_cast<int*>(m.R);  // scratch of resize_tables
+  m.cx0 = m.first + w + 1;
+  m.cn = m.cx0 + w;
+  m.col = m.slot + 2 * (int64_t)P.slots;
+  return m;
+}
+
+// The slot and column tables, once per block: each thread the ranges of its cell columns, one
+// thread the slots' prefix sum, then each cell column's thread its slots.
+template <typename acc_t, typename Block>
+OCR_HD void resize_tables(const Block& blk, const ResizeAxis<acc_t>& ax, const ResizeSmem<acc_t>& S) {
+  const int w = (int)ax.in;
+  for (int c = blk.tid; c < w; c += blk.n) {
+    int64_t x0, n;
+    resize_cell_range(ax, c, &x0, &n);
+    S.cx0[c] = (int)x0;
+    S.cn[c] = (int)n;
+  }
+  blk.sync();
+  if (blk.tid == 0) {
+    int f = 0;
+    for (int c = 0; c < w; ++c) {
+      S.first[c] = f;
+      f += (S.cn[c] + kThreadPixels - 1) / kThreadPixels;
+    }
+    S.first[w] = f;
+  }
+  blk.sync();
+  for (int c = blk.tid; c < w; c += blk.n) {
+    const int up = (int)resize_upper(ax, c);
+    for (int s = S.first[c], x = S.cx0[c], left = S.cn[c]; s < S.first[c + 1];
+         ++s, x += kThreadPixels, left -= kThreadPixels) {
+      int* e = S.slot + 2 * s;
+      e[0] = 2 * c + (up - c);
+      e[1] = 8 * x + (left < kThreadPixels ? left : kThreadPixels);
+    }
+    // lx1 sums reach c from cell c − 1 (its upper tap) and, at an edge, from cell c itself
+    int* e = S.col + 4 * c;
+    e[0] = S.first[c];
+    e[1] = S.first[c + 1];
+    e[2] = c > 0 && resize_upper(ax, c - 1) == c ? S.first[c - 1] : S.first[c];
+    e[3] = up == c ? S.first[c + 1] : S.first[c];
+  }
+  blk.sync();
 }
 
 // One thread's pixels in an output row: slot s's segment of cell column c.
 template <typename acc_t>
 struct SlotPixels {
   int c, c1;  // source columns: the left tap of every pixel, and its right tap
-  int64_t x;  // first output column
-  int n;      // valid pixels (0 for a slot past the last cell or a segment past its cell's end)
+  int x;      // first output column
+  int n;      // valid pixels (0 for a slot past the last)
   acc_t lx0[kThreadPixels], lx1[kThreadPixels];  // 0 for a pixel that is not valid
 };
 
 template <typename acc_t>
-OCR_HD SlotPixels<acc_t> slot_pixels(const ResizeAxis<acc_t>& ax, const ResizePlan& P, int64_t s) {
+OCR_HD SlotPixels<acc_t> resize_slot(const ResizeAxis<acc_t>& ax, const ResizePlan& P,
+                                     const int* table, int s) {
   SlotPixels<acc_t> q;
-  const int64_t c = s / P.S, seg = s - c * P.S;
-  q.c = q.c1 = 0;
-  q.x = 0;
-  q.n = 0;
-  if (c < ax.in) {
-    int64_t x0, n;
-    resize_cell_range(ax, c, &x0, &n);
-    const int64_t left = n - seg * kThreadPixels;
-    q.c = (int)c;
-    q.c1 = (int)resize_upper(ax, c);
-    q.x = x0 + seg * kThreadPixels;
-    q.n = left <= 0 ? 0 : (left < kThreadPixels ? (int)left : kThreadPixels);
-  }
+  const int* e = table + 2 * (s < P.slots ? s : 0);
+  q.c = e[0] >> 1;
+  q.c1 = q.c + (e[0] & 1);
+  q.x = e[1] >> 3;
+  q.n = s < P.slots ? e[1] & 7 : 0;
 #pragma unroll
   for (int i = 0; i < kThreadPixels; ++i) {
-    const Tap<acc_t> t = resize_tap(ax, i < q.n ? q.x + i : (int64_t)0);
+    const Tap<acc_t> t = resize_tap(ax, (int64_t)q.x + (i < q.n ? i : 0));
     q.lx0[i] = i < q.n ? t.l0 : acc_t(0);
     q.lx1[i] = i < q.n ? t.l1 : acc_t(0);
   }
   return q;
-}
-
-// The block's shared memory, carved as resize_smem counts it.
-template <typename acc_t>
-struct ResizeSmem {
-  acc_t *R, *top, *bot, *chunk;
-  int *list, *chunk_cls;
-};
-
-template <typename acc_t>
-OCR_HD ResizeSmem<acc_t> resize_smem_parts(void* smem, int64_t C1, int64_t w, int threads,
-                                           bool backward) {
-  ResizeSmem<acc_t> m;
-  acc_t* a = static_cast<acc_t*>(smem);
-  m.R = a;
-  a += C1 * w;
-  m.top = m.bot = m.chunk = nullptr;
-  if (backward) {
-    m.top = a;
-    m.bot = a + C1 * w;
-    m.chunk = a + 2 * C1 * w;
-    a += 2 * C1 * w + (int64_t)kResizeClassChunk * 2 * threads;
-  }
-  m.list = reinterpret_cast<int*>(a);
-  m.chunk_cls = m.list + C1 + 1;
-  return m;
 }
 
 // list[0] = nic, list[1 ..] = image b's classes, IC first then OC, each ascending (one thread
@@ -155,41 +205,51 @@ OCR_HD void resize_class_list(const Block& blk, const uint8_t* icb, int C1, int*
 }
 
 // R[k][j] = l0·z[b, k, i0, j] + l1·z[b, k, i1, j]: output row y's logits interpolated along y.
+// A thread keeps one column j and walks the classes (no division in the loop).
 template <typename scalar_t, typename acc_t, typename Block, typename Load>
 OCR_HD void resize_stage_row(const Block& blk, const ResizeView<scalar_t, acc_t>& V, int64_t b,
                              const Tap<acc_t>& ty, acc_t* R, const Load& load) {
-  const int w = (int)V.ax.in, items = (int)V.C1 * w;
+  const int w = (int)V.ax.in, classes = (int)V.C1;
+  const int per = w <= blk.n ? blk.n / w : 1;  // classes staged at once
+  const int j0 = w <= blk.n ? blk.tid % w : blk.tid, k0 = w <= blk.n ? blk.tid / w : 0;
+  const int staged_cols = k0 < per ? w : 0;  // the threads past per·w stage nothing
   const scalar_t* r0 = V.z + b * V.sB + ty.i0 * V.sH;
   const scalar_t* r1 = V.z + b * V.sB + ty.i1 * V.sH;
-  for (int e = blk.tid; e < items; e += blk.n) {
-    const int k = e / w, j = e - k * w;
-    const int64_t o = k * V.sC + j * V.sW;
-    R[e] = ty.l0 * load(r0[o]) + ty.l1 * load(r1[o]);
+  for (int j = j0; j < staged_cols; j += blk.n) {
+    const scalar_t* p0 = r0 + k0 * V.sC + j * V.sW;
+    const scalar_t* p1 = r1 + k0 * V.sC + j * V.sW;
+    acc_t* o = R + k0 * w + j;
+    const int64_t dz = per * V.sC, dr = (int64_t)per * w;
+#pragma unroll 1
+    for (int k = k0; k < classes; k += per, p0 += dz, p1 += dz, o += dr)
+      *o = ty.l0 * load(*p0) + ty.l1 * load(*p1);
   }
 }
 
-// Forward of the output rows item0, item0 + step, ... (row = b·H + y) by one block.
+// Forward of the output rows [first, last) (row = b·H + y) by one block.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block, typename Load>
 OCR_HD void resized_forward_block(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                                  const ResizePlan& P, int64_t item0, int64_t step, void* smem,
+                                  const ResizePlan& P, int64_t first, int64_t last, void* smem,
                                   const Load& load) {
   constexpr int PPT = kThreadPixels;
   const int C1 = (int)V.C1, w = (int)V.ax.in;
-  const int64_t H = V.ay.out, W = V.ax.out, rows = V.B * H;
-  const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P.threads, false);
-  SlotPixels<acc_t> q = slot_pixels(V.ax, P, blk.tid);
+  const int64_t H = V.ay.out, W = V.ax.out;
+  const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P, false);
+  resize_tables(blk, V.ax, S);
+  SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
   int64_t listed = -1;
-  for (int64_t item = item0; item < rows; item += step) {
+  for (int64_t item = first; item < last; ++item) {
     const int64_t b = item / H, y = item - b * H;
     blk.sync();
-    if (b != listed) resize_class_list(blk, V.ic + b * C1, C1, S.list);
+    if (b != listed) resize_class_list<Block>(blk, V.ic + b * C1, C1, S.list);
     listed = b;
     resize_stage_row(blk, V, b, resize_tap(V.ay, y), S.R, load);
     blk.sync();
     const ThreadArgs<acc_t> T{S.list + 1, S.list[0], C1 - S.list[0], C1, V.prior, V.margin,
                               V.threshold, V.pixels};
     for (int g = 0; g < P.groups; ++g) {
-      if (P.groups > 1) q = slot_pixels(V.ax, P, (int64_t)g * P.threads + blk.tid);
+      // (template arguments spelled out: bench/static.py weighs this call by groups > 1)
+      if (P.groups > 1) q = resize_slot<acc_t>(V.ax, P, S.slot, g * P.threads + blk.tid);
       const acc_t* R0 = S.R + q.c;
       const acc_t* R1 = S.R + q.c1;
       auto zf = [&](int k, int i) -> acc_t {
@@ -213,32 +273,37 @@ OCR_HD void resized_forward_block(const Block& blk, const ResizeView<scalar_t, a
   }
 }
 
-// The chunk's x-combine: for each of its `count` classes and source column j, the slots of this
-// group that reach j (cell j's lx0 sums, then cell j − 1's lx1 sums, then cell j's own lx1 sums
-// at the edge where upper(j) = j), in slot order, times ly0 into top and ly1 into bottom.
+// The chunk's x-combine: for source column j and each of the chunk's `count` classes, the lx0
+// sums of the slots of this group that reach j, then their lx1 sums, in slot order, times ly0 into
+// top and ly1 into bottom.
 template <typename scalar_t, typename acc_t, typename Block>
 OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                            const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
                            const Tap<acc_t>& ty) {
-  const int w = (int)V.ax.in, items = count * w;
-  const int64_t first = (int64_t)g * P.threads, end = first + P.threads;
-  for (int e = blk.tid; e < items; e += blk.n) {
-    const int m = e / w, j = e - m * w;
-    const acc_t* c0 = S.chunk + (int64_t)m * 2 * P.threads - first;
-    const acc_t* c1 = c0 + P.threads;
-    acc_t gx = acc_t(0);
-    const int64_t lo = (int64_t)j * P.S, hi = lo + P.S;
-    const int64_t a = lo > first ? lo : first, z = hi < end ? hi : end;
-    for (int64_t s = a; s < z; ++s) gx += c0[s];
-    if (j > 0 && resize_upper(V.ax, (int64_t)j - 1) == j) {
-      const int64_t pa = lo - P.S > first ? lo - P.S : first, pz = lo < end ? lo : end;
-      for (int64_t s = pa; s < pz; ++s) gx += c1[s];
+  const int columns = (int)V.ax.in, first = g * P.threads, end = first + P.threads;
+  for (int j = blk.tid; j < columns; j += blk.n) {
+    const int* e = S.col + 4 * j;
+    const int a0 = e[0] > first ? e[0] : first, b0 = e[1] < end ? e[1] : end;
+    const int a1 = e[2] > first ? e[2] : first, b1 = e[3] < end ? e[3] : end;
+#pragma unroll 1
+    for (int m = 0; m < count; ++m) {
+      const acc_t* c0 = S.chunk + m * 2 * P.threads - first;
+      const acc_t* c1 = c0 + P.threads;
+      // a cell column holds up to kResizeUnrolledSlots slots but at an edge: those unrolled
+      // (predicated), then any further ones, in slot order
+      acc_t gx = acc_t(0);
+#pragma unroll
+      for (int u = 0; u < kResizeUnrolledSlots; ++u) gx += a0 + u < b0 ? c0[a0 + u] : acc_t(0);
+#pragma unroll 1
+      for (int s = a0 + kResizeUnrolledSlots; s < b0; ++s) gx += c0[s];
+#pragma unroll
+      for (int u = 0; u < kResizeUnrolledSlots; ++u) gx += a1 + u < b1 ? c1[a1 + u] : acc_t(0);
+#pragma unroll 1
+      for (int s = a1 + kResizeUnrolledSlots; s < b1; ++s) gx += c1[s];
+      const int o = S.chunk_cls[m] * columns + j;
+      S.top[o] += ty.l0 * gx;
+      S.bot[o] += ty.l1 * gx;
     }
-    if (resize_upper(V.ax, (int64_t)j) == j)
-      for (int64_t s = a; s < z; ++s) gx += c1[s];
-    const int64_t o = (int64_t)S.chunk_cls[m] * w + j;
-    S.top[o] += ty.l0 * gx;
-    S.bot[o] += ty.l1 * gx;
   }
 }
 
@@ -253,25 +318,27 @@ OCR_HD void resize_chunk_flush(const Block& blk, const ResizeView<scalar_t, acc_
   blk.sync();
 }
 
-// Backward of the cell rows item0, item0 + step, ... (item = b·h + c) by one block: each writes
+// Backward of the cell rows [first, last) (item = b·h + c) by one block: each writes
 // the cell's top and bottom rows into V.corners ([2, B, C1, h, w]: plane 0 top, plane 1 bottom).
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block, typename Load>
 OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                                   const ResizePlan& P, int64_t item0, int64_t step, void* smem,
+                                   const ResizePlan& P, int64_t first, int64_t last, void* smem,
                                    const Load& load) {
   constexpr int PPT = kThreadPixels;
-  const int C1 = (int)V.C1, w = (int)V.ax.in;
-  const int64_t h = V.ay.in, H = V.ay.out, W = V.ax.out, cells = V.B * h;
+  const int C1 = (int)V.C1, w = (int)V.ax.in, zeros = 2 * C1 * w, out_classes = C1;
+  const int64_t h = V.ay.in, W = V.ax.out;
   const int64_t plane = V.B * V.C1 * h * w;
-  const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P.threads, true);
-  SlotPixels<acc_t> q = slot_pixels(V.ax, P, blk.tid);
+  const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P, true);
+  resize_tables(blk, V.ax, S);
+  SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
   int64_t listed = -1;
-  for (int64_t item = item0; item < cells; item += step) {
+  for (int64_t item = first; item < last; ++item) {
     const int64_t b = item / h, c = item - b * h;
     blk.sync();
-    if (b != listed) resize_class_list(blk, V.ic + b * C1, C1, S.list);
+    if (b != listed) resize_class_list<Block>(blk, V.ic + b * C1, C1, S.list);
     listed = b;
-    for (int e = blk.tid; e < 2 * C1 * w; e += blk.n) S.top[e] = acc_t(0);  // top, then bot
+#pragma unroll 1
+    for (int e = blk.tid; e < zeros; e += blk.n) S.top[e] = acc_t(0);  // top, then bot
     int64_t y0, ny;
     resize_cell_range(V.ay, c, &y0, &ny);
     for (int64_t r = 0; r < ny; ++r) {
@@ -282,7 +349,7 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
       const ThreadArgs<acc_t> T{S.list + 1, S.list[0], C1 - S.list[0], C1, V.prior, V.margin,
                                 V.threshold, V.pixels};
       for (int g = 0; g < P.groups; ++g) {
-        if (P.groups > 1) q = slot_pixels(V.ax, P, (int64_t)g * P.threads + blk.tid);
+        if (P.groups > 1) q = resize_slot<acc_t>(V.ax, P, S.slot, g * P.threads + blk.tid);
         const int64_t p = (y0 + r) * W + q.x;
         bool read[PPT];
         int64_t t[PPT];
@@ -315,8 +382,12 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
         if (!blk.any(need)) continue;
         const acc_t* R0 = S.R + q.c;
         const acc_t* R1 = S.R + q.c1;
+        // both loads unconditional (shared memory, always in range): one pair a class for the
+        // thread's pixels; a pixel without a gradient reads 0, as thread_backward requires
         auto zf = [&](int k, int i) -> acc_t {
-          return read[i] ? q.lx0[i] * R0[k * w] + q.lx1[i] * R1[k * w] : acc_t(0);
+          const acc_t r0 = R0[k * w], r1 = R1[k * w];
+          const acc_t v = q.lx0[i] * r0 + q.lx1[i] * r1;
+          return read[i] ? v : acc_t(0);
         };
         acc_t* mine = S.chunk + blk.tid;
         int filled = 0;
@@ -329,7 +400,8 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
             mine[filled * 2 * P.threads + P.threads] = t1;
             if (blk.tid == 0) S.chunk_cls[filled] = k;
             if (++filled == kResizeClassChunk) {
-              resize_chunk_flush(blk, V, P, S, filled, g, ty);
+              // (template arguments spelled out: bench/static.py weighs this call site 1/chunk)
+              resize_chunk_flush<scalar_t, acc_t>(blk, V, P, S, filled, g, ty);
               filled = 0;
             }
           }
@@ -339,26 +411,39 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
       }
     }
     blk.sync();
+    // the two rows out, a thread a column (as resize_stage_row)
+    const int per = w <= blk.n ? blk.n / w : 1;
+    const int j0 = w <= blk.n ? blk.tid % w : blk.tid, k0 = w <= blk.n ? blk.tid / w : 0;
     acc_t* out = V.corners + ((b * V.C1) * h + c) * w;
-    for (int e = blk.tid; e < C1 * w; e += blk.n) {
-      const int k = e / w, j = e - k * w;
-      out[(int64_t)k * h * w + j] = S.top[e];
-      out[plane + (int64_t)k * h * w + j] = S.bot[e];
+    const int out_cols = k0 < per ? w : 0;
+    for (int j = j0; j < out_cols; j += blk.n) {
+      acc_t* o = out + (int64_t)k0 * h * w + j;
+      const int64_t step = (int64_t)per * h * w;
+#pragma unroll 1
+      for (int k = k0; k < out_classes; k += per, o += step) {
+        o[0] = S.top[k * w + j];
+        o[plane] = S.bot[k * w + j];
+      }
     }
   }
 }
 
-// The gradient of low-resolution logit (b, k, i, j): its top entry (cell row i), then the bottom
-// entries of the cell rows whose lower tap is i (i − 1, and i itself at the edge).
-template <typename scalar_t, typename acc_t>
-OCR_HD acc_t resized_fast_gather(const ResizeView<scalar_t, acc_t>& V, int64_t b, int64_t k,
-                                 int64_t i, int64_t j) {
-  const int64_t h = V.ay.in, w = V.ax.in;
-  const int64_t plane = V.B * V.C1 * h * w;
-  const acc_t* base = V.corners + (b * V.C1 + k) * h * w + j;
-  acc_t s = base[i * w];
-  if (i > 0 && resize_upper(V.ay, i - 1) == i) s += base[plane + (i - 1) * w];
-  if (resize_upper(V.ay, i) == i) s += base[plane + i * w];
+// Which bottom entries reach source row i: cell row i − 1's (its lower tap is i) and, at an
+// edge, cell row i's own.
+template <typename acc_t>
+OCR_HD void resize_gather_rows(const ResizeAxis<acc_t>& ay, int64_t i, bool* from_prev, bool* own) {
+  *from_prev = i > 0 && resize_upper(ay, i - 1) == i;
+  *own = resize_upper(ay, i) == i;
+}
+
+// The gradient of a low-resolution logit from the [2, B, C1, h, w] buffer: e = its top entry,
+// then the bottom entries that reach it (plane apart; one row of w up for cell row i − 1).
+template <typename acc_t>
+OCR_HD acc_t resized_fast_gather(const acc_t* e, int64_t plane, int64_t w, bool from_prev,
+                                 bool own) {
+  acc_t s = e[0];
+  if (from_prev) s += e[plane - w];
+  if (own) s += e[plane];
   return s;
 }
 

@@ -173,7 +173,7 @@ def resolve_resized_backend(
     seg_ocr_loss(upsample=True)), or None where the caller must compose. "auto" on CUDA takes the
     first usable fused GPU backend in RESIZED_GPU_ORDER: cuda first (both save the memory of the
     full-resolution logits; the static model predicts the CUDA kernels faster than the Triton
-    ones, README "Performance"); only when none can run does it return None, and the caller runs F.interpolate
+    ones, and than F.interpolate + the CUDA loss at C+1 = 81, README "Performance"); only when none can run does it return None, and the caller runs F.interpolate
     and then the loss with backend="auto" (not fused: the full-resolution logits are
     materialised). An explicit backend without the fused path raises."""
     if requested != "auto" and requested not in implemented:

@@ -537,20 +537,25 @@ void run_block(int threads, size_t smem_bytes, const F& f) {
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Load>
 void emulate_fast(const ResizeView<scalar_t, acc_t>& V, const ResizeArgs& A, const ResizePlan& P,
                   const Load& load) {
-  // one block striding over every row / cell (the GPU's blocks take disjoint items)
+  // one block over every row / cell (the GPU's blocks take disjoint ranges of them)
   run_block(P.threads, P.smem_fwd, [&](const CpuBlock& blk, void* smem) {
-    resized_forward_block<scalar_t, acc_t, GROUP, CE>(blk, V, P, 0, 1, smem, load);
+    resized_forward_block<scalar_t, acc_t, GROUP, CE>(blk, V, P, 0, A.B * A.H, smem, load);
   });
   run_block(P.threads, P.smem_bwd, [&](const CpuBlock& blk, void* smem) {
-    resized_backward_block<scalar_t, acc_t, GROUP, CE>(blk, V, P, 0, 1, smem, load);
+    resized_backward_block<scalar_t, acc_t, GROUP, CE>(blk, V, P, 0, A.B * A.h, smem, load);
   });
   scalar_t* gp = static_cast<scalar_t*>(A.grad);
+  const int64_t hw = A.h * A.w, plane = A.B * A.C1 * hw;
   for (int64_t b = 0; b < A.B; ++b)
     for (int64_t k = 0; k < A.C1; ++k)
-      for (int64_t i = 0; i < A.h; ++i)
+      for (int64_t i = 0; i < A.h; ++i) {
+        bool from_prev, own;
+        resize_gather_rows(V.ay, i, &from_prev, &own);
         for (int64_t j = 0; j < A.w; ++j)
-          gp[b * A.gsB + k * A.gsC + i * A.gsH + j * A.gsW] =
-              static_cast<scalar_t>(resized_fast_gather(V, b, k, i, j));
+          gp[b * A.gsB + k * A.gsC + i * A.gsH + j * A.gsW] = static_cast<scalar_t>(
+              resized_fast_gather(V.corners + (b * A.C1 + k) * hw + i * A.w + j, plane, A.w,
+                                  from_prev, own));
+      }
 }
 
 template <typename scalar_t, typename acc_t, bool CE, typename Load>
@@ -585,8 +590,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_resized_cpu(
   // σ comes from the ocr_map this call writes (forward first, as on the GPU)
   const ResizedBackwardMaps M = resized_backward_maps(ocr_map, grad_ocr_in, grad_ce_in, z, K);
   const bool f64 = z.scalar_type() == at::kDouble;
-  const ResizePlan plan = f64 ? resize_plan<double>(z.size(1), z.size(3), K.W, align_corners)
-                              : resize_plan<float>(z.size(1), z.size(3), K.W, align_corners);
+  const ResizePlan plan =
+      f64 ? resize_plan<double>(z.size(1), z.size(2), z.size(3), K.W, align_corners)
+          : resize_plan<float>(z.size(1), z.size(2), z.size(3), K.W, align_corners);
   at::Tensor corners =
       at::empty({plan.fast ? 2 : 4, z.size(0), z.size(1), z.size(2), z.size(3)}, mopts);
   at::Tensor grad = grad_like(z);

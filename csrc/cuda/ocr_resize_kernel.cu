@@ -131,8 +131,10 @@ __global__ void __launch_bounds__(kResizeMaxThreads)
     resized_fast_forward_kernel(ResizeArgs A, ResizePlan P) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
+  const int64_t rows = A.B * A.H, per = (rows + gridDim.x - 1) / gridDim.x;
+  const int64_t first = blockIdx.x * per, last = first + per < rows ? first + per : rows;
   resized_forward_block<scalar_t, acc_t, GROUP, CE>(CudaBlock{(int)threadIdx.x, (int)blockDim.x},
-                                                    V, P, blockIdx.x, gridDim.x, smem_raw, Load());
+                                                    V, P, first, last, smem_raw, Load());
 }
 
 template <typename scalar_t, typename acc_t, typename Load, int GROUP, bool CE>
@@ -140,21 +142,35 @@ __global__ void __launch_bounds__(kResizeMaxThreads)
     resized_fast_backward_kernel(ResizeArgs A, ResizePlan P) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
+  const int64_t cells = A.B * A.h, per = (cells + gridDim.x - 1) / gridDim.x;
+  const int64_t first = blockIdx.x * per, last = first + per < cells ? first + per : cells;
   resized_backward_block<scalar_t, acc_t, GROUP, CE>(CudaBlock{(int)threadIdx.x, (int)blockDim.x},
-                                                     V, P, blockIdx.x, gridDim.x, smem_raw, Load());
+                                                     V, P, first, last, smem_raw, Load());
 }
+
+// Grid rows: (image, group of kGatherClasses classes); a thread one low-resolution pixel over
+// the group's classes (32-bit offsets within a plane: h·w < 2^31).
+constexpr int kGatherClasses = 8;
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads) resized_fast_gather_kernel(ResizeArgs A) {
-  const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
   scalar_t* grad = static_cast<scalar_t*>(A.grad);
-  const int64_t hw = A.h * A.w, total = A.B * A.C1 * hw;
-  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-       e += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t bk = e / hw, r = e - bk * hw, b = bk / A.C1, k = bk - b * A.C1;
-    const int64_t i = r / A.w, j = r - i * A.w;
-    grad[b * A.gsB + k * A.gsC + i * A.gsH + j * A.gsW] =
-        store_as(resized_fast_gather(V, b, k, i, j), grad);
+  const acc_t* corners = static_cast<const acc_t*>(A.corners);
+  const int hw = (int)(A.h * A.w), w = (int)A.w;
+  const int r = blockIdx.x * blockDim.x + threadIdx.x;
+  if (r >= hw) return;
+  const int i = r / w, j = r - i * w;
+  bool from_prev, own;
+  resize_gather_rows(resize_axis<acc_t>(A.h, A.H, A.align_corners), i, &from_prev, &own);
+  const int64_t plane = A.B * A.C1 * hw, groups = (A.C1 + kGatherClasses - 1) / kGatherClasses;
+  for (int64_t bg = blockIdx.y; bg < A.B * groups; bg += gridDim.y) {
+    const int64_t b = bg / groups, k0 = (bg - b * groups) * kGatherClasses;
+    const int classes = (int)(A.C1 - k0 < kGatherClasses ? A.C1 - k0 : kGatherClasses);
+    const acc_t* e = corners + (b * A.C1 + k0) * hw + r;
+    scalar_t* g = grad + b * A.gsB + k0 * A.gsC + i * A.gsH + j * A.gsW;
+#pragma unroll 1
+    for (int k = 0; k < classes; ++k, e += hw, g += A.gsC)
+      *g = store_as(resized_fast_gather(e, plane, w, from_prev, own), grad);
   }
 }
 
@@ -163,8 +179,8 @@ int blocks_for(int64_t items, int64_t per_block) {
   return (int)(blocks < (1 << 20) ? (blocks > 0 ? blocks : 1) : (1 << 20));
 }
 
-// A fast-path kernel over `items` rows / cells: one wave of resident blocks (at most one a
-// item each).
+// A fast-path kernel over `items` rows / cells: one wave of resident blocks (at most one an
+// item), each taking a contiguous range of items.
 template <typename K>
 cudaError_t launch_fast(K kernel, const ResizeArgs& A, const ResizePlan& P, size_t smem,
                         int64_t items, cudaStream_t stream) {
@@ -194,8 +210,10 @@ cudaError_t launch_fast_pass(const ResizeArgs& A, const ResizePlan& P, bool back
   cudaError_t err = launch_fast(resized_fast_backward_kernel<scalar_t, acc_t, Load, GROUP, CE>, A,
                                 P, P.smem_bwd, A.B * A.h, stream);
   if (err != cudaSuccess) return err;
-  const int64_t total = A.B * A.C1 * A.h * A.w;
-  resized_fast_gather_kernel<scalar_t, acc_t><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(A);
+  const int64_t rows = A.B * ((A.C1 + kGatherClasses - 1) / kGatherClasses);
+  const int64_t gy = rows < 65535 ? rows : 65535;
+  const dim3 grid((unsigned)((A.h * A.w + kThreads - 1) / kThreads), (unsigned)gy);
+  resized_fast_gather_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(A);
   return cudaGetLastError();
 }
 
@@ -212,7 +230,7 @@ cudaError_t launch_fast_group(const ResizeArgs& A, const ResizePlan& P, bool bac
 
 template <typename acc_t>
 bool fast_path(const ResizeArgs& A, ResizePlan* P) {
-  *P = resize_plan<acc_t>(A.C1, A.w, A.W, A.align_corners);
+  *P = resize_plan<acc_t>(A.C1, A.h, A.w, A.W, A.align_corners);
   int dev = 0, optin = 0;
   if (!P->fast || cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)

@@ -1030,17 +1030,10 @@ def _resize_i0(n_in: int, n_out: int) -> torch.Tensor:
     return real.to(torch.int64).clamp_max(n_in - 1)
 
 
-def _resize_batches(case: Case) -> float:
-    """Mean number of 32-pixel batches over the cells (output pixels sharing a top-left tap)."""
-    _, _, h, w = case.shape
-    ny = torch.bincount(_resize_i0(h, case.size[0]), minlength=h)
-    nx = torch.bincount(_resize_i0(w, case.size[1]), minlength=w)
-    return float(((ny[:, None] * nx[None, :] + 31) // 32).double().mean())
-
-
 def _resize_bytes(case: Case, launch: str) -> float:
-    """DRAM bytes of one fused-upsampling launch: the low-resolution logits once (the taps of
-    neighbouring output pixels hit L1/L2), the [B, H, W] maps, the corner buffers."""
+    """DRAM bytes of one fused-upsampling launch (fast path): the low-resolution logits once (a
+    source row is staged by the ~2·H/h output rows that read it: re-reads from L2), the [B, H, W]
+    maps, the backward's two-plane buffer written then read, the gradient written."""
     B, C1, h, w = case.shape
     P = B * case.size[0] * case.size[1]
     low = B * C1 * h * w
@@ -1048,54 +1041,149 @@ def _resize_bytes(case: Case, launch: str) -> float:
     seg = case.op == "seg_ocr_loss"
     if launch == "forward":
         return logits + 4 * P + (12 * P if seg else 0)
-    if launch == "cells":
-        return logits + 8 * P + (12 * P if seg else 0) + 4 * low * 4
-    return 4 * low * 4 + logits  # gather: the corner sums in, the gradient out
+    if launch == "backward":
+        return logits + 8 * P + (12 * P if seg else 0) + 2 * low * 4
+    return 2 * low * 4 + logits  # gather: the two planes in, the gradient out
+
+
+def _resize_slots(case: Case) -> Tuple[int, int]:
+    """(slots, block threads) of ocr_resize_thread.h's resize_plan: ceil(width / PPT) slots a
+    cell column, the block they round up to (at most kResizeMaxThreads)."""
+    _, _, h, w = case.shape
+    n = torch.bincount(_resize_i0(w, case.size[1]), minlength=w)
+    ppt = _header_int("kThreadPixels")
+    slots = int(((n + ppt - 1) // ppt).sum())
+    return slots, min(-(-slots // 32) * 32, _resize_header_int("kResizeMaxThreads"))
+
+
+def _resize_header_int(name: str) -> int:
+    from .._extension import csrc_dir
+
+    text = (csrc_dir() / "ocr_resize_thread.h").read_text()
+    return int(re.search(rf"constexpr \w+ {name}\s*=\s*(\d+)", text).group(1))
+
+
+def _active_rows(case: Case) -> float:
+    """Share of the output rows holding a pixel with an OCR gradient (the scenario's OC pixels):
+    the fused backward skips a row of a block only when none of its pixels has one."""
+    if case.scenario == "all-pixels" or case.op == "seg_ocr_loss":
+        return 1.0
+    B = case.shape[0]
+    H, W = case.size
+    f = DEFAULT_OC_FRACTION
+    if case.scenario == "indep":
+        return 1.0 - (1.0 - f) ** W
+    m = blob_mask((B, H, W), f, torch.Generator().manual_seed(0))
+    return float(m.any(-1).float().mean())
+
+
+def _line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict[int, float]:
+    """addr -> product of the shares of every named call (``fn<`` in `source`) the instruction
+    is inlined through (nested runtime branches: a flush inside a row that may be skipped)."""
+    lines = Path(source).read_text().splitlines()
+    where = {n: share for fn, share in shares.items()
+             for n, text in enumerate(lines, 1) if re.search(rf"\b{fn}<", text)}
+    out = {}
+    real = os.path.realpath(source)
+    for i in code.instrs:
+        hits = {n for f, n in i.lines if n in where and os.path.realpath(f) == real}
+        if hits:
+            out[i.addr] = math.prod(where[n] for n in hits)
+    return out
 
 
 def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
-    """Facts of one launch of the fused-upsampling CUDA kernels: forward (one thread per output
-    pixel), cells (one warp per cell, the backward's gradients into corner sums), gather."""
+    """Facts of one launch of the fused-upsampling CUDA kernels' fast path (csrc/cuda/
+    ocr_resize_kernel.cu running csrc/ocr_resize_thread.h): forward (blocks over output rows),
+    backward (blocks over cell rows), gather. "ada", NCHW logits."""
     from .._extension import csrc_dir
 
     src = str(csrc_dir() / "cuda" / "ocr_resize_kernel.cu")
+    header = str(csrc_dir() / "ocr_resize_thread.h")
     text = Path(src).read_text()
     cubin = cuda_cubin(src)
-    threads = int(re.search(r"kThreads\s*=\s*(\d+)", text).group(1))
     scalar = {"fp32": "float", "bf16": "__nv_bfloat16"}[case.dtype]
-    want = f"resized_{launch}_kernel<{scalar}, float"
+    ce = "true" if case.op == "seg_ocr_loss" else "false"
+    group = {"ada": 0, "max": 1, "all": 2}[case.group or "ada"]
     names = _demangled(cubin)
-    mangled = next(m for d, m in names.items() if want in d)
+    if launch == "gather":
+        want = f"resized_fast_gather_kernel<{scalar}, float>"
+    else:
+        want = f"resized_fast_{launch}_kernel<{scalar}, float, "
+    mangled = next(m for d, m in names.items() if want in d and (launch == "gather" or
+                                                                d.endswith(f", {group}, {ce}>(ocr::ResizeArgs, ocr::ResizePlan)")))
     res, code0 = _cubin_facts(cubin, mangled)
     code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
     B, C1, h, w = case.shape
     H, W = case.size
-    smem = res.get("SHARED", 0)
-    ns = {"C1": C1, "V.C1": C1, "classes": math.ceil(C1 / 32), "steps": max(H, W).bit_length()}
-    if launch == "forward":
-        ns["total"] = B * H * W
-        ctas = min(math.ceil(ns["total"] / threads), 1 << 20)
+    nic = 1.0 + float(voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double().mean())
+    chunk = _resize_header_int("kResizeClassChunk")
+    notes = []
+    if launch == "gather":
+        threads = int(re.search(r"kThreads\s*=\s*(\d+)", text).group(1))
         warps = threads // 32
-    elif launch == "cells":
-        # as launch_typed: warps per CTA that fit the scratch tiles in 48 KiB
-        per_warp = 4 * (C1 * 33 + 4 * 32)
-        warps = max(1, min(threads // 32, (48 * 1024) // per_warp))
-        smem += per_warp * warps
-        cells = B * h * w
-        ctas = min(math.ceil(cells / warps), 1 << 20)
-        ns.update(cells=math.ceil(cells / (ctas * warps)), batches=_resize_batches(case))
+        group = int(re.search(r"kGatherClasses\s*=\s*(\d+)", text).group(1))
+        rows = B * -(-C1 // group)
+        gy = min(rows, 65535)  # as launch_fast_pass: (image, class group) a grid row
+        ctas = math.ceil(h * w / threads) * gy
+        smem = res.get("SHARED", 0)
+        # a thread per low-resolution pixel (the last block of a row partly idle: counted full)
+        notes += _cpp_trips(code, {"classes": C1 / -(-C1 // group)}, ctas * threads,
+                            per_cta={"A.B": 1.0, "B": 1.0})
     else:
-        ns["total"] = B * C1 * h * w
-        ctas = min(math.ceil(ns["total"] / threads), 1 << 20)
+        slots, threads = _resize_slots(case)
         warps = threads // 32
-    notes = _cpp_trips(code, ns, ctas * warps * 32)
-    notes.append("CUDA kernels: runtime branches (group_split/pixels switches, zero-gradient path, "
-                 "empty cells) all counted (an upper bound on executed instructions)")
+        groups = -(-slots // threads)
+        acc = 4
+        smem = (res.get("SHARED", 0) + acc * max(C1 * w, 3 * w + 1)
+                + 4 * (C1 + 1 + chunk + 2 * slots + 4 * w))
+        if launch == "backward":
+            smem += acc * (2 * C1 * w + chunk * 2 * threads)
+        occ = gpu_model.occupancy(res.get("REG") or 255, warps, smem)
+        wave = max(1, occ["ctas_per_sm"]) * gpu_model.GPUS["H200"].sms  # the launcher's grid
+        items = B * H if launch == "forward" else B * h
+        ctas = min(items, wave)
+        per = -(-items // ctas)
+        staged_at_once = max(1, threads // w)
+        # trip counts per thread
+        ns = {"classes": C1 / staged_at_once, "groups": groups, "nic": nic, "noc": C1 - nic,
+              "C1": C1, "count": chunk, "first": slots / w,
+              "ny": H / h, "zeros": 2 * C1 * w / threads, "out_classes": C1 / staged_at_once,
+              "steps": max(H, W).bit_length()}
+        # the combine's loops past the unrolled slots: the mean excess over the source columns
+        n_x = torch.bincount(_resize_i0(w, W), minlength=w)
+        seg = (n_x + _header_int("kThreadPixels") - 1) // _header_int("kThreadPixels")
+        unrolled = _resize_header_int("kResizeUnrolledSlots")
+        excess = float((seg - unrolled).clamp_min(0).double().mean())
+        reach1 = torch.cat([seg[:1] * 0, seg[:-1]])  # lx1 sums of cell j - 1 (its upper tap)
+        reach1[-1] += seg[-1]  # the right edge's own
+        excess1 = float((reach1 - unrolled).clamp_min(0).double().mean())
+        # loops run by the first n threads of a block: the share of its warps that issue them
+        lanes = lambda n: min(threads, -(-n // 32) * 32) / threads  # noqa: E731
+        per_cta = {"last": items / ctas, "staged_cols": lanes(staged_at_once * w),
+                   "columns": lanes(w), "w": lanes(w), "out_cols": lanes(staged_at_once * w),
+                   "b0": excess, "b1": excess1}
+        notes += _cpp_trips(code, ns, ctas * threads, _header_int("kThreadPixels"), per_cta)
+        # the class list: written by warp 0 alone, when a block's range enters a new image
+        rows_per_image = H if launch == "forward" else h
+        shares = {"resize_class_list": min(1.0, (1 + per / rows_per_image) / per) / warps,
+                  "resize_slot": 1.0 if groups > 1 else 0.0}
+        if launch == "backward":
+            active = _active_rows(case)
+            shares.update(thread_backward=active, resize_chunk_flush=1.0 / chunk)
+            notes.append(f"rows with a gradient: {active:.3f} of the block rows run thread_backward "
+                         f"(the others skip it); the in-loop chunk flush weighs 1/{chunk} of the "
+                         f"class steps")
+        code.shares = _line_shares(code, header, shares)
+        notes.append(f"fast path: {slots} slots, {threads} threads a block, "
+                     f"{ctas} blocks ({items} {'rows' if launch == 'forward' else 'cell rows'}, "
+                     f"{per} at most a block); class loops over the per-image lists, nic = {nic:.2f}")
     st, ld = sass.spill_bytes(code)
-    return ({"kernel": f"cuda:{want}>", "grid": [ctas, 1, 1], "num_warps": warps,
-             "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
-             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": smem,
-             "sass": sass.summary(code), "loops": [lp.source or "unmapped" for lp in code.loops],
+    return ({"kernel": f"cuda:{want.rstrip(', ')}{'' if launch == 'gather' else '...>'}", "grid": [ctas, 1, 1],
+             "num_warps": warps, "constexprs": {}, "regs": res.get("REG"), "spills": st + ld,
+             "spill_store_bytes": st, "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0),
+             "smem_bytes": smem, "sass": sass.summary(code),
+             "loops": [lp.source or "unmapped" for lp in code.loops],
              "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes}, ctas)
 
 
@@ -1155,7 +1243,7 @@ def model_resized_case(case: Case) -> List[dict]:
     target = 8 * B * H * W if case.op == "seg_ocr_loss" else 0
     floor = {"fwd": low + target, "bwd": low, "fwd+bwd": 2 * low + target}
     fused = []
-    for pass_, launch in (("fwd", "forward"), ("bwd", "cells"), ("bwd", "gather")):
+    for pass_, launch in (("fwd", "forward"), ("bwd", "backward"), ("bwd", "gather")):
         a, ctas = analyse_cuda_resized(case, launch)
         r = _row(case, pass_, a, ctas, _resize_bytes(case, launch))
         r["backend"] = "cuda fused"
