@@ -204,6 +204,16 @@ OCR_HD void resize_class_list(const Block& blk, const uint8_t* icb, int C1, int*
     if (!icb[k]) list[1 + n++] = k;
 }
 
+// At an item of image b: the block's class list for b (rebuilt only when b changes), after a
+// barrier that ends the previous item's use of shared memory.
+template <typename scalar_t, typename acc_t, typename Block>
+OCR_HD void resize_enter_item(const Block& blk, const ResizeView<scalar_t, acc_t>& V, int64_t b,
+                              int64_t* listed, int* list) {
+  blk.sync();
+  if (b != *listed) resize_class_list<Block>(blk, V.ic + b * V.C1, (int)V.C1, list);
+  *listed = b;
+}
+
 // R[k][j] = l0·z[b, k, i0, j] + l1·z[b, k, i1, j]: output row y's logits interpolated along y.
 // A thread keeps one column j and walks the classes (no division in the loop).
 template <typename scalar_t, typename acc_t, typename Block, typename Load>
@@ -236,13 +246,11 @@ OCR_HD void resized_forward_block(const Block& blk, const ResizeView<scalar_t, a
   const int64_t H = V.ay.out, W = V.ax.out;
   const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P, false);
   resize_tables(blk, V.ax, S);
-  SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
   int64_t listed = -1;
+  SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
   for (int64_t item = first; item < last; ++item) {
     const int64_t b = item / H, y = item - b * H;
-    blk.sync();
-    if (b != listed) resize_class_list<Block>(blk, V.ic + b * C1, C1, S.list);
-    listed = b;
+    resize_enter_item(blk, V, b, &listed, S.list);
     resize_stage_row(blk, V, b, resize_tap(V.ay, y), S.R, load);
     blk.sync();
     const ThreadArgs<acc_t> T{S.list + 1, S.list[0], C1 - S.list[0], C1, V.prior, V.margin,
@@ -334,9 +342,7 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
   int64_t listed = -1;
   for (int64_t item = first; item < last; ++item) {
     const int64_t b = item / h, c = item - b * h;
-    blk.sync();
-    if (b != listed) resize_class_list<Block>(blk, V.ic + b * C1, C1, S.list);
-    listed = b;
+    resize_enter_item(blk, V, b, &listed, S.list);
 #pragma unroll 1
     for (int e = blk.tid; e < zeros; e += blk.n) S.top[e] = acc_t(0);  // top, then bot
     int64_t y0, ny;

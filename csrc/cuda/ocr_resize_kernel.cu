@@ -126,26 +126,33 @@ struct CudaBlock {
   }
 };
 
+// This block's contiguous share [first, last) of `items`.
+__device__ void block_items(int64_t items, int64_t* first, int64_t* last) {
+  const int64_t per = (items + gridDim.x - 1) / gridDim.x;
+  *first = blockIdx.x * per;
+  *last = *first + per < items ? *first + per : items;
+}
+
 template <typename scalar_t, typename acc_t, typename Load, int GROUP, bool CE>
 __global__ void __launch_bounds__(kResizeMaxThreads)
     resized_fast_forward_kernel(ResizeArgs A, ResizePlan P) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
-  const int64_t rows = A.B * A.H, per = (rows + gridDim.x - 1) / gridDim.x;
-  const int64_t first = blockIdx.x * per, last = first + per < rows ? first + per : rows;
+  int64_t first, last;
+  block_items(A.B * A.H, &first, &last);  // output rows
   resized_forward_block<scalar_t, acc_t, GROUP, CE>(CudaBlock{(int)threadIdx.x, (int)blockDim.x},
-                                                    V, P, first, last, smem_raw, Load());
+                                                    resize_view<scalar_t, acc_t>(A), P, first,
+                                                    last, smem_raw, Load());
 }
 
 template <typename scalar_t, typename acc_t, typename Load, int GROUP, bool CE>
 __global__ void __launch_bounds__(kResizeMaxThreads)
     resized_fast_backward_kernel(ResizeArgs A, ResizePlan P) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  const ResizeView<scalar_t, acc_t> V = resize_view<scalar_t, acc_t>(A);
-  const int64_t cells = A.B * A.h, per = (cells + gridDim.x - 1) / gridDim.x;
-  const int64_t first = blockIdx.x * per, last = first + per < cells ? first + per : cells;
+  int64_t first, last;
+  block_items(A.B * A.h, &first, &last);  // cell rows
   resized_backward_block<scalar_t, acc_t, GROUP, CE>(CudaBlock{(int)threadIdx.x, (int)blockDim.x},
-                                                     V, P, first, last, smem_raw, Load());
+                                                     resize_view<scalar_t, acc_t>(A), P, first,
+                                                     last, smem_raw, Load());
 }
 
 // Grid rows: (image, group of kGatherClasses classes); a thread one low-resolution pixel over
