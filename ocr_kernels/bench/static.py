@@ -1228,7 +1228,8 @@ def _resized_totals(case: Case, backend: str, rows: List[dict], floor: Dict[str,
 
 
 def model_resized_case(case: Case) -> List[dict]:
-    """The fused CUDA kernels (forward; backward = cells + gather) against the unfused path:
+    """The fused CUDA kernels' fast path (analyse_cuda_resized: forward; backward = cell rows +
+    gather) against the unfused path:
     F.interpolate (modelled as its traffic at the copy bandwidth: read the low-resolution logits,
     write the full-resolution ones; backward: read their gradient, write the low-resolution one),
     then the CUDA loss at full resolution (this model's own rows for that shape). Floor (both):
