@@ -286,7 +286,7 @@ def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr)
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_kernel(
-    z_ptr, tags_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr,
+    z_ptr, tags_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr, flag_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     t_sb, t_sc,
@@ -325,11 +325,19 @@ def _fwd_kernel(
     ocm = tl.where(mo == float("-inf"), 0.0, mo)
     s = (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
     out = b * N + n
-    tl.store(loss_ptr + out, tl.where(pm, _softplus(s), 0.0) + (bad_i + bad_o), mask=row_mask)
+    L = tl.where(pm, _softplus(s), 0.0) + (bad_i + bad_o)
+    tl.store(loss_ptr + out, L, mask=row_mask)
+    # A byte a pixel says where the loss is not 0 (> 0, or NaN: a non-finite logit): the backward
+    # reads it in place of the loss map and touches the loss, its upstream gradient and the
+    # statistics only there.
+    has_loss = (L > 0.0) | (L != L)
+    tl.store(flag_ptr + out, has_loss.to(tl.int8), mask=row_mask)
     # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
-    # few of the C+1); written at every pixel so that the op's outputs are all defined.
-    tl.store(st_ptr + out, mo, mask=row_mask)
-    tl.store(st_ptr + (_plane(N, INT64) + out), so, mask=row_mask)
+    # few of the C+1): only where the backward reads them (the pixels with a loss; every pixel
+    # with the CE term), so that with sparse OC pixels their bytes are sparse too.
+    st_mask = row_mask if WITH_CE else row_mask & has_loss
+    tl.store(st_ptr + out, mo, mask=st_mask)
+    tl.store(st_ptr + (_plane(N, INT64) + out), so, mask=st_mask)
     if WITH_CE:
         y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
                     mask=row_mask, other=ignore_index)
@@ -344,7 +352,7 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, gl_ptr, gce_ptr, dz_ptr,
+    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr, dz_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     d_sb, d_sc, d_s0, d_s1, d_s2,
@@ -363,13 +371,14 @@ def _bwd_kernel(
         b = b.to(tl.int64)
     n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
     row_mask = n < N
-    L = tl.load(loss_ptr + b * N + n, mask=row_mask, other=0.0)
-    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient, so the
-    # upstream gradient is read only where L is not 0 (its sectors elsewhere never move). A NaN
-    # L (a non-finite logit) makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
-    has_loss = (L > 0.0) | (L != L)
+    # The forward's flag: L > 0 (exactly where the pixel mask is on: softplus > 0) or NaN. A
+    # pixel with L == 0 carries no gradient, so the loss and its upstream gradient are read only
+    # where the flag is set (their sectors elsewhere never move). A NaN L (a non-finite logit)
+    # makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
+    has_loss = tl.load(flag_ptr + b * N + n, mask=row_mask, other=0) != 0
+    L = tl.load(loss_ptr + b * N + n, mask=has_loss, other=0.0)
     gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
-                 mask=row_mask & has_loss, other=0.0).to(tl.float32)
+                 mask=has_loss, other=0.0).to(tl.float32)
     act_ocr = (has_loss & (gl != 0.0)) | (L != L)
     poison = tl.where(L != L, L, 0.0)
     coef = tl.where(act_ocr, gl * _sigmoid_from_loss(L), 0.0)
@@ -516,27 +525,34 @@ def _stats_like(logits: torch.Tensor) -> torch.Tensor:
     return logits.new_empty((2, logits.shape[0]) + tuple(logits.shape[2:]), dtype=torch.float32)
 
 
+def _flags_like(logits: torch.Tensor) -> torch.Tensor:
+    """The forward's per-pixel flag, uint8 [B, *spatial]: 1 where the loss is not 0."""
+    return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.uint8)
+
+
 def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
-    """(loss_map, ce_map, stats, classes); ce_map is loss_map when target is None; stats (fp32
-    [2, B, *spatial]) and classes (the class lists) go to _backward."""
+    """(loss_map, ce_map, stats, flags, classes); ce_map is loss_map when target is None; stats
+    (fp32 [2, B, *spatial], defined where flags is 1, or everywhere with a target), flags and
+    classes (the class lists) go to _backward."""
     with_ce = target is not None
     B = logits.shape[0]
     spatial = tuple(logits.shape[2:])
     loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
     ce = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device) if with_ce else loss
     stats = _stats_like(logits)
+    flags = _flags_like(logits)
     # int32 [B, C+2]: per image the C+1 class indices, IC classes first, then OC (each
     # ascending), then the IC count; the forward kernel writes it (_class_list) and the backward
     # reuses it.
     classes = _classes_like(logits)
     if loss.numel() == 0:
-        return loss, ce, stats, classes
+        return loss, ce, stats, flags, classes
     g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)])
     (z_sb, zst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else loss
     p_st = prior.stride() if prior is not None else (0, 0)
     _fwd_kernel[g["grid"]](
-        logits, tags, classes, pr, target if with_ce else classes, loss, ce, stats,
+        logits, tags, classes, pr, target if with_ce else classes, loss, ce, stats, flags,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
         tags.stride(0), tags.stride(1),
@@ -547,11 +563,11 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
         BLOCK_C=_class_block(g["C1"]), num_warps=g["warps"],
     )
-    return loss, ce, stats, classes
+    return loss, ce, stats, flags, classes
 
 
-def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold,
-              group_split, ignore_index):
+def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes,
+              threshold, group_split, ignore_index):
     with_ce = target is not None
     dz = torch.empty_like(logits)  # preserve_format: the logits' layout for dense tensors
     if dz.numel() == 0:
@@ -562,7 +578,7 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
     pr = prior if prior is not None else ocr_map
     p_st = prior.stride() if prior is not None else (0, 0)
     _bwd_kernel[g["grid"]](
-        logits, classes, pr, target if with_ce else classes, ocr_map, stats, grad_ocr,
+        logits, classes, pr, target if with_ce else classes, ocr_map, stats, flags, grad_ocr,
         grad_ce if with_ce else ocr_map, dz,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
@@ -585,39 +601,43 @@ def _classes_like(logits: torch.Tensor) -> torch.Tensor:
     return logits.new_empty((logits.shape[0], logits.shape[1] + 1), dtype=torch.int32)
 
 
-# The forward ops also return what the backward op reuses (not differentiable): the OC statistics
-# and the class lists (the seg op, ocr_kernels/seg/triton_kernel.py, likewise).
+# The forward ops also return what the backward op reuses (not differentiable): the OC statistics,
+# the per-pixel flags and the class lists (the seg op, ocr_kernels/seg/triton_kernel.py, likewise).
 @torch.library.custom_op("ocr_kernels::ocr_loss_map_triton", mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
                 margin: float, threshold: float, group_split: str,
-                pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    loss, _, stats, classes = _forward(logits, None, tags, prior, margin, threshold, group_split,
-                                       pixels, -100)
-    return loss, stats, classes
+                pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, _, stats, flags, classes = _forward(logits, None, tags, prior, margin, threshold,
+                                              group_split, pixels, -100)
+    return loss, stats, flags, classes
 
 
 @_ocr_map_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
     check_ocr_args(logits, tags, prior)
-    return new_map(logits, torch.float32), _stats_like(logits), _classes_like(logits)
+    return (new_map(logits, torch.float32), _stats_like(logits), _flags_like(logits),
+            _classes_like(logits))
 
 
 @torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
 def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits: torch.Tensor,
                  target: Optional[torch.Tensor], prior: Optional[torch.Tensor],
-                 ocr_map: torch.Tensor, stats: torch.Tensor, classes: torch.Tensor,
-                 threshold: float, group_split: str, ignore_index: int) -> torch.Tensor:
-    return _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold,
-                     group_split, ignore_index)
+                 ocr_map: torch.Tensor, stats: torch.Tensor, flags: torch.Tensor,
+                 classes: torch.Tensor, threshold: float, group_split: str,
+                 ignore_index: int) -> torch.Tensor:
+    return _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes,
+                     threshold, group_split, ignore_index)
 
 
 @_maps_bwd_op.register_fake
-def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold, group_split,
-      ignore_index):
+def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes, threshold,
+      group_split, ignore_index):
     check_map(ocr_map, logits, "ocr_map")
     check_map(grad_ocr, logits, "grad_ocr")
     torch._check(tuple(stats.shape) == (2,) + tuple(ocr_map.shape),
                  lambda: f"stats: expected [2, B, *spatial], got {stats.shape}")
+    torch._check(tuple(flags.shape) == tuple(ocr_map.shape),
+                 lambda: f"flags: expected [B, *spatial], got {flags.shape}")
     torch._check(tuple(classes.shape) == (logits.shape[0], logits.shape[1] + 1),
                  lambda: f"classes: expected [B, C+2], got {classes.shape}")
     return torch.empty_like(logits)
@@ -625,18 +645,18 @@ def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, thresho
 
 def _ocr_setup(ctx, inputs, output):
     logits, tags, prior, margin, threshold, group_split, pixels = inputs
-    loss, stats, classes = output
-    ctx.mark_non_differentiable(stats, classes)
-    ctx.save_for_backward(logits, prior, loss, stats, classes)
+    loss, stats, flags, classes = output
+    ctx.mark_non_differentiable(stats, flags, classes)
+    ctx.save_for_backward(logits, prior, loss, stats, flags, classes)
     ctx.threshold, ctx.group_split = threshold, group_split
 
 
 @first_order_only("ocr_loss", "triton")
-def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_classes):
-    logits, prior, loss_map, stats, classes = ctx.saved_tensors
+def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_flags, _grad_classes):
+    logits, prior, loss_map, stats, flags, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, classes,
+        grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, flags, classes,
                             ctx.threshold, ctx.group_split, -100)
     return (grad,) + (None,) * 6
 

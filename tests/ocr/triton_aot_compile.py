@@ -39,7 +39,8 @@ failed = 0
 for zdt, tdt, group, ce, flat, int64 in VARIANTS:
     consts = dict(GROUP=group, WITH_CE=ce, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P)
     ptrs = dict(z_ptr=zdt, tags_ptr=tdt, cls_ptr="*i32", prior_ptr="*fp32", tgt_ptr="*i64",
-                loss_ptr="*fp32", st_ptr="*fp32", dz_ptr=zdt, margin="fp32", threshold="fp32")
+                loss_ptr="*fp32", st_ptr="*fp32", flag_ptr="*u8", dz_ptr=zdt, margin="fp32",
+                threshold="fp32")
     for name, fn, extra_t, extra_c in [
         ("fwd", tk._fwd_kernel, dict(ce_ptr="*fp32"), dict(PIXELS=0, BLOCK_C=32)),
         ("bwd", tk._bwd_kernel, dict(gl_ptr="*fp32", gce_ptr="*fp32"), {}),
