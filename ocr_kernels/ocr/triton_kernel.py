@@ -123,13 +123,31 @@ def _spatial_offset(n, S1, S2, s0, s1, s2, FLAT: tl.constexpr):
 
 
 @triton.jit
-def _tile(ptr, base, pid, n, S1, S2, s0, s1, s2, FLAT: tl.constexpr, BLOCK_P: tl.constexpr):
-    # (pointer, per-pixel offsets) of a tile's pixels in one image (base: the image's offset).
+def _pixels(pid, N, BLOCK_P: tl.constexpr, FULL: tl.constexpr):
+    # (first pixel, pixel indices, in-image mask) of a program's tile. FULL (N >= BLOCK_P): the
+    # last tile is moved back to end at pixel N - 1, so that every lane holds a pixel and no
+    # load or store needs a mask (the tail's predicates and "other" values cost ~2 instructions
+    # a logit); the pixels it shares with the tile before are computed twice, identically.
+    if FULL:
+        start = tl.minimum(pid * BLOCK_P, N - BLOCK_P)
+        n = start + tl.arange(0, BLOCK_P)
+        row_mask = tl.full((BLOCK_P,), 1, tl.int1)
+    else:
+        start = pid * BLOCK_P
+        n = start + tl.arange(0, BLOCK_P)
+        row_mask = n < N
+    return start, n, row_mask
+
+
+@triton.jit
+def _tile(ptr, base, start, n, S1, S2, s0, s1, s2, FLAT: tl.constexpr, BLOCK_P: tl.constexpr):
+    # (pointer, per-pixel offsets) of a tile's pixels in one image (base: the image's offset,
+    # start: the tile's first pixel).
     # FLAT: the tile's first pixel goes into the scalar pointer and the offsets are tl.arange
     # times the stride, so a thread's pixels sit at fixed distances from one address and a class
     # row costs one address computation, not one 64-bit add per pixel.
     if FLAT:
-        p = ptr + (base + pid * BLOCK_P * s2)
+        p = ptr + (base + start * s2)
         off = tl.arange(0, BLOCK_P) * s2
     else:
         p = ptr + base
@@ -294,7 +312,7 @@ def _fwd_kernel(
     y_sb, y_s0, y_s1, y_s2,
     margin, threshold, ignore_index,
     GROUP: tl.constexpr, PIXELS: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, FULL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -304,9 +322,8 @@ def _fwd_kernel(
     cls = cls_ptr + b * (C1 + 1)
     nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
     tl.debug_barrier()  # the row just written is read back by every thread in the class loops
-    n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_mask = n < N
-    z_ptr, zrow = _tile(z_ptr, b * z_sb, pid, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
+    start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
+    z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
     mi, si, A, bad_i = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
     mo, so, ao, bad_o = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
@@ -362,15 +379,14 @@ def _bwd_kernel(
     y_sb, y_s0, y_s1, y_s2,
     threshold, ignore_index,
     GROUP: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    BLOCK_P: tl.constexpr, FULL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     if INT64:
         pid = pid.to(tl.int64)
         b = b.to(tl.int64)
-    n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_mask = n < N
+    start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     # The forward's flag: L > 0 (exactly where the pixel mask is on: softplus > 0) or NaN. A
     # pixel with L == 0 carries no gradient, so the loss and its upstream gradient are read only
     # where the flag is set (their sectors elsewhere never move). A NaN L (a non-finite logit)
@@ -394,7 +410,7 @@ def _bwd_kernel(
         gce = tl.where(act_ce, gce, 0.0)
         tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
         active = active | act_ce
-    dz_ptr, drow = _tile(dz_ptr, b * d_sb, pid, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
+    dz_ptr, drow = _tile(dz_ptr, b * d_sb, start, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
     if tl.max(active.to(tl.int32), 0) == 0:
         # No pixel of the block has a gradient: zeros, without reading the logits.
         dp = dz_ptr + drow
@@ -402,7 +418,7 @@ def _bwd_kernel(
             tl.store(dp, tl.zeros((BLOCK_P,), dz_ptr.dtype.element_ty), mask=row_mask)
             dp += d_sc
     else:
-        z_ptr, zrow = _tile(z_ptr, b * z_sb, pid, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
+        z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
         cls = cls_ptr + b * (C1 + 1)
         nic = tl.load(cls + C1)
         # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
@@ -517,7 +533,7 @@ def _launch_args(logits, tensors):
     int64 = _FORCE_INT64 or max(big, B * N + block_p) > _INT32_LIMIT
     grid = (triton.cdiv(N, block_p), B)
     return dict(B=B, C1=C1, N=N, S1=sizes[1], S2=sizes[2], geoms=geoms, flat=flat,
-                block_p=block_p, warps=warps, int64=int64, grid=grid)
+                block_p=block_p, warps=warps, int64=int64, grid=grid, full=N >= block_p)
 
 
 def _stats_like(logits: torch.Tensor) -> torch.Tensor:
@@ -561,7 +577,7 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
-        BLOCK_C=_class_block(g["C1"]), num_warps=g["warps"],
+        BLOCK_C=_class_block(g["C1"]), FULL=g["full"], num_warps=g["warps"],
     )
     return loss, ce, stats, flags, classes
 
@@ -589,7 +605,7 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, c
         y_sb, yst[0], yst[1], yst[2],
         float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], WITH_CE=with_ce, FLAT=g["flat"], INT64=g["int64"],
-        BLOCK_P=g["block_p"], num_warps=g["warps"],
+        BLOCK_P=g["block_p"], FULL=g["full"], num_warps=g["warps"],
     )
     return dz
 
