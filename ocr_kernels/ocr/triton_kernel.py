@@ -42,9 +42,12 @@ from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
 
-# Pixels per program on a GPU (4 a thread: 128 per warp); smaller images take one smaller block.
+# Pixels per program on a GPU; smaller images take one smaller block. Pixels a thread: 8 for the
+# OCR loss (a class row's load, address and loop overhead shared by 8 pixels; 116-128 registers,
+# 2 warps a program), 4 with the CE term (its extra per-pixel state would pass 128 registers at 8).
 BLOCK_P = 512
 PIXELS_PER_THREAD = 4
+PIXELS_PER_THREAD_OCR = 8
 # Under the interpreter (tests on the CPU) each program and each op costs Python overhead: few,
 # large programs.
 INTERPRET_BLOCK_P = 8192
@@ -483,13 +486,13 @@ def _max_offset(t: torch.Tensor) -> int:
     return sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
 
 
-def _blocks(N: int) -> Tuple[int, int]:
-    """(BLOCK_P, num_warps) for N pixels per image: 4 pixels a thread (their per-pixel state, ~14
-    values, stays in registers at any C+1)."""
+def _blocks(N: int, pixels_per_thread: int = PIXELS_PER_THREAD) -> Tuple[int, int]:
+    """(BLOCK_P, num_warps) for N pixels per image at pixels_per_thread (their per-pixel state,
+    ~14 values each, stays in registers at any C+1)."""
     if interpreting():
         return min(max(triton.next_power_of_2(N), 16), INTERPRET_BLOCK_P), 4
     block_p = min(BLOCK_P, max(32, triton.next_power_of_2(N)))
-    return block_p, max(1, block_p // (32 * PIXELS_PER_THREAD))
+    return block_p, max(1, block_p // (32 * pixels_per_thread))
 
 
 def _pix(t: Optional[torch.Tensor], first: int):
@@ -516,7 +519,7 @@ def _class_lists(tags: torch.Tensor, C1: int) -> torch.Tensor:
     return classes
 
 
-def _launch_args(logits, tensors):
+def _launch_args(logits, tensors, with_ce):
     """Shared geometry of a launch; tensors = per-pixel views [(tensor, first_spatial_dim)]."""
     B, C1 = logits.shape[:2]
     sizes, _, _ = _spatial_strides(logits.shape[2:], logits.stride()[2:])
@@ -525,7 +528,7 @@ def _launch_args(logits, tensors):
     flat = all(g[2] is not None for g in geoms)
     if flat:  # every tensor's spatial dims collapse: pass the flat stride in the s2 slot
         geoms = [(sb, [0, 0, f], f) for sb, _, f in geoms]
-    block_p, warps = _blocks(N)
+    block_p, warps = _blocks(N, PIXELS_PER_THREAD if with_ce else PIXELS_PER_THREAD_OCR)
     # The largest offset the kernels form: a tensor's last element, plus (for the masked tail
     # lanes of the last tile) less than one tile of pixels past it; B·N + one tile for the maps.
     big = max((_max_offset(t) + block_p * max(map(abs, t.stride()[first:]), default=0)
@@ -563,7 +566,7 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
     classes = _classes_like(logits)
     if loss.numel() == 0:
         return loss, ce, stats, flags, classes
-    g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)])
+    g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)], with_ce)
     (z_sb, zst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else loss
     p_st = prior.stride() if prior is not None else (0, 0)
@@ -589,7 +592,7 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, c
     if dz.numel() == 0:
         return dz
     g = _launch_args(logits, [(logits, 2), (dz, 2), (grad_ocr, 1), (grad_ce, 1), (target, 1),
-                              (stats, 2)])
+                              (stats, 2)], with_ce)
     (z_sb, zst, _), (d_sb, dst, _), (g_sb, gst, _), (h_sb, hst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else ocr_map
     p_st = prior.stride() if prior is not None else (0, 0)
