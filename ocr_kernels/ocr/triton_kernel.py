@@ -74,6 +74,13 @@ def _exp(x):
 
 
 @triton.jit
+def _div(x, y):
+    # x / y through div.approx (one MUFU.RCP and a multiply, 2 ulp) in place of the full-range
+    # division's sequence: every denominator here is a sum that holds a term 1 (>= 1), or NaN.
+    return tl.math.fdiv(x, y, approx=True)
+
+
+@triton.jit
 def _ln_approx(x):
     # ln x with an absolute error of ~1e-7: for terms of s and of the "ada" normaliser, where an
     # absolute error is what counts. The relative-precision logs (tiny CE, tiny loss) use tl.log.
@@ -92,7 +99,7 @@ def _log1p_pos(x):
     # fp32's epsilon relative to 1), the SFU's log above, where its ~1e-7 absolute error is at
     # most 2e-6 of the result.
     p = x * (1.0 + x * (-0.5 + x * (1.0 / 3.0 + x * (-0.25 + x * (0.2 + x * (-1.0 / 6.0
-                                                                             + x / 7.0))))))
+                                                                             + x * (1.0 / 7.0)))))))
     return tl.where(x < 0.0625, p, _ln_approx(1.0 + x))
 
 
@@ -439,12 +446,12 @@ def _bwd_kernel(
             icm, ics = _group_pass(z_ptr, zrow, act_ocr, cls, nic, z_sc, A, pA, lse_all,
                                    prior_ptr, p_s0, p_s1, threshold, BLOCK_P, GROUP, INT64)
         ocm = tl.where(mo == float("-inf"), 0.0, mo)
-        k_ic = coef / ics
-        k_oc = coef / (1.0 + so)
+        k_ic = _div(coef, ics)
+        k_oc = _div(coef, 1.0 + so)
         # CE: softmax_k - [k == t] with the full sum 1 + s1. The target's entry is
         # -(s1 + (1 - e_t))/(1 + s1) (s1 holds e_t unless t is the excluded argmax, where
         # e_t = 1): no cancellation, so a confident pixel's tiny gradient keeps its precision.
-        k_ce = gce / (1.0 + s1)
+        k_ce = _div(gce, 1.0 + s1)
         for i in range(0, nic):
             c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
             g_in = _in_group(z, c, A, pA, lse_all, act_ocr, prior_ptr, p_s0, p_s1, threshold,
