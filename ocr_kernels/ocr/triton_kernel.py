@@ -2,10 +2,12 @@
 the segmentation objective (§1b; its op registration is ocr_kernels/seg/triton_kernel.py).
 
 Design (README "Design of the OCR kernels"):
-- Layout: one program = BLOCK_P pixels of ONE image, 4 pixels a thread, threads along the pixels;
-  every block is 1-D, so a pixel's class reductions stay in its thread's registers (no shuffles,
-  no shared memory, no layout conversions) and the register count does not grow with C+1: any C
-  runs the same code, one coalesced row of the logits per class.
+- Layout: one program = BLOCK_P pixels of ONE image, 8 pixels a thread for the OCR loss (4 with
+  the CE term), threads along the pixels; every block is 1-D, so a pixel's class reductions stay
+  in its thread's registers (no shuffles, no shared memory, no layout conversions) and the
+  register count does not grow with C+1: any C runs the same code, one coalesced row of the
+  logits per class. When an image holds a whole tile (FULL) the last tile moves back to end at
+  its last pixel, so no load or store of the class loops is masked.
 - Tags are hoisted per image: the forward's programs build each image's class list, IC classes
   first, then OC (ascending), in their prologue (no launch of its own), and the kernels loop over
   each part, so the IC/OC test costs nothing per class.
@@ -13,10 +15,12 @@ Design (README "Design of the OCR kernels"):
   list (the anchor) and over the OC list (the OC log-sum-exp), merged into the prediction and the
   softmax normaliser. "ada" then re-reads the few IC rows (its group test needs P_A with the full
   normaliser); a block without a counted pixel skips that pass.
-- Forward writes only the fp32 loss map (and the fp32 CE map for the fused objective).
-- Backward (recompute): σ(s) = -expm1(-L) comes back from the saved loss map; a block whose pixels
-  all lack a gradient writes zeros without reading the logits; otherwise the forward's passes run
-  again (loads masked to the pixels with a gradient) and one more pass writes the gradient. With
+- Forward writes the fp32 loss map (and the fp32 CE map for the fused objective), a flag byte a
+  pixel (the loss is not 0) and, where the backward reads them, the OC (max, sum) pair.
+- Backward (recompute): reads the flags, and the loss map, its upstream gradient and the OC pair
+  only where a flag is set; σ(s) = -expm1(-L) comes back from the loss; a block whose pixels all
+  lack a gradient writes zeros without reading the logits; otherwise the IC passes run again
+  (loads masked to the pixels with a gradient) and one more pass writes the gradient. With
   sparse OC pixels fwd+bwd moves about one read of the logits plus one write of the gradient,
   against two reads and two writes when the gradient is kept from the forward.
 - Layouts: the logits' per-dim strides are passed, so contiguous and channels_last run without a
