@@ -62,6 +62,34 @@ def test_small_tiles_match_reference(small_tiles, group_split, pixels):
               pixels=pixels)
 
 
+@pytest.mark.parametrize("block_p", [16, 32])
+def test_overlapping_last_tile_is_bit_identical(monkeypatch, block_p):
+    # 7 x 5 = 35 pixels in tiles of 16 or 32: the last tile moves back to end at pixel 34 and
+    # shares pixels with the tile before (both write them). Every pixel's loss and gradient must
+    # be bit-for-bit those of one tile over the whole image (the per-pixel math does not depend
+    # on the tiling), with a pixel with a gradient and one without in the shared range.
+    logits, tags, prior = make_ocr_inputs(2, 7, (7, 5), tag_p=0.4)
+    tags[:, 0] = 0  # class 1 is OC in both images
+    logits[:, 1, 4, 0] += 30.0  # pixel 20 (in every shared range): predicted OC, a loss
+    g = torch.randn(2, 7, 5)
+    g[:, 4, 1] = 0.0  # pixel 21: no upstream gradient
+
+    def run():
+        z = logits.to(DEV).requires_grad_(True)
+        loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV),
+                                   OCROptions(2.0, 0.2, "ada", "oc"))
+        loss.backward(g.to(DEV))
+        return loss.detach().cpu(), z.grad.cpu()
+
+    whole_loss, whole_grad = run()
+    assert whole_loss[:, 4, 0].gt(0).all() and whole_grad[:, :, 4, 0].ne(0).any()
+    force_small_tiles(monkeypatch, block_p)
+    loss, grad = run()
+    assert torch.equal(loss, whole_loss)
+    assert torch.equal(grad, whole_grad)
+    assert grad[:, :, 4, 1].eq(0).all()
+
+
 @pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_ties_across_class_lists_take_lowest_index(request, path):
     if path == "small_tiles":
