@@ -25,9 +25,11 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
   write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
-- Triton OCR/seg: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
-  read where the backward can have a gradient (the scenario's sectors of an fp32 map; every
-  pixel for seg). Program-uniform branches (a tile without an active pixel) weigh
+- Triton OCR/seg: the forward writes a flag byte a pixel (the loss is not 0) in full and the
+  saved OC statistics (8 bytes a pixel) at the pixels with a loss (the scenario's sectors of an
+  fp32 map; every pixel for seg); the backward reads the flags in full and the loss map, its
+  upstream gradient and the statistics in those sectors only (partial-sector writes are
+  counted as whole sectors). Program-uniform branches (a tile without an active pixel) weigh
   each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
   count the kernels load from their class lists is the mean of the case's tag draw.
 - Fused upsampling (``--static-cases resize``): each backend's fused kernels against F.interpolate
@@ -247,12 +249,12 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             prior = dataset_prior(C1 - 1, g) if case.group == "ada" else None
             seg = case.op == "seg_ocr_loss"
             tgt = _meta((B,) + spatial, torch.int64) if seg else None
-            _, _, stats, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
-                                               case.pixels, 255)
+            _, _, stats, flags, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
+                                                      case.pixels, 255)
             out["fwd"], cap.records[:] = list(cap.records), []
             gmap = _meta((B,) + spatial)
-            tk._backward(gmap, gmap if seg else None, z, tgt, prior, gmap, stats, classes, 0.5,
-                         case.group, 255)
+            tk._backward(gmap, gmap if seg else None, z, tgt, prior, gmap, stats, flags, classes,
+                         0.5, case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
             from ..wood import triton_kernel as tw
@@ -613,15 +615,19 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
         seg = case.op == "seg_ocr_loss"
         read_frac = 1.0 if seg else _sector_fraction(case)
         map_frac = _sector_fraction(case, 4)  # fp32 per-pixel maps: 8 pixels a sector
-        # Triton: the forward's saved OC statistics (8 bytes a pixel), written at every pixel,
-        # read back where the backward can have a gradient (every pixel for seg: its CE term);
-        # the backward reads the loss map at every pixel and its upstream gradient only where the
-        # loss is not 0 (the CUDA kernel reads both maps in full)
-        stats = 8 * P if triton_main else 0
+        if not triton_main:  # CUDA: both maps read in full, no saved statistics
+            if pass_ == "fwd":
+                return logits + 4 * P + (4 * P + 8 * P if seg else 0)
+            return logits * read_frac + logits + 8 * P + (12 * P if seg else 0)
+        # Triton: the forward writes a byte a pixel (the loss is not 0) and the OC statistics
+        # (8 bytes a pixel) where the backward reads them: at the pixels with a loss (the
+        # scenario's sectors of an fp32 map), or at every pixel for seg (its CE term). The
+        # backward reads the flags in full, and the loss map, its upstream gradient and the
+        # statistics in those sectors.
+        stats = 8 * P * (1.0 if seg else map_frac)
         if pass_ == "fwd":
-            return logits + 4 * P + stats + (4 * P + 8 * P if seg else 0)
-        maps = 4 * P + 4 * P * (map_frac if triton_main else 1.0)
-        return (logits * read_frac + logits + maps + stats * (1.0 if seg else map_frac)
+            return logits + 4 * P + P + stats + (4 * P + 8 * P if seg else 0)
+        return (logits * read_frac + logits + P + 8 * P * map_frac + stats
                 + (12 * P if seg else 0))
     # W-OoD and K-means: every tensor argument once (centroid re-reads
     # across tiles hit L2)

@@ -2,10 +2,12 @@
 the segmentation objective (§1b; its op registration is ocr_kernels/seg/triton_kernel.py).
 
 Design (README "Design of the OCR kernels"):
-- Layout: one program = BLOCK_P pixels of ONE image, 4 pixels a thread, threads along the pixels;
-  every block is 1-D, so a pixel's class reductions stay in its thread's registers (no shuffles,
-  no shared memory, no layout conversions) and the register count does not grow with C+1: any C
-  runs the same code, one coalesced row of the logits per class.
+- Layout: one program = BLOCK_P pixels of ONE image, 8 pixels a thread for the OCR loss (4 with
+  the CE term), threads along the pixels; every block is 1-D, so a pixel's class reductions stay
+  in its thread's registers (no shuffles, no shared memory, no layout conversions) and the
+  register count does not grow with C+1: any C runs the same code, one coalesced row of the
+  logits per class. When an image holds a whole tile (FULL) the last tile moves back to end at
+  its last pixel, so no load or store of the class loops is masked.
 - Tags are hoisted per image: the forward's programs build each image's class list, IC classes
   first, then OC (ascending), in their prologue (no launch of its own), and the kernels loop over
   each part, so the IC/OC test costs nothing per class.
@@ -13,10 +15,12 @@ Design (README "Design of the OCR kernels"):
   list (the anchor) and over the OC list (the OC log-sum-exp), merged into the prediction and the
   softmax normaliser. "ada" then re-reads the few IC rows (its group test needs P_A with the full
   normaliser); a block without a counted pixel skips that pass.
-- Forward writes only the fp32 loss map (and the fp32 CE map for the fused objective).
-- Backward (recompute): σ(s) = -expm1(-L) comes back from the saved loss map; a block whose pixels
-  all lack a gradient writes zeros without reading the logits; otherwise the forward's passes run
-  again (loads masked to the pixels with a gradient) and one more pass writes the gradient. With
+- Forward writes the fp32 loss map (and the fp32 CE map for the fused objective), a flag byte a
+  pixel (the loss is not 0) and, where the backward reads them, the OC (max, sum) pair.
+- Backward (recompute): reads the flags, and the loss map, its upstream gradient and the OC pair
+  only where a flag is set; σ(s) = -expm1(-L) comes back from the loss; a block whose pixels all
+  lack a gradient writes zeros without reading the logits; otherwise the IC passes run again
+  (loads masked to the pixels with a gradient) and one more pass writes the gradient. With
   sparse OC pixels fwd+bwd moves about one read of the logits plus one write of the gradient,
   against two reads and two writes when the gradient is kept from the forward.
 - Layouts: the logits' per-dim strides are passed, so contiguous and channels_last run without a
@@ -42,9 +46,12 @@ from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
 
-# Pixels per program on a GPU (4 a thread: 128 per warp); smaller images take one smaller block.
+# Pixels per program on a GPU; smaller images take one smaller block. Pixels a thread: 8 for the
+# OCR loss (a class row's load, address and loop overhead shared by 8 pixels; 116-128 registers,
+# 2 warps a program), 4 with the CE term (its extra per-pixel state would pass 128 registers at 8).
 BLOCK_P = 512
 PIXELS_PER_THREAD = 4
+PIXELS_PER_THREAD_OCR = 8
 # Under the interpreter (tests on the CPU) each program and each op costs Python overhead: few,
 # large programs.
 INTERPRET_BLOCK_P = 8192
@@ -71,6 +78,13 @@ def _exp(x):
 
 
 @triton.jit
+def _div(x, y):
+    # x / y through div.approx (one MUFU.RCP and a multiply, 2 ulp) in place of the full-range
+    # division's sequence: every denominator here is a sum that holds a term 1 (>= 1), or NaN.
+    return tl.math.fdiv(x, y, approx=True)
+
+
+@triton.jit
 def _ln_approx(x):
     # ln x with an absolute error of ~1e-7: for terms of s and of the "ada" normaliser, where an
     # absolute error is what counts. The relative-precision logs (tiny CE, tiny loss) use tl.log.
@@ -89,7 +103,7 @@ def _log1p_pos(x):
     # fp32's epsilon relative to 1), the SFU's log above, where its ~1e-7 absolute error is at
     # most 2e-6 of the result.
     p = x * (1.0 + x * (-0.5 + x * (1.0 / 3.0 + x * (-0.25 + x * (0.2 + x * (-1.0 / 6.0
-                                                                             + x / 7.0))))))
+                                                                             + x * (1.0 / 7.0)))))))
     return tl.where(x < 0.0625, p, _ln_approx(1.0 + x))
 
 
@@ -123,13 +137,31 @@ def _spatial_offset(n, S1, S2, s0, s1, s2, FLAT: tl.constexpr):
 
 
 @triton.jit
-def _tile(ptr, base, pid, n, S1, S2, s0, s1, s2, FLAT: tl.constexpr, BLOCK_P: tl.constexpr):
-    # (pointer, per-pixel offsets) of a tile's pixels in one image (base: the image's offset).
+def _pixels(pid, N, BLOCK_P: tl.constexpr, FULL: tl.constexpr):
+    # (first pixel, pixel indices, in-image mask) of a program's tile. FULL (N >= BLOCK_P): the
+    # last tile is moved back to end at pixel N - 1, so that every lane holds a pixel and no
+    # load or store needs a mask (the tail's predicates and "other" values cost ~2 instructions
+    # a logit); the pixels it shares with the tile before are computed twice, identically.
+    if FULL:
+        start = tl.minimum(pid * BLOCK_P, N - BLOCK_P)
+        n = start + tl.arange(0, BLOCK_P)
+        row_mask = tl.full((BLOCK_P,), 1, tl.int1)
+    else:
+        start = pid * BLOCK_P
+        n = start + tl.arange(0, BLOCK_P)
+        row_mask = n < N
+    return start, n, row_mask
+
+
+@triton.jit
+def _tile(ptr, base, start, n, S1, S2, s0, s1, s2, FLAT: tl.constexpr, BLOCK_P: tl.constexpr):
+    # (pointer, per-pixel offsets) of a tile's pixels in one image (base: the image's offset,
+    # start: the tile's first pixel).
     # FLAT: the tile's first pixel goes into the scalar pointer and the offsets are tl.arange
     # times the stride, so a thread's pixels sit at fixed distances from one address and a class
     # row costs one address computation, not one 64-bit add per pixel.
     if FLAT:
-        p = ptr + (base + pid * BLOCK_P * s2)
+        p = ptr + (base + start * s2)
         off = tl.arange(0, BLOCK_P) * s2
     else:
         p = ptr + base
@@ -286,7 +318,7 @@ def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr)
 # --------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_kernel(
-    z_ptr, tags_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr,
+    z_ptr, tags_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr, flag_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     t_sb, t_sc,
@@ -294,7 +326,7 @@ def _fwd_kernel(
     y_sb, y_s0, y_s1, y_s2,
     margin, threshold, ignore_index,
     GROUP: tl.constexpr, PIXELS: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr,
-    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, FULL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
@@ -304,9 +336,8 @@ def _fwd_kernel(
     cls = cls_ptr + b * (C1 + 1)
     nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
     tl.debug_barrier()  # the row just written is read back by every thread in the class loops
-    n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_mask = n < N
-    z_ptr, zrow = _tile(z_ptr, b * z_sb, pid, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
+    start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
+    z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
     mi, si, A, bad_i = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
     mo, so, ao, bad_o = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
@@ -325,11 +356,19 @@ def _fwd_kernel(
     ocm = tl.where(mo == float("-inf"), 0.0, mo)
     s = (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
     out = b * N + n
-    tl.store(loss_ptr + out, tl.where(pm, _softplus(s), 0.0) + (bad_i + bad_o), mask=row_mask)
+    L = tl.where(pm, _softplus(s), 0.0) + (bad_i + bad_o)
+    tl.store(loss_ptr + out, L, mask=row_mask)
+    # A byte a pixel says where the loss is not 0 (> 0, or NaN: a non-finite logit): the backward
+    # reads it in place of the loss map and touches the loss, its upstream gradient and the
+    # statistics only there.
+    has_loss = (L > 0.0) | (L != L)
+    tl.store(flag_ptr + out, has_loss.to(tl.int8), mask=row_mask)
     # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
-    # few of the C+1); written at every pixel so that the op's outputs are all defined.
-    tl.store(st_ptr + out, mo, mask=row_mask)
-    tl.store(st_ptr + (_plane(N, INT64) + out), so, mask=row_mask)
+    # few of the C+1): only where the backward reads them (the pixels with a loss; every pixel
+    # with the CE term), so that with sparse OC pixels their bytes are sparse too.
+    st_mask = row_mask if WITH_CE else row_mask & has_loss
+    tl.store(st_ptr + out, mo, mask=st_mask)
+    tl.store(st_ptr + (_plane(N, INT64) + out), so, mask=st_mask)
     if WITH_CE:
         y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
                     mask=row_mask, other=ignore_index)
@@ -344,7 +383,7 @@ def _fwd_kernel(
 
 @triton.jit
 def _bwd_kernel(
-    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, gl_ptr, gce_ptr, dz_ptr,
+    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr, dz_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     d_sb, d_sc, d_s0, d_s1, d_s2,
@@ -354,22 +393,22 @@ def _bwd_kernel(
     y_sb, y_s0, y_s1, y_s2,
     threshold, ignore_index,
     GROUP: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_P: tl.constexpr,
+    BLOCK_P: tl.constexpr, FULL: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     if INT64:
         pid = pid.to(tl.int64)
         b = b.to(tl.int64)
-    n = pid * BLOCK_P + tl.arange(0, BLOCK_P)
-    row_mask = n < N
-    L = tl.load(loss_ptr + b * N + n, mask=row_mask, other=0.0)
-    # L > 0 exactly where the pixel mask is on (softplus > 0); L == 0 carries no gradient, so the
-    # upstream gradient is read only where L is not 0 (its sectors elsewhere never move). A NaN
-    # L (a non-finite logit) makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
-    has_loss = (L > 0.0) | (L != L)
+    start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
+    # The forward's flag: L > 0 (exactly where the pixel mask is on: softplus > 0) or NaN. A
+    # pixel with L == 0 carries no gradient, so the loss and its upstream gradient are read only
+    # where the flag is set (their sectors elsewhere never move). A NaN L (a non-finite logit)
+    # makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
+    has_loss = tl.load(flag_ptr + b * N + n, mask=row_mask, other=0) != 0
+    L = tl.load(loss_ptr + b * N + n, mask=has_loss, other=0.0)
     gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
-                 mask=row_mask & has_loss, other=0.0).to(tl.float32)
+                 mask=has_loss, other=0.0).to(tl.float32)
     act_ocr = (has_loss & (gl != 0.0)) | (L != L)
     poison = tl.where(L != L, L, 0.0)
     coef = tl.where(act_ocr, gl * _sigmoid_from_loss(L), 0.0)
@@ -385,7 +424,7 @@ def _bwd_kernel(
         gce = tl.where(act_ce, gce, 0.0)
         tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
         active = active | act_ce
-    dz_ptr, drow = _tile(dz_ptr, b * d_sb, pid, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
+    dz_ptr, drow = _tile(dz_ptr, b * d_sb, start, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
     if tl.max(active.to(tl.int32), 0) == 0:
         # No pixel of the block has a gradient: zeros, without reading the logits.
         dp = dz_ptr + drow
@@ -393,7 +432,7 @@ def _bwd_kernel(
             tl.store(dp, tl.zeros((BLOCK_P,), dz_ptr.dtype.element_ty), mask=row_mask)
             dp += d_sc
     else:
-        z_ptr, zrow = _tile(z_ptr, b * z_sb, pid, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
+        z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
         cls = cls_ptr + b * (C1 + 1)
         nic = tl.load(cls + C1)
         # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
@@ -411,12 +450,12 @@ def _bwd_kernel(
             icm, ics = _group_pass(z_ptr, zrow, act_ocr, cls, nic, z_sc, A, pA, lse_all,
                                    prior_ptr, p_s0, p_s1, threshold, BLOCK_P, GROUP, INT64)
         ocm = tl.where(mo == float("-inf"), 0.0, mo)
-        k_ic = coef / ics
-        k_oc = coef / (1.0 + so)
+        k_ic = _div(coef, ics)
+        k_oc = _div(coef, 1.0 + so)
         # CE: softmax_k - [k == t] with the full sum 1 + s1. The target's entry is
         # -(s1 + (1 - e_t))/(1 + s1) (s1 holds e_t unless t is the excluded argmax, where
         # e_t = 1): no cancellation, so a confident pixel's tiny gradient keeps its precision.
-        k_ce = gce / (1.0 + s1)
+        k_ce = _div(gce, 1.0 + s1)
         for i in range(0, nic):
             c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
             g_in = _in_group(z, c, A, pA, lse_all, act_ocr, prior_ptr, p_s0, p_s1, threshold,
@@ -458,13 +497,13 @@ def _max_offset(t: torch.Tensor) -> int:
     return sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride()) if s > 0)
 
 
-def _blocks(N: int) -> Tuple[int, int]:
-    """(BLOCK_P, num_warps) for N pixels per image: 4 pixels a thread (their per-pixel state, ~14
-    values, stays in registers at any C+1)."""
+def _blocks(N: int, pixels_per_thread: int = PIXELS_PER_THREAD) -> Tuple[int, int]:
+    """(BLOCK_P, num_warps) for N pixels per image at pixels_per_thread (their per-pixel state,
+    ~14 values each, stays in registers at any C+1)."""
     if interpreting():
         return min(max(triton.next_power_of_2(N), 16), INTERPRET_BLOCK_P), 4
     block_p = min(BLOCK_P, max(32, triton.next_power_of_2(N)))
-    return block_p, max(1, block_p // (32 * PIXELS_PER_THREAD))
+    return block_p, max(1, block_p // (32 * pixels_per_thread))
 
 
 def _pix(t: Optional[torch.Tensor], first: int):
@@ -491,7 +530,7 @@ def _class_lists(tags: torch.Tensor, C1: int) -> torch.Tensor:
     return classes
 
 
-def _launch_args(logits, tensors):
+def _launch_args(logits, tensors, with_ce):
     """Shared geometry of a launch; tensors = per-pixel views [(tensor, first_spatial_dim)]."""
     B, C1 = logits.shape[:2]
     sizes, _, _ = _spatial_strides(logits.shape[2:], logits.stride()[2:])
@@ -500,7 +539,7 @@ def _launch_args(logits, tensors):
     flat = all(g[2] is not None for g in geoms)
     if flat:  # every tensor's spatial dims collapse: pass the flat stride in the s2 slot
         geoms = [(sb, [0, 0, f], f) for sb, _, f in geoms]
-    block_p, warps = _blocks(N)
+    block_p, warps = _blocks(N, PIXELS_PER_THREAD if with_ce else PIXELS_PER_THREAD_OCR)
     # The largest offset the kernels form: a tensor's last element, plus (for the masked tail
     # lanes of the last tile) less than one tile of pixels past it; B·N + one tile for the maps.
     big = max((_max_offset(t) + block_p * max(map(abs, t.stride()[first:]), default=0)
@@ -508,7 +547,7 @@ def _launch_args(logits, tensors):
     int64 = _FORCE_INT64 or max(big, B * N + block_p) > _INT32_LIMIT
     grid = (triton.cdiv(N, block_p), B)
     return dict(B=B, C1=C1, N=N, S1=sizes[1], S2=sizes[2], geoms=geoms, flat=flat,
-                block_p=block_p, warps=warps, int64=int64, grid=grid)
+                block_p=block_p, warps=warps, int64=int64, grid=grid, full=N >= block_p)
 
 
 def _stats_like(logits: torch.Tensor) -> torch.Tensor:
@@ -516,27 +555,34 @@ def _stats_like(logits: torch.Tensor) -> torch.Tensor:
     return logits.new_empty((2, logits.shape[0]) + tuple(logits.shape[2:]), dtype=torch.float32)
 
 
+def _flags_like(logits: torch.Tensor) -> torch.Tensor:
+    """The forward's per-pixel flag, uint8 [B, *spatial]: 1 where the loss is not 0."""
+    return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.uint8)
+
+
 def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
-    """(loss_map, ce_map, stats, classes); ce_map is loss_map when target is None; stats (fp32
-    [2, B, *spatial]) and classes (the class lists) go to _backward."""
+    """(loss_map, ce_map, stats, flags, classes); ce_map is loss_map when target is None; stats
+    (fp32 [2, B, *spatial], defined where flags is 1, or everywhere with a target), flags and
+    classes (the class lists) go to _backward."""
     with_ce = target is not None
     B = logits.shape[0]
     spatial = tuple(logits.shape[2:])
     loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
     ce = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device) if with_ce else loss
     stats = _stats_like(logits)
+    flags = _flags_like(logits)
     # int32 [B, C+2]: per image the C+1 class indices, IC classes first, then OC (each
     # ascending), then the IC count; the forward kernel writes it (_class_list) and the backward
     # reuses it.
     classes = _classes_like(logits)
     if loss.numel() == 0:
-        return loss, ce, stats, classes
-    g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)])
+        return loss, ce, stats, flags, classes
+    g = _launch_args(logits, [(logits, 2), (target, 1), (stats, 2)], with_ce)
     (z_sb, zst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else loss
     p_st = prior.stride() if prior is not None else (0, 0)
     _fwd_kernel[g["grid"]](
-        logits, tags, classes, pr, target if with_ce else classes, loss, ce, stats,
+        logits, tags, classes, pr, target if with_ce else classes, loss, ce, stats, flags,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
         tags.stride(0), tags.stride(1),
@@ -545,24 +591,24 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
-        BLOCK_C=_class_block(g["C1"]), num_warps=g["warps"],
+        BLOCK_C=_class_block(g["C1"]), FULL=g["full"], num_warps=g["warps"],
     )
-    return loss, ce, stats, classes
+    return loss, ce, stats, flags, classes
 
 
-def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold,
-              group_split, ignore_index):
+def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes,
+              threshold, group_split, ignore_index):
     with_ce = target is not None
     dz = torch.empty_like(logits)  # preserve_format: the logits' layout for dense tensors
     if dz.numel() == 0:
         return dz
     g = _launch_args(logits, [(logits, 2), (dz, 2), (grad_ocr, 1), (grad_ce, 1), (target, 1),
-                              (stats, 2)])
+                              (stats, 2)], with_ce)
     (z_sb, zst, _), (d_sb, dst, _), (g_sb, gst, _), (h_sb, hst, _), (y_sb, yst, _), _ = g["geoms"]
     pr = prior if prior is not None else ocr_map
     p_st = prior.stride() if prior is not None else (0, 0)
     _bwd_kernel[g["grid"]](
-        logits, classes, pr, target if with_ce else classes, ocr_map, stats, grad_ocr,
+        logits, classes, pr, target if with_ce else classes, ocr_map, stats, flags, grad_ocr,
         grad_ce if with_ce else ocr_map, dz,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
@@ -573,7 +619,7 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
         y_sb, yst[0], yst[1], yst[2],
         float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], WITH_CE=with_ce, FLAT=g["flat"], INT64=g["int64"],
-        BLOCK_P=g["block_p"], num_warps=g["warps"],
+        BLOCK_P=g["block_p"], FULL=g["full"], num_warps=g["warps"],
     )
     return dz
 
@@ -585,39 +631,43 @@ def _classes_like(logits: torch.Tensor) -> torch.Tensor:
     return logits.new_empty((logits.shape[0], logits.shape[1] + 1), dtype=torch.int32)
 
 
-# The forward ops also return what the backward op reuses (not differentiable): the OC statistics
-# and the class lists (the seg op, ocr_kernels/seg/triton_kernel.py, likewise).
+# The forward ops also return what the backward op reuses (not differentiable): the OC statistics,
+# the per-pixel flags and the class lists (the seg op, ocr_kernels/seg/triton_kernel.py, likewise).
 @torch.library.custom_op("ocr_kernels::ocr_loss_map_triton", mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
                 margin: float, threshold: float, group_split: str,
-                pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    loss, _, stats, classes = _forward(logits, None, tags, prior, margin, threshold, group_split,
-                                       pixels, -100)
-    return loss, stats, classes
+                pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss, _, stats, flags, classes = _forward(logits, None, tags, prior, margin, threshold,
+                                              group_split, pixels, -100)
+    return loss, stats, flags, classes
 
 
 @_ocr_map_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
     check_ocr_args(logits, tags, prior)
-    return new_map(logits, torch.float32), _stats_like(logits), _classes_like(logits)
+    return (new_map(logits, torch.float32), _stats_like(logits), _flags_like(logits),
+            _classes_like(logits))
 
 
 @torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
 def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits: torch.Tensor,
                  target: Optional[torch.Tensor], prior: Optional[torch.Tensor],
-                 ocr_map: torch.Tensor, stats: torch.Tensor, classes: torch.Tensor,
-                 threshold: float, group_split: str, ignore_index: int) -> torch.Tensor:
-    return _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold,
-                     group_split, ignore_index)
+                 ocr_map: torch.Tensor, stats: torch.Tensor, flags: torch.Tensor,
+                 classes: torch.Tensor, threshold: float, group_split: str,
+                 ignore_index: int) -> torch.Tensor:
+    return _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes,
+                     threshold, group_split, ignore_index)
 
 
 @_maps_bwd_op.register_fake
-def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, threshold, group_split,
-      ignore_index):
+def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes, threshold,
+      group_split, ignore_index):
     check_map(ocr_map, logits, "ocr_map")
     check_map(grad_ocr, logits, "grad_ocr")
     torch._check(tuple(stats.shape) == (2,) + tuple(ocr_map.shape),
                  lambda: f"stats: expected [2, B, *spatial], got {stats.shape}")
+    torch._check(tuple(flags.shape) == tuple(ocr_map.shape),
+                 lambda: f"flags: expected [B, *spatial], got {flags.shape}")
     torch._check(tuple(classes.shape) == (logits.shape[0], logits.shape[1] + 1),
                  lambda: f"classes: expected [B, C+2], got {classes.shape}")
     return torch.empty_like(logits)
@@ -625,18 +675,18 @@ def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes, thresho
 
 def _ocr_setup(ctx, inputs, output):
     logits, tags, prior, margin, threshold, group_split, pixels = inputs
-    loss, stats, classes = output
-    ctx.mark_non_differentiable(stats, classes)
-    ctx.save_for_backward(logits, prior, loss, stats, classes)
+    loss, stats, flags, classes = output
+    ctx.mark_non_differentiable(stats, flags, classes)
+    ctx.save_for_backward(logits, prior, loss, stats, flags, classes)
     ctx.threshold, ctx.group_split = threshold, group_split
 
 
 @first_order_only("ocr_loss", "triton")
-def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_classes):
-    logits, prior, loss_map, stats, classes = ctx.saved_tensors
+def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_flags, _grad_classes):
+    logits, prior, loss_map, stats, flags, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, classes,
+        grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, flags, classes,
                             ctx.threshold, ctx.group_split, -100)
     return (grad,) + (None,) * 6
 

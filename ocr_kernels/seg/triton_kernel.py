@@ -10,43 +10,43 @@ import torch
 from .._autograd import first_order_only
 from .._options import OCROptions
 from .._tensors import check_ocr_args, new_map
-from ..ocr.triton_kernel import _classes_like, _forward, _maps_bwd_op, _stats_like
+from ..ocr.triton_kernel import _classes_like, _flags_like, _forward, _maps_bwd_op, _stats_like
 
 
 @torch.library.custom_op("ocr_kernels::seg_ocr_loss_maps_triton", mutates_args=())
 def _seg_maps_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
                  prior: Optional[torch.Tensor], margin: float, threshold: float, group_split: str,
                  pixels: str, ignore_index: int
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    # (ce_map, ocr_map, OC statistics, class lists): the last two, not differentiable, are what
-    # the backward op reuses.
-    loss, ce, stats, classes = _forward(logits, target, tags, prior, margin, threshold,
-                                        group_split, pixels, ignore_index)
-    return ce, loss, stats, classes
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    # (ce_map, ocr_map, OC statistics, per-pixel flags, class lists): the last three, not
+    # differentiable, are what the backward op reuses.
+    loss, ce, stats, flags, classes = _forward(logits, target, tags, prior, margin, threshold,
+                                               group_split, pixels, ignore_index)
+    return ce, loss, stats, flags, classes
 
 
 @_seg_maps_op.register_fake
 def _(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
     check_ocr_args(logits, tags, prior, target)
     return (new_map(logits, torch.float32), new_map(logits, torch.float32), _stats_like(logits),
-            _classes_like(logits))
+            _flags_like(logits), _classes_like(logits))
 
 
 def _seg_setup(ctx, inputs, output):
     logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
-    _, ocr_map, stats, classes = output
-    ctx.mark_non_differentiable(stats, classes)
-    ctx.save_for_backward(logits, target, prior, ocr_map, stats, classes)
+    _, ocr_map, stats, flags, classes = output
+    ctx.mark_non_differentiable(stats, flags, classes)
+    ctx.save_for_backward(logits, target, prior, ocr_map, stats, flags, classes)
     ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
 
 
 @first_order_only("seg_ocr_loss", "triton")
-def _seg_bwd(ctx, grad_ce, grad_ocr, _grad_stats, _grad_classes):
-    logits, target, prior, ocr_map, stats, classes = ctx.saved_tensors
+def _seg_bwd(ctx, grad_ce, grad_ocr, _grad_stats, _grad_flags, _grad_classes):
+    logits, target, prior, ocr_map, stats, flags, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, classes,
-                            ctx.threshold, ctx.group_split, ctx.ignore_index)
+        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags,
+                            classes, ctx.threshold, ctx.group_split, ctx.ignore_index)
     return (grad,) + (None,) * 8
 
 
@@ -56,7 +56,7 @@ _seg_maps_op.register_autograd(_seg_bwd, setup_context=_seg_setup)
 def seg_ocr_loss_maps_triton(logits, target, tags, prior, opts: OCROptions):
     """(ce_map, ocr_map), two fp32 maps [B, *spatial] from ONE read of the logits, with one fused
     backward. ce_map[p] = logsumexp(z_p) − z_p[target_p], 0 where target_p == ignore_index."""
-    ce, ocr, _, _ = _seg_maps_op(logits, target, tags, prior, float(opts.margin),
+    ce, ocr, _, _, _ = _seg_maps_op(logits, target, tags, prior, float(opts.margin),
                                  float(opts.threshold), opts.group_split, opts.pixels,
                                  int(opts.ignore_index))
     return ce, ocr

@@ -62,6 +62,34 @@ def test_small_tiles_match_reference(small_tiles, group_split, pixels):
               pixels=pixels)
 
 
+@pytest.mark.parametrize("block_p", [16, 32])
+def test_overlapping_last_tile_is_bit_identical(monkeypatch, block_p):
+    # 7 x 5 = 35 pixels in tiles of 16 or 32: the last tile moves back to end at pixel 34 and
+    # shares pixels with the tile before (both write them). Every pixel's loss and gradient must
+    # be bit-for-bit those of one tile over the whole image (the per-pixel math does not depend
+    # on the tiling), with a pixel with a gradient and one without in the shared range.
+    logits, tags, prior = make_ocr_inputs(2, 7, (7, 5), tag_p=0.4)
+    tags[:, 0] = 0  # class 1 is OC in both images
+    logits[:, 1, 4, 0] += 30.0  # pixel 20 (in every shared range): predicted OC, a loss
+    g = torch.randn(2, 7, 5)
+    g[:, 4, 1] = 0.0  # pixel 21: no upstream gradient
+
+    def run():
+        z = logits.to(DEV).requires_grad_(True)
+        loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV),
+                                   OCROptions(2.0, 0.2, "ada", "oc"))
+        loss.backward(g.to(DEV))
+        return loss.detach().cpu(), z.grad.cpu()
+
+    whole_loss, whole_grad = run()
+    assert whole_loss[:, 4, 0].gt(0).all() and whole_grad[:, :, 4, 0].ne(0).any()
+    force_small_tiles(monkeypatch, block_p)
+    loss, grad = run()
+    assert torch.equal(loss, whole_loss)
+    assert torch.equal(grad, whole_grad)
+    assert grad[:, :, 4, 1].eq(0).all()
+
+
 @pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_ties_across_class_lists_take_lowest_index(request, path):
     if path == "small_tiles":
@@ -97,7 +125,7 @@ def test_class_lists_built_in_chunks(monkeypatch):
     tags[1] = 1  # every class tagged
     tags[2] = 0  # background alone in IC
     check_map(logits, tags, prior, grad_map=torch.randn(3, 3, 5))
-    _, _, _, classes = tk._forward(logits.to(DEV), None, tags.to(DEV), prior.to(DEV), 2.0, 0.2,
+    _, _, _, _, classes = tk._forward(logits.to(DEV), None, tags.to(DEV), prior.to(DEV), 2.0, 0.2,
                                    "ada", "oc", -100)
     # the same lists from a launch of their own (for kernels without the prologue)
     alone = tk._class_lists(tags.to(DEV), 13)
@@ -252,14 +280,15 @@ def test_no_copy_of_the_logits(monkeypatch):
         g = torch.ones((B,) + tuple(logits.shape[2:]), device=DEV)
         launched.clear()
         with Record():
-            loss, _, stats, classes = tk._forward(logits, None, tags, prior, 2.0, 0.2, "ada",
-                                                  "all", -100)
-            dz = tk._backward(g, None, logits, None, prior, loss, stats, classes, 0.2, "ada", -100)
+            loss, _, stats, flags, classes = tk._forward(logits, None, tags, prior, 2.0, 0.2,
+                                                         "ada", "all", -100)
+            dz = tk._backward(g, None, logits, None, prior, loss, stats, flags, classes, 0.2,
+                              "ada", -100)
         assert [a[0] is logits for a in launched] == [True, True], name
         assert dz.stride() == logits.stride()
         # the strides passed: batch, class, and (FLAT) the one collapsed spatial stride
         fwd = launched[0]
-        assert fwd[12:14] == (logits.stride(0), logits.stride(1)), name
+        assert fwd[13:15] == (logits.stride(0), logits.stride(1)), name
     copies = [op for op in recorded if any(w in op for w in ("copy", "clone", "contiguous"))]
     assert not copies, copies
     assert any("empty" in op for op in recorded), "the recording saw the launchers' allocations"
@@ -270,18 +299,25 @@ def test_no_copy_of_the_logits(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 def test_opcheck():
     logits, tags, prior = make_ocr_inputs(2, 6, (4, 5), device=DEV)
+    # The statistics output is written only where the loss is not 0 (the backward reads nothing
+    # else), and opcheck compares every output of two runs: pin an OC class that is every
+    # pixel's prediction, so that every pixel has a loss in both pixel modes.
+    tags[:, -1] = 0
+    logits[:, -1] += 20.0
     z = logits.clone().requires_grad_(True)
     torch.library.opcheck(tk._ocr_map_op, (z, tags, prior, 2.0, 0.2, "ada", "oc"))
     torch.library.opcheck(tk._ocr_map_op, (z, tags, None, 1.0, 0.2, "all", "all"))
     target = torch.randint(0, 6, (2, 4, 5), device=DEV)
     target[0, 0] = -100
     g = torch.randn(2, 4, 5, device=DEV)
-    L, stats, classes = tk._ocr_map_op(logits, tags, prior, 2.0, 0.2, "ada", "all")
-    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, prior, L, stats, classes, 0.2,
-                                            "ada", -100))
+    L, stats, flags, classes = tk._ocr_map_op(logits, tags, prior, 2.0, 0.2, "ada", "all")
+    assert bool(flags.all())
+    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, prior, L, stats, flags,
+                                            classes, 0.2, "ada", -100))
     # the fused objective's backward (the seg op's forward gives it its statistics)
-    _, _, stats, classes = tk._forward(logits, target, tags, prior, 2.0, 0.2, "max", "all", -100)
-    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, prior, L, stats,
+    _, _, stats, flags, classes = tk._forward(logits, target, tags, prior, 2.0, 0.2, "max", "all",
+                                              -100)
+    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, prior, L, stats, flags,
                                             classes, 0.2, "max", -100))
 
 

@@ -25,21 +25,22 @@ def compile_kernel(fn, dtypes, consts, num_warps=4):
     return triton.compile(src, target=TARGET, options={"num_warps": num_warps})
 
 
-# (logits dtype, tags dtype, GROUP, WITH_CE, FLAT, INT64): every code path of each kernel at
-# least once.
+# (logits dtype, tags dtype, GROUP, WITH_CE, FLAT, INT64, FULL): every code path of each kernel
+# at least once.
 VARIANTS = [
-    ("*bf16", "*i1", 0, True, False, True),
-    ("*fp32", "*i64", 0, False, True, False),
-    ("*fp16", "*fp32", 2, False, True, False),
-    ("*bf16", "*i64", 1, True, False, True),
-    ("*fp32", "*i1", 2, True, True, False),
+    ("*bf16", "*i1", 0, True, False, True, True),
+    ("*fp32", "*i64", 0, False, True, False, True),
+    ("*fp16", "*fp32", 2, False, True, False, False),
+    ("*bf16", "*i64", 1, True, False, True, False),
+    ("*fp32", "*i1", 2, True, True, False, False),
 ]
 
 failed = 0
-for zdt, tdt, group, ce, flat, int64 in VARIANTS:
-    consts = dict(GROUP=group, WITH_CE=ce, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P)
+for zdt, tdt, group, ce, flat, int64, full in VARIANTS:
+    consts = dict(GROUP=group, WITH_CE=ce, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P, FULL=full)
     ptrs = dict(z_ptr=zdt, tags_ptr=tdt, cls_ptr="*i32", prior_ptr="*fp32", tgt_ptr="*i64",
-                loss_ptr="*fp32", st_ptr="*fp32", dz_ptr=zdt, margin="fp32", threshold="fp32")
+                loss_ptr="*fp32", st_ptr="*fp32", flag_ptr="*u8", dz_ptr=zdt, margin="fp32",
+                threshold="fp32")
     for name, fn, extra_t, extra_c in [
         ("fwd", tk._fwd_kernel, dict(ce_ptr="*fp32"), dict(PIXELS=0, BLOCK_C=32)),
         ("bwd", tk._bwd_kernel, dict(gl_ptr="*fp32", gce_ptr="*fp32"), {}),
