@@ -262,10 +262,16 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
 }
 
 // ---- the backward's warp compaction ------------------------------------------------------------
-// The backward works on a warp's pixels that have a gradient only: each such pixel gets a slot
-// (its rank among them, pixel i of lane l ranked after the pixels of ballots 0..i−1 and the lanes
-// below l of ballot i), and the warp runs ceil(k / 32) rounds of one pixel a lane over the k
-// slots, so its recompute costs what its gradient pixels need, not what its 32·PPT pixels would.
+// A warp whose k pixels with a gradient fit in kCompactRounds rounds of 32 works on those only:
+// each gets a slot (its rank among them, pixel i of lane l ranked after the pixels of ballots
+// 0..i−1 and the lanes below l of ballot i), the warp runs ceil(k / 32) rounds of one pixel a lane
+// over the slots and writes zeros for its other pixels, so its recompute costs what its gradient
+// pixels need, not what its 32·PPT pixels would. A fuller warp (the seg objective's, whose CE
+// gradient is everywhere) runs thread_backward on its PPT pixels a lane: a round of PPT pixels
+// costs about what two rounds of one pixel do (bench --static).
+constexpr int kCompactRounds = 2;
+
+OCR_HD bool warp_compacts(int k) { return k <= 32 * kCompactRounds; }
 
 OCR_HD int popcount32(unsigned x) {
 #ifdef __CUDA_ARCH__

@@ -181,8 +181,8 @@ at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::T
 // The per-thread functions of ocr_thread.h, run exactly as the CUDA kernel runs them: a test hook
 // so that CI checks the GPU's code on the CPU. Pixels are walked in the kernel's tiles and warps
 // (32 threads of kThreadPixels pixels, 32 apart); the backward of a warp is the kernel's: the
-// ballots of its pixels with a gradient, zeros for the others, then ceil(k / 32) rounds of one
-// pixel a lane over the compacted slots. Returns (ce_map, ocr_map, grad) with grad for the
+// ballots of its pixels with a gradient, then either zeros for the others and ceil(k / 32) rounds
+// of one pixel a lane over the compacted slots, or (a fuller warp) kThreadPixels pixels a lane. Returns (ce_map, ocr_map, grad) with grad for the
 // upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE>
 void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tensor& g_ce,
@@ -243,23 +243,44 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
         }
       }
       unsigned m[PPT] = {};
+      PixelGrad<acc_t> pg[32][PPT];
       for (int lane = 0; lane < 32; ++lane)
         for (int i = 0; i < PPT; ++i) {
-          active[lane][i] = valid[lane][i] && read(w0 + i * 32 + lane).active;
+          pg[lane][i] = valid[lane][i] ? read(w0 + i * 32 + lane) : PixelGrad<acc_t>{};
+          active[lane][i] = pg[lane][i].active;
           m[i] |= (unsigned)active[lane][i] << lane;
         }
       const int k = warp_active<PPT>(m);
+      if (!warp_compacts(k)) {
+        for (int lane = 0; lane < 32; ++lane) {
+          acc_t l[PPT], a[PPT], gce[PPT];
+          int64_t t[PPT];
+          for (int i = 0; i < PPT; ++i) {
+            const bool on = active[lane][i];
+            l[i] = on ? pg[lane][i].loss : (acc_t)0;
+            a[i] = on ? pg[lane][i].a : (acc_t)0;
+            gce[i] = on ? pg[lane][i].gce : (acc_t)0;
+            t[i] = pg[lane][i].t;
+          }
+          auto zf = [&](int c, int i) -> acc_t {
+            return active[lane][i] ? z_at(w0 + i * 32 + lane, c) : (acc_t)0;
+          };
+          auto store = [&](int c, int i, acc_t d) {
+            if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
+          };
+          thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+        }
+        continue;
+      }
       uint8_t slots[32 * PPT];
       for (int lane = 0; lane < 32; ++lane)
         for (int i = 0; i < PPT; ++i)
           if (active[lane][i]) slots[warp_slot<PPT>(m, i, lane)] = (uint8_t)(i * 32 + lane);
-      if (k < 32 * PPT) {
-        for (int lane = 0; lane < 32; ++lane) {
-          auto store = [&](int c, int i, acc_t d) {
-            if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
-          };
-          thread_backward_zeros<acc_t, PPT>(store, active[lane], C1);
-        }
+      for (int lane = 0; lane < 32; ++lane) {
+        auto zeros = [&](int c, int i, acc_t d) {
+          if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
+        };
+        thread_backward_zeros<acc_t, PPT>(zeros, active[lane], C1);
       }
       for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r) {
         for (int lane = 0; lane < 32; ++lane) {

@@ -146,10 +146,12 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
   });
 }
 
-// The backward of a warp's 32·PPT pixels: zeros, without a read of the logits, for the pixels
-// without a gradient; then the k pixels with one, compacted into slots (ocr_thread.h's
-// warp_slot), ceil(k / 32) rounds of one pixel a lane. slots: the warp's 32·PPT bytes of shared
-// memory, pixel offsets from the warp's first pixel.
+// The backward of a warp's 32·PPT pixels (ocr_thread.h's compaction): a warp with few pixels
+// with a gradient writes zeros, without a read of the logits, for the others, then works on the
+// k pixels with one, compacted into slots, ceil(k / 32) rounds of one pixel a lane; a fuller warp
+// runs thread_backward on its PPT pixels a lane (a pixel without a gradient gets 0·e = 0 there,
+// its logits unread). slots: the warp's 32·PPT bytes of shared memory, pixel offsets from the
+// warp's first pixel.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
 __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Launch<acc_t> L) {
   extern __shared__ int smem[];
@@ -171,46 +173,65 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
           [&] { return A.target[b * A.tl.sB + q * A.tl.sN]; },
           [&] { return g_ce[b * A.gcl.sB + q * A.gcl.sN]; }, A.ignore_index);
     };
-    uint8_t* slots = reinterpret_cast<uint8_t*>(smem + T.C1 + 1) + (threadIdx.x >> 5) * (32 * PPT);
+    // element offsets from the image's first logit: 32-bit on the fast path (fits_fast)
+    const scalar_t* zb = z + b * A.zl.sB;
+    scalar_t* gb = grad + b * A.gl.sB;
+    auto z_at = [&](int64_t q, int c) -> acc_t {
+      return static_cast<acc_t>(to_acc(FAST ? zb[(unsigned)c * sCb + (unsigned)q] : zb[q * A.zl.sN + c * A.zl.sC]));
+    };
+    auto store_at = [&](int64_t q, int c, acc_t d) {
+      (FAST ? gb[(unsigned)c * gCb + (unsigned)q] : gb[q * A.gl.sN + c * A.gl.sC]) = from_acc<scalar_t>(d);
+    };
     bool valid[PPT], active[PPT];
+    PixelGrad<acc_t> P[PPT];
     unsigned m[PPT];
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const int64_t q = p + i * 32;
       valid[i] = FAST || q < N;
-      active[i] = valid[i] && read(q).active;
+      P[i] = valid[i] ? read(q) : PixelGrad<acc_t>{};
+      active[i] = P[i].active;
       m[i] = __ballot_sync(kFull, active[i]);
     }
     const int k = warp_active<PPT>(m);
+    scalar_t* gp = FAST ? gb + p : gb + p * A.gl.sN;
+    auto store = [&](int c, int i, acc_t d) {
+      scalar_t* row = FAST ? fast_row(gp, c, gCb) : gp + c * A.gl.sC;
+      if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
+    };
+    if (!warp_compacts(k)) {
+      const scalar_t* zp = FAST ? zb + p : zb + p * A.zl.sN;
+      auto zf = [&](int c, int i) -> acc_t {
+        const scalar_t* row = FAST ? fast_row(zp, c, sCb) : zp + c * A.zl.sC;
+        return active[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+      };
+      acc_t l[PPT], a[PPT], gce[PPT];
+      int64_t t[PPT];
+#pragma unroll
+      for (int i = 0; i < PPT; ++i) {
+        l[i] = active[i] ? P[i].loss : (acc_t)0;
+        a[i] = active[i] ? P[i].a : (acc_t)0;
+        gce[i] = active[i] ? P[i].gce : (acc_t)0;
+        t[i] = P[i].t;
+      }
+      thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+      return;
+    }
+    uint8_t* slots = reinterpret_cast<uint8_t*>(smem + T.C1 + 1) + (threadIdx.x >> 5) * (32 * PPT);
 #pragma unroll
     for (int i = 0; i < PPT; ++i)
       if (active[i]) slots[warp_slot<PPT>(m, i, lane)] = (uint8_t)(i * 32 + lane);
     __syncwarp();
-    if (k < 32 * PPT) {
-      scalar_t* gp = grad + b * A.gl.sB + (FAST ? p : p * A.gl.sN);
-      auto store = [&](int c, int i, acc_t d) {
-        scalar_t* row = FAST ? fast_row(gp, c, gCb) : gp + c * A.gl.sC;
-        if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
-      };
-      thread_backward_zeros<acc_t, PPT>(store, active, T.C1);
-    }
+    thread_backward_zeros<acc_t, PPT>(store, active, T.C1);
     const int64_t w0 = p - lane;
     for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r) {
       const int s = r * 32 + lane;
       if (s >= k) continue;
       const int64_t q = w0 + slots[s];
-      const PixelGrad<acc_t> P = read(q);
-      const scalar_t* zp = z + b * A.zl.sB + (FAST ? q : q * A.zl.sN);
-      scalar_t* gp = grad + b * A.gl.sB + (FAST ? q : q * A.gl.sN);
-      auto zf = [&](int c, int) -> acc_t {
-        const scalar_t* row = FAST ? fast_row(zp, c, sCb) : zp + c * A.zl.sC;
-        return static_cast<acc_t>(to_acc(*row));
-      };
-      auto store = [&](int c, int, acc_t d) {
-        scalar_t* row = FAST ? fast_row(gp, c, gCb) : gp + c * A.gl.sC;
-        *row = from_acc<scalar_t>(d);
-      };
-      thread_backward<acc_t, GROUP, CE, 1>(zf, store, T, &P.loss, &P.a, &P.gce, &P.t);
+      const PixelGrad<acc_t> Q = read(q);
+      auto zf = [&](int c, int) { return z_at(q, c); };
+      auto store = [&](int c, int, acc_t d) { store_at(q, c, d); };
+      thread_backward<acc_t, GROUP, CE, 1>(zf, store, T, &Q.loss, &Q.a, &Q.gce, &Q.t);
     }
     __syncwarp();  // the slots are the next tile's
   });
