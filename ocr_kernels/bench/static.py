@@ -996,7 +996,9 @@ def _warp_gradient_pixels(case: Case, threads: int, ppt: int) -> torch.Tensor:
 def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict[int, float]:
     """addr -> share for the instructions inlined through the calls in `source` whose text starts
     with a key of `shares` (e.g. "f<" or "f<T, 1>"; a warp-uniform branch: each side weighs the
-    share of warps that take it)."""
+    share of warps that take it). The line table drops the call site of some inlined
+    instructions (the "ada" prior's loads in a class loop): an innermost loop most of whose
+    instructions carry one share gives it to the rest of its body, which runs in the same call."""
     lines = Path(source).read_text().splitlines()
     where = {}
     for fn, share in shares.items():
@@ -1008,6 +1010,16 @@ def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) ->
         hit = [where[n] for f, n in i.lines if f == source and n in where]
         if hit:
             out[i.addr] = hit[0]
+    for lp in code.loops:
+        if any(o is not lp and lp.contains(o.start) for o in code.loops):
+            continue
+        body = [i.addr for i in code.instrs if lp.contains(i.addr)]
+        known = [out[a] for a in body if a in out]
+        if known:
+            share, n = max(((v, known.count(v)) for v in set(known)), key=lambda x: x[1])
+            if 2 * n > len(body):
+                for a in body:
+                    out.setdefault(a, share)
     return out
 
 
@@ -1058,7 +1070,8 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
                      f"average), the others run PPT pixels a lane")
     # the compacted rounds run one pixel a lane
     nic_b = 1.0 + voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double()
-    notes = _cpp_trips(code, ns, ctas * threads, ppt, per_cta, {"rounds": 1}, {"nic": nic_b}) + notes
+    notes = _cpp_trips(code, ns, ctas * threads, ppt, per_cta, {"rounds": 1},
+                       {"nic": nic_b, "C1": torch.tensor([float(C1)])}) + notes
     st, ld = sass.spill_bytes(code)
     return ({"kernel": f"cuda:{want}", "grid": [ctas, 1, 1], "num_warps": threads // 32,
              "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
