@@ -26,6 +26,13 @@ def _global_counts(n_valid: torch.Tensor, n_pixels: int):
     return counts[0], counts[1], dist.get_world_size()
 
 
+def _valid_count(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The number of non-ignored pixels, as a 0-d int64 tensor (no host sync). count_nonzero, not
+    a bool .sum(): torch's sum of a bool mask first copies it to int64 on the CPU, 8 bytes a
+    pixel, which would be most of the fused upsampling's extra memory."""
+    return torch.count_nonzero(target != ignore_index)
+
+
 def reduce_seg_maps(
     ce_map: torch.Tensor,
     ocr_map: torch.Tensor,
@@ -39,10 +46,10 @@ def reduce_seg_maps(
     """The one place the two maps become the scalar objective (see ``seg_ocr_loss``)."""
     n_pixels = ce_map.numel()
     if not global_mean:
-        ce_den = (target != ignore_index).sum().clamp_min(1).to(ce_map.dtype) \
+        ce_den = _valid_count(target, ignore_index).clamp_min(1).to(ce_map.dtype) \
             if ce_average == "valid" else torch.sym_max(n_pixels, 1)
         return ce_map.sum() / ce_den + alpha * mean_or_zero(ocr_map)
-    n_valid, n_all, world = _global_counts((target != ignore_index).sum(), n_pixels)
+    n_valid, n_all, world = _global_counts(_valid_count(target, ignore_index), n_pixels)
     n_all = n_all.clamp_min(1)  # an empty batch on every rank: 0, as without global_mean
     ce_den = n_valid.clamp_min(1) if ce_average == "valid" else n_all
     # Each rank returns world * (its share of the global sums): DDP averages the gradients over
