@@ -20,8 +20,8 @@ A loop that cannot be mapped is counted once and flagged in the record's ``notes
 
 Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hit L2):
 - OCR/seg forward: the logits, the fp32 loss map (seg: also the CE map and the int64 target).
-- OCR backward: the loss map and its gradient (fp32; Triton reads the gradient only in the
-  sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
+- OCR backward: the loss map and its gradient (fp32; both backends read the gradient only in
+  the sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
   gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
   write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
@@ -37,8 +37,12 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
 - CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
   launcher sizes it (one wave of resident blocks, a column per image); class loops run the
   per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
-  per_image / gridDim.x times, and the backward's warp-uniform branch (recompute vs zeros) weighs
-  each side by the share of 128-pixel warps holding a pixel with a gradient.
+  per_image / gridDim.x times. Backward: per 128-pixel warp of the scenario's mask, k pixels with
+  a gradient; the warps with k <= 32·kCompactRounds (zeros, then ceil(k / 32) compacted rounds of
+  one pixel a lane: the rounds loop runs the mean over warps) and the others (4 pixels a lane)
+  weigh each side of the warp-uniform branch by their share. A one-pixel IC loop the compiler
+  interleaves by 4 is counted with its remainder over the per-image IC counts of the tag draw
+  (_cpp_trips); a pixel's maps re-read in its compacted round hit the cache.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -1025,7 +1029,9 @@ def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) ->
 
 def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches: the
-    unit-pixel-stride path (the cases are NCHW-contiguous), "ada" (the only group the cases use)."""
+    unit-pixel-stride path (the cases are NCHW-contiguous), "ada" (the only group the cases use).
+    Backward: the share of warps that compact and their mean compacted rounds come from the
+    scenario's per-warp gradient counts (seg: every pixel has a CE gradient, k = 128)."""
     from .._extension import csrc_dir
 
     src = str(csrc_dir() / "cuda" / "ocr_kernel.cu")
