@@ -338,4 +338,19 @@ OCR_HD void thread_backward_zeros(const Store& store, const bool* active, int C1
   }
 }
 
+// Lane `lane`'s pixel in compacted round r of a warp whose first pixel is w0 (nothing when the
+// round holds fewer pixels): read(q) its PixelGrad, z_at(q, c) a logit, store_at(q, c, d).
+template <typename acc_t, int GROUP, bool CE, typename Read, typename ZAt, typename StoreAt>
+OCR_HD void compacted_round(const ThreadArgs<acc_t>& T, const uint8_t* slots, int k, int r,
+                            int lane, int64_t w0, const Read& read, const ZAt& z_at,
+                            const StoreAt& store_at) {
+  const int s = r * 32 + lane;
+  if (s >= k) return;
+  const int64_t q = w0 + slots[s];
+  const PixelGrad<acc_t> Q = read(q);
+  auto zf = [&](int c, int) { return z_at(q, c); };
+  auto store = [&](int c, int, acc_t d) { store_at(q, c, d); };
+  thread_backward<acc_t, GROUP, CE, 1>(zf, store, T, &Q.loss, &Q.a, &Q.gce, &Q.t);
+}
+
 }  // namespace ocr

@@ -282,17 +282,9 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
         };
         thread_backward_zeros<acc_t, PPT>(zeros, active[lane], C1);
       }
-      for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r) {
-        for (int lane = 0; lane < 32; ++lane) {
-          const int s = r * 32 + lane;
-          if (s >= k) continue;
-          const int64_t q = w0 + slots[s];
-          const PixelGrad<acc_t> Q = read(q);
-          auto zf = [&](int c, int) { return z_at(q, c); };
-          auto store = [&](int c, int, acc_t d) { store_at(q, c, d); };
-          thread_backward<acc_t, GROUP, CE, 1>(zf, store, T, &Q.loss, &Q.a, &Q.gce, &Q.t);
-        }
-      }
+      for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
+        for (int lane = 0; lane < 32; ++lane)
+          compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
     }
   }
 }

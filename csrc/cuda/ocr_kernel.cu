@@ -224,15 +224,8 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
     __syncwarp();
     thread_backward_zeros<acc_t, PPT>(store, active, T.C1);
     const int64_t w0 = p - lane;
-    for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r) {
-      const int s = r * 32 + lane;
-      if (s >= k) continue;
-      const int64_t q = w0 + slots[s];
-      const PixelGrad<acc_t> Q = read(q);
-      auto zf = [&](int c, int) { return z_at(q, c); };
-      auto store = [&](int c, int, acc_t d) { store_at(q, c, d); };
-      thread_backward<acc_t, GROUP, CE, 1>(zf, store, T, &Q.loss, &Q.a, &Q.gce, &Q.t);
-    }
+    for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
+      compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
     __syncwarp();  // the slots are the next tile's
   });
 }
