@@ -190,16 +190,6 @@ OCR_HD bool backward_factors(acc_t loss, acc_t grad_ocr, acc_t grad_ce, bool ign
   return !nan && (*a != (acc_t)0 || *gce != (acc_t)0);
 }
 
-// A pixel with neither gradient (and a whole warp of them): zeros, no read.
-template <typename acc_t, int PPT, typename Store>
-OCR_HD void thread_backward_zero(const Store& store, int C1) {
-#pragma unroll 1
-  for (int k = 0; k < C1; ++k) {
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) store(k, i, (acc_t)0);
-  }
-}
-
 // Backward of PPT pixels: recomputes the runs, then writes every class through store(k, i, d).
 // loss: the forward's; a_in, gce from backward_factors; a pixel whose factors are 0 gets zeros
 // (its z may be any finite value: the caller does not read it), a NaN factor NaN everywhere.
@@ -269,6 +259,98 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
       store(k, i, d);
     }
   }
+}
+
+// ---- the backward's warp compaction ------------------------------------------------------------
+// A warp whose k pixels with a gradient fit in kCompactRounds rounds of 32 works on those only:
+// each gets a slot (its rank among them, pixel i of lane l ranked after the pixels of ballots
+// 0..i−1 and the lanes below l of ballot i), the warp runs ceil(k / 32) rounds of one pixel a lane
+// over the slots and writes zeros for its other pixels, so its recompute costs what its gradient
+// pixels need, not what its 32·PPT pixels would. A fuller warp (the seg objective's, whose CE
+// gradient is everywhere) runs thread_backward on its PPT pixels a lane: a round of PPT pixels
+// costs about what two rounds of one pixel do (bench --static).
+constexpr int kCompactRounds = 2;
+
+OCR_HD bool warp_compacts(int k) { return k <= 32 * kCompactRounds; }
+
+OCR_HD int popcount32(unsigned x) {
+#ifdef __CUDA_ARCH__
+  return __popc(x);
+#else
+  return __builtin_popcount(x);
+#endif
+}
+
+// What the backward needs of one pixel. active: its logits get a gradient that is not 0 (or NaN).
+template <typename acc_t>
+struct PixelGrad {
+  acc_t loss, a, gce;
+  int64_t t;
+  bool active;
+};
+
+// loss(), g_ocr(), target(), g_ce(): the pixel's saved loss and upstream values, read only where
+// they matter: the OCR upstream gradient where the loss is > 0, the CE one where the target is
+// not ignored.
+template <typename acc_t, bool CE, typename Loss, typename GOcr, typename Target, typename GCe>
+OCR_HD PixelGrad<acc_t> pixel_grad(const Loss& loss, const GOcr& g_ocr, const Target& target,
+                                   const GCe& g_ce, int64_t ignore_index) {
+  PixelGrad<acc_t> r;
+  r.loss = loss();
+  const acc_t go = r.loss > (acc_t)0 ? g_ocr() : (acc_t)0;
+  r.t = CE ? target() : 0;
+  const bool ignored = !CE || r.t == ignore_index;
+  const acc_t gc = ignored ? (acc_t)0 : g_ce();
+  r.active = backward_factors(r.loss, go, gc, ignored, &r.a, &r.gce) || r.loss != r.loss;
+  return r;
+}
+
+// The slot of pixel i of `lane` among the active pixels of the warp's ballots m[0..PPT).
+template <int PPT>
+OCR_HD int warp_slot(const unsigned* m, int i, int lane) {
+#ifdef __CUDA_ARCH__
+  unsigned below;  // the lanes below this one (a special register, not a value to keep live)
+  asm volatile("mov.u32 %0, %%lanemask_lt;" : "=r"(below));
+#else
+  const unsigned below = (1u << lane) - 1u;
+#endif
+  int s = popcount32(m[i] & below);
+  for (int j = 0; j < i; ++j) s += popcount32(m[j]);
+  return s;
+}
+
+template <int PPT>
+OCR_HD int warp_active(const unsigned* m) {
+  int k = 0;
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) k += popcount32(m[i]);
+  return k;
+}
+
+// The zeros of a warp's inactive pixels (`active[i]` false), in the warp's layout.
+template <typename acc_t, int PPT, typename Store>
+OCR_HD void thread_backward_zeros(const Store& store, const bool* active, int C1) {
+#pragma unroll 1
+  for (int k = 0; k < C1; ++k) {
+#pragma unroll
+    for (int i = 0; i < PPT; ++i)
+      if (!active[i]) store(k, i, (acc_t)0);
+  }
+}
+
+// Lane `lane`'s pixel in compacted round r of a warp whose first pixel is w0 (nothing when the
+// round holds fewer pixels): read(q) its PixelGrad, z_at(q, c) a logit, store_at(q, c, d).
+template <typename acc_t, int GROUP, bool CE, typename Read, typename ZAt, typename StoreAt>
+OCR_HD void compacted_round(const ThreadArgs<acc_t>& T, const uint8_t* slots, int k, int r,
+                            int lane, int64_t w0, const Read& read, const ZAt& z_at,
+                            const StoreAt& store_at) {
+  const int s = r * 32 + lane;
+  if (s >= k) return;
+  const int64_t q = w0 + slots[s];
+  const PixelGrad<acc_t> Q = read(q);
+  auto zf = [&](int c, int) { return z_at(q, c); };
+  auto store = [&](int c, int, acc_t d) { store_at(q, c, d); };
+  thread_backward<acc_t, GROUP, CE, 1>(zf, store, T, &Q.loss, &Q.a, &Q.gce, &Q.t);
 }
 
 }  // namespace ocr

@@ -180,14 +180,15 @@ at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::T
 
 // The per-thread functions of ocr_thread.h, run exactly as the CUDA kernel runs them: a test hook
 // so that CI checks the GPU's code on the CPU. Pixels are walked in the kernel's tiles and warps
-// (32 threads of kThreadPixels pixels, 32 apart); a warp reads logits in the backward only when
-// one of its pixels has a gradient, as on the GPU. Returns (ce_map, ocr_map, grad) with grad for
-// the upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
+// (32 threads of kThreadPixels pixels, 32 apart); the backward of a warp is the kernel's: the
+// ballots of its pixels with a gradient, then either zeros for the others and ceil(k / 32) rounds
+// of one pixel a lane over the compacted slots, or (a fuller warp) kThreadPixels pixels a lane. Returns (ce_map, ocr_map, grad) with grad for the
+// upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE>
 void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tensor& g_ce,
                      at::Tensor& ocr_map, at::Tensor& ce_map, at::Tensor& grad, double margin,
                      double threshold, int pixels, int64_t ignore_index) {
-  constexpr int PPT = kThreadPixels, WARPS = kBlockThreads / 32;
+  constexpr int PPT = kThreadPixels;
   const Layout3 zl = layout3(P.z), gl = layout3(grad);
   const Layout2 gol = layout2(g_ocr);
   const Layout2 tl = CE ? layout2(P.target) : Layout2{0, 0};
@@ -209,52 +210,81 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
     for (int k = 0, ni = 0, no = nic; k < C1; ++k) cls[icp[b * C1 + k] ? ni++ : no++] = k;
     const ThreadArgs<acc_t> T{cls.data(), nic, C1 - nic, C1, pp, (acc_t)margin, (acc_t)threshold,
                               pixels};
+    auto z_at = [&](int64_t q, int k) -> acc_t {
+      return static_cast<acc_t>(zp[b * zl.sB + q * zl.sN + k * zl.sC]);
+    };
+    auto store_at = [&](int64_t q, int k, acc_t d) {
+      gp[b * gl.sB + q * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
+    };
+    auto read = [&](int64_t q) {
+      return pixel_grad<acc_t, CE>(
+          [&] { return om[b * zl.N + q]; }, [&] { return gop[b * gol.sB + q * gol.sN]; },
+          [&] { return tp[b * tl.sB + q * tl.sN]; }, [&] { return gcp[b * gcl.sB + q * gcl.sN]; },
+          ignore_index);
+    };
     for (int64_t w0 = 0; w0 < zl.N; w0 += 32 * PPT) {  // one warp's pixels
-      struct Lane {
-        bool valid[PPT], read[PPT];
-        int64_t q[PPT], t[PPT];
-        acc_t loss[PPT], a[PPT], gce[PPT];
-      } lanes[32];
-      bool need = false;
+      bool valid[32][PPT], active[32][PPT];
       for (int lane = 0; lane < 32; ++lane) {
-        Lane& L = lanes[lane];
+        int64_t t[PPT];
         for (int i = 0; i < PPT; ++i) {
-          L.q[i] = w0 + i * 32 + lane;
-          L.valid[i] = L.q[i] < zl.N;
-          L.t[i] = CE && L.valid[i] ? tp[b * tl.sB + L.q[i] * tl.sN] : 0;
+          const int64_t q = w0 + i * 32 + lane;
+          valid[lane][i] = q < zl.N;
+          t[i] = CE && valid[lane][i] ? tp[b * tl.sB + q * tl.sN] : 0;
         }
         auto zf = [&](int k, int i) -> acc_t {
-          return L.valid[i] ? static_cast<acc_t>(zp[b * zl.sB + L.q[i] * zl.sN + k * zl.sC]) : (acc_t)0;
+          return valid[lane][i] ? z_at(w0 + i * 32 + lane, k) : (acc_t)0;
         };
-        acc_t ce[PPT];
-        thread_forward<acc_t, GROUP, CE, PPT>(zf, T, L.t, ignore_index, L.loss, ce);
+        acc_t loss[PPT], ce[PPT];
+        thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, ignore_index, loss, ce);
         for (int i = 0; i < PPT; ++i) {
-          if (!L.valid[i]) continue;
-          om[b * zl.N + L.q[i]] = L.loss[i];
-          cm[b * zl.N + L.q[i]] = CE ? ce[i] : (acc_t)0;
-          const bool ignored = !CE || L.t[i] == ignore_index;
-          const acc_t gc = ignored ? (acc_t)0 : gcp[b * gcl.sB + L.q[i] * gcl.sN];
-          L.read[i] = backward_factors(L.loss[i], gop[b * gol.sB + L.q[i] * gol.sN], gc, ignored,
-                                       &L.a[i], &L.gce[i]);
-          need |= L.read[i] || L.loss[i] != L.loss[i];
+          if (!valid[lane][i]) continue;
+          om[b * zl.N + w0 + i * 32 + lane] = loss[i];
+          cm[b * zl.N + w0 + i * 32 + lane] = CE ? ce[i] : (acc_t)0;
         }
-        for (int i = 0; i < PPT; ++i)
-          if (!L.valid[i]) L.read[i] = false, L.loss[i] = L.a[i] = L.gce[i] = (acc_t)0;
       }
-      for (int lane = 0; lane < 32; ++lane) {
-        const Lane& L = lanes[lane];
-        auto store = [&](int k, int i, acc_t d) {
-          if (L.valid[i]) gp[b * gl.sB + L.q[i] * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
-        };
-        if (need) {
-          auto zf = [&](int k, int i) -> acc_t {
-            return L.read[i] ? static_cast<acc_t>(zp[b * zl.sB + L.q[i] * zl.sN + k * zl.sC]) : (acc_t)0;
+      unsigned m[PPT] = {};
+      PixelGrad<acc_t> pg[32][PPT];
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < PPT; ++i) {
+          pg[lane][i] = valid[lane][i] ? read(w0 + i * 32 + lane) : PixelGrad<acc_t>{};
+          active[lane][i] = pg[lane][i].active;
+          m[i] |= (unsigned)active[lane][i] << lane;
+        }
+      const int k = warp_active<PPT>(m);
+      if (!warp_compacts(k)) {
+        for (int lane = 0; lane < 32; ++lane) {
+          acc_t l[PPT], a[PPT], gce[PPT];
+          int64_t t[PPT];
+          for (int i = 0; i < PPT; ++i) {
+            const bool on = active[lane][i];
+            l[i] = on ? pg[lane][i].loss : (acc_t)0;
+            a[i] = on ? pg[lane][i].a : (acc_t)0;
+            gce[i] = on ? pg[lane][i].gce : (acc_t)0;
+            t[i] = pg[lane][i].t;
+          }
+          auto zf = [&](int c, int i) -> acc_t {
+            return active[lane][i] ? z_at(w0 + i * 32 + lane, c) : (acc_t)0;
           };
-          thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, L.loss, L.a, L.gce, L.t);
-        } else {
-          thread_backward_zero<acc_t, PPT>(store, C1);
+          auto store = [&](int c, int i, acc_t d) {
+            if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
+          };
+          thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
         }
+        continue;
       }
+      uint8_t slots[32 * PPT];
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < PPT; ++i)
+          if (active[lane][i]) slots[warp_slot<PPT>(m, i, lane)] = (uint8_t)(i * 32 + lane);
+      for (int lane = 0; lane < 32; ++lane) {
+        auto zeros = [&](int c, int i, acc_t d) {
+          if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
+        };
+        thread_backward_zeros<acc_t, PPT>(zeros, active[lane], C1);
+      }
+      for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
+        for (int lane = 0; lane < 32; ++lane)
+          compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
     }
   }
 }

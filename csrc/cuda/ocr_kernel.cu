@@ -146,6 +146,12 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
   });
 }
 
+// The backward of a warp's 32·PPT pixels (ocr_thread.h's compaction): a warp with few pixels
+// with a gradient writes zeros, without a read of the logits, for the others, then works on the
+// k pixels with one, compacted into slots, ceil(k / 32) rounds of one pixel a lane; a fuller warp
+// runs thread_backward on its PPT pixels a lane (a pixel without a gradient gets 0·e = 0 there,
+// its logits unread). slots: the warp's 32·PPT bytes of shared memory, pixel offsets from the
+// warp's first pixel.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
 __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Launch<acc_t> L) {
   extern __shared__ int smem[];
@@ -156,59 +162,83 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
   const acc_t* g_ocr = static_cast<const acc_t*>(A.g_ocr);
   const acc_t* g_ce = static_cast<const acc_t*>(A.g_ce);
   const int64_t N = A.zl.N;
+  const int lane = threadIdx.x & 31;
+  const unsigned sCb = (unsigned)A.zl.sC;
+  const unsigned gCb = (unsigned)A.gl.sC;
   for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
-    bool valid[PPT], read[PPT];
-    int64_t t[PPT];
-    acc_t l[PPT], a[PPT], gce[PPT];
-    bool need = false;
+    auto read = [&](int64_t q) {
+      return pixel_grad<acc_t, CE>(
+          [&] { return loss[b * A.ll.sB + q * A.ll.sN]; },
+          [&] { return g_ocr[b * A.gol.sB + q * A.gol.sN]; },
+          [&] { return A.target[b * A.tl.sB + q * A.tl.sN]; },
+          [&] { return g_ce[b * A.gcl.sB + q * A.gcl.sN]; }, A.ignore_index);
+    };
+    // element offsets from the image's first logit: 32-bit on the fast path (fits_fast)
+    const scalar_t* zb = z + b * A.zl.sB;
+    scalar_t* gb = grad + b * A.gl.sB;
+    auto z_at = [&](int64_t q, int c) -> acc_t {
+      return static_cast<acc_t>(to_acc(FAST ? zb[(unsigned)c * sCb + (unsigned)q] : zb[q * A.zl.sN + c * A.zl.sC]));
+    };
+    auto store_at = [&](int64_t q, int c, acc_t d) {
+      (FAST ? gb[(unsigned)c * gCb + (unsigned)q] : gb[q * A.gl.sN + c * A.gl.sC]) = from_acc<scalar_t>(d);
+    };
+    bool valid[PPT], active[PPT];
+    PixelGrad<acc_t> P[PPT];
+    unsigned m[PPT];
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const int64_t q = p + i * 32;
       valid[i] = FAST || q < N;
-      acc_t go = 0, gc = 0;
-      bool ignored = true;
-      l[i] = 0;
-      t[i] = 0;
-      if (valid[i]) {
-        l[i] = loss[b * A.ll.sB + q * A.ll.sN];
-        go = g_ocr[b * A.gol.sB + q * A.gol.sN];
-        if (CE) {
-          t[i] = A.target[b * A.tl.sB + q * A.tl.sN];
-          ignored = t[i] == A.ignore_index;
-          gc = ignored ? (acc_t)0 : g_ce[b * A.gcl.sB + q * A.gcl.sN];
-        }
-      }
-      read[i] = valid[i] && backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
-      need |= read[i] || (valid[i] && l[i] != l[i]);
+      P[i] = valid[i] ? read(q) : PixelGrad<acc_t>{};
+      active[i] = P[i].active;
+      m[i] = __ballot_sync(kFull, active[i]);
     }
-    const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
-    scalar_t* gp = grad + b * A.gl.sB + (FAST ? p : p * A.gl.sN);
-    const unsigned sCb = (unsigned)A.zl.sC;
-    const unsigned gCb = (unsigned)A.gl.sC;
-    auto store = [&](int k, int i, acc_t d) {
-      scalar_t* row = FAST ? fast_row(gp, k, gCb) : gp + k * A.gl.sC;
+    const int k = warp_active<PPT>(m);
+    scalar_t* gp = FAST ? gb + p : gb + p * A.gl.sN;
+    auto store = [&](int c, int i, acc_t d) {
+      scalar_t* row = FAST ? fast_row(gp, c, gCb) : gp + c * A.gl.sC;
       if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
     };
-    if (__any_sync(kFull, need)) {
-      auto zf = [&](int k, int i) -> acc_t {
-        const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
-        return read[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+    if (!warp_compacts(k)) {
+      const scalar_t* zp = FAST ? zb + p : zb + p * A.zl.sN;
+      auto zf = [&](int c, int i) -> acc_t {
+        const scalar_t* row = FAST ? fast_row(zp, c, sCb) : zp + c * A.zl.sC;
+        return active[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
       };
+      acc_t l[PPT], a[PPT], gce[PPT];
+      int64_t t[PPT];
+#pragma unroll
+      for (int i = 0; i < PPT; ++i) {
+        l[i] = active[i] ? P[i].loss : (acc_t)0;
+        a[i] = active[i] ? P[i].a : (acc_t)0;
+        gce[i] = active[i] ? P[i].gce : (acc_t)0;
+        t[i] = P[i].t;
+      }
       thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
-    } else {
-      thread_backward_zero<acc_t, PPT>(store, T.C1);
+      return;
     }
+    uint8_t* slots = reinterpret_cast<uint8_t*>(smem + T.C1 + 1) + (threadIdx.x >> 5) * (32 * PPT);
+#pragma unroll
+    for (int i = 0; i < PPT; ++i)
+      if (active[i]) slots[warp_slot<PPT>(m, i, lane)] = (uint8_t)(i * 32 + lane);
+    __syncwarp();
+    thread_backward_zeros<acc_t, PPT>(store, active, T.C1);
+    const int64_t w0 = p - lane;
+    for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
+      compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
+    __syncwarp();  // the slots are the next tile's
   });
 }
 
 template <typename acc_t, typename K>
-cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, cudaStream_t stream) {
+cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, bool backward, cudaStream_t stream) {
   const int64_t N = A.zl.N, B = A.zl.B, tile = kBlockThreads * ppt;
   if (N == 0 || B == 0) return cudaSuccess;
   const int64_t per_image = (N + tile - 1) / tile;
   if (per_image >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
   const Launch<acc_t> L{(int)per_image, N - tile, (acc_t)A.margin, (acc_t)A.threshold};
-  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1);
+  // the class list, and the backward's slots (a byte a pixel)
+  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1) + (backward ? kBlockThreads * ppt : 0);
   cudaError_t err;
   if (smem > 48 * 1024) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -239,11 +269,11 @@ template <typename scalar_t, typename acc_t, int GROUP, bool CE>
 cudaError_t launch_variant(const CudaArgs& A, bool backward, cudaStream_t stream) {
   const bool fast = fits_fast(A.zl, sizeof(scalar_t)) && (!backward || fits_fast(A.gl, sizeof(scalar_t)));
   if (backward) {
-    if (fast) return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, stream);
-    return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, stream);
+    if (fast) return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, backward, stream);
+    return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, backward, stream);
   }
-  if (fast) return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, stream);
-  return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, stream);
+  if (fast) return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, backward, stream);
+  return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, backward, stream);
 }
 
 template <typename scalar_t, typename acc_t, bool CE>

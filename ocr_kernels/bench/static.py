@@ -20,8 +20,8 @@ A loop that cannot be mapped is counted once and flagged in the record's ``notes
 
 Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hit L2):
 - OCR/seg forward: the logits, the fp32 loss map (seg: also the CE map and the int64 target).
-- OCR backward: the loss map and its gradient (fp32; Triton reads the gradient only in the
-  sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
+- OCR backward: the loss map and its gradient (fp32; both backends read the gradient only in
+  the sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
   gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
   write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
@@ -39,8 +39,12 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
 - CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
   launcher sizes it (one wave of resident blocks, a column per image); class loops run the
   per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
-  per_image / gridDim.x times, and the backward's warp-uniform branch (recompute vs zeros) weighs
-  each side by the share of 128-pixel warps holding a pixel with a gradient.
+  per_image / gridDim.x times. Backward: per 128-pixel warp of the scenario's mask, k pixels with
+  a gradient; the warps with k <= 32·kCompactRounds (zeros, then ceil(k / 32) compacted rounds of
+  one pixel a lane: the rounds loop runs the mean over warps) and the others (4 pixels a lane)
+  weigh each side of the warp-uniform branch by their share. A one-pixel IC loop the compiler
+  interleaves by 4 is counted with its remainder over the per-image IC counts of the tag draw
+  (_cpp_trips); a pixel's maps re-read in its compacted round hit the cache.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -615,10 +619,13 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
         seg = case.op == "seg_ocr_loss"
         read_frac = 1.0 if seg else _sector_fraction(case)
         map_frac = _sector_fraction(case, 4)  # fp32 per-pixel maps: 8 pixels a sector
-        if not triton_main:  # CUDA: both maps read in full, no saved statistics
+        if not triton_main:
+            # CUDA: the backward reads the loss map at every pixel and its upstream gradient only
+            # where the loss is not 0 (a compacted pixel's re-reads of its maps hit the cache:
+            # not counted); nothing else is saved
             if pass_ == "fwd":
                 return logits + 4 * P + (4 * P + 8 * P if seg else 0)
-            return logits * read_frac + logits + 8 * P + (12 * P if seg else 0)
+            return logits * read_frac + logits + 4 * P + 4 * P * map_frac + (12 * P if seg else 0)
         # Triton: the forward writes a byte a pixel (the loss is not 0) and the OC statistics
         # (8 bytes a pixel) where the backward reads them: at the pixels with a loss (the
         # scenario's sectors of an fp32 map), or at every pixel for seg (its CE term). The
@@ -885,13 +892,20 @@ def _cpp_loops(path: str) -> List[Tuple[int, int, str]]:
 
 
 def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int, ppt: int = 1,
-               per_cta: Optional[Dict[str, float]] = None) -> List[str]:
+               per_cta: Optional[Dict[str, float]] = None,
+               ppt_inside: Optional[Dict[str, int]] = None,
+               dists: Optional[Dict[str, torch.Tensor]] = None) -> List[str]:
     """Trip counts of the SASS loops of a CUDA kernel: each maps to the C++ loop holding most of
     its instructions' lines; a loop unrolled U times (U = its global loads over the distinct
-    source lines they come from, over `ppt`, the pixels a thread loads per class from one line)
-    runs bound / U times; the grid-stride pixel loop runs ceil(pixels / threads) times; a bound
-    named in `per_cta` runs that many times (a block's share of the tiles)."""
+    source lines they come from, over `ppt`, the pixels a thread loads per class from one line;
+    inside a loop whose bound is named in `ppt_inside`, that many) runs bound / U times; the
+    grid-stride pixel loop runs ceil(pixels / threads) times; a bound named in `per_cta` runs
+    that many times (a block's share of the tiles, or a mean over warps). A loop the compiler
+    unrolled U times whose bound has per-sample values in `dists` (the per-image IC class count)
+    runs mean(floor(v / U)) times, and its remainder (the U − 1 guarded copies of its body in the
+    enclosing loop, or a remainder loop) mean(v mod U) iterations."""
     notes = []
+    remainders = []
     files = {f for i in code.instrs for f, _ in i.lines if f.endswith((".h", ".cuh", ".cu"))}
     loops = [(f, lo, hi, b) for f in files if os.path.exists(f) for lo, hi, b in _cpp_loops(f)]
     mapped: Dict[int, tuple] = {}
@@ -915,6 +929,9 @@ def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int, ppt: i
         mapped[id(lp)] = best
         f, lo, hi, bound = best
         bound = bound.split(".")[-1]  # a member of a struct of arguments: its name
+        outer = {mapped[id(o)][3] for o in code.loops
+                 if o is not lp and o.contains(lp.start) and o.contains(lp.end) and id(o) in mapped}
+        lp_ppt = next((n for b, n in (ppt_inside or {}).items() if b in outer), ppt)
         body = [i for i in code.instrs if lp.contains(i.addr)]
         inner = [o for o in code.loops if o is not lp and lp.contains(o.start) and lp.contains(o.end)]
         direct = [i for i in body if not any(o.contains(i.addr) for o in inner)]
@@ -922,18 +939,44 @@ def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int, ppt: i
         for kind in ("LDG", "STG"):
             mem = [i for i in direct if i.base == kind]
             if mem:
-                unroll = max(1, round(len(mem) / len({i.lines for i in mem}) / ppt))
+                unroll = max(1, round(len(mem) / len({i.lines for i in mem}) / lp_ppt))
                 break
         if bound == "total":
             lp.trips = float(math.ceil(ns["total"] / threads_total))
         elif per_cta and bound in per_cta:
             lp.trips = per_cta[bound]
+        elif dists and bound in dists and unroll > 1:
+            v = dists[bound].double()
+            lp.trips = float(torch.floor(v / unroll).mean())
+            parents = [o for o in code.loops
+                       if o is not lp and o.contains(lp.start) and o.contains(lp.end)]
+            parent = min(parents, key=lambda o: o.end - o.start) if parents else None
+            remainders.append((best, parent, unroll, float(torch.remainder(v, unroll).mean())))
         elif bound in ns:
             lp.trips = max(1.0, ns[bound] / unroll)
         else:
             notes.append(f"loop {os.path.basename(f)}:{lo} bound {bound!r} unknown: counted once")
             continue
         lp.source = f"{os.path.basename(f)}:{lo} i < {bound}, unrolled x{unroll}: {lp.trips:.1f}"
+    for (f, lo, hi, b), parent, unroll, rem in remainders:
+        def direct_in_parent(addr):
+            inside = [o for o in code.loops if o.contains(addr)]
+            return (parent is None and not inside) or (
+                parent is not None and parent.contains(addr)
+                and not any(o is not parent and parent.contains(o.start) and o.contains(addr) for o in inside))
+        for o in code.loops:  # a remainder loop: the same source loop, not unrolled
+            if o is not parent and mapped.get(id(o)) == (f, lo, hi, b) and o.trips is not None \
+                    and (parent is None or (parent.contains(o.start) and parent is min(
+                        [q for q in code.loops if q is not o and q.contains(o.start) and q.contains(o.end)],
+                        key=lambda q: q.end - q.start, default=None))) and "unrolled x1" in (o.source or ""):
+                o.trips = rem
+                o.source = f"{os.path.basename(f)}:{lo} remainder of x{unroll}: {rem:.2f}"
+        copies = [i for i in code.instrs if direct_in_parent(i.addr)
+                  and any(ff == f and lo < n <= hi for ff, n in i.lines)]
+        for i in copies:  # the guarded copies run rem of their unroll − 1
+            code.shares[i.addr] = code.shares.get(i.addr, 1.0) * rem / (unroll - 1)
+        notes.append(f"{os.path.basename(f)}:{lo} unrolled x{unroll} by the compiler: "
+                     f"{len(copies)} remainder instructions weighted {rem / (unroll - 1):.2f}")
     return notes
 
 
@@ -944,43 +987,59 @@ def _header_int(name: str) -> int:
     return int(re.search(rf"constexpr int {name}\s*=\s*(\d+)", text).group(1))
 
 
-def _active_warps(case: Case, threads: int, ppt: int) -> float:
-    """Share of the CUDA backward's warps that hold a pixel of the case's scenario: a warp covers
-    32·ppt consecutive pixels of one image."""
-    if case.scenario == "all-pixels":
-        return 1.0
-    f = DEFAULT_OC_FRACTION
-    if case.scenario == "indep":
-        return 1.0 - (1.0 - f) ** (32 * ppt)
+def _warp_gradient_pixels(case: Case, threads: int, ppt: int) -> torch.Tensor:
+    """Pixels with a gradient in each of the CUDA backward's warps (32·ppt consecutive pixels of
+    one image; an image's last tile padded with pixels without one) in the case's scenario:
+    "blobs" the bench's blob mask, "indep" independent pixels at the OC fraction (seed 0),
+    "all-pixels" every pixel."""
     B, _, *sp = case.shape
-    m = blob_mask((B, *sp), f, torch.Generator().manual_seed(0)).reshape(B, -1)
+    if case.scenario == "all-pixels":
+        m = torch.ones(B, math.prod(sp), dtype=torch.bool)
+    elif case.scenario == "indep":
+        m = torch.rand(B, math.prod(sp), generator=torch.Generator().manual_seed(0)) < DEFAULT_OC_FRACTION
+    else:
+        m = blob_mask((B, *sp), DEFAULT_OC_FRACTION, torch.Generator().manual_seed(0)).reshape(B, -1)
     tile = threads * ppt
     tiles = -(-m.shape[1] // tile)
     pad = torch.zeros(B, tiles * tile - m.shape[1], dtype=torch.bool)
-    m = torch.cat([m, pad], 1).reshape(B, tiles, threads // 32, 32 * ppt)
-    return float(m.any(-1).float().mean())
+    return torch.cat([m, pad], 1).reshape(B, tiles, threads // 32, 32 * ppt).sum(-1).flatten()
 
 
 def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict[int, float]:
-    """addr -> share for the instructions inlined through a call of the named functions in
-    `source` (a warp-uniform branch: each side weighs the share of warps that take it)."""
+    """addr -> share for the instructions inlined through the calls in `source` whose text starts
+    with a key of `shares` (e.g. "f<" or "f<T, 1>"; a warp-uniform branch: each side weighs the
+    share of warps that take it). The line table drops the call site of some inlined
+    instructions (the "ada" prior's loads in a class loop): an innermost loop most of whose
+    instructions carry one share gives it to the rest of its body, which runs in the same call."""
     lines = Path(source).read_text().splitlines()
     where = {}
     for fn, share in shares.items():
         for n, text in enumerate(lines, 1):
-            if re.search(rf"\b{fn}<", text):
+            if re.search(rf"\b{re.escape(fn)}", text):
                 where[n] = share
     out = {}
     for i in code.instrs:
         hit = [where[n] for f, n in i.lines if f == source and n in where]
         if hit:
             out[i.addr] = hit[0]
+    for lp in code.loops:
+        if any(o is not lp and lp.contains(o.start) for o in code.loops):
+            continue
+        body = [i.addr for i in code.instrs if lp.contains(i.addr)]
+        known = [out[a] for a in body if a in out]
+        if known:
+            share, n = max(((v, known.count(v)) for v in set(known)), key=lambda x: x[1])
+            if 2 * n > len(body):
+                for a in body:
+                    out.setdefault(a, share)
     return out
 
 
 def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches: the
-    unit-pixel-stride path (the cases are NCHW-contiguous), "ada" (the only group the cases use)."""
+    unit-pixel-stride path (the cases are NCHW-contiguous), "ada" (the only group the cases use).
+    Backward: the share of warps that compact and their mean compacted rounds come from the
+    scenario's per-warp gradient counts (seg: every pixel has a CE gradient, k = 128)."""
     from .._extension import csrc_dir
 
     src = str(csrc_dir() / "cuda" / "ocr_kernel.cu")
@@ -999,7 +1058,7 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     N = math.prod(case.shape[2:])
     P = B * N
     per_image = math.ceil(N / (threads * ppt))
-    smem = 4 * (C1 + 1)
+    smem = 4 * (C1 + 1) + (threads * ppt if pass_ == "bwd" else 0)  # class list; slots
     occ = gpu_model.occupancy(res.get("REG") or 255, threads // 32, smem)
     wave = max(1, occ["ctas_per_sm"]) * gpu_model.GPUS["H200"].sms  # the launcher's grid
     gy = min(B, 65535)
@@ -1007,15 +1066,26 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     ctas = gx * gy
     nic = 1.0 + float(voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double().mean())
     ns = {"C1": C1, "total": P, "nic": nic, "noc": C1 - nic, "words": math.ceil(C1 / 32)}
-    notes = _cpp_trips(code, ns, ctas * threads, ppt, {"B": B / gy, "per_image": per_image / gx})
-    notes.append(f"CUDA kernels: class loops over the per-image lists, nic = {nic:.2f} IC classes "
-                 f"(the case's tag draw)")
+    per_cta = {"B": B / gy, "per_image": per_image / gx}
+    notes = [f"CUDA kernels: class loops over the per-image lists, nic = {nic:.2f} IC classes "
+             f"(the case's tag draw)"]
     if pass_ == "bwd":
-        active = 1.0 if case.op == "seg_ocr_loss" else _active_warps(case, threads, ppt)
-        code.shares = _call_line_shares(code, src, {"thread_backward": active,
-                                                    "thread_backward_zero": 1.0 - active})
-        notes.append(f"warp-uniform branch weighted: {active:.3f} of the warps recompute, the "
-                     f"others write zeros without reading")
+        # the seg backward's CE gradient reaches every pixel: every warp runs 32·ppt slots
+        k = (torch.full((1,), 32 * ppt) if case.op == "seg_ocr_loss"
+             else _warp_gradient_pixels(case, threads, ppt))
+        rounds = (k + 31) // 32
+        compact = rounds <= _header_int("kCompactRounds")
+        share = float(compact.float().mean())
+        per_cta["rounds"] = float((rounds * compact).float().mean())
+        code.shares = _call_line_shares(code, src, {"thread_backward_zeros<": share,
+                                                    "thread_backward<acc_t, GROUP, CE, PPT>": 1.0 - share})
+        notes.append(f"backward: {share:.3f} of the warps compact (zeros for the pixels without a "
+                     f"gradient, {per_cta['rounds']:.3f} rounds of one pixel a lane per warp on "
+                     f"average), the others run PPT pixels a lane")
+    # the compacted rounds run one pixel a lane
+    nic_b = 1.0 + voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0)).sum(1).double()
+    notes = _cpp_trips(code, ns, ctas * threads, ppt, per_cta, {"rounds": 1},
+                       {"nic": nic_b, "C1": torch.tensor([float(C1)])}) + notes
     st, ld = sass.spill_bytes(code)
     return ({"kernel": f"cuda:{want}", "grid": [ctas, 1, 1], "num_warps": threads // 32,
              "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,

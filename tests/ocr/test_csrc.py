@@ -7,6 +7,7 @@ per-pixel code path the CUDA kernel runs (on the CPU), odd layouts, nvcc compile
 tests/seg/test_csrc.py.
 """
 import glob
+import math
 import os
 import shutil
 import subprocess
@@ -150,6 +151,73 @@ def test_cuda_thread_code_warps_with_and_without_gradient(ops, group_split):
     assert_close_rel(ocr, want_loss, 1e-5, "loss", keep)
     assert_close_rel(grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
     assert (grad.view(3, 40, -1)[0, :, :128] == 0).all() and (grad.view(3, 40, -1)[1, :, 128:256] == 0).all()
+
+
+# Pixels with a gradient per 128-pixel warp of the CUDA backward (ocr_thread.h's compaction):
+# none, one, a round minus/plus one, two rounds (the most that compact: kCompactRounds) and one
+# past them (the warp then runs 4 pixels a lane), all; the image's last warp is partial.
+WARP_GRADIENT_PIXELS = (0, 1, 31, 32, 33, 64, 65, 128)
+
+
+def _warp_gradient_map(B, spatial, counts, generator):
+    """An upstream gradient [B, *spatial] that is 0 except at counts[w] random pixels of warp w
+    (pixels 128·w .. 128·w + 127 of each image; the last warp takes what the image has left)."""
+    n = math.prod(spatial)
+    g = torch.zeros(B, n)
+    for b in range(B):
+        for w, k in enumerate(counts):
+            lo, hi = 128 * w, min(128 * w + 128, n)
+            k = min(k, hi - lo)
+            idx = lo + torch.randperm(hi - lo, generator=generator)[:k]
+            g[b, idx] = torch.randn(k, generator=generator).abs() + 0.5
+    return g.view(B, *spatial)
+
+
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+def test_cuda_backward_compaction_warp_counts(ops, group_split):
+    # every pixel has a loss (pixels "all", an OC class pinned in each image), so a pixel has a
+    # gradient exactly where the upstream gradient is not 0: each warp gets a pinned count of
+    # them; the last warp (9, partial: 31·37 = 1147 = 8·128 + 123) gets all of its 123.
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    spatial = (31, 37)
+    logits, tags, prior = make_ocr_inputs(2, 9, spatial, tag_p=0.3)
+    tags[:, 0] = 0  # class 1 is OC in both images
+    g = _warp_gradient_map(2, spatial, WARP_GRADIENT_PIXELS + (128,), gen)
+    _, ocr, grad = ops._pixelwise_seg_ocr(logits, None, tags, prior if group_split == "ada" else None,
+                                          None, g, 2.0, 0.2, GROUP_CODES[group_split],
+                                          PIXEL_CODES["all"], -100)
+    want_loss, want_grad = reference64(logits, tags, prior, grad_map=g, group_split=group_split,
+                                       pixels="all")
+    assert (ocr > 0).all()
+    keep = keep_mask(logits, tags, prior, group_split)
+    assert_close_rel(ocr, want_loss, 1e-5, "loss", keep)
+    assert_close_rel(grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
+    # the pixels without a gradient are written as exact zeros, in compacted and full warps alike
+    assert (grad.movedim(1, -1)[g == 0] == 0).all()
+    assert (grad.movedim(1, -1)[g != 0] != 0).any(-1).all()
+
+
+def test_cuda_backward_compaction_nan_pixel(ops):
+    # a NaN logit makes its pixel's loss NaN: that pixel takes a slot (its gradient is NaN at every
+    # class, whatever its upstream gradient) beside the finite pixels of its warp
+    spatial = (9, 20)  # one full warp and a partial one
+    logits, tags, prior = make_ocr_inputs(1, 6, spatial, tag_p=0.3)
+    tags[:, 0] = 0
+    g = torch.zeros(1, 180)
+    g[0, [3, 40, 130]] = 1.0
+    flat = logits.view(1, 6, -1)
+    flat[0, 2, 7] = float("nan")  # no upstream gradient there
+    flat[0, 4, 40] = float("nan")  # an upstream gradient there
+    _, ocr, grad = ops._pixelwise_seg_ocr(logits, None, tags, prior, None, g.view(1, *spatial),
+                                          2.0, 0.2, GROUP_CODES["ada"], PIXEL_CODES["all"], -100)
+    gf = grad.view(1, 6, -1)
+    assert torch.isnan(ocr.view(-1)[[7, 40]]).all()
+    assert torch.isnan(gf[0, :, 7]).all() and torch.isnan(gf[0, :, 40]).all()
+    finite = torch.ones(180, dtype=torch.bool)
+    finite[[7, 40]] = False
+    assert torch.isfinite(gf[0][:, finite]).all()
+    assert (gf[0][:, finite & (g[0] == 0)] == 0).all()
+    assert (gf[0, :, 3] != 0).any() and (gf[0, :, 130] != 0).any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])

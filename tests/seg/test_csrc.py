@@ -393,3 +393,38 @@ def test_cuda_resized_code_gradcheck_float64(ops):
         eps = 1e-6
         fd = (f(logits + eps * d) - f(logits - eps * d)) / (2 * eps)
         assert abs(float(fd) - float((grad * d).sum())) <= 1e-6 * (1 + abs(float(fd)))
+
+
+def test_seg_cuda_backward_compaction(ops):
+    # ocr_thread.h's compaction with the CE term: a pixel has a gradient where its target is not
+    # ignored or its OCR loss and upstream gradient are not 0. Targets are ignored and the OCR
+    # gradient is 0 except at pinned pixels per 128-pixel warp (0, 1, 33, 64, 65, 128; the last
+    # warp of 8·128 + 123 pixels partial), so warps compact and warps run 4 pixels a lane.
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    spatial = (31, 37)
+    B, C1 = 2, 7
+    logits, tags, prior = make_ocr_inputs(B, C1, spatial, tag_p=0.3)
+    tags[:, 0] = 0  # an OC class in each image
+    n = 31 * 37
+    target = torch.full((B, n), 255, dtype=torch.int64)
+    g_ocr = torch.zeros(B, n)
+    for b in range(B):
+        for w, k in enumerate((0, 1, 33, 64, 65, 128, 0, 20, 123)):
+            lo, hi = 128 * w, min(128 * w + 128, n)
+            idx = lo + torch.randperm(hi - lo, generator=gen)[:min(k, hi - lo)]
+            half = idx[: len(idx) // 2]
+            target[b, half] = torch.randint(0, C1, (len(half),), generator=gen)
+            g_ocr[b, idx[len(idx) // 2:]] = 1.0
+    target, g_ocr = target.view(B, *spatial), g_ocr.view(B, *spatial)
+    g_ce = torch.randn(B, *spatial, generator=gen)
+    ce, ocr, grad = ops._pixelwise_seg_ocr(logits, target, tags, prior, g_ce, g_ocr, 2.0, 0.2,
+                                           GROUP_CODES["ada"], PIXEL_CODES["all"], 255)
+    z = logits.detach().to(torch.float64).requires_grad_(True)
+    want_ce = F.cross_entropy(z, target, ignore_index=255, reduction="none")
+    from ocr_kernels.ocr.reference import ocr_loss_map_reference
+    ref = ocr_loss_map_reference(z, tags, prior.double(), OCROptions(2.0, 0.2, "ada", "all"))
+    (want_grad,) = torch.autograd.grad((want_ce * g_ce.double()).sum() + (ref * g_ocr.double()).sum(), z)
+    keep = comparable_pixels(logits, tags, prior, {}).unsqueeze(1).expand_as(want_grad)
+    assert_close_rel(grad, want_grad, CE_GRAD_RTOL, "grad", keep)
+    none = (target == 255) & (g_ocr == 0)
+    assert (grad.movedim(1, -1)[none] == 0).all()
