@@ -157,6 +157,9 @@ class _Sm90Driver:
         from triton.backends.compiler import GPUTarget
 
         self.target = GPUTarget("cuda", TARGET_ARCH, 32)
+        # a launcher that sizes a persistent grid asks for the SM count: the modelled H200's
+        self.utils = type("Utils", (), {"get_device_properties": staticmethod(
+            lambda device: {"multiprocessor_count": gpu_model.GPUS["H200"].sms})})()
 
     def get_current_device(self):
         return 0
@@ -334,8 +337,10 @@ class _Env:
         self.scalars = {k: (v.value if hasattr(v, "value") else v) for k, v in args.items()
                         if not isinstance(v, torch.Tensor)}
         # values of kernel-side names the launch cannot show (a count a captured launch would
-        # have written): they win over the kernel's own assignment of the name
-        self.scalars.update(hints or {})
+        # have written): they win over the kernel's own assignment of the name, in the kernel and
+        # in the helpers it inlines (a per-tile helper loads the count itself)
+        self.hints = dict(hints or {})
+        self.scalars.update(self.hints)
 
     def _locals(self, fn: ast.FunctionDef, ns: Dict[str, object]) -> Dict[str, object]:
         for node in ast.walk(fn):
@@ -373,6 +378,8 @@ class _Env:
                     for p in params:  # same-named arguments flow through unchanged
                         if p not in ns and p in outer:
                             ns[p] = outer[p]
+                    for k, v in self.hints.items():
+                        ns.setdefault(k, v)
                     return self._locals(fn, ns)
         return self._locals(fn, {k: v for k, v in self.scalars.items()})
 
@@ -387,11 +394,21 @@ def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dic
     parts = Path(source_file).parts
     suffix = os.path.join(*parts[-3:]) if len(parts) >= 3 else source_file
     env = _Env(funcs, kernel_name, args, hints)
-    for lp in code.loops:
+    # names of program ids that start a persistent (grid-stride) loop: its mean trips are counted
+    grid_stride = set((hints or {}).get("grid_stride", ()))
+    mapped: Dict[int, object] = {}
+    # outer loops first: a loop nested in another maps to another source loop than its parents
+    # (the instructions of a loop inside a helper carry the call site's line too, inside the
+    # parent's source loop), as _cpp_trips does
+    for lp in sorted(code.loops, key=lambda o: (o.start, -o.end)):
         lines = sass.loop_lines(code, lp)
         here = [{n for f, n in ls if f.endswith(suffix)} for ls in lines]
+        taken = {mapped[id(o)] for o in code.loops
+                 if o is not lp and o.contains(lp.start) and o.contains(lp.end) and id(o) in mapped}
         best, best_key = None, None
         for node, fn_node in loops:
+            if id(node) in taken:
+                continue
             # from the ``for`` line itself: a nested loop's counter and test belong to it, so
             # the inner SASS loop maps to the inner source loop (its span is the smaller)
             lo, hi = node.lineno, node.end_lineno
@@ -403,13 +420,21 @@ def resolve_trips(code: sass.Sass, source_file: str, kernel_name: str, args: Dic
             notes.append(f"SASS loop at {lp.start:#x}-{lp.end:#x} matched no source loop: counted once")
             continue
         node, fn_node = best
+        mapped[id(lp)] = id(node)
         all_lines = set().union(*here) if here else set()
         try:
             ns = env.namespace(fn_node, all_lines)
             vals = [_eval(a, ns) for a in node.iter.args]
             start, stop, step = (0, vals[0], 1) if len(vals) == 1 else (vals + [1])[:3]
-            lp.trips = float(max(0.0, math.ceil((stop - start) / step) if all(isinstance(v, int) for v in vals)
-                                 else (stop - start) / step))
+            first = node.iter.args[0] if len(node.iter.args) == 3 else None
+            if isinstance(first, ast.Name) and first.id in grid_stride:
+                # range(pid, stop, nprog) over the programs pid = 0..nprog-1 visits each of
+                # [0, stop) once: stop / nprog trips per program on average (the CUDA
+                # grid-stride loops' per_cta count likewise)
+                lp.trips = float(max(0, stop)) / step
+            else:
+                lp.trips = float(max(0.0, math.ceil((stop - start) / step) if all(isinstance(v, int) for v in vals)
+                                     else (stop - start) / step))
             lp.source = f"{fn_node.name}:{node.lineno} {ast.unparse(node.iter)} = {lp.trips:.4g}"
         except Exception as exc:
             notes.append(f"loop {fn_node.name}:{node.lineno} {ast.unparse(node.iter)}: trips not "
@@ -559,6 +584,13 @@ def _case_hints(case: Case, pass_: str, cap: Captured):
     block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
     hints = {"nic": nic}
     name = cap.fn.fn.__name__
+    if name in ("_fwd_kernel", "_bwd_kernel"):
+        # the persistent tile loop range(pid, tiles, nprog): the grid's programs per image share
+        # the image's tiles; its mean trips per program (a program runs either the floor or the
+        # ceiling of it: the model's time is a throughput over the SM's programs, and a wave of
+        # resident programs is counted whole, so the uneven tail is not modelled)
+        N = math.prod(case.shape[2:])
+        hints.update(pid=0, nprog=cap.grid[0], tiles=-(-N // block), grid_stride=("pid",))
     if name in ("_rs_gather_x_kernel", "_rs_gather_y_kernel"):
         # nt: the footprint loop's trips, the largest of a block's lanes (interior lanes of one
         # output row or column of low-resolution pixels), from the launch's grid arguments

@@ -90,6 +90,42 @@ def test_overlapping_last_tile_is_bit_identical(monkeypatch, block_p):
     assert grad[:, :, 4, 1].eq(0).all()
 
 
+@pytest.mark.parametrize("programs", [1, 2, 3])
+@pytest.mark.parametrize("hw", [(7, 9), (4, 4)])
+def test_persistent_tile_loop(monkeypatch, programs, hw):
+    # A persistent grid: `programs` programs an image loop over its tiles of 16 pixels (7 x 9 =
+    # 63 pixels: 4 tiles, the last moved back to end at pixel 62; 3 programs run 2, 1 and 1 of
+    # them; 4 x 4: one tile). Loss and gradient must be bit-for-bit those of one program a tile,
+    # and match the reference, with an OC pixel in the first and in the last tile, pixels
+    # without an upstream gradient, and a tile without any gradient (zeros only).
+    B, C1 = 2, 7
+    logits, tags, prior = make_ocr_inputs(B, C1, hw, tag_p=0.4)
+    tags[:, 0] = 0  # class 1 is OC in both images
+    logits[:, 1, 0, 0] += 30.0  # first tile: an OC pixel, a loss
+    logits[:, 1, -1, -1] += 30.0  # last tile: one too
+    g = torch.randn(B, *hw)
+    g[:, 0, 1] = 0.0
+    if hw == (7, 9):
+        g[:, 2:4] = 0.0  # pixels 18-35: the second tile's, no upstream gradient
+    force_small_tiles(monkeypatch, 16)
+
+    def run():
+        z = logits.to(DEV).requires_grad_(True)
+        loss = ocr_loss_map_triton(z, tags.to(DEV), prior.to(DEV),
+                                   OCROptions(2.0, 0.2, "ada", "oc"))
+        loss.backward(g.to(DEV))
+        return loss.detach().cpu(), z.grad.cpu()
+
+    want_loss, want_grad = run()
+    monkeypatch.setattr(tk, "_FORCE_PROGRAMS_PER_IMAGE", programs)
+    assert tk._launch_args(logits, [(logits, 2)], False)["grid"][0] == min(programs, -(-hw[0] * hw[1] // 16))
+    loss, grad = run()
+    assert loss[:, 0, 0].gt(0).all() and loss[:, -1, -1].gt(0).all()
+    assert torch.equal(loss, want_loss)
+    assert torch.equal(grad, want_grad)
+    check_map(logits, tags, prior, grad_map=g)
+
+
 @pytest.mark.parametrize("path", ["one_tile", "small_tiles"])
 def test_ties_across_class_lists_take_lowest_index(request, path):
     if path == "small_tiles":
