@@ -364,7 +364,7 @@ def _fwd_tile(
 ):
     # One tile (BLOCK_P pixels of image b) of the forward.
     if INT64:
-        pid = pid.to(tl.int64)
+        pid = tl.cast(pid, tl.int64)
     start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
     mi, si, A, bad_i = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
@@ -454,7 +454,7 @@ def _bwd_tile(
 ):
     # One tile (BLOCK_P pixels of image b) of the backward.
     if INT64:
-        pid = pid.to(tl.int64)
+        pid = tl.cast(pid, tl.int64)
     start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     # The forward's flag: L > 0 (exactly where the pixel mask is on: softplus > 0) or NaN. A
     # pixel with L == 0 carries no gradient, so the loss and its upstream gradient are read only
