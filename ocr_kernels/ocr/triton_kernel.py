@@ -62,6 +62,7 @@ _FORCE_INT64 = False  # tests set it to run the 64-bit offset path on small tens
 # Programs of the OCR loss an SM holds at once: 2 warps at <= 128 registers (the kernels are
 # held to that budget) fill the register file 8 times over.
 PROGRAMS_PER_SM = 8
+_REGS_PER_SM = 65536  # sm_70 to sm_90
 _FORCE_PROGRAMS_PER_IMAGE = 0  # tests set it: a few programs per image, each looping over tiles
 _INT32_LIMIT = 2**31 - 1
 # On a GPU the logs that only need an absolute error of ~1e-7 go through the SFU (lg2.approx);
@@ -185,7 +186,7 @@ def _load_class(z_ptr, zrow, lmask, cls_ptr, i, z_sc, INT64: tl.constexpr):
 
 
 @triton.jit
-def _max_pass(z_ptr, zrow, lmask, cls_ptr, i0, i1, z_sc, BLOCK_P: tl.constexpr,
+def _max_pass(z_ptr, zrow, lmask, cls_ptr, i0, i1, z_sc, bad, BLOCK_P: tl.constexpr,
               INT64: tl.constexpr):
     # Over the classes i0..i1-1 of the list: the running max m, its lowest index a (a later class
     # replaces it only when strictly greater, as torch.argmax on ties) and s = Σ e^{z_k - m} over
@@ -196,7 +197,6 @@ def _max_pass(z_ptr, zrow, lmask, cls_ptr, i0, i1, z_sc, BLOCK_P: tl.constexpr,
     m = tl.full((BLOCK_P,), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_P,), tl.float32)
     a = tl.zeros((BLOCK_P,), tl.int32)
-    bad = tl.zeros((BLOCK_P,), tl.float32)
     if INT64:
         a = a.to(tl.int64)
     for i in range(i0, i1):
@@ -332,6 +332,7 @@ def _fwd_kernel(
     margin, threshold, ignore_index,
     GROUP: tl.constexpr, PIXELS: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr,
     INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, FULL: tl.constexpr,
+    LOOP: tl.constexpr,
 ):
     b = tl.program_id(1)
     if INT64:
@@ -340,12 +341,20 @@ def _fwd_kernel(
     nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
     tl.debug_barrier()  # the row just written is read back by every thread in the class loops
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    tiles = tl.cdiv(N, BLOCK_P)
-    # Persistent over the image's tiles (_launch_args sizes the grid to the resident programs):
-    # the class list above is built once per program, not once per tile.
-    for tile in range(pid, tiles, nprog):
-        _fwd_tile(z_ptr, cls, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr, flag_ptr, tile, b, nic,
+    if LOOP:
+        # Persistent over the image's tiles (_launch_args sizes the grid to the resident
+        # programs): the class list above is built once per program, not once per tile.
+        nprog = tl.num_programs(0)
+        tiles = tl.cdiv(N, BLOCK_P)
+        for tile in range(pid, tiles, nprog):
+            _fwd_tile(z_ptr, cls, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr, flag_ptr, tile, b,
+                      nic, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2, p_s0, p_s1,
+                      y_sb, y_s0, y_s1, y_s2, margin, threshold, ignore_index,
+                      GROUP, PIXELS, WITH_CE, FLAT, INT64, BLOCK_P, FULL)
+    else:
+        # One program a tile (a grid of at most one wave): without the loop, whose live values
+        # cost registers (at C+1 = 201, 128 and a spill instead of 124).
+        _fwd_tile(z_ptr, cls, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr, flag_ptr, pid, b, nic,
                   N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2, p_s0, p_s1, y_sb, y_s0, y_s1, y_s2,
                   margin, threshold, ignore_index, GROUP, PIXELS, WITH_CE, FLAT, INT64, BLOCK_P,
                   FULL)
@@ -367,8 +376,11 @@ def _fwd_tile(
         pid = tl.cast(pid, tl.int64)
     start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
-    mi, si, A, bad_i = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc, BLOCK_P, INT64)
-    mo, so, ao, bad_o = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, BLOCK_P, INT64)
+    # bad: 0, or NaN once a logit is not finite; the OC pass carries on the IC pass's (one
+    # value live through it, not two)
+    mi, si, A, bad = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc,
+                               tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
+    mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
     lse_all = zmax + _ln_approx(1.0 + s1)  # "ada"'s P_k only
     # (a block of nic, not the scalar: the interpreter's bool ops mistype scalar & block)
@@ -385,7 +397,7 @@ def _fwd_tile(
     ocm = tl.where(mo == float("-inf"), 0.0, mo)
     s = (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
     out = b * N + n
-    L = tl.where(pm, _softplus(s), 0.0) + (bad_i + bad_o)
+    L = tl.where(pm, _softplus(s), 0.0) + bad
     tl.store(loss_ptr + out, L, mask=row_mask)
     # A byte a pixel says where the loss is not 0 (> 0, or NaN: a non-finite logit): the backward
     # reads it in place of the loss map and touches the loss, its upstream gradient and the
@@ -422,17 +434,24 @@ def _bwd_kernel(
     y_sb, y_s0, y_s1, y_s2,
     threshold, ignore_index,
     GROUP: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr, INT64: tl.constexpr,
-    BLOCK_P: tl.constexpr, FULL: tl.constexpr,
+    BLOCK_P: tl.constexpr, FULL: tl.constexpr, LOOP: tl.constexpr,
 ):
     b = tl.program_id(1)
     if INT64:
         b = b.to(tl.int64)
     pid = tl.program_id(0)
-    nprog = tl.num_programs(0)
-    tiles = tl.cdiv(N, BLOCK_P)
-    for tile in range(pid, tiles, nprog):  # persistent, as the forward
+    if LOOP:  # persistent, as the forward
+        nprog = tl.num_programs(0)
+        tiles = tl.cdiv(N, BLOCK_P)
+        for tile in range(pid, tiles, nprog):
+            _bwd_tile(z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr,
+                      gce_ptr, dz_ptr, tile, b, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
+                      d_sb, d_sc, d_s0, d_s1, d_s2, g_sb, g_s0, g_s1, g_s2, h_sb, h_s0, h_s1, h_s2,
+                      p_s0, p_s1, y_sb, y_s0, y_s1, y_s2, threshold, ignore_index,
+                      GROUP, WITH_CE, FLAT, INT64, BLOCK_P, FULL)
+    else:
         _bwd_tile(z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr,
-                  dz_ptr, tile, b, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
+                  dz_ptr, pid, b, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
                   d_sb, d_sc, d_s0, d_s1, d_s2, g_sb, g_s0, g_s1, g_s2, h_sb, h_s0, h_s1, h_s2,
                   p_s0, p_s1, y_sb, y_s0, y_s1, y_s2, threshold, ignore_index,
                   GROUP, WITH_CE, FLAT, INT64, BLOCK_P, FULL)
@@ -492,7 +511,8 @@ def _bwd_tile(
         nic = tl.load(cls + C1)
         # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
         # (the anchor's tie-break between IC and OC does not matter here: both terms are 1).
-        mi, si, A, _ = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc, BLOCK_P, INT64)
+        mi, si, A, _ = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc,
+                                 tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
         mo = tl.load(st_ptr + (b * N + n), mask=active, other=0.0)
         so = tl.load(st_ptr + (_plane(N, INT64) + b * N + n), mask=active, other=0.0)
         zmax, s1, pred_ic = _merge(mi, si, A, mo, so, A)
@@ -608,6 +628,15 @@ def _programs_per_image(device: torch.device, tiles: int, B: int, with_ce: bool)
     return max(1, min(tiles, _sm_count(index) * PROGRAMS_PER_SM // max(B, 1)))
 
 
+def _reg_cap(g) -> dict:
+    """The persistent grid is sized for PROGRAMS_PER_SM programs an SM: hold its kernels to the
+    registers that allow it (ptxas would otherwise take ~148 at pixels="all": 6 programs an SM).
+    The interpreter has no registers."""
+    if not g["loop"] or interpreting():
+        return {}
+    return {"maxnreg": _REGS_PER_SM // (PROGRAMS_PER_SM * g["warps"] * 32)}
+
+
 def _launch_args(logits, tensors, with_ce):
     """Shared geometry of a launch; tensors = per-pixel views [(tensor, first_spatial_dim)]."""
     B, C1 = logits.shape[:2]
@@ -625,7 +654,8 @@ def _launch_args(logits, tensors, with_ce):
     int64 = _FORCE_INT64 or max(big, B * N + block_p) > _INT32_LIMIT
     grid = (_programs_per_image(logits.device, triton.cdiv(N, block_p), B, with_ce), B)
     return dict(B=B, C1=C1, N=N, S1=sizes[1], S2=sizes[2], geoms=geoms, flat=flat,
-                block_p=block_p, warps=warps, int64=int64, grid=grid, full=N >= block_p)
+                block_p=block_p, warps=warps, int64=int64, grid=grid, full=N >= block_p,
+                loop=grid[0] < triton.cdiv(N, block_p))
 
 
 def _stats_like(logits: torch.Tensor) -> torch.Tensor:
@@ -669,7 +699,8 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
         float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], WITH_CE=with_ce,
         FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
-        BLOCK_C=_class_block(g["C1"]), FULL=g["full"], num_warps=g["warps"],
+        BLOCK_C=_class_block(g["C1"]), FULL=g["full"], LOOP=g["loop"], num_warps=g["warps"],
+        **_reg_cap(g),
     )
     return loss, ce, stats, flags, classes
 
@@ -697,7 +728,8 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, c
         y_sb, yst[0], yst[1], yst[2],
         float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], WITH_CE=with_ce, FLAT=g["flat"], INT64=g["int64"],
-        BLOCK_P=g["block_p"], FULL=g["full"], num_warps=g["warps"],
+        BLOCK_P=g["block_p"], FULL=g["full"], LOOP=g["loop"], num_warps=g["warps"],
+        **_reg_cap(g),
     )
     return dz
 

@@ -37,7 +37,9 @@ VARIANTS = [
 
 failed = 0
 for zdt, tdt, group, ce, flat, int64, full in VARIANTS:
-    consts = dict(GROUP=group, WITH_CE=ce, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P, FULL=full)
+    # LOOP (the persistent tile loop, which the OCR loss alone takes) also once with INT64
+    consts = dict(GROUP=group, WITH_CE=ce, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P, FULL=full,
+                  LOOP=(not ce) or (int64 and full))
     ptrs = dict(z_ptr=zdt, tags_ptr=tdt, cls_ptr="*i32", prior_ptr="*fp32", tgt_ptr="*i64",
                 loss_ptr="*fp32", st_ptr="*fp32", flag_ptr="*u8", dz_ptr=zdt, margin="fp32",
                 threshold="fp32")
