@@ -14,7 +14,8 @@ The time of a launch is the largest of four throughput bounds, plus a launch ove
   per SM = resident threads x the global-load bytes one thread issues before it waits.
 Occupancy (CTAs per SM) comes from the register file, shared memory, and the warp and CTA
 limits. Work is counted in waves of (CTAs per SM x SMs) CTAs, so a partial last wave costs a
-full one.
+full one; a grid of at most one wave is spread over the SMs, ceil(CTAs / SMs) an SM (the
+resident warps of the issue and memory bounds too), not a full wave of CTAs an SM.
 
 Known approximations: the bounds are taken as perfectly overlapped (max, not sum); caches are
 ignored (every byte of `bytes` goes to DRAM once, re-reads of small operands hit L2 for free);
@@ -100,15 +101,20 @@ def predict(launch: Launch, gpu: Gpu) -> Dict[str, object]:
     per_wave = occ["ctas_per_sm"] * gpu.sms
     waves = math.ceil(launch.ctas / per_wave)
     ctas_per_sm_total = waves * occ["ctas_per_sm"]  # CTAs one SM runs, the last wave counted full
+    resident = occ["ctas_per_sm"]
+    if waves == 1:
+        # a grid of at most one wave (a persistent grid sized to the SMs) is spread over the SMs
+        # at once: none holds more than ceil(ctas / SMs) of its CTAs, whatever room is left
+        resident = ctas_per_sm_total = math.ceil(launch.ctas / gpu.sms)
     threads_per_sm = ctas_per_sm_total * launch.warps_per_cta * 32
-    warps_per_sched = occ["warps_per_sm"] / SCHEDULERS_PER_SM
+    warps_per_sched = resident * launch.warps_per_cta / SCHEDULERS_PER_SM
     issue_eff = min(1.0, warps_per_sched / WARPS_TO_HIDE_LATENCY)
     t_issue = (ctas_per_sm_total * launch.warps_per_cta * launch.instr_per_thread
                / (SCHEDULERS_PER_SM * gpu.clock_hz * issue_eff))
     t_mufu = threads_per_sm * launch.mufu_per_thread / (MUFU_PER_SM * gpu.clock_hz)
     t_fp64 = threads_per_sm * launch.fp64_per_thread / (FP64_PER_SM * gpu.clock_hz)
     needed = gpu.copy_bytes_per_s * DRAM_LATENCY_S / gpu.sms
-    in_flight = occ["warps_per_sm"] * 32 * launch.load_bytes_in_flight_per_thread
+    in_flight = resident * launch.warps_per_cta * 32 * launch.load_bytes_in_flight_per_thread
     mem_eff = min(1.0, in_flight / needed) if in_flight > 0 else 1.0
     t_mem = launch.bytes / (gpu.copy_bytes_per_s * mem_eff)
     bounds = {"issue": t_issue, "mufu": t_mufu, "fp64": t_fp64, "memory": t_mem}
