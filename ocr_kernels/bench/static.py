@@ -25,7 +25,7 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
   write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
-- Triton OCR/seg: the forward writes a flag byte a pixel (the loss is not 0) in full and the
+- Triton OCR/seg: the forward writes a flag bit a pixel (the loss is not 0) in full and the
   saved OC statistics (8 bytes a pixel) at the pixels with a loss (the scenario's sectors of an
   fp32 map; every pixel for seg); the backward reads the flags in full and the loss map, its
   upstream gradient and the statistics in those sectors only (partial-sector writes are
@@ -658,15 +658,17 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
             if pass_ == "fwd":
                 return logits + 4 * P + (4 * P + 8 * P if seg else 0)
             return logits * read_frac + logits + 4 * P + 4 * P * map_frac + (12 * P if seg else 0)
-        # Triton: the forward writes a byte a pixel (the loss is not 0) and the OC statistics
-        # (8 bytes a pixel) where the backward reads them: at the pixels with a loss (the
-        # scenario's sectors of an fp32 map), or at every pixel for seg (its CE term). The
-        # backward reads the flags in full, and the loss map, its upstream gradient and the
-        # statistics in those sectors.
+        # Triton: the forward writes a bit a pixel (the loss is not 0; BLOCK_P / 8 bytes a
+        # tile) and the OC statistics (8 bytes a pixel) where the backward reads them: at the
+        # pixels with a loss (the scenario's sectors of an fp32 map), or at every pixel for seg
+        # (its CE term). The backward reads the flags in full, and the loss map, its upstream
+        # gradient and the statistics in those sectors.
+        block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
+        flags = B * -(-math.prod(case.shape[2:]) // block) * block / 8
         stats = 8 * P * (1.0 if seg else map_frac)
         if pass_ == "fwd":
-            return logits + 4 * P + P + stats + (4 * P + 8 * P if seg else 0)
-        return (logits * read_frac + logits + P + 8 * P * map_frac + stats
+            return logits + 4 * P + flags + stats + (4 * P + 8 * P if seg else 0)
+        return (logits * read_frac + logits + flags + 8 * P * map_frac + stats
                 + (12 * P if seg else 0))
     # W-OoD and K-means: every tensor argument once (centroid re-reads
     # across tiles hit L2)

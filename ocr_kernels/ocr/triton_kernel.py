@@ -268,6 +268,27 @@ def _plane(N, INT64: tl.constexpr):
 
 
 @triton.jit
+def _flag_bytes(flag_ptr, b, pid, N, BLOCK_P: tl.constexpr):
+    # A tile's flags: one bit a pixel, BLOCK_P / 8 bytes at the tile's index (not the pixel's:
+    # the last tile of a FULL image starts at N - BLOCK_P, off the byte grid); bit k of byte j
+    # is the tile's pixel 8j + k, which its thread holds (8 consecutive pixels a thread).
+    return flag_ptr + (b * tl.cdiv(N, BLOCK_P) + pid) * (BLOCK_P // 8) + tl.arange(0, BLOCK_P // 8)
+
+
+@triton.jit
+def _store_flags(flag_ptr, b, pid, N, has_loss, BLOCK_P: tl.constexpr):
+    bits = tl.reshape(has_loss.to(tl.int32), (BLOCK_P // 8, 8)) << tl.arange(0, 8)[None, :]
+    tl.store(_flag_bytes(flag_ptr, b, pid, N, BLOCK_P), tl.sum(bits, 1).to(tl.uint8))
+
+
+@triton.jit
+def _load_flags(flag_ptr, b, pid, N, BLOCK_P: tl.constexpr):
+    byte = tl.load(_flag_bytes(flag_ptr, b, pid, N, BLOCK_P)).to(tl.int32)
+    bits = (byte[:, None] >> tl.arange(0, 8)[None, :]) & 1
+    return tl.reshape(bits, (BLOCK_P,)) != 0
+
+
+@triton.jit
 def _pixel_mask(pred_ic, oc_any, PIXELS: tl.constexpr):
     if PIXELS == 0:
         m = pred_ic == 0
@@ -403,7 +424,7 @@ def _fwd_tile(
     # reads it in place of the loss map and touches the loss, its upstream gradient and the
     # statistics only there.
     has_loss = (L > 0.0) | (L != L)
-    tl.store(flag_ptr + out, has_loss.to(tl.int8), mask=row_mask)
+    _store_flags(flag_ptr, b, pid, N, has_loss, BLOCK_P)
     # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
     # few of the C+1): only where the backward reads them (the pixels with a loss; every pixel
     # with the CE term), so that with sparse OC pixels their bytes are sparse too.
@@ -479,7 +500,7 @@ def _bwd_tile(
     # pixel with L == 0 carries no gradient, so the loss and its upstream gradient are read only
     # where the flag is set (their sectors elsewhere never move). A NaN L (a non-finite logit)
     # makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
-    has_loss = tl.load(flag_ptr + b * N + n, mask=row_mask, other=0) != 0
+    has_loss = _load_flags(flag_ptr, b, pid, N, BLOCK_P) & row_mask
     L = tl.load(loss_ptr + b * N + n, mask=has_loss, other=0.0)
     gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
                  mask=has_loss, other=0.0).to(tl.float32)
@@ -664,8 +685,12 @@ def _stats_like(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _flags_like(logits: torch.Tensor) -> torch.Tensor:
-    """The forward's per-pixel flag, uint8 [B, *spatial]: 1 where the loss is not 0."""
-    return logits.new_empty((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.uint8)
+    """The forward's per-pixel flags, one bit a pixel where the loss is not 0: uint8
+    [B, tiles, BLOCK_P / 8], a tile's bits at its index (see _flag_bytes)."""
+    N = math.prod(logits.shape[2:])
+    block_p = _blocks(N)[0]
+    return logits.new_empty((logits.shape[0], triton.cdiv(N, block_p), block_p // 8),
+                            dtype=torch.uint8)
 
 
 def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
@@ -776,8 +801,8 @@ def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes, 
     check_map(grad_ocr, logits, "grad_ocr")
     torch._check(tuple(stats.shape) == (2,) + tuple(ocr_map.shape),
                  lambda: f"stats: expected [2, B, *spatial], got {stats.shape}")
-    torch._check(tuple(flags.shape) == tuple(ocr_map.shape),
-                 lambda: f"flags: expected [B, *spatial], got {flags.shape}")
+    torch._check(tuple(flags.shape) == tuple(_flags_like(logits).shape),
+                 lambda: f"flags: expected [B, tiles, BLOCK_P / 8], got {flags.shape}")
     torch._check(tuple(classes.shape) == (logits.shape[0], logits.shape[1] + 1),
                  lambda: f"classes: expected [B, C+2], got {classes.shape}")
     return torch.empty_like(logits)
