@@ -16,7 +16,11 @@ Trip counts: each SASS loop is mapped to the Python ``for`` whose body holds the
 most of its instructions (nvdisasm -gi gives each instruction's line and inlining call sites),
 and that loop's ``range(...)`` is evaluated with the launch's arguments (the kernel's scalar
 arguments and constexprs by name, plus the simple assignments of the enclosing function).
-A loop that cannot be mapped is counted once and flagged in the record's ``notes``.
+A loop that cannot be mapped is counted once and flagged in the record's ``notes``. A loop
+nested in another maps to another source loop than its parents (a helper's loop carries the
+call site's line too). The Triton OCR kernels' persistent tile loop, ``range(pid, tiles, nprog)``,
+runs its mean over the programs, tiles / nprog (as the CUDA grid-stride
+loops: _cpp_trips); the uneven tail (some programs run one tile more) is not modelled.
 
 Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hit L2):
 - OCR/seg forward: the logits, the fp32 loss map (seg: also the CE map and the int64 target).
@@ -586,9 +590,10 @@ def _case_hints(case: Case, pass_: str, cap: Captured):
     name = cap.fn.fn.__name__
     if name in ("_fwd_kernel", "_bwd_kernel"):
         # the persistent tile loop range(pid, tiles, nprog): the grid's programs per image share
-        # the image's tiles; its mean trips per program (a program runs either the floor or the
-        # ceiling of it: the model's time is a throughput over the SM's programs, and a wave of
-        # resident programs is counted whole, so the uneven tail is not modelled)
+        # the image's tiles; its mean trips per program (a program runs the floor or the
+        # ceiling of it: the model's time is a throughput over an SM's programs, so the tail,
+        # where the programs with one tile more run alone, is not modelled: optimistic by at
+        # most one tile a program)
         N = math.prod(case.shape[2:])
         hints.update(pid=0, nprog=cap.grid[0], tiles=-(-N // block), grid_stride=("pid",))
     if name in ("_rs_gather_x_kernel", "_rs_gather_y_kernel"):

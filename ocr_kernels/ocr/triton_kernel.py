@@ -8,6 +8,10 @@ Design (README "Design of the OCR kernels"):
   register count does not grow with C+1: any C runs the same code, one coalesced row of the
   logits per class. When an image holds a whole tile (FULL) the last tile moves back to end at
   its last pixel, so no load or store of the class loops is masked.
+- Grid: the OCR loss's is persistent when an image has more tiles than its share of one wave of
+  resident programs (SMs x PROGRAMS_PER_SM / B): each program loops over its image's tiles
+  (LOOP), so the work is not cut into waves whose last is mostly idle; registers are capped to
+  keep PROGRAMS_PER_SM programs an SM. Otherwise one program a tile, without the loop.
 - Tags are hoisted per image: the forward's programs build each image's class list, IC classes
   first, then OC (ascending), in their prologue (no launch of its own), and the kernels loop over
   each part, so the IC/OC test costs nothing per class.
@@ -15,8 +19,9 @@ Design (README "Design of the OCR kernels"):
   list (the anchor) and over the OC list (the OC log-sum-exp), merged into the prediction and the
   softmax normaliser. "ada" then re-reads the few IC rows (its group test needs P_A with the full
   normaliser); a block without a counted pixel skips that pass.
-- Forward writes the fp32 loss map (and the fp32 CE map for the fused objective), a flag byte a
-  pixel (the loss is not 0) and, where the backward reads them, the OC (max, sum) pair.
+- Forward writes the fp32 loss map (and the fp32 CE map for the fused objective), a flag bit a
+  pixel (the loss is not 0; a tile's bits at its index) and, where the backward reads them, the
+  OC (max, sum) pair.
 - Backward (recompute): reads the flags, and the loss map, its upstream gradient and the OC pair
   only where a flag is set; σ(s) = -expm1(-L) comes back from the loss; a block whose pixels all
   lack a gradient writes zeros without reading the logits; otherwise the IC passes run again
