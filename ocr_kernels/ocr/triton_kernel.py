@@ -657,8 +657,13 @@ def _programs_per_image(device: torch.device, tiles: int, B: int, with_ce: bool)
 def _reg_cap(g) -> dict:
     """The persistent grid is sized for PROGRAMS_PER_SM programs an SM: hold its kernels to the
     registers that allow it (ptxas would otherwise take ~148 at pixels="all": 6 programs an SM).
-    The interpreter has no registers."""
+    The interpreter has no registers; maxnreg is an option of the NVIDIA backend only (another
+    backend rejects it)."""
     if not g["loop"] or interpreting():
+        return {}
+    from triton.runtime import driver
+
+    if driver.active.get_current_target().backend != "cuda":
         return {}
     return {"maxnreg": _REGS_PER_SM // (PROGRAMS_PER_SM * g["warps"] * 32)}
 
