@@ -8,10 +8,10 @@ Design (README "Design of the OCR kernels"):
   register count does not grow with C+1: any C runs the same code, one coalesced row of the
   logits per class. When an image holds a whole tile (FULL) the last tile moves back to end at
   its last pixel, so no load or store of the class loops is masked.
-- Grid: the OCR loss's is persistent when an image has more tiles than its share of one wave of
-  resident programs (SMs x PROGRAMS_PER_SM / B): each program loops over its image's tiles
-  (LOOP), so the work is not cut into waves whose last is mostly idle; registers are capped to
-  keep PROGRAMS_PER_SM programs an SM. Otherwise one program a tile, without the loop.
+- Grid: persistent when an image has more tiles than its share of one wave of resident
+  programs (SMs x PROGRAMS_PER_SM / B; _CE with the CE term): each program loops over its image's
+  tiles (LOOP), so the work is not cut into waves whose last is mostly idle; registers are capped
+  to keep that many programs an SM. Otherwise one program a tile, without the loop.
 - Tags are hoisted per image: the forward's programs build each image's class list, IC classes
   first, then OC (ascending), in their prologue (no launch of its own), and the kernels loop over
   each part, so the IC/OC test costs nothing per class.
@@ -64,9 +64,11 @@ INTERPRET_BLOCK_P = 8192
 # Classes a forward program reads of its image's tags at once while it builds the class list.
 CLASS_CHUNK = 256
 _FORCE_INT64 = False  # tests set it to run the 64-bit offset path on small tensors
-# Programs of the OCR loss an SM holds at once: 2 warps at <= 128 registers (the kernels are
-# held to that budget) fill the register file 8 times over.
+# Programs an SM holds at once, for sizing a persistent grid: the OCR loss's 2 warps at <= 128
+# registers fill the register file 8 times over; with the CE term, 4 warps at <= 96 (today 72-90)
+# 5 times. _reg_cap holds the looping kernels to those budgets.
 PROGRAMS_PER_SM = 8
+PROGRAMS_PER_SM_CE = 5
 _REGS_PER_SM = 65536  # sm_70 to sm_90
 _FORCE_PROGRAMS_PER_IMAGE = 0  # tests set it: a few programs per image, each looping over tiles
 _INT32_LIMIT = 2**31 - 1
@@ -643,15 +645,16 @@ def _programs_per_image(device: torch.device, tiles: int, B: int, with_ce: bool)
     programs (SMs x PROGRAMS_PER_SM) shared among the B images, each looping over its image's
     tiles; the waves of a one-tile-a-program grid would end in a partial wave that leaves most
     of the GPU idle (3232 tiles at (16, 21, 321, 321) are 3.06 waves of 1056 programs). The CE
-    variant (4 warps, 80-90 registers: 5 or 6 programs an SM) keeps one program a tile."""
+    variant likewise, at PROGRAMS_PER_SM_CE."""
     if _FORCE_PROGRAMS_PER_IMAGE:
         return max(1, min(tiles, _FORCE_PROGRAMS_PER_IMAGE))
-    if with_ce or interpreting():
+    if interpreting():
         return tiles
     from triton.runtime import driver
 
     index = device.index if device.index is not None else driver.active.get_current_device()
-    return max(1, min(tiles, _sm_count(index) * PROGRAMS_PER_SM // max(B, 1)))
+    per_sm = PROGRAMS_PER_SM_CE if with_ce else PROGRAMS_PER_SM
+    return max(1, min(tiles, _sm_count(index) * per_sm // max(B, 1)))
 
 
 def _reg_cap(g) -> dict:
@@ -665,7 +668,9 @@ def _reg_cap(g) -> dict:
 
     if driver.active.get_current_target().backend != "cuda":
         return {}
-    return {"maxnreg": _REGS_PER_SM // (PROGRAMS_PER_SM * g["warps"] * 32)}
+    per_sm = PROGRAMS_PER_SM_CE if g["with_ce"] else PROGRAMS_PER_SM
+    # registers are allocated 8 a thread at a time (256 a warp)
+    return {"maxnreg": _REGS_PER_SM // (per_sm * g["warps"] * 32) // 8 * 8}
 
 
 def _launch_args(logits, tensors, with_ce):
@@ -686,7 +691,7 @@ def _launch_args(logits, tensors, with_ce):
     grid = (_programs_per_image(logits.device, triton.cdiv(N, block_p), B, with_ce), B)
     return dict(B=B, C1=C1, N=N, S1=sizes[1], S2=sizes[2], geoms=geoms, flat=flat,
                 block_p=block_p, warps=warps, int64=int64, grid=grid, full=N >= block_p,
-                loop=grid[0] < triton.cdiv(N, block_p))
+                loop=grid[0] < triton.cdiv(N, block_p), with_ce=with_ce)
 
 
 def _stats_like(logits: torch.Tensor) -> torch.Tensor:

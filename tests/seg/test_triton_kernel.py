@@ -64,6 +64,37 @@ def test_seg_maps_match_cross_entropy_and_reference(request, path, layout, group
     assert_close_rel(z.grad.cpu(), want_grad, 1e-4, "grad", keep.unsqueeze(1).expand_as(want_grad))
 
 
+@pytest.mark.parametrize("programs", [1, 3])
+def test_seg_maps_persistent_tile_loop(monkeypatch, programs):
+    # A persistent grid: `programs` programs an image loop over its 4 tiles of 16 pixels (7 x 9
+    # = 63 pixels, the last tile moved back to end at pixel 62). Both maps and the gradient are
+    # bit-for-bit those of one program a tile.
+    import ocr_kernels.ocr.triton_kernel as tk
+
+    logits, tags, prior = make_ocr_inputs(2, 7, (7, 9), tag_p=0.4)
+    tags[:, 0] = 0
+    logits[:, 1, -1, -1] += 30.0  # an OC pixel in the last tile
+    target = torch.randint(0, 7, (2, 7, 9))
+    target[0, :2] = 255
+    gce, gocr = torch.randn(2, 7, 9), torch.randn(2, 7, 9)
+    force_small_tiles(monkeypatch, 16)
+
+    def run():
+        z = logits.detach().clone().to(DEV).requires_grad_(True)
+        ce, ocr = seg_ocr_loss_maps_triton(z, target.to(DEV), tags.to(DEV), prior.to(DEV),
+                                           OCROptions(2.0, 0.2, "ada", "oc", 255))
+        torch.autograd.backward([ce, ocr], [gce.to(DEV), gocr.to(DEV)])
+        return ce.detach().cpu(), ocr.detach().cpu(), z.grad.cpu()
+
+    want = run()
+    monkeypatch.setattr(tk, "_FORCE_PROGRAMS_PER_IMAGE", programs)
+    assert tk._launch_args(logits, [(logits, 2)], True)["loop"]
+    got = run()
+    assert got[1][:, -1, -1].gt(0).all()
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+
+
 def test_seg_maps_one_term_used_and_bad_target():
     # Only the CE map reaches the loss (the OCR map's gradient is absent), and a target outside
     # [0, C] that is not ignore_index never reads out of bounds; the OCR map is unaffected.
