@@ -112,6 +112,51 @@ __device__ void for_each_tile(const CudaArgs& A, const Launch<acc_t>& L, int* sm
   }
 }
 
+// The unit-stride path's last tile of an image, which starts at s = N − tile, o = s % 32 > 0:
+// the block gathers its ballots m (a warp's PPT) in shared memory, then thread t stores aligned
+// word t of the tile (ocr_thread.h mask_word_shifted) where it lies past the previous tile's
+// words, so that every word has one writer and none needs clearing first.
+template <int PPT, typename acc_t>
+__device__ __forceinline__ void store_mask_shifted(const Launch<acc_t>& L, uint32_t* ballots,
+                                                   uint32_t* row, const unsigned* m, int o) {
+  constexpr int n = kBlockThreads * PPT / 32;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < PPT; ++i)
+    if (lane == i) ballots[warp * PPT + i] = m[i];
+  __syncthreads();  // the next image's class list is written after its own barrier
+  const int t = threadIdx.x;
+  const int64_t word = (L.last >> 5) + 1 + t;
+  const int64_t first_new = ((int64_t)(L.per_image - 1) * (kBlockThreads * PPT)) >> 5;
+  if (t < n && word >= first_new) row[word] = mask_word_shifted(ballots, n, t, o);
+}
+
+// The forward's loss mask (ocr_thread.h mask_words) of a warp's pixels, a ballot each 32 of
+// them. In an aligned tile (every tile but the unit-stride path's last one of an image, where
+// the branch is block-uniform: o is the same for the block's warps) ballot i is word w0 / 32 + i,
+// which lane i stores (an image's last tile that overlaps the one before at an aligned start
+// stores that tile's words again, the same values).
+template <int PPT, bool FAST, typename acc_t>
+__device__ __forceinline__ void store_mask(const CudaArgs& A, const Launch<acc_t>& L, int* smem,
+                                           int64_t b, int64_t p, const bool* valid,
+                                           const acc_t* loss) {
+  const int64_t N = A.zl.N;
+  const int lane = threadIdx.x & 31;
+  uint32_t* row = A.mask_out + b * mask_words(N);
+  const int64_t w0 = p - lane;
+  unsigned m[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) m[i] = __ballot_sync(kFull, valid[i] && loss[i] != (acc_t)0);
+  const int o = (int)(w0 & 31);
+  if (FAST && o != 0) {
+    store_mask_shifted<PPT>(L, reinterpret_cast<uint32_t*>(smem + A.zl.C1 + 1), row, m, o);
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < PPT; ++i)
+    if (lane == i && w0 + 32 * i < N) row[(w0 >> 5) + i] = m[i];
+}
+
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
 __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Launch<acc_t> L) {
   extern __shared__ int smem[];
@@ -136,6 +181,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
     };
     acc_t loss[PPT], ce[PPT];
     thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, A.ignore_index, loss, ce);
+    if (!CE) store_mask<PPT, FAST>(A, L, smem, b, p, valid, loss);
     const int64_t o = b * N + p;
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
@@ -166,7 +212,11 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
   const unsigned sCb = (unsigned)A.zl.sC;
   const unsigned gCb = (unsigned)A.gl.sC;
   for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+    const uint32_t* mrow = CE ? nullptr : A.mask + b * mask_words(N);
+    // OCR alone: a pixel whose mask bit is clear has a loss of 0, hence no gradient; its maps
+    // stay unread
     auto read = [&](int64_t q) {
+      if (!CE && !mask_bit(mrow, q)) return PixelGrad<acc_t>{};
       return pixel_grad<acc_t, CE>(
           [&] { return loss[b * A.ll.sB + q * A.ll.sN]; },
           [&] { return g_ocr[b * A.gol.sB + q * A.gol.sN]; },
@@ -237,8 +287,10 @@ cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, bool backward, c
   const int64_t per_image = (N + tile - 1) / tile;
   if (per_image >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
   const Launch<acc_t> L{(int)per_image, N - tile, (acc_t)A.margin, (acc_t)A.threshold};
-  // the class list, and the backward's slots (a byte a pixel)
-  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1) + (backward ? kBlockThreads * ppt : 0);
+  // the class list, and the backward's slots (a byte a pixel) or the forward's mask ballots (a
+  // word per 32 pixels)
+  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1) +
+                      (backward ? kBlockThreads * ppt : sizeof(uint32_t) * kBlockThreads * ppt / 32);
   cudaError_t err;
   if (smem > 48 * 1024) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
