@@ -11,6 +11,7 @@
 
 #include "common_host.h"
 #include "ocr_pixel.h"
+#include "ocr_thread.h"
 
 namespace ocr {
 
@@ -176,25 +177,49 @@ inline at::Tensor grad_ce_arg(const c10::optional<at::Tensor>& grad_ce, const Pr
   return map_arg("grad_ce", *grad_ce, p);
 }
 
+// ocr_loss_map's mask (ocr_thread.h: a bit a pixel, loss != 0): int32 [B, (N + 31) / 32].
+inline at::Tensor new_mask(const at::Tensor& z) {
+  int64_t N = 1;
+  for (int64_t d = 2; d < z.dim(); ++d) N *= z.size(d);
+  return at::empty({z.size(0), mask_words(N)}, z.options().dtype(at::kInt));
+}
+
+// The mask as the backward reads it: checked against the logits, contiguous (no copy for the
+// forward's own output).
+inline at::Tensor mask_arg(const at::Tensor& m, const Prepared& p) {
+  int64_t N = 1;
+  for (int64_t d = 2; d < p.z.dim(); ++d) N *= p.z.size(d);
+  const int64_t B = p.z.size(0), W = mask_words(N);
+  TORCH_CHECK(m.scalar_type() == at::kInt && m.dim() == 2 && m.size(0) == B && m.size(1) == W,
+              "ocr_kernels: mask must be the forward's int32 [", B, ", ", W, "]; got ",
+              m.scalar_type(), " ", m.sizes());
+  TORCH_CHECK(m.device() == p.z.device(), "ocr_kernels: mask must be on ", p.z.device());
+  return m.contiguous();
+}
+
 // The four ops of csrc/ops.cpp over one backend's
 //   forward(logits, target?, tags, prior?, margin, threshold, group, pixels, ignore_index)
-//     -> (ocr_map, ce_map)
-//   backward(grad_ocr, grad_ce?, logits, target?, tags, prior?, ocr_map, threshold, group,
-//            pixels, ignore_index) -> grad
+//     -> (ocr_map, ce_map, mask), mask (new_mask) without a target only
+//   backward(grad_ocr, grad_ce?, logits, target?, tags, prior?, ocr_map, mask?, threshold, group,
+//            pixels, ignore_index) -> grad, mask (mask_arg) without a target only
 template <auto Forward, auto Backward>
 struct Ops {
   using OptT = c10::optional<at::Tensor>;
 
-  static at::Tensor loss_map(const at::Tensor& logits, const at::Tensor& tags, const OptT& prior,
-                             double margin, double threshold, int64_t group, int64_t pixels) {
-    return std::get<0>(Forward(logits, c10::nullopt, tags, prior, margin, threshold, group, pixels, 0));
+  static std::tuple<at::Tensor, at::Tensor> loss_map(const at::Tensor& logits,
+                                                     const at::Tensor& tags, const OptT& prior,
+                                                     double margin, double threshold,
+                                                     int64_t group, int64_t pixels) {
+    auto out = Forward(logits, c10::nullopt, tags, prior, margin, threshold, group, pixels, 0);
+    return {std::get<0>(out), std::get<2>(out)};
   }
   static at::Tensor loss_map_backward(const at::Tensor& grad_map, const at::Tensor& logits,
                                       const at::Tensor& tags, const OptT& prior,
-                                      const at::Tensor& loss_map, double margin, double threshold,
-                                      int64_t group, int64_t pixels) {
-    return Backward(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map, threshold,
-                    group, pixels, 0);
+                                      const at::Tensor& loss_map, const at::Tensor& mask,
+                                      double margin, double threshold, int64_t group,
+                                      int64_t pixels) {
+    return Backward(grad_map, c10::nullopt, logits, c10::nullopt, tags, prior, loss_map, mask,
+                    threshold, group, pixels, 0);
   }
   static std::tuple<at::Tensor, at::Tensor> seg_maps(const at::Tensor& logits,
                                                      const at::Tensor& target,
@@ -210,8 +235,8 @@ struct Ops {
                                       const at::Tensor& tags, const OptT& prior,
                                       const at::Tensor& ocr_map, double margin, double threshold,
                                       int64_t group, int64_t pixels, int64_t ignore_index) {
-    return Backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, threshold, group,
-                    pixels, ignore_index);
+    return Backward(grad_ocr, grad_ce, logits, target, tags, prior, ocr_map, at::Tensor(),
+                    threshold, group, pixels, ignore_index);
   }
   static void register_impls(torch::Library& m) {
     m.impl("ocr_loss_map", &loss_map);

@@ -261,6 +261,24 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
   }
 }
 
+// ---- the forward's loss mask --------------------------------------------------------------------
+// ocr_loss_map's second output: a bit a pixel, set where the loss is not 0 (NaN included), bit
+// q % 32 of word q / 32 of the image's row of mask_words(N) int32 words; the bits past N are 0.
+// The backward reads it in full (N / 8 bytes an image) and the loss map and its upstream gradient
+// only where a bit is set: with 10 % of the pixels OC in blobs, ~16 % of their sectors instead
+// of every sector of the loss map (4 bytes a pixel).
+OCR_HD int64_t mask_words(int64_t N) { return (N + 31) >> 5; }
+
+OCR_HD bool mask_bit(const uint32_t* row, int64_t q) { return (row[q >> 5] >> (q & 31)) & 1u; }
+
+// A run of n ballots, ballot u holding pixels s + 32u .. s + 32u + 31 where o = s % 32 > 0 (the
+// unit-stride path's last tile of an image, which ends at its last pixel): aligned word t of the
+// run, the one whose first pixel is s − o + 32(t + 1); the bits past the run are 0.
+OCR_HD uint32_t mask_word_shifted(const uint32_t* ballots, int n, int t, int o) {
+  const uint32_t hi = t + 1 < n ? ballots[t + 1] : 0u;
+  return (ballots[t] >> (32 - o)) | (hi << o);
+}
+
 // ---- the backward's warp compaction ------------------------------------------------------------
 // A warp whose k pixels with a gradient fit in kCompactRounds rounds of 32 works on those only:
 // each gets a slot (its rank among them, pixel i of lane l ranked after the pixels of ballots

@@ -8,14 +8,19 @@ TORCH_LIBRARY(ocr_kernels, m) {
   // ---- OCR and the segmentation objective (docs/semantics.md §1, §1b) --------------------------
   // group_split / pixels are the integer codes of ocr_kernels/_options.py. Maps are [B, *spatial]
   // in fp32 (fp64 for fp64 logits).
+  // Returns (loss_map, mask): mask is int32 [B, ceil(N / 32)], bit q % 32 of word q / 32 set
+  // where the loss of pixel q (of the N spatial pixels) is not 0 (csrc/ocr_thread.h mask_words),
+  // saved for the backward, not differentiable.
   m.def(
       "ocr_loss_map(Tensor logits, Tensor tags, Tensor? prior, float margin, float threshold, "
-      "int group_split, int pixels) -> Tensor");
+      "int group_split, int pixels) -> (Tensor, Tensor)");
   // grad_map may have any strides (a stride-0 expanded gradient of "mean"/"sum" included);
-  // loss_map is the forward's output: σ(s) = 1 − exp(−L) is recovered from it.
+  // loss_map and mask are the forward's outputs: σ(s) = 1 − exp(−L) is recovered from the loss,
+  // read (CUDA) only where the mask has a bit.
   m.def(
       "ocr_loss_map_backward(Tensor grad_map, Tensor logits, Tensor tags, Tensor? prior, "
-      "Tensor loss_map, float margin, float threshold, int group_split, int pixels) -> Tensor");
+      "Tensor loss_map, Tensor mask, float margin, float threshold, int group_split, int pixels) "
+      "-> Tensor");
   // Fused segmentation objective: (ce_map, ocr_map) from one read of the logits.
   m.def(
       "seg_ocr_loss_maps(Tensor logits, Tensor target, Tensor tags, Tensor? prior, float margin, "

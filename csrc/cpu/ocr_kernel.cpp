@@ -119,7 +119,23 @@ Args<scalar_t, acc_t> make_args(const at::Tensor& z, const at::Tensor& ic, const
 
 // ---- the torch-facing CPU kernels ---------------------------------------------------------------
 
-std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits,
+// ocr_loss_map's mask (ocr_thread.h mask_words) from the loss map, contiguous [B, N], after the
+// kernel: a word per 32 pixels, the tiles of run_tiles need not align with the words.
+template <typename acc_t>
+void pack_mask(const acc_t* loss, int64_t B, int64_t N, int32_t* out) {
+  const int64_t W = mask_words(N);
+  at::parallel_for(0, B * W, 2048, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t q0 = (w % W) * 32, n = std::min<int64_t>(32, N - q0);
+      const acc_t* l = loss + (w / W) * N + q0;
+      uint32_t bits = 0;
+      for (int64_t j = 0; j < n; ++j) bits |= (uint32_t)(l[j] != (acc_t)0) << j;
+      out[w] = (int32_t)bits;
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits,
                                                const c10::optional<at::Tensor>& target,
                                                const at::Tensor& tags,
                                                const c10::optional<at::Tensor>& prior,
@@ -128,6 +144,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits,
   const Prepared P = prepare(logits, target, tags, prior, group, pixels);
   at::Tensor ocr_map = new_map(P.z);
   at::Tensor ce_map = P.ce() ? new_map(P.z) : at::Tensor();
+  at::Tensor mask = P.ce() ? at::Tensor() : new_mask(P.z);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, P.z.scalar_type(), "ocr_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     auto A = make_args<scalar_t, acc_t>(P.z, P.ic, P.prior, margin, threshold, group, pixels);
@@ -140,20 +157,23 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& logits,
       run_tiles<scalar_t, acc_t, true>(A, false);
     } else {
       run_tiles<scalar_t, acc_t, false>(A, false);
+      pack_mask(ocr_map.data_ptr<acc_t>(), A.zl.B, A.zl.N, mask.data_ptr<int32_t>());
     }
   });
-  return {ocr_map, ce_map};
+  return {ocr_map, ce_map, mask};
 }
 
 at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::Tensor>& grad_ce_in,
                         const at::Tensor& logits, const c10::optional<at::Tensor>& target,
                         const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
-                        const at::Tensor& loss_in, double threshold, int64_t group,
-                        int64_t pixels, int64_t ignore_index) {
+                        const at::Tensor& loss_in, const at::Tensor& mask_in,
+                        double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
   const Prepared P = prepare(logits, target, tags, prior, group, pixels);
   const at::Tensor g_ocr = map_arg("grad_map", grad_ocr_in, P);
   const at::Tensor loss = map_arg("loss_map", loss_in, P);
   const at::Tensor g_ce = grad_ce_arg(grad_ce_in, P);
+  // checked as the CUDA kernel reads it; the CPU tiles read the loss map, in cache, instead
+  if (!P.ce()) mask_arg(mask_in, P);
   at::Tensor grad = grad_like(logits);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, P.z.scalar_type(), "ocr_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -180,15 +200,21 @@ at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::T
 
 // The per-thread functions of ocr_thread.h, run exactly as the CUDA kernel runs them: a test hook
 // so that CI checks the GPU's code on the CPU. Pixels are walked in the kernel's tiles and warps
-// (32 threads of kThreadPixels pixels, 32 apart); the backward of a warp is the kernel's: the
-// ballots of its pixels with a gradient, then either zeros for the others and ceil(k / 32) rounds
-// of one pixel a lane over the compacted slots, or (a fuller warp) kThreadPixels pixels a lane. Returns (ce_map, ocr_map, grad) with grad for the
+// (32 threads of kThreadPixels pixels, 32 apart; an image of at least one tile as the unit-stride
+// path does: its last tile ends at its last pixel, overlapping the one before). The forward runs
+// over the whole image first and, without a target, writes the loss mask the kernel's way
+// (store_mask: a warp's ballots in an aligned tile, the funnel-shifted words of a shifted last
+// tile) and checks it against the loss map; then the backward of each warp is the kernel's: the
+// ballots of its pixels with a gradient (read only where the mask has a bit), then either zeros
+// for the others and ceil(k / 32) rounds of one pixel a lane over the compacted slots, or (a
+// fuller warp) kThreadPixels pixels a lane. Returns (ce_map, ocr_map, grad) with grad for the
 // upstream gradients (grad_ce, grad_ocr) and σ recovered from ocr_map.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE>
 void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tensor& g_ce,
                      at::Tensor& ocr_map, at::Tensor& ce_map, at::Tensor& grad, double margin,
                      double threshold, int pixels, int64_t ignore_index) {
   constexpr int PPT = kThreadPixels;
+  constexpr int kWarps = kBlockThreads / 32;
   const Layout3 zl = layout3(P.z), gl = layout3(grad);
   const Layout2 gol = layout2(g_ocr);
   const Layout2 tl = CE ? layout2(P.target) : Layout2{0, 0};
@@ -203,6 +229,15 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
   const acc_t* gop = g_ocr.data_ptr<acc_t>();
   const acc_t* gcp = CE ? g_ce.data_ptr<acc_t>() : nullptr;
   const int C1 = (int)zl.C1;
+  const int64_t N = zl.N, tile = kBlockThreads * PPT, per_image = (N + tile - 1) / tile;
+  const bool shifted = N >= tile;  // the unit-stride path's tiling
+  const int64_t W = mask_words(N);
+  // unwritten words keep a pattern that the check below catches
+  std::vector<uint32_t> mask(W);
+  auto tile_start = [&](int64_t chunk) {
+    const int64_t s = chunk * tile;
+    return shifted && s > N - tile ? N - tile : s;
+  };
   std::vector<int> cls(C1);
   for (int64_t b = 0; b < zl.B; ++b) {
     int nic = 0;
@@ -216,76 +251,111 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
     auto store_at = [&](int64_t q, int k, acc_t d) {
       gp[b * gl.sB + q * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
     };
+    std::fill(mask.begin(), mask.end(), 0xa5a5a5a5u);
+    for (int64_t chunk = 0; chunk < per_image; ++chunk) {  // the forward kernel
+      const int64_t s = tile_start(chunk);
+      uint32_t ballots[kWarps * PPT];
+      for (int warp = 0; warp < kWarps; ++warp) {
+        const int64_t w0 = s + warp * 32 * PPT;
+        unsigned m[PPT] = {};
+        for (int lane = 0; lane < 32; ++lane) {
+          bool valid[PPT];
+          int64_t t[PPT];
+          for (int i = 0; i < PPT; ++i) {
+            const int64_t q = w0 + i * 32 + lane;
+            valid[i] = q < N;
+            t[i] = CE && valid[i] ? tp[b * tl.sB + q * tl.sN] : 0;
+          }
+          auto zf = [&](int k, int i) -> acc_t {
+            return valid[i] ? z_at(w0 + i * 32 + lane, k) : (acc_t)0;
+          };
+          acc_t loss[PPT], ce[PPT];
+          thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, ignore_index, loss, ce);
+          for (int i = 0; i < PPT; ++i) {
+            if (!valid[i]) continue;
+            om[b * N + w0 + i * 32 + lane] = loss[i];
+            cm[b * N + w0 + i * 32 + lane] = CE ? ce[i] : (acc_t)0;
+            m[i] |= (unsigned)(loss[i] != (acc_t)0) << lane;
+          }
+        }
+        for (int i = 0; i < PPT; ++i) {
+          ballots[warp * PPT + i] = m[i];
+          if ((s & 31) == 0 && w0 + 32 * i < N) mask[(w0 >> 5) + i] = m[i];
+        }
+      }
+      if (s & 31) {  // store_mask_shifted
+        const int n = kWarps * PPT;
+        const int64_t first_new = (per_image - 1) * tile >> 5;
+        for (int t = 0; t < n; ++t) {
+          const int64_t word = (s >> 5) + 1 + t;
+          if (word >= first_new) mask[word] = mask_word_shifted(ballots, n, t, (int)(s & 31));
+        }
+      }
+    }
+    if (!CE) {
+      for (int64_t q = 0; q < W * 32; ++q) {
+        const bool want = q < N && om[b * N + q] != (acc_t)0;
+        TORCH_CHECK(mask_bit(mask.data(), q) == want, "ocr_kernels: _pixelwise_seg_ocr: mask bit ",
+                    q, " of image ", b, " is ", !want, ", the loss map says ", want);
+      }
+    }
     auto read = [&](int64_t q) {
+      if (!CE && !mask_bit(mask.data(), q)) return PixelGrad<acc_t>{};
       return pixel_grad<acc_t, CE>(
-          [&] { return om[b * zl.N + q]; }, [&] { return gop[b * gol.sB + q * gol.sN]; },
+          [&] { return om[b * N + q]; }, [&] { return gop[b * gol.sB + q * gol.sN]; },
           [&] { return tp[b * tl.sB + q * tl.sN]; }, [&] { return gcp[b * gcl.sB + q * gcl.sN]; },
           ignore_index);
     };
-    for (int64_t w0 = 0; w0 < zl.N; w0 += 32 * PPT) {  // one warp's pixels
-      bool valid[32][PPT], active[32][PPT];
-      for (int lane = 0; lane < 32; ++lane) {
-        int64_t t[PPT];
-        for (int i = 0; i < PPT; ++i) {
-          const int64_t q = w0 + i * 32 + lane;
-          valid[lane][i] = q < zl.N;
-          t[i] = CE && valid[lane][i] ? tp[b * tl.sB + q * tl.sN] : 0;
-        }
-        auto zf = [&](int k, int i) -> acc_t {
-          return valid[lane][i] ? z_at(w0 + i * 32 + lane, k) : (acc_t)0;
-        };
-        acc_t loss[PPT], ce[PPT];
-        thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, ignore_index, loss, ce);
-        for (int i = 0; i < PPT; ++i) {
-          if (!valid[lane][i]) continue;
-          om[b * zl.N + w0 + i * 32 + lane] = loss[i];
-          cm[b * zl.N + w0 + i * 32 + lane] = CE ? ce[i] : (acc_t)0;
-        }
-      }
-      unsigned m[PPT] = {};
-      PixelGrad<acc_t> pg[32][PPT];
-      for (int lane = 0; lane < 32; ++lane)
-        for (int i = 0; i < PPT; ++i) {
-          pg[lane][i] = valid[lane][i] ? read(w0 + i * 32 + lane) : PixelGrad<acc_t>{};
-          active[lane][i] = pg[lane][i].active;
-          m[i] |= (unsigned)active[lane][i] << lane;
-        }
-      const int k = warp_active<PPT>(m);
-      if (!warp_compacts(k)) {
-        for (int lane = 0; lane < 32; ++lane) {
-          acc_t l[PPT], a[PPT], gce[PPT];
-          int64_t t[PPT];
+    for (int64_t chunk = 0; chunk < per_image; ++chunk)  // the backward kernel
+      for (int warp = 0; warp < kWarps; ++warp) {
+        const int64_t w0 = tile_start(chunk) + warp * 32 * PPT;
+        bool valid[32][PPT], active[32][PPT];
+        unsigned m[PPT] = {};
+        PixelGrad<acc_t> pg[32][PPT];
+        for (int lane = 0; lane < 32; ++lane)
           for (int i = 0; i < PPT; ++i) {
-            const bool on = active[lane][i];
-            l[i] = on ? pg[lane][i].loss : (acc_t)0;
-            a[i] = on ? pg[lane][i].a : (acc_t)0;
-            gce[i] = on ? pg[lane][i].gce : (acc_t)0;
-            t[i] = pg[lane][i].t;
+            const int64_t q = w0 + i * 32 + lane;
+            valid[lane][i] = q < N;
+            pg[lane][i] = valid[lane][i] ? read(q) : PixelGrad<acc_t>{};
+            active[lane][i] = pg[lane][i].active;
+            m[i] |= (unsigned)active[lane][i] << lane;
           }
-          auto zf = [&](int c, int i) -> acc_t {
-            return active[lane][i] ? z_at(w0 + i * 32 + lane, c) : (acc_t)0;
-          };
-          auto store = [&](int c, int i, acc_t d) {
+        const int k = warp_active<PPT>(m);
+        if (!warp_compacts(k)) {
+          for (int lane = 0; lane < 32; ++lane) {
+            acc_t l[PPT], a[PPT], gce[PPT];
+            int64_t t[PPT];
+            for (int i = 0; i < PPT; ++i) {
+              const bool on = active[lane][i];
+              l[i] = on ? pg[lane][i].loss : (acc_t)0;
+              a[i] = on ? pg[lane][i].a : (acc_t)0;
+              gce[i] = on ? pg[lane][i].gce : (acc_t)0;
+              t[i] = pg[lane][i].t;
+            }
+            auto zf = [&](int c, int i) -> acc_t {
+              return active[lane][i] ? z_at(w0 + i * 32 + lane, c) : (acc_t)0;
+            };
+            auto store = [&](int c, int i, acc_t d) {
+              if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
+            };
+            thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+          }
+          continue;
+        }
+        uint8_t slots[32 * PPT];
+        for (int lane = 0; lane < 32; ++lane)
+          for (int i = 0; i < PPT; ++i)
+            if (active[lane][i]) slots[warp_slot<PPT>(m, i, lane)] = (uint8_t)(i * 32 + lane);
+        for (int lane = 0; lane < 32; ++lane) {
+          auto zeros = [&](int c, int i, acc_t d) {
             if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
           };
-          thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+          thread_backward_zeros<acc_t, PPT>(zeros, active[lane], C1);
         }
-        continue;
+        for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
+          for (int lane = 0; lane < 32; ++lane)
+            compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
       }
-      uint8_t slots[32 * PPT];
-      for (int lane = 0; lane < 32; ++lane)
-        for (int i = 0; i < PPT; ++i)
-          if (active[lane][i]) slots[warp_slot<PPT>(m, i, lane)] = (uint8_t)(i * 32 + lane);
-      for (int lane = 0; lane < 32; ++lane) {
-        auto zeros = [&](int c, int i, acc_t d) {
-          if (valid[lane][i]) store_at(w0 + i * 32 + lane, c, d);
-        };
-        thread_backward_zeros<acc_t, PPT>(zeros, active[lane], C1);
-      }
-      for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
-        for (int lane = 0; lane < 32; ++lane)
-          compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
-    }
   }
 }
 

@@ -32,7 +32,7 @@ void check_launch(cudaError_t err) {
   TORCH_CHECK(err == cudaSuccess, "ocr_kernels: CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
-std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits,
                                                 const c10::optional<at::Tensor>& target,
                                                 const at::Tensor& tags,
                                                 const c10::optional<at::Tensor>& prior,
@@ -41,7 +41,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits,
   const c10::cuda::CUDAGuard guard(logits.device());
   const Prepared P = prepare(logits, target, tags, prior, group, pixels);
   at::Tensor ocr_map = new_map(P.z);
-  at::Tensor ce_map;
+  at::Tensor ce_map, mask;
   CudaArgs A = make_args(P.z, P.ic, P.prior, margin, threshold, group, pixels);
   A.ocr_out = ocr_map.data_ptr();
   if (P.ce()) {
@@ -50,21 +50,25 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& logits,
     A.tl = layout2(P.target);
     A.ignore_index = ignore_index;
     A.ce_out = ce_map.data_ptr();
+  } else {
+    mask = new_mask(P.z);
+    A.mask_out = reinterpret_cast<uint32_t*>(mask.data_ptr<int32_t>());
   }
   check_launch(launch_ocr_forward(A, c10::cuda::getCurrentCUDAStream().stream()));
-  return {ocr_map, ce_map};
+  return {ocr_map, ce_map, mask};
 }
 
 at::Tensor backward_cuda(const at::Tensor& grad_ocr_in, const c10::optional<at::Tensor>& grad_ce_in,
                          const at::Tensor& logits, const c10::optional<at::Tensor>& target,
                          const at::Tensor& tags, const c10::optional<at::Tensor>& prior,
-                         const at::Tensor& loss_in, double threshold, int64_t group,
-                         int64_t pixels, int64_t ignore_index) {
+                         const at::Tensor& loss_in, const at::Tensor& mask_in,
+                         double threshold, int64_t group, int64_t pixels, int64_t ignore_index) {
   const c10::cuda::CUDAGuard guard(logits.device());
   const Prepared P = prepare(logits, target, tags, prior, group, pixels);
   const at::Tensor g_ocr = map_arg("grad_map", grad_ocr_in, P);
   const at::Tensor loss = map_arg("loss_map", loss_in, P);
   const at::Tensor g_ce = grad_ce_arg(grad_ce_in, P);
+  const at::Tensor mask = P.ce() ? at::Tensor() : mask_arg(mask_in, P);
   at::Tensor grad = grad_like(logits);
   CudaArgs A = make_args(P.z, P.ic, P.prior, 0.0, threshold, group, pixels);
   A.grad = grad.data_ptr();
@@ -79,6 +83,8 @@ at::Tensor backward_cuda(const at::Tensor& grad_ocr_in, const c10::optional<at::
     A.ignore_index = ignore_index;
     A.g_ce = g_ce.data_ptr();
     A.gcl = layout2(g_ce);
+  } else {
+    A.mask = reinterpret_cast<const uint32_t*>(mask.data_ptr<int32_t>());
   }
   check_launch(launch_ocr_backward(A, c10::cuda::getCurrentCUDAStream().stream()));
   return grad;

@@ -98,9 +98,11 @@ __device__ ThreadArgs<acc_t> thread_args(const CudaArgs& A, const Launch<acc_t>&
                            static_cast<const acc_t*>(A.prior), L.margin, L.threshold, A.pixels};
 }
 
-// f(b, T, p) for every tile of the block: image b, its class list T, the thread's first pixel p.
-template <int PPT, typename acc_t, typename F>
-__device__ void for_each_tile(const CudaArgs& A, const Launch<acc_t>& L, int* smem, const F& f) {
+// f(b, T, p) for every tile of the block: image b, its class list T, the thread's first pixel p;
+// then after(b) (block-uniform) once the block is done with image b.
+template <int PPT, typename acc_t, typename F, typename G>
+__device__ void for_each_tile(const CudaArgs& A, const Launch<acc_t>& L, int* smem, const F& f,
+                              const G& after) {
   const int C1 = (int)A.zl.C1;
   for (int64_t b = blockIdx.y; b < A.zl.B; b += gridDim.y) {
     __syncthreads();
@@ -109,7 +111,53 @@ __device__ void for_each_tile(const CudaArgs& A, const Launch<acc_t>& L, int* sm
     const ThreadArgs<acc_t> T = thread_args<acc_t>(A, L, smem);
     for (int chunk = blockIdx.x, per_image = L.per_image; chunk < per_image; chunk += gridDim.x)
       f(b, T, first_pixel<PPT>(chunk, L));
+    after(b);
   }
+}
+
+// The forward's loss mask (ocr_thread.h mask_words) of a warp's pixels, a ballot each 32 of
+// them. In an aligned tile ballot i is word w0 / 32 + i, which lane i stores (an image's last
+// tile that overlaps the one before at an aligned start stores that tile's words again, the same
+// values). The unit-stride path's last tile of an image starts at N − tile, o = N % 32 into a
+// word (the same for the block's warps: the branch is block-uniform): its ballots wait in shared
+// memory for store_mask_shifted. Returns whether they do.
+template <int PPT, bool FAST, typename acc_t>
+__device__ __forceinline__ bool store_mask(const CudaArgs& A, uint32_t* ballots, int64_t b,
+                                           int64_t p, const bool* valid, const acc_t* loss) {
+  const int lane = threadIdx.x & 31;
+  unsigned mine = 0;  // ballot `lane` (lanes below PPT): one store a lane, no branch per ballot
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const unsigned m = __ballot_sync(kFull, valid[i] && loss[i] != (acc_t)0);
+    mine = lane == i ? m : mine;
+  }
+  // the unit-stride path's pixel offsets are below 2^31 (fits_fast): 32-bit arithmetic there
+  const int64_t w0 = FAST ? (int64_t)((unsigned)p - (unsigned)lane) : p - lane;
+  const bool shifted = FAST && (w0 & 31) != 0;
+  const int64_t word = FAST ? (int64_t)(((unsigned)w0 >> 5) + (unsigned)lane) : (w0 >> 5) + lane;
+  if (lane < PPT) {
+    if (shifted)
+      ballots[(threadIdx.x >> 5) * PPT + lane] = mine;
+    else if (FAST || word * 32 < A.zl.N)  // the other path's tiles are aligned
+      A.mask_out[b * mask_words(A.zl.N) + word] = mine;
+  }
+  return shifted;
+}
+
+// The words of the shifted last tile of image b, after a barrier (not inside the tile, whose
+// ballots would then have to assume a diverged warp): thread t stores aligned word t of the
+// tile (ocr_thread.h mask_word_shifted) where it lies past the previous tile's words, so that
+// every word has one writer and none needs clearing first. The next image's ballots are
+// written after its own two barriers.
+template <int PPT, typename acc_t>
+__device__ __forceinline__ void store_mask_shifted(const CudaArgs& A, const Launch<acc_t>& L,
+                                                   const uint32_t* ballots, int64_t b) {
+  constexpr int n = kBlockThreads * PPT / 32;
+  const int t = threadIdx.x;
+  const int64_t word = (L.last >> 5) + 1 + t;
+  const int64_t first_new = ((int64_t)(L.per_image - 1) * (kBlockThreads * PPT)) >> 5;
+  if (t < n && word >= first_new)
+    A.mask_out[b * mask_words(A.zl.N) + word] = mask_word_shifted(ballots, n, t, (int)(L.last & 31));
 }
 
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
@@ -120,7 +168,9 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
   acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
   acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
   const int64_t N = A.zl.N;
-  for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+  uint32_t* ballots = reinterpret_cast<uint32_t*>(smem + A.zl.C1 + 1);
+  bool shifted = false;  // block-uniform: the block ran an image's shifted last tile
+  auto tile = [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
     bool valid[PPT];
     int64_t t[PPT];
 #pragma unroll
@@ -136,6 +186,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
     };
     acc_t loss[PPT], ce[PPT];
     thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, A.ignore_index, loss, ce);
+    if (!CE) shifted |= store_mask<PPT, FAST>(A, ballots, b, p, valid, loss);
     const int64_t o = b * N + p;
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
@@ -143,6 +194,12 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
       ocr_out[o + i * 32] = loss[i];
       if (CE) ce_out[o + i * 32] = ce[i];
     }
+  };
+  for_each_tile<PPT>(A, L, smem, tile, [&](int64_t b) {
+    if (CE || !FAST || (L.last & 31) == 0) return;
+    __syncthreads();
+    if (shifted) store_mask_shifted<PPT>(A, L, ballots, b);
+    shifted = false;
   });
 }
 
@@ -166,13 +223,24 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
   const unsigned sCb = (unsigned)A.zl.sC;
   const unsigned gCb = (unsigned)A.gl.sC;
   for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
-    auto read = [&](int64_t q) {
+    // OCR alone: the loss map is read where the forward's mask has a bit (bit i of the thread
+    // is mask_bit(row, p + 32·i): word p / 32 + i, shifted by p % 32); a clear bit means a loss
+    // of 0, hence no gradient. A compacted pixel has its bit.
+    bool on[PPT];
+    if (!CE) {
+      const uint32_t* mw = A.mask + b * mask_words(N) + (p >> 5);
+      const unsigned sh = (unsigned)(p & 31);
+#pragma unroll
+      for (int i = 0; i < PPT; ++i) on[i] = (FAST || p + 32 * i < N) && ((mw[i] >> sh) & 1u);
+    }
+    auto read_on = [&](int64_t q, bool bit) {
       return pixel_grad<acc_t, CE>(
-          [&] { return loss[b * A.ll.sB + q * A.ll.sN]; },
+          [&] { return CE || bit ? loss[b * A.ll.sB + q * A.ll.sN] : (acc_t)0; },
           [&] { return g_ocr[b * A.gol.sB + q * A.gol.sN]; },
           [&] { return A.target[b * A.tl.sB + q * A.tl.sN]; },
           [&] { return g_ce[b * A.gcl.sB + q * A.gcl.sN]; }, A.ignore_index);
     };
+    auto read = [&](int64_t q) { return read_on(q, true); };
     // element offsets from the image's first logit: 32-bit on the fast path (fits_fast)
     const scalar_t* zb = z + b * A.zl.sB;
     scalar_t* gb = grad + b * A.gl.sB;
@@ -189,7 +257,7 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
     for (int i = 0; i < PPT; ++i) {
       const int64_t q = p + i * 32;
       valid[i] = FAST || q < N;
-      P[i] = valid[i] ? read(q) : PixelGrad<acc_t>{};
+      P[i] = valid[i] ? read_on(q, CE || on[i]) : PixelGrad<acc_t>{};
       active[i] = P[i].active;
       m[i] = __ballot_sync(kFull, active[i]);
     }
@@ -227,7 +295,7 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
     for (int r = 0, rounds = (k + 31) >> 5; r < rounds; ++r)
       compacted_round<acc_t, GROUP, CE>(T, slots, k, r, lane, w0, read, z_at, store_at);
     __syncwarp();  // the slots are the next tile's
-  });
+  }, [](int64_t) {});
 }
 
 template <typename acc_t, typename K>
@@ -237,8 +305,10 @@ cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, bool backward, c
   const int64_t per_image = (N + tile - 1) / tile;
   if (per_image >= (int64_t(1) << 31)) return cudaErrorInvalidValue;
   const Launch<acc_t> L{(int)per_image, N - tile, (acc_t)A.margin, (acc_t)A.threshold};
-  // the class list, and the backward's slots (a byte a pixel)
-  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1) + (backward ? kBlockThreads * ppt : 0);
+  // the class list, and the backward's slots (a byte a pixel) or the forward's mask ballots (a
+  // word per 32 pixels)
+  const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1) +
+                      (backward ? kBlockThreads * ppt : sizeof(uint32_t) * kBlockThreads * ppt / 32);
   cudaError_t err;
   if (smem > 48 * 1024) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);

@@ -25,8 +25,10 @@ struct CudaArgs {
   int64_t ignore_index;
   void* ocr_out;  // forward outputs: contiguous [B, N] in the math dtype
   void* ce_out;
+  uint32_t* mask_out;  // without a target: the loss mask, contiguous [B, mask_words(N)]
   const void* loss;  // backward inputs, math dtype, any (collapsed) strides
   Layout2 ll;
+  const uint32_t* mask;  // without a target: the forward's mask_out
   const void* g_ocr;
   Layout2 gol;
   const void* g_ce;

@@ -29,6 +29,9 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
   write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
+- CUDA OCR (not seg): the forward writes a mask of a bit a pixel (the loss is not 0) beside the
+  loss map; the backward reads it in full and the loss map only in the sectors of pixels with a
+  loss (seg: the loss map in full).
 - Triton OCR/seg: the forward writes a flag bit a pixel (the loss is not 0) in full and the
   saved OC statistics (8 bytes a pixel) at the pixels with a loss (the scenario's sectors of an
   fp32 map; every pixel for seg); the backward reads the flags in full and the loss map, its
@@ -48,7 +51,9 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   one pixel a lane: the rounds loop runs the mean over warps) and the others (4 pixels a lane)
   weigh each side of the warp-uniform branch by their share. A one-pixel IC loop the compiler
   interleaves by 4 is counted with its remainder over the per-image IC counts of the tag draw
-  (_cpp_trips); a pixel's maps re-read in its compacted round hit the cache.
+  (_cpp_trips); a pixel's maps re-read in its compacted round hit the cache. Forward (OCR): the
+  shifted mask stores of an image's last tile (store_mask_shifted, when N is not a multiple of
+  32) weigh one tile in per_image.
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -657,12 +662,17 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
         read_frac = 1.0 if seg else _sector_fraction(case)
         map_frac = _sector_fraction(case, 4)  # fp32 per-pixel maps: 8 pixels a sector
         if not triton_main:
-            # CUDA: the backward reads the loss map at every pixel and its upstream gradient only
-            # where the loss is not 0 (a compacted pixel's re-reads of its maps hit the cache:
-            # not counted); nothing else is saved
+            # CUDA: the OCR forward also writes its mask, a bit a pixel (the loss is not 0); the
+            # backward reads the mask in full and the loss map and its upstream gradient only in
+            # the sectors of pixels with a loss (a compacted pixel's re-reads of its maps hit the
+            # cache: not counted). seg saves no mask: its backward reads the loss map at every
+            # pixel, its upstream gradient where the loss is not 0.
+            mask = 0.0 if seg else P / 8
             if pass_ == "fwd":
-                return logits + 4 * P + (4 * P + 8 * P if seg else 0)
-            return logits * read_frac + logits + 4 * P + 4 * P * map_frac + (12 * P if seg else 0)
+                return logits + 4 * P + mask + (4 * P + 8 * P if seg else 0)
+            loss_map = 4 * P if seg else 4 * P * map_frac
+            return (logits * read_frac + logits + mask + loss_map + 4 * P * map_frac
+                    + (12 * P if seg else 0))
         # Triton: the forward writes a bit a pixel (the loss is not 0; BLOCK_P / 8 bytes a
         # tile) and the OC statistics (8 bytes a pixel) where the backward reads them: at the
         # pixels with a loss (the scenario's sectors of an fp32 map), or at every pixel for seg
@@ -1097,7 +1107,8 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     N = math.prod(case.shape[2:])
     P = B * N
     per_image = math.ceil(N / (threads * ppt))
-    smem = 4 * (C1 + 1) + (threads * ppt if pass_ == "bwd" else 0)  # class list; slots
+    # class list; the backward's slots, the forward's mask ballots
+    smem = 4 * (C1 + 1) + (threads * ppt if pass_ == "bwd" else 4 * threads * ppt // 32)
     occ = gpu_model.occupancy(res.get("REG") or 255, threads // 32, smem)
     wave = max(1, occ["ctas_per_sm"]) * gpu_model.GPUS["H200"].sms  # the launcher's grid
     gy = min(B, 65535)
@@ -1108,6 +1119,12 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     per_cta = {"B": B / gy, "per_image": per_image / gx}
     notes = [f"CUDA kernels: class loops over the per-image lists, nic = {nic:.2f} IC classes "
              f"(the case's tag draw)"]
+    if pass_ == "fwd" and case.op == "ocr_loss":
+        # the mask of an image's last tile, shifted when N is not a multiple of 32 (a block-
+        # uniform branch): one tile in per_image
+        shifted = 1.0 / per_image if N % 32 and N >= threads * ppt else 0.0
+        code.shares = _call_line_shares(code, src, {"store_mask_shifted<": shifted})
+        notes.append(f"forward: the shifted mask stores of an image's last tile weigh {shifted:.4f}")
     if pass_ == "bwd":
         # the seg backward's CE gradient reaches every pixel: every warp runs 32·ppt slots
         k = (torch.full((1,), 32 * ppt) if case.op == "seg_ocr_loss"

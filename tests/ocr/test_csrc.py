@@ -176,8 +176,10 @@ def _warp_gradient_map(B, spatial, counts, generator):
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 def test_cuda_backward_compaction_warp_counts(ops, group_split):
     # every pixel has a loss (pixels "all", an OC class pinned in each image), so a pixel has a
-    # gradient exactly where the upstream gradient is not 0: each warp gets a pinned count of
-    # them; the last warp (9, partial: 31·37 = 1147 = 8·128 + 123) gets all of its 123.
+    # gradient exactly where the upstream gradient is not 0: each warp of the first two tiles
+    # (pixels 0 .. 1023) gets a pinned count of them; the image's last tile (pixels 635 .. 1146
+    # of 31·37 = 1147, the unit-stride path's: it ends at the last pixel) mixes the counts of
+    # warps 4 .. 8, the last (partial, 123 pixels) with all of its pixels.
     gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     spatial = (31, 37)
     logits, tags, prior = make_ocr_inputs(2, 9, spatial, tag_p=0.3)
@@ -255,14 +257,86 @@ def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
 def test_opcheck(ops):
     logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
     z = logits.requires_grad_(True)
-    loss = ops.ocr_loss_map(logits.detach(), tags, prior, 2.0, 0.2, 0, 0)
+    loss, mask = ops.ocr_loss_map(logits.detach(), tags, prior, 2.0, 0.2, 0, 0)
     cases = [
         (ops.ocr_loss_map.default, (z, tags, prior, 2.0, 0.2, 0, 0)),
         (ops.ocr_loss_map.default, (z, tags, None, 2.0, 0.2, 1, 2)),
-        (ops.ocr_loss_map_backward.default, (torch.ones_like(loss), logits.detach(), tags, prior, loss, 2.0, 0.2, 0, 0)),
+        (ops.ocr_loss_map_backward.default,
+         (torch.ones_like(loss), logits.detach(), tags, prior, loss, mask, 2.0, 0.2, 0, 0)),
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
+
+
+def _packed_mask(loss):
+    """ocr_loss_map's mask from its loss map, bit q % 32 of word q / 32 set where loss != 0."""
+    flat = (loss.reshape(loss.shape[0], -1) != 0).long()
+    B, N = flat.shape
+    W = (N + 31) // 32
+    bits = torch.zeros(B, W * 32, dtype=torch.long)
+    bits[:, :N] = flat
+    words = (bits.view(B, W, 32) << torch.arange(32)).sum(-1)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+@pytest.mark.parametrize("spatial", [(5, 6), (31, 37), (8, 64), (3, 2, 7)])
+def test_loss_mask_output(ops, spatial):
+    # the forward's second output, saved for the backward: a bit a pixel where the loss is not 0
+    # (NaN included); pixel counts below one word, not a multiple of 32 (the last word partial)
+    # and a multiple of 32; pixels "oc" so that many losses are 0, one pinned OC pixel, one NaN
+    logits, tags, prior = make_ocr_inputs(2, 6, spatial, tag_p=0.4)
+    tags[:, 0] = 0  # class 1 is OC in both images
+    flat = logits.view(2, 6, -1)
+    flat[0, 1, 3] = flat[0, :, 3].max() + 5.0  # an OC pixel: a loss > 0
+    flat[0, 0, 4] = flat[0, :, 4].max() + 5.0  # background predicted: an IC pixel, loss 0
+    flat[1, 2, 0] = float("nan")
+    loss, mask = ops.ocr_loss_map(logits, tags, prior, 2.0, 0.2, GROUP_CODES["ada"], PIXEL_CODES["oc"])
+    n = math.prod(spatial)
+    assert mask.dtype == torch.int32 and mask.shape == (2, (n + 31) // 32)
+    lf = loss.view(2, -1)
+    assert lf[0, 3] > 0 and lf[0, 4] == 0 and torch.isnan(lf[1, 0])
+    assert torch.equal(mask, _packed_mask(loss))
+
+
+@pytest.mark.parametrize("spatial", [(23, 29), (24, 40)])
+def test_cuda_thread_code_loss_mask_tiles(ops, spatial):
+    # the hook walks the unit-stride path's tiles (512 pixels, the last one ending at the image's
+    # last pixel): 23·29 = 667 pixels, a last tile starting at 155 (not a multiple of 32: its mask
+    # words are funnel shifts of its ballots), 24·40 = 960 (a last tile at 448, aligned). Pixels
+    # "oc": many pixels have no loss, hence a clear mask bit; the hook checks its mask against
+    # its loss map, and the backward reads the maps only where a bit is set.
+    logits, tags, prior = make_ocr_inputs(2, 7, spatial, tag_p=0.3)
+    tags[:, 0] = 0
+    flat = logits.view(2, 7, -1)
+    n = flat.shape[-1]
+    flat[:, 1, n - 1] = flat[:, :, n - 1].amax(1) + 5.0  # the last pixel is OC: a loss > 0
+    flat[:, 1, 200] = flat[:, :, 200].amax(1) + 5.0  # one inside the overlap of the last two tiles
+    flat[:, 0, 201] = flat[:, :, 201].amax(1) + 5.0  # background: no loss
+    g = torch.randn(2, *spatial)
+    _, ocr, grad = ops._pixelwise_seg_ocr(logits, None, tags, prior, None, g, 2.0, 0.2,
+                                          GROUP_CODES["ada"], PIXEL_CODES["oc"], -100)
+    want_loss, want_grad = reference64(logits, tags, prior, grad_map=g, group_split="ada", pixels="oc")
+    of = ocr.view(2, -1)
+    assert (of[:, [n - 1, 200]] > 0).all() and (of[:, 201] == 0).all()
+    keep = keep_mask(logits, tags, prior, "ada")
+    assert_close_rel(ocr, want_loss, 1e-5, "loss", keep)
+    assert_close_rel(grad, want_grad, 1e-5, "grad", keep.unsqueeze(1).expand_as(want_grad))
+    assert (grad.movedim(1, -1)[ocr == 0] == 0).all()
+
+
+def test_backward_checks_the_mask(ops):
+    logits, tags, prior = make_ocr_inputs(2, 5, (3, 4))
+    loss, mask = ops.ocr_loss_map(logits, tags, prior, 2.0, 0.2, 0, 0)
+    g = torch.ones_like(loss)
+    for bad, match in ((mask[:, :0], "mask must be"), (mask.long(), "mask must be"),
+                       (mask[:1], "mask must be")):
+        with pytest.raises(RuntimeError, match=match):
+            ops.ocr_loss_map_backward(g, logits, tags, prior, loss, bad, 2.0, 0.2, 0, 0)
+    # the backward of the op with its own mask is the autograd one
+    want = ops.ocr_loss_map_backward(g, logits, tags, prior, loss, mask, 2.0, 0.2, 0, 0)
+    z = logits.clone().requires_grad_(True)
+    ops.ocr_loss_map(z, tags, prior, 2.0, 0.2, 0, 0)[0].backward(g)
+    assert torch.equal(z.grad, want)
 
 
 def test_torch_compile(ops):
