@@ -1,6 +1,6 @@
 // What one CUDA block (CTA) of the fused-upsampling kernels computes on their fast path
 // (csrc/cuda/ocr_resize_kernel.cu), written against a Block (thread index, block size, barrier,
-// barrier-with-OR) so that the CPU test hook `_pixelwise_seg_ocr_resized` runs these same
+// barrier-with-OR, barrier-with-count) so that the CPU test hook `_pixelwise_seg_ocr_resized` runs these same
 // functions with one CPU thread per CUDA thread and a real barrier (csrc/cpu/ocr_resize.cpp):
 // CI checks the GPU's code, its barriers included, against the float64 reference.
 //
@@ -320,27 +320,38 @@ OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& 
 // (c, c1). Ranks follow the columns, so the ranks reaching column j (lx0 sums of group j, lx1 sums
 // of group j − 1 and, at an edge, of group j) are a contiguous run; the first rank of the run
 // sums it in rank order and owns j's top and bottom entries (one writer a column, bitwise
-// reproducible). Only the busy warps have work; the first rank of a group owns its column c
-// (unless the group before reaches it) and its c1 (when c1 != c).
+// reproducible). So the first rank of a group owns its c1 (when c1 != c) and its c unless the
+// group before reaches c; one walk over its group and the next sums both. Only the busy warps
+// have work.
 template <typename acc_t>
-OCR_HD void resize_rank_column(const ResizeSmem<acc_t>& S, int threads, int columns, int count,
-                               const Tap<acc_t>& ty, int start, int ranks_end, int j) {
+OCR_HD void resize_rank_columns(const ResizeSmem<acc_t>& S, int threads, int columns, int count,
+                                const Tap<acc_t>& ty, int start, int ranks_end, int c, int c1,
+                                bool own_c) {
   const int* cc = S.slot + 1;
 #pragma unroll 1
   for (int m = 0; m < count; ++m) {
-    const acc_t* c0 = S.chunk + m * 2 * threads;
-    const acc_t* c1 = c0 + threads;
-    acc_t gx = acc_t(0);
+    const acc_t* v0 = S.chunk + m * 2 * threads;
+    const acc_t* v1 = v0 + threads;
+    acc_t gc = acc_t(0), gu = acc_t(0);
 #pragma unroll 1
     for (int s = start; s < ranks_end; ++s) {
-      const int e = cc[2 * s], c = e >> 1;
-      if (c > j) break;
-      if (c == j) gx += c0[s];
-      if (c + (e & 1) == j) gx += c1[s];
+      const int e = cc[2 * s], cs = e >> 1, us = cs + (e & 1);
+      if (cs > c1) break;
+      const acc_t a0 = v0[s], a1 = v1[s];
+      gc += cs == c ? a0 : acc_t(0);
+      gc += us == c ? a1 : acc_t(0);
+      gu += cs == c1 ? a0 : acc_t(0);
+      gu += us == c1 ? a1 : acc_t(0);
     }
-    const int o = S.chunk_cls[m] * columns + j;
-    S.top[o] += ty.l0 * gx;
-    S.bot[o] += ty.l1 * gx;
+    const int o = S.chunk_cls[m] * columns;
+    if (own_c) {
+      S.top[o + c] += ty.l0 * gc;
+      S.bot[o + c] += ty.l1 * gc;
+    }
+    if (c1 != c) {
+      S.top[o + c1] += ty.l0 * gu;
+      S.bot[o + c1] += ty.l1 * gu;
+    }
   }
 }
 
@@ -348,16 +359,15 @@ template <typename scalar_t, typename acc_t, typename Block>
 OCR_HD void resize_combine_ranks(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                                  const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
                                  const Tap<acc_t>& ty, int K) {
-  const int r = blk.tid, columns = (int)V.ax.in;
+  const int r = blk.tid;
   if (r >= K) return;
   const int* cc = S.slot + 1;
   const int e = cc[2 * r], c = e >> 1, c1 = c + (e & 1);
   const int prev = r > 0 ? cc[2 * (r - 1)] : -4;  // (-4: no rank before)
   if ((prev >> 1) == c) return;  // not the first of its group
-  // (template arguments spelled out: bench/static.py weighs these calls as the busy warps')
-  if (!((prev >> 1) == c - 1 && (prev >> 1) + (prev & 1) == c))
-    resize_rank_column<acc_t>(S, P.threads, columns, count, ty, r, K, c);
-  if (c1 != c) resize_rank_column<acc_t>(S, P.threads, columns, count, ty, r, K, c1);
+  const bool own_c = !((prev >> 1) == c - 1 && (prev >> 1) + (prev & 1) == c);
+  if (own_c || c1 != c)
+    resize_rank_columns<acc_t>(S, P.threads, (int)V.ax.in, count, ty, r, K, c, c1, own_c);
 }
 
 // A chunk of classes complete in every thread: combine it (between barriers, so that the chunk
@@ -458,10 +468,10 @@ OCR_HD void resize_slot_scan(const Block& blk, const ResizePlan& P, int* sl) {
 }
 
 // Publishes this thread's slot (first output column x, mask of its pixels with a gradient) and
-// returns the row's count of active slots (every thread the same).
+// ranks the active slots.
 template <typename acc_t, typename Block>
-OCR_HD int resize_row_ranks(const Block& blk, const ResizePlan& P, const ResizeSmem<acc_t>& S,
-                            int x, int mask) {
+OCR_HD void resize_row_ranks(const Block& blk, const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                             int x, int mask) {
   if (blk.tid < P.slots) {
     S.slot[2 * blk.tid] = mask != 0 ? 1 : 0;
     S.slot[2 * blk.tid + 1] = 16 * x + mask;
@@ -470,8 +480,6 @@ OCR_HD int resize_row_ranks(const Block& blk, const ResizePlan& P, const ResizeS
   // (template arguments spelled out: bench/static.py weighs this call by the share of warp 0)
   resize_slot_scan<Block>(blk, P, S.slot);
   blk.sync();
-  const int last = 2 * (P.slots - 1);
-  return S.slot[last] + (S.slot[last + 1] % 16 != 0 ? 1 : 0);
 }
 
 // The slot-path row (resize_backward_slots) for a thread whose warp holds a rank below K: the
@@ -626,13 +634,14 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
           mask |= read[i] || (valid && l[i] != l[i]) ? 1 << i : 0;
         }
         if (compactable) {
-          const int K = resize_row_ranks<acc_t>(blk, P, S, (int)q.x, mask);
+          const int K = blk.count(mask != 0);  // the active slots
           // a row with no gradient adds nothing (the cross-entropy's reaches every pixel that
           // is not ignored)
           if (K == 0) continue;
           if ((K + kResizeLanes - 1) / kResizeLanes < blk.n / kResizeLanes) {
-            // (template arguments spelled out: bench/static.py weighs this call by the share of
-            // the rows that compact)
+            // (template arguments spelled out: bench/static.py weighs these calls by the share
+            // of the rows that compact)
+            resize_row_ranks<acc_t, Block>(blk, P, S, (int)q.x, mask);
             resize_backward_compact<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, ty, b,
                                                                        y0 + r, K);
             continue;

@@ -109,7 +109,8 @@ __global__ void __launch_bounds__(kThreads) resized_gather_kernel(ResizeArgs A) 
   }
 }
 
-// The block of ocr_resize_thread.h's functions: this thread, the block size, its barriers.
+// The block of ocr_resize_thread.h's functions: this thread, the block size, its barriers
+// (plain, OR-ing, counting).
 struct CudaBlock {
   int tid, n;
   __host__ __device__ void sync() const {
@@ -122,6 +123,13 @@ struct CudaBlock {
     return __syncthreads_or(p);
 #else
     return p;
+#endif
+  }
+  __host__ __device__ int count(bool p) const {
+#ifdef __CUDA_ARCH__
+    return __syncthreads_count(p);
+#else
+    return p ? 1 : 0;
 #endif
   }
 };

@@ -35,7 +35,12 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
 - Fused upsampling (``--static-cases resize``): each backend's fused kernels against F.interpolate
   (its traffic at the copy bandwidth, a lower bound on its time) + the same backend's loss at full
   resolution: Triton in _unfused_rows / _resize_kernel_bytes, CUDA (csrc/cuda/ocr_resize_kernel.cu)
-  in model_resized_case, whose docstring gives its bytes and floor.
+  in model_resized_case, whose docstring gives its bytes and floor. The CUDA backward's rows
+  take one of three paths by their count of slots holding a pixel with a gradient (skip,
+  compacted, slots' path): _compact_rows weighs each by its share of the scenario's output rows
+  (mask at the output size; seg: every pixel), the compacted path's busy and idle warps by their
+  share, and its combine's walk by the longest run a warp holds (a loop runs as long as its
+  longest lane).
 - CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
   launcher sizes it (one wave of resident blocks, a column per image); class loops run the
   per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
@@ -1288,6 +1293,7 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
                   "resize_slot": 1.0 if groups > 1 else 0.0}
         if launch == "backward":
             shares.update(resize_slot_row=rows["slots"], resize_backward_compact=rows["compact"],
+                          resize_row_ranks=rows["compact"],
                           resize_compact_slot=rows["busy"], resize_idle_flushes=1.0 - rows["busy"],
                           resize_slot_scan=1.0 / warps, resize_chunk_flush=1.0 / chunk)
             notes.append(f"backward rows: {rows['skip']:.3f} skip (no gradient), {rows['compact']:.3f} "
