@@ -587,8 +587,11 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
   resize_tables(blk, V.ax, S);
   SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
   // one slot group: S.slot is not read again, and the rows may compact (resize_row_ranks); the
-  // first column is packed in 28 bits there
-  const bool compactable = P.groups == 1 && W < (int64_t(1) << 27);
+  // first column is packed in 28 bits there. Not with the cross-entropy: its gradient reaches
+  // every pixel that is not ignored, so its rows compact only where most pixels are ignored, and
+  // the compacted path's code costs the seg kernel registers and instructions on every row
+  // (bench --static: 58 -> 62 SASS per logit at C+1 = 81)
+  const bool compactable = !CE && P.groups == 1 && W < (int64_t(1) << 27);
   int64_t listed = -1;
   for (int64_t item = first; item < last; ++item) {
     const int64_t b = item / h, c = item - b * h;

@@ -1160,8 +1160,8 @@ def _gradient_mask(case: Case) -> torch.Tensor:
 def _compact_rows(case: Case, threads: int, groups: int) -> Dict[str, float]:
     """What the backward's rows (csrc/ocr_resize_thread.h: a block walks one output row at a time)
     see in the case's scenario: the share that skip (no pixel with a gradient), compact (their
-    active slots, those holding such a pixel, fill fewer warps than the block's; one slot group)
-    or take the slots' path, and for the compacted ones the mean share of the block's warps that
+    active slots, those holding such a pixel, fill fewer warps than the block's; one slot group;
+    ocr_loss only) or take the slots' path, and for the compacted ones the mean share of the block's warps that
     hold an active slot (the others only meet the flushes)."""
     _, _, h, w = case.shape
     H, W = case.size
@@ -1177,7 +1177,8 @@ def _compact_rows(case: Case, threads: int, groups: int) -> Dict[str, float]:
     active = torch.zeros(m.shape[0], slots, dtype=torch.float64).index_add_(1, slot_of_x, m.double()) > 0
     K = active.sum(-1)
     warps = threads // 32
-    compact = (K > 0) & ((K + 31) // 32 < warps) if groups == 1 and W < (1 << 27) \
+    seg = case.op == "seg_ocr_loss"  # its kernels do not compact
+    compact = (K > 0) & ((K + 31) // 32 < warps) if groups == 1 and W < (1 << 27) and not seg \
         else torch.zeros_like(K, dtype=torch.bool)
     out = {"skip": float((K == 0).double().mean()), "compact": float(compact.double().mean())}
     out["slots"] = 1.0 - out["skip"] - out["compact"]
