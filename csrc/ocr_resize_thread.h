@@ -24,6 +24,10 @@
 //   shared-memory rows (top: source row c, bottom: upper(c)); at the end of the cell it writes them
 //   to a [2, B, C+1, h, w] buffer, and a last pass sums, per low-resolution logit, its top entry and
 //   the bottom entries that reach it, in a fixed order. No float atomics: bitwise reproducible.
+//   ocr_loss (no cross-entropy) compacts a row whose slots with a gradient pixel fit in fewer
+//   warps than the block has: only those warps run thread_backward, one such slot a thread by
+//   rank, and they combine the ranks' sums (resize_backward_compact); a row without a gradient is
+//   skipped.
 // A shape whose shared memory exceeds kResizeFastSmem takes the generic path of
 // ocr_resize_pixel.h (any C+1).
 #pragma once
