@@ -1,6 +1,6 @@
 // What one CUDA block (CTA) of the fused-upsampling kernels computes on their fast path
 // (csrc/cuda/ocr_resize_kernel.cu), written against a Block (thread index, block size, barrier,
-// barrier-with-OR) so that the CPU test hook `_pixelwise_seg_ocr_resized` runs these same
+// barrier-with-OR, barrier-with-count) so that the CPU test hook `_pixelwise_seg_ocr_resized` runs these same
 // functions with one CPU thread per CUDA thread and a real barrier (csrc/cpu/ocr_resize.cpp):
 // CI checks the GPU's code, its barriers included, against the float64 reference.
 //
@@ -24,6 +24,10 @@
 //   shared-memory rows (top: source row c, bottom: upper(c)); at the end of the cell it writes them
 //   to a [2, B, C+1, h, w] buffer, and a last pass sums, per low-resolution logit, its top entry and
 //   the bottom entries that reach it, in a fixed order. No float atomics: bitwise reproducible.
+//   ocr_loss (no cross-entropy) compacts a row whose slots with a gradient pixel fit in fewer
+//   warps than the block has: only those warps run thread_backward, one such slot a thread by
+//   rank, and they combine the ranks' sums (resize_backward_compact); a row without a gradient is
+//   skipped.
 // A shape whose shared memory exceeds kResizeFastSmem takes the generic path of
 // ocr_resize_pixel.h (any C+1).
 #pragma once
@@ -315,15 +319,262 @@ OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& 
   }
 }
 
-// A chunk of classes complete in every thread: combine it (between barriers, so that the chunk
-// can be refilled).
+// The combine of a compacted row (K active slots, rank r's in chunk column r): after the busy
+// threads have read their slot, S.slot[2·r + 1] = 2·c + (c1 − c) for rank r of source columns
+// (c, c1). Ranks follow the columns, so the ranks reaching column j (lx0 sums of group j, lx1 sums
+// of group j − 1 and, at an edge, of group j) are a contiguous run; the first rank of the run
+// sums it in rank order and owns j's top and bottom entries (one writer a column, bitwise
+// reproducible). So the first rank of a group owns its c1 (when c1 != c) and its c unless the
+// group before reaches c; one walk over its group and the next sums both. Only the busy warps
+// have work.
+template <typename acc_t>
+OCR_HD void resize_rank_columns(const ResizeSmem<acc_t>& S, int threads, int columns, int count,
+                                const Tap<acc_t>& ty, int start, int ranks_end, int c, int c1,
+                                bool own_c) {
+  const int* cc = S.slot + 1;
+#pragma unroll 1
+  for (int m = 0; m < count; ++m) {
+    const acc_t* v0 = S.chunk + m * 2 * threads;
+    const acc_t* v1 = v0 + threads;
+    acc_t gc = acc_t(0), gu = acc_t(0);
+#pragma unroll 1
+    for (int s = start; s < ranks_end; ++s) {
+      const int e = cc[2 * s], cs = e >> 1, us = cs + (e & 1);
+      if (cs > c1) break;
+      const acc_t a0 = v0[s], a1 = v1[s];
+      gc += cs == c ? a0 : acc_t(0);
+      gc += us == c ? a1 : acc_t(0);
+      gu += cs == c1 ? a0 : acc_t(0);
+      gu += us == c1 ? a1 : acc_t(0);
+    }
+    const int o = S.chunk_cls[m] * columns;
+    if (own_c) {
+      S.top[o + c] += ty.l0 * gc;
+      S.bot[o + c] += ty.l1 * gc;
+    }
+    if (c1 != c) {
+      S.top[o + c1] += ty.l0 * gu;
+      S.bot[o + c1] += ty.l1 * gu;
+    }
+  }
+}
+
 template <typename scalar_t, typename acc_t, typename Block>
+OCR_HD void resize_combine_ranks(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                                 const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
+                                 const Tap<acc_t>& ty, int K) {
+  const int r = blk.tid;
+  if (r >= K) return;
+  const int* cc = S.slot + 1;
+  const int e = cc[2 * r], c = e >> 1, c1 = c + (e & 1);
+  const int prev = r > 0 ? cc[2 * (r - 1)] : -4;  // (-4: no rank before)
+  if ((prev >> 1) == c) return;  // not the first of its group
+  const bool own_c = !((prev >> 1) == c - 1 && (prev >> 1) + (prev & 1) == c);
+  if (own_c || c1 != c)
+    resize_rank_columns<acc_t>(S, P.threads, (int)V.ax.in, count, ty, r, K, c, c1, own_c);
+}
+
+// A chunk of classes complete in every thread: combine it (between barriers, so that the chunk
+// can be refilled); RANKED: a compacted row's (resize_combine_ranks).
+template <typename scalar_t, typename acc_t, bool RANKED, typename Block>
+OCR_HD void resize_flush_body(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                              const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
+                              const Tap<acc_t>& ty, int K) {
+  blk.sync();
+  if (RANKED)
+    resize_combine_ranks(blk, V, P, S, count, ty, K);
+  else
+    resize_combine(blk, V, P, S, count, g, ty);
+  blk.sync();
+}
+
+// The flush inside the class loops (bench/static.py weighs calls of this name 1/chunk: one class
+// step in kResizeClassChunk flushes); the others call resize_flush_body.
+template <typename scalar_t, typename acc_t, bool RANKED, typename Block>
 OCR_HD void resize_chunk_flush(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                                const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
-                               const Tap<acc_t>& ty) {
+                               const Tap<acc_t>& ty, int K) {
+  resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, count, g, ty, K);
+}
+
+// Output row y's slots in the slot layout (every thread its PPT pixels, masked ones reading 0),
+// the x sums in registers, combined every kResizeClassChunk classes.
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool RANKED, typename Block>
+OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                                  const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                                  const ThreadArgs<acc_t>& T, const SlotPixels<acc_t>& q,
+                                  const Tap<acc_t>& ty, int g, const acc_t* l, const acc_t* a,
+                                  const acc_t* gce, const int64_t* t, const bool* read, int K) {
+  constexpr int PPT = kThreadPixels;
+  const int w = (int)V.ax.in;
+  const acc_t* R0 = S.R + q.c;
+  const acc_t* R1 = S.R + q.c1;
+  // both loads unconditional (shared memory, always in range): one pair a class for the
+  // thread's pixels; a pixel without a gradient reads 0, as thread_backward requires
+  auto zf = [&](int k, int i) -> acc_t {
+    const acc_t r0 = R0[k * w], r1 = R1[k * w];
+    const acc_t v = q.lx0[i] * r0 + q.lx1[i] * r1;
+    return read[i] ? v : acc_t(0);
+  };
+  acc_t* mine = S.chunk + blk.tid;
+  int filled = 0;
+  acc_t t0 = 0, t1 = 0;
+  auto store = [&](int k, int i, acc_t d) {
+    t0 = i == 0 ? q.lx0[0] * d : t0 + q.lx0[i] * d;
+    t1 = i == 0 ? q.lx1[0] * d : t1 + q.lx1[i] * d;
+    if (i == PPT - 1) {
+      mine[filled * 2 * P.threads] = t0;
+      mine[filled * 2 * P.threads + P.threads] = t1;
+      if (blk.tid == 0) S.chunk_cls[filled] = k;
+      if (++filled == kResizeClassChunk) {
+        // (template arguments spelled out: bench/static.py weighs this call site 1/chunk)
+        resize_chunk_flush<scalar_t, acc_t, RANKED>(blk, V, P, S, filled, g, ty, K);
+        filled = 0;
+      }
+    }
+  };
+  thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
+  if (filled > 0) resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, filled, g, ty, K);
+}
+
+// The slots' path of a row that does not compact.
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block>
+OCR_HD void resize_slot_row(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                            const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                            const ThreadArgs<acc_t>& T, const SlotPixels<acc_t>& q,
+                            const Tap<acc_t>& ty, int g, const acc_t* l, const acc_t* a,
+                            const acc_t* gce, const int64_t* t, const bool* read) {
+  resize_backward_slots<scalar_t, acc_t, GROUP, CE, false>(blk, V, P, S, T, q, ty, g, l, a, gce, t,
+                                                           read, 0);
+}
+
+// ---- the backward's compacted rows -------------------------------------------------------------
+// A row whose slots with a gradient pixel ("active") fill fewer warps than the block has runs
+// only those: with one slot group, S.slot is free once every thread holds its slot, and each row
+// reuses it as [2·s] whether slot s is active (then, after resize_slot_scan, its rank among the
+// active slots), [2·s + 1] 16·(its first output column) + the mask of its pixels with a gradient.
+// Thread r takes the active slot of rank r; the ranks follow the slots, so the active slots of a
+// column's ranges are a contiguous range of ranks, which resize_combine sums in rank order as it
+// does slots (bitwise reproducible, no atomics). The warps past the last rank skip
+// thread_backward and only meet the flushes.
+
+// One thread: the slots' exclusive prefix sum in place (a few instructions a slot, per row).
+template <typename Block>
+OCR_HD void resize_slot_scan(const Block& blk, const ResizePlan& P, int* sl) {
+  if (blk.tid != 0) return;
+  int run = 0;
+#pragma unroll 1
+  for (int s = 0; s < P.slots; ++s) {
+    const int n = sl[2 * s];
+    sl[2 * s] = run;
+    run += n;
+  }
+}
+
+// Publishes this thread's slot (first output column x, mask of its pixels with a gradient) and
+// ranks the active slots.
+template <typename acc_t, typename Block>
+OCR_HD void resize_row_ranks(const Block& blk, const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                             int x, int mask) {
+  if (blk.tid < P.slots) {
+    S.slot[2 * blk.tid] = mask != 0 ? 1 : 0;
+    S.slot[2 * blk.tid + 1] = 16 * x + mask;
+  }
   blk.sync();
-  resize_combine(blk, V, P, S, count, g, ty);
+  // (template arguments spelled out: bench/static.py weighs this call by the share of warp 0)
+  resize_slot_scan<Block>(blk, P, S.slot);
   blk.sync();
+}
+
+// The slot-path row (resize_backward_slots) for a thread whose warp holds a rank below K: the
+// active slot of rank tid (none past K: zeros), its pixels' factors re-read from the maps.
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block>
+OCR_HD void resize_compact_slot(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                                const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                                const ThreadArgs<acc_t>& T, const Tap<acc_t>& ty, int64_t b,
+                                int64_t y, int K) {
+  constexpr int PPT = kThreadPixels;
+  const int r = blk.tid;
+  int x = 0, mask = 0;
+  if (r < K) {
+    // the last slot whose rank is <= r: the active one of rank r (ranks are non-decreasing)
+    const int probes = resize_search_steps(P.slots), top = 1 << (probes - 1);
+    int lo = 0;
+#pragma unroll 1
+    for (int step = 0; step < probes; ++step) {
+      const int s = lo + (top >> step);
+      if (s < P.slots && S.slot[2 * s] <= r) lo = s;
+    }
+    const int e = S.slot[2 * lo + 1];
+    x = e / 16;
+    mask = e % 16;
+  }
+  SlotPixels<acc_t> q;
+  const Tap<acc_t> t0 = resize_tap(V.ax, (int64_t)x);
+  q.c = (int)t0.i0;  // every pixel of a slot has the same taps
+  q.c1 = (int)t0.i1;
+  blk.sync();  // every busy thread has read its slot: the ranks' columns (resize_combine_ranks)
+  if (r < K) S.slot[2 * r + 1] = 2 * q.c + (q.c1 - q.c);
+  q.x = x;
+  q.n = 0;
+  bool read[PPT];
+  int64_t t[PPT];
+  acc_t l[PPT], a[PPT], gce[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const bool on = (mask >> i & 1) != 0;
+    const Tap<acc_t> tx = resize_tap(V.ax, (int64_t)x + (on ? i : 0));
+    q.lx0[i] = on ? tx.l0 : acc_t(0);
+    q.lx1[i] = on ? tx.l1 : acc_t(0);
+    const int64_t pi = y * V.ax.out + x + i;
+    acc_t go = 0, gc = 0;
+    bool ignored = true;
+    l[i] = 0;
+    t[i] = 0;
+    if (on) {
+      l[i] = V.loss[b * V.ll.sB + pi * V.ll.sN];
+      go = V.g_ocr[b * V.gol.sB + pi * V.gol.sN];
+      if (CE) {
+        t[i] = V.target[b * V.tl.sB + pi * V.tl.sN];
+        ignored = t[i] == V.ignore_index;
+        gc = ignored ? acc_t(0) : V.g_ce[b * V.gcl.sB + pi * V.gcl.sN];
+      }
+    }
+    read[i] = backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]) && on;
+  }
+  resize_backward_slots<scalar_t, acc_t, GROUP, CE, true>(blk, V, P, S, T, q, ty, 0, l, a, gce, t,
+                                                          read, K);
+}
+
+// A warp without a rank in a compacted row: the barriers of the C1 classes' flushes, as a busy
+// warp meets them (the same number); resize_combine_ranks has no work for a thread past K.
+template <typename Block>
+OCR_HD void resize_idle_flushes(const Block& blk, int C1) {
+  const int flushes = (C1 + kResizeClassChunk - 1) / kResizeClassChunk;
+  blk.sync();  // resize_compact_slot's, after the busy threads read their slots
+#pragma unroll 1
+  for (int m = 0; m < flushes; ++m) {
+    blk.sync();
+    blk.sync();
+  }
+}
+
+// Output row y of image b with K active slots in fewer warps than the block's. Thread 0 holds
+// rank 0, so the chunk's classes are written.
+template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block>
+OCR_HD void resize_backward_compact(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                                    const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                                    const ThreadArgs<acc_t>& T, const Tap<acc_t>& ty, int64_t b,
+                                    int64_t y, int K) {
+  if (blk.tid - blk.tid % kResizeLanes < K) {
+    // (template arguments spelled out: bench/static.py weighs this call by the share of the
+    // warps that hold a rank)
+    resize_compact_slot<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, ty, b, y, K);
+  } else {
+    // (template arguments spelled out: bench/static.py weighs this call by the share of the
+    // warps that hold none)
+    resize_idle_flushes<Block>(blk, T.C1);
+  }
 }
 
 // Backward of the cell rows [first, last) (item = b·h + c) by one block: each writes
@@ -339,6 +590,12 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
   const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P, true);
   resize_tables(blk, V.ax, S);
   SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
+  // one slot group: S.slot is not read again, and the rows may compact (resize_row_ranks); the
+  // first column is packed in 28 bits there. Not with the cross-entropy: its gradient reaches
+  // every pixel that is not ignored, so its rows compact only where most pixels are ignored, and
+  // the compacted path's code costs the seg kernel registers and instructions on every row
+  // (bench --static: 58 -> 62 SASS per logit at C+1 = 81)
+  const bool compactable = !CE && P.groups == 1 && W < (int64_t(1) << 27);
   int64_t listed = -1;
   for (int64_t item = first; item < last; ++item) {
     const int64_t b = item / h, c = item - b * h;
@@ -360,7 +617,7 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
         bool read[PPT];
         int64_t t[PPT];
         acc_t l[PPT], a[PPT], gce[PPT];
-        bool need = false;
+        int mask = 0;  // the pixels with a gradient (NaN ones included: NaN everywhere)
 #pragma unroll
         for (int i = 0; i < PPT; ++i) {
           const int64_t pi = p + i;
@@ -381,39 +638,28 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
           // called for every pixel: an invalid one gets a = gce = 0
           const bool r = backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
           read[i] = valid && r;
-          need |= read[i] || (valid && l[i] != l[i]);
+          mask |= read[i] || (valid && l[i] != l[i]) ? 1 << i : 0;
         }
-        // a row of the block with no gradient adds nothing (the cross-entropy's reaches every
-        // pixel that is not ignored)
-        if (!blk.any(need)) continue;
-        const acc_t* R0 = S.R + q.c;
-        const acc_t* R1 = S.R + q.c1;
-        // both loads unconditional (shared memory, always in range): one pair a class for the
-        // thread's pixels; a pixel without a gradient reads 0, as thread_backward requires
-        auto zf = [&](int k, int i) -> acc_t {
-          const acc_t r0 = R0[k * w], r1 = R1[k * w];
-          const acc_t v = q.lx0[i] * r0 + q.lx1[i] * r1;
-          return read[i] ? v : acc_t(0);
-        };
-        acc_t* mine = S.chunk + blk.tid;
-        int filled = 0;
-        acc_t t0 = 0, t1 = 0;
-        auto store = [&](int k, int i, acc_t d) {
-          t0 = i == 0 ? q.lx0[0] * d : t0 + q.lx0[i] * d;
-          t1 = i == 0 ? q.lx1[0] * d : t1 + q.lx1[i] * d;
-          if (i == PPT - 1) {
-            mine[filled * 2 * P.threads] = t0;
-            mine[filled * 2 * P.threads + P.threads] = t1;
-            if (blk.tid == 0) S.chunk_cls[filled] = k;
-            if (++filled == kResizeClassChunk) {
-              // (template arguments spelled out: bench/static.py weighs this call site 1/chunk)
-              resize_chunk_flush<scalar_t, acc_t>(blk, V, P, S, filled, g, ty);
-              filled = 0;
-            }
+        if (compactable) {
+          const int K = blk.count(mask != 0);  // the active slots
+          // a row with no gradient adds nothing (the cross-entropy's reaches every pixel that
+          // is not ignored)
+          if (K == 0) continue;
+          if ((K + kResizeLanes - 1) / kResizeLanes < blk.n / kResizeLanes) {
+            // (template arguments spelled out: bench/static.py weighs these calls by the share
+            // of the rows that compact)
+            resize_row_ranks<acc_t, Block>(blk, P, S, (int)q.x, mask);
+            resize_backward_compact<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, ty, b,
+                                                                       y0 + r, K);
+            continue;
           }
-        };
-        thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
-        if (filled > 0) resize_chunk_flush(blk, V, P, S, filled, g, ty);
+        } else if (!blk.any(mask != 0)) {
+          continue;
+        }
+        // (template arguments spelled out: bench/static.py weighs this call by the share of the
+        // rows that take it)
+        resize_slot_row<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, q, ty, g, l, a, gce, t,
+                                                           read);
       }
     }
     blk.sync();

@@ -490,14 +490,14 @@ at::Tensor backward_resized_cpu(const at::Tensor& grad_ocr_in,
 class EmulatedBarrier {
  public:
   explicit EmulatedBarrier(int n) : n_(n) {}
-  // every thread's p ORed (also a plain barrier)
-  bool wait_or(bool p) {
+  // the number of threads whose p is true (also a plain barrier)
+  int wait_count(bool p) {
     std::unique_lock<std::mutex> lk(m_);
     const uint64_t gen = gen_;
-    acc_ = acc_ || p;
+    acc_ += p ? 1 : 0;
     if (++arrived_ == n_) {
       result_ = acc_;
-      acc_ = false;
+      acc_ = 0;
       arrived_ = 0;
       ++gen_;
       cv_.notify_all();
@@ -510,16 +510,16 @@ class EmulatedBarrier {
  private:
   std::mutex m_;
   std::condition_variable cv_;
-  int n_, arrived_ = 0;
+  int n_, arrived_ = 0, acc_ = 0, result_ = 0;
   uint64_t gen_ = 0;
-  bool acc_ = false, result_ = false;
 };
 
 struct CpuBlock {
   int tid, n;
   EmulatedBarrier* bar;
-  void sync() const { bar->wait_or(false); }
-  bool any(bool p) const { return bar->wait_or(p); }
+  void sync() const { bar->wait_count(false); }
+  bool any(bool p) const { return bar->wait_count(p) > 0; }
+  int count(bool p) const { return bar->wait_count(p); }
 };
 
 // f(block) on `threads` CPU threads, one block, its shared memory `smem_bytes`.

@@ -4,7 +4,8 @@
 // - fast (the block's shared memory within kResizeFastSmem): ocr_resize_thread.h's block functions
 //   (ocr_thread.h's per-thread OCR code on logits interpolated from a shared-memory row; backward
 //   one block per cell row, reduced in shared memory, then a gather of two entries per
-//   low-resolution logit). Blocks: one wave of resident blocks striding over the rows / cells;
+//   low-resolution logit; ocr_loss's rows with few pixels with a gradient run only the warps
+//   that hold them). Blocks: one wave of resident blocks striding over the rows / cells;
 // - generic (any C+1), ocr_resize_pixel.h's per-thread functions:
 //   forward  one thread per output pixel, its C+1 logits interpolated from the four source
 //            pixels as they are read (consecutive threads take consecutive output columns, which
@@ -109,7 +110,8 @@ __global__ void __launch_bounds__(kThreads) resized_gather_kernel(ResizeArgs A) 
   }
 }
 
-// The block of ocr_resize_thread.h's functions: this thread, the block size, its barriers.
+// The block of ocr_resize_thread.h's functions: this thread, the block size, its barriers
+// (plain, OR-ing, counting).
 struct CudaBlock {
   int tid, n;
   __host__ __device__ void sync() const {
@@ -122,6 +124,13 @@ struct CudaBlock {
     return __syncthreads_or(p);
 #else
     return p;
+#endif
+  }
+  __host__ __device__ int count(bool p) const {
+#ifdef __CUDA_ARCH__
+    return __syncthreads_count(p);
+#else
+    return p ? 1 : 0;
 #endif
   }
 };

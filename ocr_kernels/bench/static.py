@@ -42,7 +42,12 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
 - Fused upsampling (``--static-cases resize``): each backend's fused kernels against F.interpolate
   (its traffic at the copy bandwidth, a lower bound on its time) + the same backend's loss at full
   resolution: Triton in _unfused_rows / _resize_kernel_bytes, CUDA (csrc/cuda/ocr_resize_kernel.cu)
-  in model_resized_case, whose docstring gives its bytes and floor.
+  in model_resized_case, whose docstring gives its bytes and floor. The CUDA backward's rows
+  take one of three paths by their count of slots holding a pixel with a gradient (skip,
+  compacted, slots' path): _compact_rows weighs each by its share of the scenario's output rows
+  (mask at the output size; seg: every pixel), the compacted path's busy and idle warps by their
+  share, and its combine's walk by the longest run a warp holds (a loop runs as long as its
+  longest lane).
 - CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
   launcher sizes it (one wave of resident blocks, a column per image); class loops run the
   per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
@@ -1195,18 +1200,57 @@ def _resize_header_int(name: str) -> int:
     return int(re.search(rf"constexpr \w+ {name}\s*=\s*(\d+)", text).group(1))
 
 
-def _active_rows(case: Case) -> float:
-    """Share of the output rows holding a pixel with an OCR gradient (the scenario's OC pixels):
-    the fused backward skips a row of a block only when none of its pixels has one."""
-    if case.scenario == "all-pixels" or case.op == "seg_ocr_loss":
-        return 1.0
+def _gradient_mask(case: Case) -> torch.Tensor:
+    """[B, H, W]: the output pixels with a gradient in the case's scenario (seg: every pixel, the
+    cross-entropy's reaches each one; "blobs" the bench's blob mask, "indep" independent pixels at
+    the OC fraction, seed 0)."""
     B = case.shape[0]
     H, W = case.size
-    f = DEFAULT_OC_FRACTION
+    if case.scenario == "all-pixels" or case.op == "seg_ocr_loss":
+        return torch.ones(B, H, W, dtype=torch.bool)
     if case.scenario == "indep":
-        return 1.0 - (1.0 - f) ** W
-    m = blob_mask((B, H, W), f, torch.Generator().manual_seed(0))
-    return float(m.any(-1).float().mean())
+        return torch.rand(B, H, W, generator=torch.Generator().manual_seed(0)) < DEFAULT_OC_FRACTION
+    return blob_mask((B, H, W), DEFAULT_OC_FRACTION, torch.Generator().manual_seed(0))
+
+
+def _compact_rows(case: Case, threads: int, groups: int) -> Dict[str, float]:
+    """What the backward's rows (csrc/ocr_resize_thread.h: a block walks one output row at a time)
+    see in the case's scenario: the share that skip (no pixel with a gradient), compact (their
+    active slots, those holding such a pixel, fill fewer warps than the block's; one slot group;
+    ocr_loss only) or take the slots' path, and for the compacted ones the mean share of the block's warps that
+    hold an active slot (the others only meet the flushes)."""
+    _, _, h, w = case.shape
+    H, W = case.size
+    m = _gradient_mask(case).reshape(-1, W)
+    ppt = _header_int("kThreadPixels")
+    i0 = _resize_i0(w, W)
+    n = torch.bincount(i0, minlength=w)
+    first = torch.cat([torch.zeros(1, dtype=torch.int64), ((n + ppt - 1) // ppt).cumsum(0)])
+    start = torch.cat([torch.zeros(1, dtype=torch.int64), n.cumsum(0)])
+    x = torch.arange(W)
+    slot_of_x = first[i0] + (x - start[i0]) // ppt
+    slots = int(first[-1])
+    active = torch.zeros(m.shape[0], slots, dtype=torch.float64).index_add_(1, slot_of_x, m.double()) > 0
+    K = active.sum(-1)
+    warps = threads // 32
+    seg = case.op == "seg_ocr_loss"  # its kernels do not compact
+    compact = (K > 0) & ((K + 31) // 32 < warps) if groups == 1 and W < (1 << 27) and not seg \
+        else torch.zeros_like(K, dtype=torch.bool)
+    out = {"skip": float((K == 0).double().mean()), "compact": float(compact.double().mean())}
+    out["slots"] = 1.0 - out["skip"] - out["compact"]
+    out["busy"] = float((((K[compact] + 31) // 32).double() / warps).mean()) if bool(compact.any()) else 1.0
+    out["active_slots"] = float(K[compact].double().mean()) if bool(compact.any()) else 0.0
+    # the combine's run over the ranks reaching a column (groups j - 1 and j) plus the step that
+    # ends it: a warp loops as long as its longest run
+    out["span"] = 1.0
+    if bool(compact.any()):
+        slot_col = torch.repeat_interleave(torch.arange(w), (n + ppt - 1) // ppt)
+        cnt = torch.zeros(int(compact.sum()), w, dtype=torch.float64).index_add_(
+            1, slot_col, active[compact].double())
+        run = cnt.clone()
+        run[:, 1:] += cnt[:, :-1]
+        out["span"] = float((run.amax(-1) + 1).mean())
+    return out
 
 
 def _line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict[int, float]:
@@ -1281,7 +1325,8 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         ns = {"classes": C1 / staged_at_once, "groups": groups, "nic": nic, "noc": C1 - nic,
               "C1": C1, "count": chunk, "first": slots / w,
               "ny": H / h, "zeros": 2 * C1 * w / threads, "out_classes": C1 / staged_at_once,
-              "steps": max(H, W).bit_length()}
+              "steps": max(H, W).bit_length(), "slots": slots, "probes": slots.bit_length(),
+              "flushes": -(-C1 // chunk)}
         # the combine's loops past the unrolled slots: the mean excess over the source columns
         n_x = torch.bincount(_resize_i0(w, W), minlength=w)
         seg = (n_x + _header_int("kThreadPixels") - 1) // _header_int("kThreadPixels")
@@ -1295,17 +1340,23 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         per_cta = {"last": items / ctas, "staged_cols": lanes(staged_at_once * w),
                    "columns": lanes(w), "w": lanes(w), "out_cols": lanes(staged_at_once * w),
                    "b0": excess, "b1": excess1}
+        if launch == "backward":
+            rows = _compact_rows(case, threads, groups)
+            per_cta["ranks_end"] = rows["span"]
         notes += _cpp_trips(code, ns, ctas * threads, _header_int("kThreadPixels"), per_cta)
         # the class list: written by warp 0 alone, when a block's range enters a new image
         rows_per_image = H if launch == "forward" else h
         shares = {"resize_class_list": min(1.0, (1 + per / rows_per_image) / per) / warps,
                   "resize_slot": 1.0 if groups > 1 else 0.0}
         if launch == "backward":
-            active = _active_rows(case)
-            shares.update(thread_backward=active, resize_chunk_flush=1.0 / chunk)
-            notes.append(f"rows with a gradient: {active:.3f} of the block rows run thread_backward "
-                         f"(the others skip it); the in-loop chunk flush weighs 1/{chunk} of the "
-                         f"class steps")
+            shares.update(resize_slot_row=rows["slots"], resize_backward_compact=rows["compact"],
+                          resize_row_ranks=rows["compact"],
+                          resize_compact_slot=rows["busy"], resize_idle_flushes=1.0 - rows["busy"],
+                          resize_slot_scan=1.0 / warps, resize_chunk_flush=1.0 / chunk)
+            notes.append(f"backward rows: {rows['skip']:.3f} skip (no gradient), {rows['compact']:.3f} "
+                         f"compact ({rows['active_slots']:.1f} active slots, {rows['busy']:.3f} of the "
+                         f"warps hold one, the combine's longest run {rows['span']:.2f} ranks), {rows['slots']:.3f} take the slots' path; the in-loop "
+                         f"chunk flushes weigh 1/{chunk} of the class steps")
         code.shares = _line_shares(code, header, shares)
         notes.append(f"fast path: {slots} slots, {threads} threads a block, "
                      f"{ctas} blocks ({items} {'rows' if launch == 'forward' else 'cell rows'}, "

@@ -335,6 +335,48 @@ def test_cuda_resized_code_generic_path(ops, with_ce):
                             grad_ocr=torch.randn(1, 5, 83, generator=g), pixels="all")
 
 
+@pytest.mark.parametrize("with_ce", [False, True])
+def test_cuda_resized_code_compacted_rows(ops, with_ce):
+    # 41 -> 321 columns (82 slots, a block of 96 threads): rows whose pixels with a gradient sit
+    # in slots filling fewer warps than the block's take resize_backward_compact (the active slots
+    # by rank, the ranks' combine), the others the slots' path, a row with none is skipped. Each
+    # row of the gradient map pins one case (active slots of 82): empty, one pixel, the two edges,
+    # clusters (9), the right edge's run (19), every other group of 4 columns (72: three warps,
+    # the slots' path), the first 170 columns (two busy warps), every pixel, two small runs.
+    H, W = 9, 321
+    logits, tags, prior = make_ocr_inputs(1, 9, (5, 41), tag_p=0.3)
+    g = torch.Generator().manual_seed(6)
+    keep = torch.zeros(1, H, W, dtype=torch.bool)
+    keep[0, 1, 150] = True
+    keep[0, 2, [0, W - 1]] = True
+    keep[0, 3, 40:70] = True
+    keep[0, 3, 200:203] = True
+    keep[0, 4, 250:W] = True
+    x = torch.arange(W)
+    slot4 = (x // 4) % 2 == 0  # about every other slot (slots start at each cell's column)
+    keep[0, 5] = slot4
+    keep[0, 6, :170] = True
+    keep[0, 7] = True
+    keep[0, 8, 5:9] = True
+    keep[0, 8, 311:316] = True
+    g_ocr = torch.randn(1, H, W, generator=g) * keep
+    target = g_ce = None
+    if with_ce:
+        # the cross-entropy's gradient reaches every pixel whose target is not ignored; the seg
+        # kernels do not compact (ocr_resize_thread.h): every row takes the slots' path
+        target = torch.randint(0, 9, (1, H, W), generator=g)
+        target[~keep] = 255
+        g_ce = torch.randn(1, H, W, generator=g)
+    _, _, grad = check_cuda_resized_code(ops, logits, target, tags, prior, (H, W), False,
+                                         grad_ce=g_ce, grad_ocr=g_ocr, pixels="all")
+    # no gradient at all: zeros, and the gradient is linear in the maps' upstream values
+    zero = torch.zeros(1, H, W)
+    _, _, g0 = ops._pixelwise_seg_ocr_resized(
+        logits, target, tags, prior, zero if with_ce else None, zero, [H, W], False, 2.0, 0.2,
+        GROUP_CODES["ada"], PIXEL_CODES["all"], 255)
+    assert torch.all(g0 == 0)
+
+
 def test_cuda_resized_code_slot_groups(ops):
     # 150 source columns at scale 8: 300 slots (two a cell), more than a block's 256 threads, so
     # each output row is walked in two slot groups whose partial sums meet in the cells' rows
