@@ -59,6 +59,14 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   (_cpp_trips); a pixel's maps re-read in its compacted round hit the cache. Forward (OCR): the
   shifted mask stores of an image's last tile (store_mask_shifted, when N is not a multiple of
   32) weigh one tile in per_image.
+- Upstream gradients of the maps (both backends alike): as the bench's fwd+bwd delivers them.
+  Its ocr_loss and seg_ocr_loss reduce with map.sum() / N (reduction "mean", no ce_weight), so
+  autograd hands the backward op the stride-0 expand of a scalar, which both backends read
+  through its strides: one sector for the whole grid, counted as 0 bytes (upstream_grad,
+  _grad_bytes; the Triton backward is captured with that expanded gradient, so its code and
+  strides are the real ones). A reduction "none" followed by a weighting would deliver a dense
+  gradient: 4 bytes a pixel where it is read. (The fused-upsampling rows, _resize_kernel_bytes,
+  still count a dense gradient.)
 The floor is the bench's (cases.bytes_moved): fwd = one read of the logits, fwd+bwd = one read
 plus one write (seg: plus the target); "bwd" rows use the gradient write alone.
 """
@@ -235,6 +243,24 @@ def _meta(shape, dtype=torch.float32):
     return torch.empty(shape, dtype=dtype, device="meta")
 
 
+def upstream_grad(case: Case) -> torch.Tensor:
+    """The upstream gradient of a per-pixel map [B, *spatial] as the bench's fwd+bwd hands it to
+    the backward op: ocr_loss and seg_ocr_loss reduce their maps with map.sum() / N (ocr/api.py
+    mean_or_zero, seg/api.py reduce_seg_maps; the bench passes no ce_weight), so autograd's
+    SumBackward delivers the stride-0 expand of a scalar (tests/bench/test_static_model.py
+    checks it on a real autograd run)."""
+    out = case.output
+    return _meta(()).expand((out.shape[0],) + tuple(out.shape[2:]))
+
+
+def _grad_bytes(grad: torch.Tensor) -> float:
+    """DRAM bytes a pixel of an upstream gradient costs: its element size, or 0 for a stride-0
+    expand, which both backends read through its strides (csrc/ops.cpp, csrc/ocr_host.h; the
+    Triton launcher's per-pixel strides): one sector for the whole grid, a cache hit after the
+    first load."""
+    return 0.0 if all(st == 0 for st in grad.stride()) else float(grad.element_size())
+
+
 def launch_case(case: Case) -> Dict[str, List[Captured]]:
     """{"fwd": [...], "bwd": [...]}: the launches of each pass of the case (must run inside
     capture_launches)."""
@@ -273,9 +299,11 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             _, _, stats, flags, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
                                                       case.pixels, 255)
             out["fwd"], cap.records[:] = list(cap.records), []
-            gmap = _meta((B,) + spatial)
-            tk._backward(gmap, gmap if seg else None, z, tgt, prior, gmap, stats, flags, classes,
-                         0.5, case.group, 255)
+            # the maps' upstream gradients as autograd delivers them (upstream_grad), so the
+            # backward compiles for their real strides
+            gup = upstream_grad(case)
+            tk._backward(gup, gup if seg else None, z, tgt, prior, _meta((B,) + spatial), stats,
+                         flags, classes, 0.5, case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
             from ..wood import triton_kernel as tw
@@ -666,18 +694,26 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
         seg = case.op == "seg_ocr_loss"
         read_frac = 1.0 if seg else _sector_fraction(case)
         map_frac = _sector_fraction(case, 4)  # fp32 per-pixel maps: 8 pixels a sector
+        # The maps' upstream gradients (4 bytes a pixel each, or 0 as the bench delivers them:
+        # upstream_grad); the Triton backward's are those it was captured with.
+        if triton_main and pass_ == "bwd":
+            g_ocr = _grad_bytes(cap.args["gl_ptr"])
+            g_ce = _grad_bytes(cap.args["gce_ptr"]) if seg else 0.0
+        else:
+            g_ocr = g_ce = _grad_bytes(upstream_grad(case))
         if not triton_main:
             # CUDA: the OCR forward also writes its mask, a bit a pixel (the loss is not 0); the
             # backward reads the mask in full and the loss map and its upstream gradient only in
             # the sectors of pixels with a loss (a compacted pixel's re-reads of its maps hit the
             # cache: not counted). seg saves no mask: its backward reads the loss map at every
-            # pixel, its upstream gradient where the loss is not 0.
+            # pixel, its OCR upstream gradient where the loss is not 0, the target (8 bytes) and
+            # the CE map's gradient at every pixel.
             mask = 0.0 if seg else P / 8
             if pass_ == "fwd":
                 return logits + 4 * P + mask + (4 * P + 8 * P if seg else 0)
             loss_map = 4 * P if seg else 4 * P * map_frac
-            return (logits * read_frac + logits + mask + loss_map + 4 * P * map_frac
-                    + (12 * P if seg else 0))
+            return (logits * read_frac + logits + mask + loss_map + g_ocr * P * map_frac
+                    + ((8 + g_ce) * P if seg else 0))
         # Triton: the forward writes a bit a pixel (the loss is not 0; BLOCK_P / 8 bytes a
         # tile) and the OC statistics (8 bytes a pixel) where the backward reads them: at the
         # pixels with a loss (the scenario's sectors of an fp32 map), or at every pixel for seg
@@ -688,8 +724,8 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
         stats = 8 * P * (1.0 if seg else map_frac)
         if pass_ == "fwd":
             return logits + 4 * P + flags + stats + (4 * P + 8 * P if seg else 0)
-        return (logits * read_frac + logits + flags + 8 * P * map_frac + stats
-                + (12 * P if seg else 0))
+        return (logits * read_frac + logits + flags + (4 + g_ocr) * P * map_frac + stats
+                + ((8 + g_ce) * P if seg else 0))
     # W-OoD and K-means: every tensor argument once (centroid re-reads
     # across tiles hit L2)
     seen, total = set(), 0

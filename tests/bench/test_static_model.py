@@ -173,3 +173,60 @@ def test_fused_upsampling_slots_of_the_resize_model():
     slots = sum(math.ceil(a / 4) for a in n)
     assert slots == 3 + 39 * 2 + 1 and _resize_slots(case) == (slots, 96)
     assert case.name == "seg_ocr_loss 1x21x41x41->321x321 fp32 ada blobs"
+
+
+@pytest.mark.parametrize("op", ["ocr_loss", "seg_ocr_loss"])
+def test_upstream_gradients_are_expanded_and_cost_no_bytes(op, monkeypatch):
+    # The model counts the maps' upstream gradients as the bench's fwd+bwd delivers them: a real
+    # autograd run of the mean reduction (CPU, the Triton backend under the interpreter) hands
+    # the backward op the stride-0 expand of a scalar, and kernel_bytes then drops exactly the
+    # bytes a dense gradient would cost (4 a pixel in the loss sectors; seg: also 4 a pixel for
+    # the CE map's gradient), for the Triton and the CUDA rows alike.
+    import types
+
+    import torch
+
+    from ocr_kernels import ocr_loss, seg_ocr_loss
+    from ocr_kernels.bench import static as st
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        import ocr_kernels.ocr.triton_kernel as tk
+
+        seen = []
+        orig = tk._backward
+
+        def spy(grad_ocr, grad_ce, *args):
+            seen.append((grad_ocr.stride(), None if grad_ce is None else grad_ce.stride()))
+            return orig(grad_ocr, grad_ce, *args)
+
+        monkeypatch.setattr(tk, "_backward", spy)
+        B, C1, H, W = 2, 5, 6, 7
+        z = torch.randn(B, C1, H, W, requires_grad=True)
+        tags = torch.zeros(B, C1 - 1)
+        tags[:, 0] = 1
+        if op == "ocr_loss":
+            ocr_loss(z, tags, group_split="max", backend="triton").backward()
+            assert seen == [((0, 0, 0), None)]
+        else:
+            target = torch.randint(0, C1, (B, H, W))
+            seg_ocr_loss(z, target, tags, group_split="max", backend="triton").backward()
+            assert seen == [((0, 0, 0), (0, 0, 0))]
+        assert z.grad is not None and bool(torch.isfinite(z.grad).all())
+
+    case = st.Case(op, (16, 21, 321, 321), "fp32", "ada", "blobs")
+    P = 16 * 321 * 321
+    seg = op == "seg_ocr_loss"
+    dense_bytes = 4 * P * st._sector_fraction(case, 4) + (4 * P if seg else 0)
+    up = st.upstream_grad(case)
+    assert up.shape == (16, 321, 321) and up.stride() == (0, 0, 0)
+    dense = torch.empty(up.shape, device="meta")
+
+    def cap(g):
+        fn = types.SimpleNamespace(fn=types.SimpleNamespace(__name__="_bwd_kernel"))
+        return types.SimpleNamespace(fn=fn, args={"BLOCK_P": 512, "gl_ptr": g, "gce_ptr": g})
+
+    drop = st.kernel_bytes(case, "bwd", cap(dense)) - st.kernel_bytes(case, "bwd", cap(up))
+    assert drop == pytest.approx(dense_bytes, rel=1e-12)
+    cuda_expanded = st.kernel_bytes(case, "bwd", None)
+    monkeypatch.setattr(st, "upstream_grad", lambda c: dense)
+    assert st.kernel_bytes(case, "bwd", None) - cuda_expanded == pytest.approx(dense_bytes, rel=1e-12)
