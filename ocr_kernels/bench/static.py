@@ -24,8 +24,8 @@ loops: _cpp_trips); the uneven tail (some programs run one tile more) is not mod
 
 Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hit L2):
 - OCR/seg forward: the logits, the fp32 loss map (seg: also the CE map and the int64 target).
-- OCR backward: the loss map and its gradient (fp32; both backends read the gradient only in
-  the sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
+- OCR backward: the loss map (CUDA; the Triton kernel recomputes s) and its gradient (fp32;
+  both backends read the gradient only in the sectors of pixels with a loss), the logits of the 32-byte sectors that hold a pixel with a
   gradient (the scenario decides: blobs, independent draw, every pixel) and the full gradient
   write. seg backward: the CE gradient reaches every non-ignored pixel, so its
   logits are read in full, plus the target and the CE map's gradient.
@@ -33,10 +33,10 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   loss map; the backward reads it in full and the loss map only in the sectors of pixels with a
   loss (seg: the loss map in full).
 - Triton OCR/seg: the forward writes a flag bit a pixel (the loss is not 0) in full and the
-  saved OC statistics (8 bytes a pixel) at the pixels with a loss (the scenario's sectors of an
-  fp32 map; every pixel for seg); the backward reads the flags in full and the loss map, its
-  upstream gradient and the statistics in those sectors only (partial-sector writes are
-  counted as whole sectors). Program-uniform branches (a tile without an active pixel) weigh
+  saved OC statistics at the pixels with a loss (OCR: 4 bytes a pixel, the scenario's sectors
+  of an fp32 map) or at every pixel (seg: 8 bytes); the backward reads the flags in full and
+  the upstream gradient and the statistics in those sectors only (partial-sector writes are
+  counted as whole sectors), not the loss map (it recomputes s). Program-uniform branches (a tile without an active pixel) weigh
   each side by the share of programs taking it in the case's scenario (sass.py); the per-image IC
   count the kernels load from their class lists is the mean of the case's tag draw.
 - Fused upsampling (``--static-cases resize``): each backend's fused kernels against F.interpolate
@@ -302,8 +302,8 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             # the maps' upstream gradients as autograd delivers them (upstream_grad), so the
             # backward compiles for their real strides
             gup = upstream_grad(case)
-            tk._backward(gup, gup if seg else None, z, tgt, prior, _meta((B,) + spatial), stats,
-                         flags, classes, 0.5, case.group, 255)
+            tk._backward(gup, gup if seg else None, z, tgt, prior, stats, flags, classes, 1.0,
+                         0.5, case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
             from ..wood import triton_kernel as tw
@@ -715,16 +715,16 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
             return (logits * read_frac + logits + mask + loss_map + g_ocr * P * map_frac
                     + ((8 + g_ce) * P if seg else 0))
         # Triton: the forward writes a bit a pixel (the loss is not 0; BLOCK_P / 8 bytes a
-        # tile) and the OC statistics (8 bytes a pixel) where the backward reads them: at the
-        # pixels with a loss (the scenario's sectors of an fp32 map), or at every pixel for seg
-        # (its CE term). The backward reads the flags in full, and the loss map, its upstream
-        # gradient and the statistics in those sectors.
+        # tile) and the OC statistics where the backward reads them: one float a pixel (u) at
+        # the pixels with a loss (the scenario's sectors of an fp32 map), or two (mo, so) at
+        # every pixel for seg (its CE term). The backward reads the flags in full, and the
+        # upstream gradient and the statistics in those sectors; not the loss map.
         block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
         flags = B * -(-math.prod(case.shape[2:]) // block) * block / 8
-        stats = 8 * P * (1.0 if seg else map_frac)
+        stats = 8 * P if seg else 4 * P * map_frac
         if pass_ == "fwd":
             return logits + 4 * P + flags + stats + (4 * P + 8 * P if seg else 0)
-        return (logits * read_frac + logits + flags + (4 + g_ocr) * P * map_frac + stats
+        return (logits * read_frac + logits + flags + g_ocr * P * map_frac + stats
                 + ((8 + g_ce) * P if seg else 0))
     # W-OoD and K-means: every tensor argument once (centroid re-reads
     # across tiles hit L2)

@@ -138,6 +138,36 @@ def _softplus(s):
 
 
 @triton.jit
+def _sigmoid(s):
+    # 1 / (1 + e^{-s}): the denominator is >= 1 (or inf below s = -88, where σ flushes to 0 as
+    # fp32's e^s would), so _div's range holds; the error is the exp's, relative.
+    return _div(1.0, 1.0 + _exp(-s))
+
+
+@triton.jit
+def _oc_over_ic(mi, mo, so):
+    # u = LSE_OC(z) - mi = (mo - mi) + ln(1 + so), the one statistic the OCR loss saves: the
+    # large maxima cancel first, so its error scales with the spread of the logits, not with
+    # their size (two absolute log-sum-exps would cost |z|·2^-24). -inf without an OC class.
+    return (mo - mi) + _ln_approx(1.0 + so)
+
+
+@triton.jit
+def _lse_from_u(mi, si, u):
+    # The softmax normaliser over all classes from the IC pass and u:
+    # LSE = mi + ln((1 + si) + e^u). The forward and the backward both take "ada"'s P_A and P_k
+    # from it, so their group decisions are the same bit for bit.
+    return mi + _ln_approx((1.0 + si) + _exp(u))
+
+
+@triton.jit
+def _s_from_u(icm, ics, mi, u, margin):
+    # s = LSE_G(-z) + LSE_OC(z) + Δ = (icm + mi) + u + ln(ics) + Δ, with icm + mi =
+    # max_G(-z) + max_IC(z) >= 0 exact for close logits (the large maxima first).
+    return ((icm + mi) + u) + (_ln_approx(ics) + margin)
+
+
+@triton.jit
 def _spatial_offset(n, S1, S2, s0, s1, s2, FLAT: tl.constexpr):
     # n is the flat pixel index inside one image; FLAT: the spatial dims collapse to stride s2.
     if FLAT:
@@ -410,7 +440,11 @@ def _fwd_tile(
                                tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
     mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
-    lse_all = zmax + _ln_approx(1.0 + s1)  # "ada"'s P_k only
+    u = _oc_over_ic(mi, mo, so)
+    if WITH_CE:  # the CE term needs (zmax, s1): the seg backward rebuilds them from (mo, so)
+        lse_all = zmax + _ln_approx(1.0 + s1)  # "ada"'s P_k only
+    else:
+        lse_all = _lse_from_u(mi, si, u)
     # (a block of nic, not the scalar: the interpreter's bool ops mistype scalar & block)
     pm = _pixel_mask(pred_ic, (tl.zeros((BLOCK_P,), tl.int32) + nic) < C1, PIXELS) & row_mask
     icm = -mi
@@ -420,24 +454,27 @@ def _fwd_tile(
             icm, ics = _group_pass(z_ptr, zrow, pm, cls, nic, z_sc, A, _exp(mi - lse_all),
                                    lse_all, prior_ptr, p_s0, p_s1, threshold, BLOCK_P, GROUP,
                                    INT64)
-    # The large maxima first: -z_A + max_OC z is exact for close logits, where summing two
-    # absolute log-sum-exps would cost |z|·2^-24 of s and so of σ(s) in the gradient.
-    ocm = tl.where(mo == float("-inf"), 0.0, mo)
-    s = (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
+    # The backward recomputes s the same way from what it reads (u, or mo and so), so σ(s) there
+    # is that of the loss written here.
+    s = _s_from_u(icm, ics, mi, u, margin)
     out = b * N + n
     L = tl.where(pm, _softplus(s), 0.0) + bad
     tl.store(loss_ptr + out, L, mask=row_mask)
-    # A byte a pixel says where the loss is not 0 (> 0, or NaN: a non-finite logit): the backward
-    # reads it in place of the loss map and touches the loss, its upstream gradient and the
-    # statistics only there.
+    # A bit a pixel says where the loss is not 0 (> 0, or NaN: a non-finite logit): the backward
+    # reads it in place of the loss map and touches the upstream gradient and the statistics
+    # only there.
     has_loss = (L > 0.0) | (L != L)
     _store_flags(flag_ptr, b, pid, N, has_loss, BLOCK_P)
     # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
-    # few of the C+1): only where the backward reads them (the pixels with a loss; every pixel
-    # with the CE term), so that with sparse OC pixels their bytes are sparse too.
-    st_mask = row_mask if WITH_CE else row_mask & has_loss
-    tl.store(st_ptr + out, mo, mask=st_mask)
-    tl.store(st_ptr + (_plane(N, INT64) + out), so, mask=st_mask)
+    # few of the C+1): u alone (4 bytes) at the pixels with a loss for the OCR loss; (mo, so) at
+    # every pixel with the CE term, whose softmax needs the exact (zmax, s1). `bad` rides on
+    # the saved value (u, so), so a pixel with a non-finite logit reads back NaN: its s, σ(s)
+    # and every gradient are NaN.
+    if WITH_CE:
+        tl.store(st_ptr + out, mo, mask=row_mask)
+        tl.store(st_ptr + (_plane(N, INT64) + out), so + bad, mask=row_mask)
+    else:
+        tl.store(st_ptr + out, u + bad, mask=row_mask & has_loss)
     if WITH_CE:
         y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
                     mask=row_mask, other=ignore_index)
@@ -452,7 +489,7 @@ def _fwd_tile(
 
 @triton.jit
 def _bwd_kernel(
-    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr, dz_ptr,
+    z_ptr, cls_ptr, prior_ptr, tgt_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr, dz_ptr,
     N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     d_sb, d_sc, d_s0, d_s1, d_s2,
@@ -460,7 +497,7 @@ def _bwd_kernel(
     h_sb, h_s0, h_s1, h_s2,
     p_s0, p_s1,
     y_sb, y_s0, y_s1, y_s2,
-    threshold, ignore_index,
+    margin, threshold, ignore_index,
     GROUP: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr, INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, FULL: tl.constexpr, LOOP: tl.constexpr,
 ):
@@ -472,22 +509,22 @@ def _bwd_kernel(
         nprog = tl.num_programs(0)
         tiles = tl.cdiv(N, BLOCK_P)
         for tile in range(pid, tiles, nprog):
-            _bwd_tile(z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr,
+            _bwd_tile(z_ptr, cls_ptr, prior_ptr, tgt_ptr, st_ptr, flag_ptr, gl_ptr,
                       gce_ptr, dz_ptr, tile, b, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
                       d_sb, d_sc, d_s0, d_s1, d_s2, g_sb, g_s0, g_s1, g_s2, h_sb, h_s0, h_s1, h_s2,
-                      p_s0, p_s1, y_sb, y_s0, y_s1, y_s2, threshold, ignore_index,
+                      p_s0, p_s1, y_sb, y_s0, y_s1, y_s2, margin, threshold, ignore_index,
                       GROUP, WITH_CE, FLAT, INT64, BLOCK_P, FULL)
     else:
-        _bwd_tile(z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr,
+        _bwd_tile(z_ptr, cls_ptr, prior_ptr, tgt_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr,
                   dz_ptr, pid, b, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
                   d_sb, d_sc, d_s0, d_s1, d_s2, g_sb, g_s0, g_s1, g_s2, h_sb, h_s0, h_s1, h_s2,
-                  p_s0, p_s1, y_sb, y_s0, y_s1, y_s2, threshold, ignore_index,
+                  p_s0, p_s1, y_sb, y_s0, y_s1, y_s2, margin, threshold, ignore_index,
                   GROUP, WITH_CE, FLAT, INT64, BLOCK_P, FULL)
 
 
 @triton.jit
 def _bwd_tile(
-    z_ptr, cls_ptr, prior_ptr, tgt_ptr, loss_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr, dz_ptr,
+    z_ptr, cls_ptr, prior_ptr, tgt_ptr, st_ptr, flag_ptr, gl_ptr, gce_ptr, dz_ptr,
     pid, b, N, S1, S2, C1,
     z_sb, z_sc, z_s0, z_s1, z_s2,
     d_sb, d_sc, d_s0, d_s1, d_s2,
@@ -495,7 +532,7 @@ def _bwd_tile(
     h_sb, h_s0, h_s1, h_s2,
     p_s0, p_s1,
     y_sb, y_s0, y_s1, y_s2,
-    threshold, ignore_index,
+    margin, threshold, ignore_index,
     GROUP: tl.constexpr, WITH_CE: tl.constexpr, FLAT: tl.constexpr, INT64: tl.constexpr,
     BLOCK_P: tl.constexpr, FULL: tl.constexpr,
 ):
@@ -504,17 +541,13 @@ def _bwd_tile(
         pid = tl.cast(pid, tl.int64)
     start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     # The forward's flag: L > 0 (exactly where the pixel mask is on: softplus > 0) or NaN. A
-    # pixel with L == 0 carries no gradient, so the loss and its upstream gradient are read only
-    # where the flag is set (their sectors elsewhere never move). A NaN L (a non-finite logit)
-    # makes coef NaN, and poison NaN: every gradient of the pixel is NaN.
+    # pixel with L == 0 carries no gradient, so its upstream gradient and statistics are read
+    # only where the flag is set (their sectors elsewhere never move). The loss map is not read:
+    # s comes back from the statistics and the IC passes, σ(s) from s.
     has_loss = _load_flags(flag_ptr, b, pid, N, BLOCK_P) & row_mask
-    L = tl.load(loss_ptr + b * N + n, mask=has_loss, other=0.0)
     gl = tl.load(gl_ptr + b * g_sb + _spatial_offset(n, S1, S2, g_s0, g_s1, g_s2, FLAT),
                  mask=has_loss, other=0.0).to(tl.float32)
-    act_ocr = (has_loss & (gl != 0.0)) | (L != L)
-    poison = tl.where(L != L, L, 0.0)
-    coef = tl.where(act_ocr, gl * _sigmoid_from_loss(L), 0.0)
-    active = act_ocr
+    act_ce = has_loss & (gl != gl)  # all False: the CE term's, when there is one
     gce = tl.zeros((BLOCK_P,), tl.float32)
     tc = tl.zeros((BLOCK_P,), tl.int32)
     if WITH_CE:
@@ -525,7 +558,16 @@ def _bwd_tile(
         act_ce = (y != ignore_index) & (gce != 0.0) & row_mask
         gce = tl.where(act_ce, gce, 0.0)
         tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
-        active = active | act_ce
+        # the saved so (+ the forward's `bad`)
+        x = tl.load(st_ptr + (_plane(N, INT64) + b * N + n), mask=has_loss | act_ce, other=0.0)
+    else:
+        x = tl.load(st_ptr + (b * N + n), mask=has_loss, other=0.0)  # the saved u (+ `bad`)
+    # NaN where a logit of the pixel is not finite (its loss is NaN, so its flag is set): coef
+    # and poison are NaN then, and so is every gradient of the pixel, whatever its upstream one.
+    bad = x != x
+    act_ocr = has_loss & ((gl != 0.0) | bad)
+    poison = tl.where(bad, x, 0.0)
+    active = act_ocr | act_ce
     dz_ptr, drow = _tile(dz_ptr, b * d_sb, start, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
     if tl.max(active.to(tl.int32), 0) == 0:
         # No pixel of the block has a gradient: zeros, without reading the logits.
@@ -537,14 +579,19 @@ def _bwd_tile(
         z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
         cls = cls_ptr + b * (C1 + 1)
         nic = tl.load(cls + C1)
-        # The forward's statistics: the OC pair as saved, the IC ones again from the few IC rows
+        # The forward's statistics: the OC ones as saved, the IC ones again from the few IC rows
         # (the anchor's tie-break between IC and OC does not matter here: both terms are 1).
         mi, si, A, _ = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc,
                                  tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
-        mo = tl.load(st_ptr + (b * N + n), mask=active, other=0.0)
-        so = tl.load(st_ptr + (_plane(N, INT64) + b * N + n), mask=active, other=0.0)
-        zmax, s1, pred_ic = _merge(mi, si, A, mo, so, A)
-        lse_all = zmax + _ln_approx(1.0 + s1)
+        if WITH_CE:
+            mo = tl.load(st_ptr + (b * N + n), mask=active, other=0.0)
+            so = x
+            zmax, s1, _ = _merge(mi, si, A, mo, so, A)
+            lse_all = zmax + _ln_approx(1.0 + s1)
+            u = _oc_over_ic(mi, mo, so)
+        else:
+            u = x
+            lse_all = _lse_from_u(mi, si, u)
         pA = _exp(mi - lse_all)
         if GROUP == 1:
             icm = -mi
@@ -552,13 +599,16 @@ def _bwd_tile(
         else:
             icm, ics = _group_pass(z_ptr, zrow, act_ocr, cls, nic, z_sc, A, pA, lse_all,
                                    prior_ptr, p_s0, p_s1, threshold, BLOCK_P, GROUP, INT64)
-        ocm = tl.where(mo == float("-inf"), 0.0, mo)
+        coef = tl.where(act_ocr, gl * _sigmoid(_s_from_u(icm, ics, mi, u, margin)), 0.0)
         k_ic = _div(coef, ics)
-        k_oc = _div(coef, 1.0 + so)
-        # CE: softmax_k - [k == t] with the full sum 1 + s1. The target's entry is
-        # -(s1 + (1 - e_t))/(1 + s1) (s1 holds e_t unless t is the excluded argmax, where
-        # e_t = 1): no cancellation, so a confident pixel's tiny gradient keeps its precision.
-        k_ce = _div(gce, 1.0 + s1)
+        if WITH_CE:
+            ocm = tl.where(mo == float("-inf"), 0.0, mo)
+            k_oc = _div(coef, 1.0 + so)
+            # CE: softmax_k - [k == t] with the full sum 1 + s1. The target's entry is
+            # -(s1 + (1 - e_t))/(1 + s1) (s1 holds e_t unless t is the excluded argmax, where
+            # e_t = 1): no cancellation, so a confident pixel's tiny gradient keeps its
+            # precision.
+            k_ce = _div(gce, 1.0 + s1)
         for i in range(0, nic):
             c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
             g_in = _in_group(z, c, A, pA, lse_all, act_ocr, prior_ptr, p_s0, p_s1, threshold,
@@ -571,10 +621,14 @@ def _bwd_tile(
                      tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
         for i in range(nic, C1):
             c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
-            g = k_oc * _exp(z - ocm)
             if WITH_CE:
+                g = k_oc * _exp(z - ocm)
                 e = _exp(z - zmax)
                 g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
+            else:
+                # softmax over OC of z: e^{z - LSE_OC} with LSE_OC = mi + u, z - mi first
+                # (exact for close logits)
+                g = coef * _exp((z - mi) - u)
             tl.store((dz_ptr + c * d_sc) + drow,
                      tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
 
@@ -694,9 +748,12 @@ def _launch_args(logits, tensors, with_ce):
                 loop=grid[0] < triton.cdiv(N, block_p), with_ce=with_ce)
 
 
-def _stats_like(logits: torch.Tensor) -> torch.Tensor:
-    """The forward's saved OC statistics: fp32 [2, B, *spatial] (max and sum of the OC logits)."""
-    return logits.new_empty((2, logits.shape[0]) + tuple(logits.shape[2:]), dtype=torch.float32)
+def _stats_like(logits: torch.Tensor, with_ce: bool) -> torch.Tensor:
+    """The forward's saved OC statistics, fp32: [1, B, *spatial] (u = LSE_OC(z) - max_IC(z)) for
+    the OCR loss; [2, B, *spatial] (max and sum of the OC logits) with the CE term, whose
+    softmax needs them exactly."""
+    return logits.new_empty((2 if with_ce else 1, logits.shape[0]) + tuple(logits.shape[2:]),
+                            dtype=torch.float32)
 
 
 def _flags_like(logits: torch.Tensor) -> torch.Tensor:
@@ -710,14 +767,14 @@ def _flags_like(logits: torch.Tensor) -> torch.Tensor:
 
 def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
     """(loss_map, ce_map, stats, flags, classes); ce_map is loss_map when target is None; stats
-    (fp32 [2, B, *spatial], defined where flags is 1, or everywhere with a target), flags and
-    classes (the class lists) go to _backward."""
+    (_stats_like: defined where flags is 1, or everywhere with a target), flags and classes (the
+    class lists) go to _backward."""
     with_ce = target is not None
     B = logits.shape[0]
     spatial = tuple(logits.shape[2:])
     loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
     ce = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device) if with_ce else loss
-    stats = _stats_like(logits)
+    stats = _stats_like(logits, with_ce)
     flags = _flags_like(logits)
     # int32 [B, C+2]: per image the C+1 class indices, IC classes first, then OC (each
     # ascending), then the IC count; the forward kernel writes it (_class_list) and the backward
@@ -745,7 +802,7 @@ def _forward(logits, target, tags, prior, margin, threshold, group_split, pixels
     return loss, ce, stats, flags, classes
 
 
-def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes,
+def _backward(grad_ocr, grad_ce, logits, target, prior, stats, flags, classes, margin,
               threshold, group_split, ignore_index):
     with_ce = target is not None
     dz = torch.empty_like(logits)  # preserve_format: the logits' layout for dense tensors
@@ -754,11 +811,11 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, c
     g = _launch_args(logits, [(logits, 2), (dz, 2), (grad_ocr, 1), (grad_ce, 1), (target, 1),
                               (stats, 2)], with_ce)
     (z_sb, zst, _), (d_sb, dst, _), (g_sb, gst, _), (h_sb, hst, _), (y_sb, yst, _), _ = g["geoms"]
-    pr = prior if prior is not None else ocr_map
+    pr = prior if prior is not None else stats
     p_st = prior.stride() if prior is not None else (0, 0)
     _bwd_kernel[g["grid"]](
-        logits, classes, pr, target if with_ce else classes, ocr_map, stats, flags, grad_ocr,
-        grad_ce if with_ce else ocr_map, dz,
+        logits, classes, pr, target if with_ce else classes, stats, flags, grad_ocr,
+        grad_ce if with_ce else stats, dz,
         g["N"], g["S1"], g["S2"], g["C1"],
         z_sb, logits.stride(1), zst[0], zst[1], zst[2],
         d_sb, dz.stride(1), dst[0], dst[1], dst[2],
@@ -766,7 +823,7 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, c
         h_sb, hst[0], hst[1], hst[2],
         p_st[0], p_st[1],
         y_sb, yst[0], yst[1], yst[2],
-        float(threshold), int(ignore_index),
+        float(margin), float(threshold), int(ignore_index),
         GROUP=GROUP_SPLITS[group_split], WITH_CE=with_ce, FLAT=g["flat"], INT64=g["int64"],
         BLOCK_P=g["block_p"], FULL=g["full"], LOOP=g["loop"], num_warps=g["warps"],
         **_reg_cap(g),
@@ -795,27 +852,26 @@ def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.
 @_ocr_map_op.register_fake
 def _(logits, tags, prior, margin, threshold, group_split, pixels):
     check_ocr_args(logits, tags, prior)
-    return (new_map(logits, torch.float32), _stats_like(logits), _flags_like(logits),
+    return (new_map(logits, torch.float32), _stats_like(logits, False), _flags_like(logits),
             _classes_like(logits))
 
 
 @torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
 def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits: torch.Tensor,
                  target: Optional[torch.Tensor], prior: Optional[torch.Tensor],
-                 ocr_map: torch.Tensor, stats: torch.Tensor, flags: torch.Tensor,
-                 classes: torch.Tensor, threshold: float, group_split: str,
-                 ignore_index: int) -> torch.Tensor:
-    return _backward(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes,
+                 stats: torch.Tensor, flags: torch.Tensor, classes: torch.Tensor, margin: float,
+                 threshold: float, group_split: str, ignore_index: int) -> torch.Tensor:
+    return _backward(grad_ocr, grad_ce, logits, target, prior, stats, flags, classes, margin,
                      threshold, group_split, ignore_index)
 
 
 @_maps_bwd_op.register_fake
-def _(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags, classes, threshold,
+def _(grad_ocr, grad_ce, logits, target, prior, stats, flags, classes, margin, threshold,
       group_split, ignore_index):
-    check_map(ocr_map, logits, "ocr_map")
     check_map(grad_ocr, logits, "grad_ocr")
-    torch._check(tuple(stats.shape) == (2,) + tuple(ocr_map.shape),
-                 lambda: f"stats: expected [2, B, *spatial], got {stats.shape}")
+    planes = 2 if target is not None else 1
+    torch._check(tuple(stats.shape) == (planes,) + tuple(grad_ocr.shape),
+                 lambda: f"stats: expected [{planes}, B, *spatial], got {stats.shape}")
     torch._check(tuple(flags.shape) == tuple(_flags_like(logits).shape),
                  lambda: f"flags: expected [B, tiles, BLOCK_P / 8], got {flags.shape}")
     torch._check(tuple(classes.shape) == (logits.shape[0], logits.shape[1] + 1),
@@ -827,17 +883,17 @@ def _ocr_setup(ctx, inputs, output):
     logits, tags, prior, margin, threshold, group_split, pixels = inputs
     loss, stats, flags, classes = output
     ctx.mark_non_differentiable(stats, flags, classes)
-    ctx.save_for_backward(logits, prior, loss, stats, flags, classes)
-    ctx.threshold, ctx.group_split = threshold, group_split
+    ctx.save_for_backward(logits, prior, stats, flags, classes)
+    ctx.margin, ctx.threshold, ctx.group_split = margin, threshold, group_split
 
 
 @first_order_only("ocr_loss", "triton")
 def _ocr_bwd(ctx, grad_map, _grad_stats, _grad_flags, _grad_classes):
-    logits, prior, loss_map, stats, flags, classes = ctx.saved_tensors
+    logits, prior, stats, flags, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_map, None, logits, None, prior, loss_map, stats, flags, classes,
-                            ctx.threshold, ctx.group_split, -100)
+        grad = _maps_bwd_op(grad_map, None, logits, None, prior, stats, flags, classes,
+                            ctx.margin, ctx.threshold, ctx.group_split, -100)
     return (grad,) + (None,) * 6
 
 

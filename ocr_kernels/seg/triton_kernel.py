@@ -28,25 +28,26 @@ def _seg_maps_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
 @_seg_maps_op.register_fake
 def _(logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index):
     check_ocr_args(logits, tags, prior, target)
-    return (new_map(logits, torch.float32), new_map(logits, torch.float32), _stats_like(logits),
+    return (new_map(logits, torch.float32), new_map(logits, torch.float32), _stats_like(logits, True),
             _flags_like(logits), _classes_like(logits))
 
 
 def _seg_setup(ctx, inputs, output):
     logits, target, tags, prior, margin, threshold, group_split, pixels, ignore_index = inputs
-    _, ocr_map, stats, flags, classes = output
+    _, _, stats, flags, classes = output
     ctx.mark_non_differentiable(stats, flags, classes)
-    ctx.save_for_backward(logits, target, prior, ocr_map, stats, flags, classes)
-    ctx.threshold, ctx.group_split, ctx.ignore_index = threshold, group_split, ignore_index
+    ctx.save_for_backward(logits, target, prior, stats, flags, classes)
+    ctx.margin, ctx.threshold = margin, threshold
+    ctx.group_split, ctx.ignore_index = group_split, ignore_index
 
 
 @first_order_only("seg_ocr_loss", "triton")
 def _seg_bwd(ctx, grad_ce, grad_ocr, _grad_stats, _grad_flags, _grad_classes):
-    logits, target, prior, ocr_map, stats, flags, classes = ctx.saved_tensors
+    logits, target, prior, stats, flags, classes = ctx.saved_tensors
     grad = None
     if ctx.needs_input_grad[0]:
-        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, prior, ocr_map, stats, flags,
-                            classes, ctx.threshold, ctx.group_split, ctx.ignore_index)
+        grad = _maps_bwd_op(grad_ocr, grad_ce, logits, target, prior, stats, flags, classes,
+                            ctx.margin, ctx.threshold, ctx.group_split, ctx.ignore_index)
     return (grad,) + (None,) * 8
 
 

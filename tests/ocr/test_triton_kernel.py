@@ -318,7 +318,7 @@ def test_no_copy_of_the_logits(monkeypatch):
         with Record():
             loss, _, stats, flags, classes = tk._forward(logits, None, tags, prior, 2.0, 0.2,
                                                          "ada", "all", -100)
-            dz = tk._backward(g, None, logits, None, prior, loss, stats, flags, classes, 0.2,
+            dz = tk._backward(g, None, logits, None, prior, stats, flags, classes, 2.0, 0.2,
                               "ada", -100)
         assert [a[0] is logits for a in launched] == [True, True], name
         assert dz.stride() == logits.stride()
@@ -351,13 +351,13 @@ def test_opcheck():
     bits = (flags.long().unsqueeze(-1) >> torch.arange(8, device=DEV)) & 1
     assert flags.shape[1] == 1 and bits.flatten(1)[:, :20].bool().all()
     assert not bits.flatten(1)[:, 20:].any()
-    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, prior, L, stats, flags,
-                                            classes, 0.2, "ada", -100))
+    torch.library.opcheck(tk._maps_bwd_op, (g, None, logits, None, prior, stats, flags,
+                                            classes, 2.0, 0.2, "ada", -100))
     # the fused objective's backward (the seg op's forward gives it its statistics)
     _, _, stats, flags, classes = tk._forward(logits, target, tags, prior, 2.0, 0.2, "max", "all",
                                               -100)
-    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, prior, L, stats, flags,
-                                            classes, 0.2, "max", -100))
+    torch.library.opcheck(tk._maps_bwd_op, (g, g.flip(0), logits, target, prior, stats, flags,
+                                            classes, 2.0, 0.2, "max", -100))
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
