@@ -272,6 +272,25 @@ def test_strided_and_expanded_grad_map(kind):
         assert_close_rel(z.grad.cpu(), want, 1e-5, "grad", keep.unsqueeze(1).expand_as(want))
 
 
+@pytest.mark.parametrize("kind", ["offset", "spread"])
+@pytest.mark.parametrize("group_split", GROUP_SPLITS)
+@pytest.mark.parametrize("pixels", ["oc", "all"])
+def test_large_logits_keep_fp32_precision(kind, group_split, pixels):
+    # Logits of magnitude ~60. "offset": 60 + a spread of a few units, where absolute
+    # log-sum-exps would cost |z|·2^-24 of s; "spread": uniform over [-60, 60], where the saved
+    # u = LSE_OC(z) - max_IC(z) reaches ~120 and the backward's OC softmax e^{(z - mi) - u}
+    # carries its rounding. Both to 1e-5 of the float64 reference.
+    logits, tags, prior = make_ocr_inputs(2, 7, (5, 6))
+    if kind == "offset":
+        logits = 60.0 + 3.0 * logits
+    else:
+        logits = (2.0 * torch.rand_like(logits) - 1.0) * 60.0
+    # an OC class in each image, the prediction at pixel (0, 0): a pixel with a loss in both modes
+    tags[:, -1] = 0
+    logits[:, -1, 0, 0] = logits[:, :, 0, 0].amax(1) + 1.0
+    check_map(logits, tags, prior, group_split=group_split, pixels=pixels)
+
+
 def test_zero_upstream_gradient_skips_pixels_but_not_nan():
     # Where grad_map == 0 the gradient is exactly 0, except at a pixel with a NaN logit: its loss
     # is NaN and so is each of its gradients, whatever the upstream gradient (as the reference:
