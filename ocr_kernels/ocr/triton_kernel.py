@@ -148,8 +148,14 @@ def _sigmoid(s):
 def _oc_over_ic(mi, mo, so):
     # u = LSE_OC(z) - mi = (mo - mi) + ln(1 + so), the one statistic the OCR loss saves: the
     # large maxima cancel first, so its error scales with the spread of the logits, not with
-    # their size (two absolute log-sum-exps would cost |z|·2^-24). -inf without an OC class.
-    return (mo - mi) + _ln_approx(1.0 + so)
+    # their size (two absolute log-sum-exps would cost |z|·2^-24). The rounding error of
+    # mo - mi is added back (TwoSum, a few adds a pixel), so u carries one rounding at its
+    # magnitude, not two: at logits spread over [-60, 60] (|u| ~ 120) that halves the error of
+    # the backward's OC softmax. -inf without an OC class (the NaN of inf - inf dropped).
+    d = mo - mi
+    t = d - mo
+    e = (mo - (d - t)) + (-mi - t)
+    return d + (tl.where(e == e, e, 0.0) + _ln_approx(1.0 + so))
 
 
 @triton.jit
@@ -592,6 +598,14 @@ def _bwd_tile(
         else:
             u = x
             lse_all = _lse_from_u(mi, si, u)
+            # The OC exponents z - LSE_OC: with logits far from 0 but close together (|u| small)
+            # z - mi is exact and u small; with logits spread around 0, |LSE_OC| < |u| and
+            # z - LSE_OC is exact for the large entries. Either way one rounding of the smaller
+            # magnitude, beside u's own.
+            lse_oc = mi + u
+            near = tl.abs(lse_oc) < tl.abs(u)
+            oc_a = tl.where(near, lse_oc, mi)
+            oc_b = tl.where(near, 0.0, u)
         pA = _exp(mi - lse_all)
         if GROUP == 1:
             icm = -mi
@@ -626,9 +640,9 @@ def _bwd_tile(
                 e = _exp(z - zmax)
                 g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
             else:
-                # softmax over OC of z: e^{z - LSE_OC} with LSE_OC = mi + u, z - mi first
-                # (exact for close logits)
-                g = coef * _exp((z - mi) - u)
+                # softmax over OC of z: e^{z - LSE_OC}, LSE_OC = mi + u subtracted as one term or
+                # as mi then u (oc_a, oc_b), whichever rounds at the smaller magnitude
+                g = coef * _exp((z - oc_a) - oc_b)
             tl.store((dz_ptr + c * d_sc) + drow,
                      tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
 
