@@ -21,9 +21,11 @@ Design (README "Design of the OCR kernels"):
   normaliser); a block without a counted pixel skips that pass.
 - Forward writes the fp32 loss map (and the fp32 CE map for the fused objective), a flag bit a
   pixel (the loss is not 0; a tile's bits at its index) and, where the backward reads them, the
-  OC (max, sum) pair.
-- Backward (recompute): reads the flags, and the loss map, its upstream gradient and the OC pair
-  only where a flag is set; σ(s) = -expm1(-L) comes back from the loss; a block whose pixels all
+  OC statistics: one float, w = LSE_OC(z), for the OCR loss; the (max, sum) pair with the CE
+  term, whose softmax needs them exactly.
+- Backward (recompute): reads the flags, and the upstream gradient and the OC statistics only
+  where a flag is set, never the loss map: s comes back from the statistics and the IC passes
+  (the forward computes it by the same formulas), σ(s) from s; a block whose pixels all
   lack a gradient writes zeros without reading the logits; otherwise the IC passes run again
   (loads masked to the pixels with a gradient) and one more pass writes the gradient. With
   sparse OC pixels fwd+bwd moves about one read of the logits plus one write of the gradient,
@@ -145,32 +147,35 @@ def _sigmoid(s):
 
 
 @triton.jit
-def _oc_over_ic(mi, mo, so):
-    # u = LSE_OC(z) - mi = (mo - mi) + ln(1 + so), the one statistic the OCR loss saves: the
-    # large maxima cancel first, so its error scales with the spread of the logits, not with
-    # their size (two absolute log-sum-exps would cost |z|·2^-24). The rounding error of
-    # mo - mi is added back (TwoSum, a few adds a pixel), so u carries one rounding at its
-    # magnitude, not two: at logits spread over [-60, 60] (|u| ~ 120) that halves the error of
-    # the backward's OC softmax. -inf without an OC class (the NaN of inf - inf dropped).
-    d = mo - mi
-    t = d - mo
-    e = (mo - (d - t)) + (-mi - t)
-    return d + (tl.where(e == e, e, 0.0) + _ln_approx(1.0 + so))
+def _oc_stat(mi, mo, so, bad):
+    # The one float the OCR loss saves a pixel: w = LSE_OC(z) = mo + ln(1 + so), absolute. Its
+    # rounding costs |w|·2^-24 of s and of the OC softmax (at logits ~60, 4e-6 relative); a
+    # form relative to the IC max (u = w - mi) would cost |u|·2^-24 instead, which fails when
+    # an IC logit sits far above the OC ones (u ~ -1e5 rounds to 2^-7: tests/test_policies.py's
+    # extreme gaps), while w stays exact there and where one OC logit dominates (w == mo).
+    # `bad` (NaN at a non-finite logit) rides on it.
+    return mo + _ln_approx(1.0 + so) + bad
 
 
 @triton.jit
 def _lse_from_u(mi, si, u):
-    # The softmax normaliser over all classes from the IC pass and u:
+    # The softmax normaliser over all classes from the IC pass and u = LSE_OC - mi:
     # LSE = mi + ln((1 + si) + e^u). The forward and the backward both take "ada"'s P_A and P_k
     # from it, so their group decisions are the same bit for bit.
     return mi + _ln_approx((1.0 + si) + _exp(u))
 
 
 @triton.jit
-def _s_from_u(icm, ics, mi, u, margin):
-    # s = LSE_G(-z) + LSE_OC(z) + Δ = (icm + mi) + u + ln(ics) + Δ, with icm + mi =
-    # max_G(-z) + max_IC(z) >= 0 exact for close logits (the large maxima first).
-    return ((icm + mi) + u) + (_ln_approx(ics) + margin)
+def _s_from_w(icm, ics, w, margin):
+    # s = LSE_G(-z) + LSE_OC(z) + Δ = (icm + w) + ln(ics) + Δ, the large terms first.
+    return (icm + w) + (_ln_approx(ics) + margin)
+
+
+@triton.jit
+def _s_from_pair(icm, ics, mo, so, margin):
+    # s from the exact OC pair (the CE variant saves it): -z_min + max_OC z first.
+    ocm = tl.where(mo == float("-inf"), 0.0, mo)
+    return (icm + ocm) + _ln_approx(ics * (1.0 + so)) + margin
 
 
 @triton.jit
@@ -446,11 +451,11 @@ def _fwd_tile(
                                tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
     mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
     zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
-    u = _oc_over_ic(mi, mo, so)
     if WITH_CE:  # the CE term needs (zmax, s1): the seg backward rebuilds them from (mo, so)
         lse_all = zmax + _ln_approx(1.0 + s1)  # "ada"'s P_k only
     else:
-        lse_all = _lse_from_u(mi, si, u)
+        w = _oc_stat(mi, mo, so, bad)
+        lse_all = _lse_from_u(mi, si, w - mi)
     # (a block of nic, not the scalar: the interpreter's bool ops mistype scalar & block)
     pm = _pixel_mask(pred_ic, (tl.zeros((BLOCK_P,), tl.int32) + nic) < C1, PIXELS) & row_mask
     icm = -mi
@@ -460,9 +465,12 @@ def _fwd_tile(
             icm, ics = _group_pass(z_ptr, zrow, pm, cls, nic, z_sc, A, _exp(mi - lse_all),
                                    lse_all, prior_ptr, p_s0, p_s1, threshold, BLOCK_P, GROUP,
                                    INT64)
-    # The backward recomputes s the same way from what it reads (u, or mo and so), so σ(s) there
-    # is that of the loss written here.
-    s = _s_from_u(icm, ics, mi, u, margin)
+    # The backward recomputes s the same way from what it reads (x, or mo and so), so σ(s)
+    # there is that of the loss written here.
+    if WITH_CE:
+        s = _s_from_pair(icm, ics, mo, so, margin)
+    else:
+        s = _s_from_w(icm, ics, w, margin)
     out = b * N + n
     L = tl.where(pm, _softplus(s), 0.0) + bad
     tl.store(loss_ptr + out, L, mask=row_mask)
@@ -472,15 +480,15 @@ def _fwd_tile(
     has_loss = (L > 0.0) | (L != L)
     _store_flags(flag_ptr, b, pid, N, has_loss, BLOCK_P)
     # The OC statistics for the backward, which then skips the pass over the OC rows (all but a
-    # few of the C+1): u alone (4 bytes) at the pixels with a loss for the OCR loss; (mo, so) at
-    # every pixel with the CE term, whose softmax needs the exact (zmax, s1). `bad` rides on
-    # the saved value (u, so), so a pixel with a non-finite logit reads back NaN: its s, σ(s)
-    # and every gradient are NaN.
+    # few of the C+1): w alone (4 bytes, _oc_stat) at the pixels with a loss for the OCR loss;
+    # (mo, so) at every pixel with the CE term, whose softmax needs the exact (zmax, s1). `bad`
+    # rides on the saved value (w, so), so a pixel with a non-finite logit reads back NaN: its
+    # s, σ(s) and every gradient are NaN.
     if WITH_CE:
         tl.store(st_ptr + out, mo, mask=row_mask)
         tl.store(st_ptr + (_plane(N, INT64) + out), so + bad, mask=row_mask)
     else:
-        tl.store(st_ptr + out, u + bad, mask=row_mask & has_loss)
+        tl.store(st_ptr + out, w, mask=row_mask & has_loss)
     if WITH_CE:
         y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
                     mask=row_mask, other=ignore_index)
@@ -567,7 +575,7 @@ def _bwd_tile(
         # the saved so (+ the forward's `bad`)
         x = tl.load(st_ptr + (_plane(N, INT64) + b * N + n), mask=has_loss | act_ce, other=0.0)
     else:
-        x = tl.load(st_ptr + (b * N + n), mask=has_loss, other=0.0)  # the saved u (+ `bad`)
+        x = tl.load(st_ptr + (b * N + n), mask=has_loss, other=0.0)  # the saved w (+ `bad`)
     # NaN where a logit of the pixel is not finite (its loss is NaN, so its flag is set): coef
     # and poison are NaN then, and so is every gradient of the pixel, whatever its upstream one.
     bad = x != x
@@ -594,18 +602,9 @@ def _bwd_tile(
             so = x
             zmax, s1, _ = _merge(mi, si, A, mo, so, A)
             lse_all = zmax + _ln_approx(1.0 + s1)
-            u = _oc_over_ic(mi, mo, so)
         else:
-            u = x
-            lse_all = _lse_from_u(mi, si, u)
-            # The OC exponents z - LSE_OC: with logits far from 0 but close together (|u| small)
-            # z - mi is exact and u small; with logits spread around 0, |LSE_OC| < |u| and
-            # z - LSE_OC is exact for the large entries. Either way one rounding of the smaller
-            # magnitude, beside u's own.
-            lse_oc = mi + u
-            near = tl.abs(lse_oc) < tl.abs(u)
-            oc_a = tl.where(near, lse_oc, mi)
-            oc_b = tl.where(near, 0.0, u)
+            w = x
+            lse_all = _lse_from_u(mi, si, w - mi)
         pA = _exp(mi - lse_all)
         if GROUP == 1:
             icm = -mi
@@ -613,7 +612,11 @@ def _bwd_tile(
         else:
             icm, ics = _group_pass(z_ptr, zrow, act_ocr, cls, nic, z_sc, A, pA, lse_all,
                                    prior_ptr, p_s0, p_s1, threshold, BLOCK_P, GROUP, INT64)
-        coef = tl.where(act_ocr, gl * _sigmoid(_s_from_u(icm, ics, mi, u, margin)), 0.0)
+        if WITH_CE:
+            s = _s_from_pair(icm, ics, mo, so, margin)
+        else:
+            s = _s_from_w(icm, ics, w, margin)
+        coef = tl.where(act_ocr, gl * _sigmoid(s), 0.0)
         k_ic = _div(coef, ics)
         if WITH_CE:
             ocm = tl.where(mo == float("-inf"), 0.0, mo)
@@ -640,9 +643,8 @@ def _bwd_tile(
                 e = _exp(z - zmax)
                 g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
             else:
-                # softmax over OC of z: e^{z - LSE_OC}, LSE_OC = mi + u subtracted as one term or
-                # as mi then u (oc_a, oc_b), whichever rounds at the smaller magnitude
-                g = coef * _exp((z - oc_a) - oc_b)
+                # softmax over OC of z: e^{z - w}, exact subtraction for the large entries
+                g = coef * _exp(z - w)
             tl.store((dz_ptr + c * d_sc) + drow,
                      tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
 
@@ -763,7 +765,7 @@ def _launch_args(logits, tensors, with_ce):
 
 
 def _stats_like(logits: torch.Tensor, with_ce: bool) -> torch.Tensor:
-    """The forward's saved OC statistics, fp32: [1, B, *spatial] (u = LSE_OC(z) - max_IC(z)) for
+    """The forward's saved OC statistics, fp32: [1, B, *spatial] (w = LSE_OC(z), _oc_stat) for
     the OCR loss; [2, B, *spatial] (max and sum of the OC logits) with the CE term, whose
     softmax needs them exactly."""
     return logits.new_empty((2 if with_ce else 1, logits.shape[0]) + tuple(logits.shape[2:]),
