@@ -276,10 +276,10 @@ def test_strided_and_expanded_grad_map(kind):
 @pytest.mark.parametrize("group_split", GROUP_SPLITS)
 @pytest.mark.parametrize("pixels", ["oc", "all"])
 def test_large_logits_keep_fp32_precision(kind, group_split, pixels):
-    # Logits of magnitude ~60. "offset": 60 + a spread of a few units, where absolute
-    # log-sum-exps would cost |z|·2^-24 of s; "spread": uniform over [-60, 60], where the saved
-    # u = LSE_OC(z) - max_IC(z) reaches ~120 and the backward's OC softmax e^{(z - mi) - u}
-    # carries its rounding. Both to 1e-5 of the float64 reference.
+    # Logits of magnitude ~60: "offset", 60 + a spread of a few units (the saved w = LSE_OC(z)
+    # rounds at |w|·2^-24, which reaches s and the OC softmax); "spread", uniform over
+    # [-60, 60]. Both to 1e-5 of the float64 reference (tests/test_policies.py has the extreme
+    # gaps).
     logits, tags, prior = make_ocr_inputs(2, 7, (5, 6))
     if kind == "offset":
         logits = 60.0 + 3.0 * logits
