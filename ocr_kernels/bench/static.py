@@ -715,7 +715,7 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
             return (logits * read_frac + logits + mask + loss_map + g_ocr * P * map_frac
                     + ((8 + g_ce) * P if seg else 0))
         # Triton: the forward writes a bit a pixel (the loss is not 0; BLOCK_P / 8 bytes a
-        # tile) and the OC statistics where the backward reads them: one float a pixel (u) at
+        # tile) and the OC statistics where the backward reads them: one float a pixel (w) at
         # the pixels with a loss (the scenario's sectors of an fp32 map), or two (mo, so) at
         # every pixel for seg (its CE term). The backward reads the flags in full, and the
         # upstream gradient and the statistics in those sectors; not the loss map.
