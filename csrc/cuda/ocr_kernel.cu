@@ -88,12 +88,19 @@ __device__ int64_t first_pixel(int chunk, const Launch<acc_t>& L) {
 // k·stride is below 2^31 (fits_fast), so one 32x32 -> 64-bit multiply-add (IMAD.WIDE.U32) forms
 // the address. An element stride would need the product scaled by the element size after the
 // widening (a 64-bit add and a LEA pair per class row, the address arithmetic that dominated
-// the bf16 class loops).
+// the bf16 class loops). The product is PTX: from C++ nvcc hoists the widened stride out of the
+// class loop and multiplies in 64 bits, which costs a high-word add on top. The add to the
+// pointer stays C++, so that the loads keep their global address space.
+__device__ __forceinline__ uint64_t mul_wide(unsigned a, unsigned b) {
+  uint64_t r;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(r) : "r"(a), "r"(b));
+  return r;
+}
 __device__ __forceinline__ const char* fast_row_bytes(const char* base, int k, unsigned stride) {
-  return base + (uint64_t)(unsigned)k * stride;
+  return base + mul_wide((unsigned)k, stride);
 }
 __device__ __forceinline__ char* fast_row_bytes(char* base, int k, unsigned stride) {
-  return base + (uint64_t)(unsigned)k * stride;
+  return base + mul_wide((unsigned)k, stride);
 }
 template <typename T>
 __device__ __forceinline__ const T* fast_row(const T* base, int k, unsigned stride) {
