@@ -100,14 +100,29 @@ OCR_HD Merged<acc_t> merge_runs(const Run<acc_t, ARG>& oc, const Run<acc_t, true
   return r;
 }
 
-// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in).
+// The anchor's row of the prior (GROUP_ADA), formed once a pixel before a loop over its IC
+// classes: from the anchor in the loop it was a multiply and a wide multiply-add a class.
 template <typename acc_t, int GROUP>
-OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
-                         acc_t v) {
+OCR_HD const acc_t* anchor_row(const ThreadArgs<acc_t>& T, int anchor) {
+  return GROUP == GROUP_ADA ? T.prior + anchor * T.C1 : T.prior;
+}
+
+// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in); row:
+// anchor_row(T, A). The two conditions are or-ed without a branch: the prior read at k = A is in
+// bounds and its test costs less than the bool a short circuit materialises.
+template <typename acc_t, int GROUP>
+OCR_HD bool group_member_row(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, const acc_t* row,
+                             int anchor, int k, acc_t v) {
   if (GROUP == GROUP_ALL) return true;
   if (GROUP == GROUP_MAX) return k == anchor;
   const acc_t p_k = f_exp2((v - g.gmax) * (acc_t)kLog2e) * g.inv_all;
-  return k == anchor || ada_member(g.p_anchor, p_k, T.prior[anchor * T.C1 + k], T.threshold);
+  return (k == anchor) | ada_member(g.p_anchor, p_k, row[k], T.threshold);
+}
+
+template <typename acc_t, int GROUP>
+OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
+                         acc_t v) {
+  return group_member_row<acc_t, GROUP>(T, g, anchor_row<acc_t, GROUP>(T, anchor), anchor, k, v);
 }
 
 // The IC group's online (max, Σ) of −z, GROUP_ADA / GROUP_ALL (a second pass over the IC rows:
@@ -115,13 +130,16 @@ OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int
 template <typename acc_t, int GROUP, int PPT, typename Z>
 OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<acc_t>* g,
                           const Run<acc_t, true>* ic, Run<acc_t, false>* grp) {
+  const acc_t* row[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) row[i] = anchor_row<acc_t, GROUP>(T, ic[i].arg);
 #pragma unroll 1
   for (int j = 0; j < T.nic; ++j) {
     const int k = T.cls[j];
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const acc_t v = z(k, i);
-      if (group_member<acc_t, GROUP>(T, g[i], ic[i].arg, k, v)) grp[i].add(-v, 0);
+      if (group_member_row<acc_t, GROUP>(T, g[i], row[i], ic[i].arg, k, v)) grp[i].add(-v, 0);
     }
   }
 }
