@@ -107,22 +107,38 @@ OCR_HD const acc_t* anchor_row(const ThreadArgs<acc_t>& T, int anchor) {
   return GROUP == GROUP_ADA ? T.prior + anchor * T.C1 : T.prior;
 }
 
-// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in); row:
-// anchor_row(T, A). The two conditions are or-ed without a branch: the prior read at k = A is in
-// bounds and its test costs less than the bool a short circuit materialises.
+// &row[k], 0 <= k < 2^31 / sizeof(T). On the device one 32x32 -> 64-bit multiply-add from a row
+// pointer kept in registers: from a signed int index nvcc re-derives the row each class (a
+// multiply, a sign extension and a 64-bit add and shift).
+template <typename T>
+OCR_HD const T* row_elem(const T* row, int k) {
+#ifdef __CUDA_ARCH__
+  uint64_t off;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(off) : "r"((unsigned)k), "r"((unsigned)sizeof(T)));
+  return reinterpret_cast<const T*>(reinterpret_cast<const char*>(row) + off);
+#else
+  return row + k;
+#endif
+}
+
+// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in); m_ak:
+// &prior[A, k] (row_elem(anchor_row(T, A), k)). The two conditions are or-ed without a branch:
+// the prior read at k = A is in bounds, and its test costs less than the bool a short circuit
+// materialises.
 template <typename acc_t, int GROUP>
-OCR_HD bool group_member_row(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, const acc_t* row,
+OCR_HD bool group_member_row(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, const acc_t* m_ak,
                              int anchor, int k, acc_t v) {
   if (GROUP == GROUP_ALL) return true;
   if (GROUP == GROUP_MAX) return k == anchor;
   const acc_t p_k = f_exp2((v - g.gmax) * (acc_t)kLog2e) * g.inv_all;
-  return (k == anchor) | ada_member(g.p_anchor, p_k, row[k], T.threshold);
+  return (k == anchor) | ada_member(g.p_anchor, p_k, *m_ak, T.threshold);
 }
 
 template <typename acc_t, int GROUP>
 OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
                          acc_t v) {
-  return group_member_row<acc_t, GROUP>(T, g, anchor_row<acc_t, GROUP>(T, anchor), anchor, k, v);
+  return group_member_row<acc_t, GROUP>(T, g, row_elem(anchor_row<acc_t, GROUP>(T, anchor), k),
+                                        anchor, k, v);
 }
 
 // The IC group's online (max, Σ) of −z, GROUP_ADA / GROUP_ALL (a second pass over the IC rows:
@@ -131,16 +147,33 @@ template <typename acc_t, int GROUP, int PPT, typename Z>
 OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<acc_t>* g,
                           const Run<acc_t, true>* ic, Run<acc_t, false>* grp) {
   const acc_t* row[PPT];
+  // the run of −v kept as its negation, a run of the minimum of v: the same comparisons and
+  // |differences|, bit for bit, without a negated copy of each logit for the maximum's select
+  acc_t mn[PPT], rest[PPT];
 #pragma unroll
-  for (int i = 0; i < PPT; ++i) row[i] = anchor_row<acc_t, GROUP>(T, ic[i].arg);
+  for (int i = 0; i < PPT; ++i) {
+    row[i] = anchor_row<acc_t, GROUP>(T, ic[i].arg);
+    mn[i] = -grp[i].m;
+    rest[i] = grp[i].rest;
+  }
 #pragma unroll 1
   for (int j = 0; j < T.nic; ++j) {
     const int k = T.cls[j];
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const acc_t v = z(k, i);
-      if (group_member_row<acc_t, GROUP>(T, g[i], row[i], ic[i].arg, k, v)) grp[i].add(-v, 0);
+      if (group_member_row<acc_t, GROUP>(T, g[i], row_elem(row[i], k), ic[i].arg, k, v)) {
+        const bool lt = v < mn[i];
+        const acc_t e = f_exp2(-f_abs(v - mn[i]) * (acc_t)kLog2e);
+        rest[i] = lt ? rest[i] * e + e : rest[i] + e;
+        mn[i] = lt ? v : mn[i];
+      }
     }
+  }
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    grp[i].m = -mn[i];
+    grp[i].rest = rest[i];
   }
 }
 
