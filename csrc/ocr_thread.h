@@ -100,16 +100,17 @@ OCR_HD Merged<acc_t> merge_runs(const Run<acc_t, ARG>& oc, const Run<acc_t, true
   return r;
 }
 
-// The anchor's row of the prior (GROUP_ADA), formed once a pixel before a loop over its IC
-// classes: from the anchor in the loop it was a multiply and a wide multiply-add a class.
+// The offset of the anchor's row of the prior (GROUP_ADA: A·C1, an int as the index always was),
+// formed once a pixel before a loop over its IC classes (from the anchor, in the loop, it was a
+// multiply and a sign-extended 64-bit add a class). An offset, not a pointer: the fused seg
+// backward holds these over its class loops, and at 72 registers one more each spilled.
 template <typename acc_t, int GROUP>
-OCR_HD const acc_t* anchor_row(const ThreadArgs<acc_t>& T, int anchor) {
-  return GROUP == GROUP_ADA ? T.prior + anchor * T.C1 : T.prior;
+OCR_HD int anchor_row(const ThreadArgs<acc_t>& T, int anchor) {
+  return GROUP == GROUP_ADA ? anchor * T.C1 : 0;
 }
 
-// &row[k], 0 <= k < 2^31 / sizeof(T). On the device one 32x32 -> 64-bit multiply-add from a row
-// pointer kept in registers: from a signed int index nvcc re-derives the row each class (a
-// multiply, a sign extension and a 64-bit add and shift).
+// &row[k], k >= 0. On the device one 32x32 -> 64-bit multiply-add: from a signed int index nvcc
+// forms a sign-extended 64-bit offset and shifts it (three more instructions a class and pixel).
 template <typename T>
 OCR_HD const T* row_elem(const T* row, int k) {
 #ifdef __CUDA_ARCH__
@@ -121,32 +122,35 @@ OCR_HD const T* row_elem(const T* row, int k) {
 #endif
 }
 
-// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in); m_ak:
-// &prior[A, k] (row_elem(anchor_row(T, A), k)). The two conditions are or-ed without a branch:
-// the prior read at k = A is in bounds, and its test costs less than the bool a short circuit
-// materialises.
-template <typename acc_t, int GROUP>
-OCR_HD bool group_member_row(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, const acc_t* m_ak,
+// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in); row:
+// anchor_row(T, A). Without CE the two conditions are or-ed without a branch (the prior read at
+// k = A is in bounds, and its test costs less than the bool a short circuit materialises); the
+// fused seg kernels (CE) keep the short circuit: or-ed, their backward spilled at 64-72
+// registers (bench --static).
+template <typename acc_t, int GROUP, bool CE = false>
+OCR_HD bool group_member_row(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int row,
                              int anchor, int k, acc_t v) {
   if (GROUP == GROUP_ALL) return true;
   if (GROUP == GROUP_MAX) return k == anchor;
   const acc_t p_k = f_exp2((v - g.gmax) * (acc_t)kLog2e) * g.inv_all;
+  const acc_t* m_ak = row_elem(T.prior, row + k);
+  if (CE) return k == anchor || ada_member(g.p_anchor, p_k, *m_ak, T.threshold);
   return (k == anchor) | ada_member(g.p_anchor, p_k, *m_ak, T.threshold);
 }
 
-template <typename acc_t, int GROUP>
+template <typename acc_t, int GROUP, bool CE = false>
 OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
                          acc_t v) {
-  return group_member_row<acc_t, GROUP>(T, g, row_elem(anchor_row<acc_t, GROUP>(T, anchor), k),
-                                        anchor, k, v);
+  return group_member_row<acc_t, GROUP, CE>(T, g, anchor_row<acc_t, GROUP>(T, anchor), anchor, k,
+                                            v);
 }
 
 // The IC group's online (max, Σ) of −z, GROUP_ADA / GROUP_ALL (a second pass over the IC rows:
 // "ada" needs P_A with the full normaliser).
-template <typename acc_t, int GROUP, int PPT, typename Z>
+template <typename acc_t, int GROUP, int PPT, typename Z, bool CE = false>
 OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<acc_t>* g,
                           const Run<acc_t, true>* ic, Run<acc_t, false>* grp) {
-  const acc_t* row[PPT];
+  int row[PPT];
   // the run of −v kept as its negation, a run of the minimum of v: the same comparisons and
   // |differences|, bit for bit, without a negated copy of each logit for the maximum's select
   acc_t mn[PPT], rest[PPT];
@@ -162,7 +166,7 @@ OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<a
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const acc_t v = z(k, i);
-      if (group_member_row<acc_t, GROUP>(T, g[i], row_elem(row[i], k), ic[i].arg, k, v)) {
+      if (group_member_row<acc_t, GROUP, CE>(T, g[i], row[i], ic[i].arg, k, v)) {
         const bool lt = v < mn[i];
         const acc_t e = f_exp2(-f_abs(v - mn[i]) * (acc_t)kLog2e);
         rest[i] = lt ? rest[i] * e + e : rest[i] + e;
@@ -212,7 +216,7 @@ OCR_HD void thread_forward(const Z& z, const ThreadArgs<acc_t>& T, const int64_t
 #pragma unroll
   for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
   Run<acc_t, false> grp[PPT];
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT>(z, T, g, ic, grp);
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
     const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
@@ -280,7 +284,7 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
     t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
     ce_t[i] = CE ? -gce[i] : (acc_t)0;
   }
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT>(z, T, g, ic, grp);
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
 #pragma unroll
   for (int i = 0; i < PPT; ++i)
     ic_scale[i] = -a[i] * (GROUP == GROUP_MAX ? (acc_t)1 : grp[i].inv_sum());
@@ -301,7 +305,7 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
       const acc_t v = z(k, i);
       const acc_t gm = GROUP == GROUP_MAX ? -ic[i].m : grp[i].m;
       // a non-member gets ic_scale·0: 0, or NaN for a NaN pixel
-      const acc_t e = group_member<acc_t, GROUP>(T, g[i], ic[i].arg, k, v)
+      const acc_t e = group_member<acc_t, GROUP, CE>(T, g[i], ic[i].arg, k, v)
                           ? f_exp2((-v - gm) * (acc_t)kLog2e) : (acc_t)0;
       acc_t d = ic_scale[i] * e;
       if (CE)
