@@ -100,29 +100,84 @@ OCR_HD Merged<acc_t> merge_runs(const Run<acc_t, ARG>& oc, const Run<acc_t, true
   return r;
 }
 
-// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in).
+// The offset of the anchor's row of the prior (GROUP_ADA: A·C1, an int as the index always was),
+// formed once a pixel before a loop over its IC classes (from the anchor, in the loop, it was a
+// multiply and a sign-extended 64-bit add a class). An offset, not a pointer: the fused seg
+// backward holds these over its class loops, and at 72 registers one more each spilled.
 template <typename acc_t, int GROUP>
-OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
-                         acc_t v) {
+OCR_HD int anchor_row(const ThreadArgs<acc_t>& T, int anchor) {
+  return GROUP == GROUP_ADA ? anchor * T.C1 : 0;
+}
+
+// &row[k], k >= 0. On the device one 32x32 -> 64-bit multiply-add: from a signed int index nvcc
+// forms a sign-extended 64-bit offset and shifts it (three more instructions a class and pixel).
+template <typename T>
+OCR_HD const T* row_elem(const T* row, int k) {
+#ifdef __CUDA_ARCH__
+  uint64_t off;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(off) : "r"((unsigned)k), "r"((unsigned)sizeof(T)));
+  return reinterpret_cast<const T*>(reinterpret_cast<const char*>(row) + off);
+#else
+  return row + k;
+#endif
+}
+
+// Eq. 9 for IC class k of a pixel with anchor A (the anchor itself is always in); row:
+// anchor_row(T, A). Without CE the two conditions are or-ed without a branch (the prior read at
+// k = A is in bounds, and its test costs less than the bool a short circuit materialises); the
+// fused seg kernels (CE) keep the short circuit: or-ed, their backward spilled at 64-72
+// registers (bench --static).
+template <typename acc_t, int GROUP, bool CE = false>
+OCR_HD bool group_member_row(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int row,
+                             int anchor, int k, acc_t v) {
   if (GROUP == GROUP_ALL) return true;
   if (GROUP == GROUP_MAX) return k == anchor;
   const acc_t p_k = f_exp2((v - g.gmax) * (acc_t)kLog2e) * g.inv_all;
-  return k == anchor || ada_member(g.p_anchor, p_k, T.prior[anchor * T.C1 + k], T.threshold);
+  const acc_t* m_ak = row_elem(T.prior, row + k);
+  if (CE) return k == anchor || ada_member(g.p_anchor, p_k, *m_ak, T.threshold);
+  return (k == anchor) | ada_member(g.p_anchor, p_k, *m_ak, T.threshold);
+}
+
+template <typename acc_t, int GROUP, bool CE = false>
+OCR_HD bool group_member(const ThreadArgs<acc_t>& T, const Merged<acc_t>& g, int anchor, int k,
+                         acc_t v) {
+  return group_member_row<acc_t, GROUP, CE>(T, g, anchor_row<acc_t, GROUP>(T, anchor), anchor, k,
+                                            v);
 }
 
 // The IC group's online (max, Σ) of −z, GROUP_ADA / GROUP_ALL (a second pass over the IC rows:
 // "ada" needs P_A with the full normaliser).
-template <typename acc_t, int GROUP, int PPT, typename Z>
+template <typename acc_t, int GROUP, int PPT, typename Z, bool CE = false>
 OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<acc_t>* g,
                           const Run<acc_t, true>* ic, Run<acc_t, false>* grp) {
+  int row[PPT];
+  // the run of −v kept as its negation, a run of the minimum of v: the same comparisons and
+  // |differences|, bit for bit, without a negated copy of each logit for the maximum's select
+  acc_t mn[PPT], rest[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    row[i] = anchor_row<acc_t, GROUP>(T, ic[i].arg);
+    mn[i] = -grp[i].m;
+    rest[i] = grp[i].rest;
+  }
 #pragma unroll 1
   for (int j = 0; j < T.nic; ++j) {
     const int k = T.cls[j];
 #pragma unroll
     for (int i = 0; i < PPT; ++i) {
       const acc_t v = z(k, i);
-      if (group_member<acc_t, GROUP>(T, g[i], ic[i].arg, k, v)) grp[i].add(-v, 0);
+      if (group_member_row<acc_t, GROUP, CE>(T, g[i], row[i], ic[i].arg, k, v)) {
+        const bool lt = v < mn[i];
+        const acc_t e = f_exp2(-f_abs(v - mn[i]) * (acc_t)kLog2e);
+        rest[i] = lt ? rest[i] * e + e : rest[i] + e;
+        mn[i] = lt ? v : mn[i];
+      }
     }
+  }
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    grp[i].m = -mn[i];
+    grp[i].rest = rest[i];
   }
 }
 
@@ -161,7 +216,7 @@ OCR_HD void thread_forward(const Z& z, const ThreadArgs<acc_t>& T, const int64_t
 #pragma unroll
   for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
   Run<acc_t, false> grp[PPT];
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT>(z, T, g, ic, grp);
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
     const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
@@ -229,7 +284,7 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
     t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
     ce_t[i] = CE ? -gce[i] : (acc_t)0;
   }
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT>(z, T, g, ic, grp);
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
 #pragma unroll
   for (int i = 0; i < PPT; ++i)
     ic_scale[i] = -a[i] * (GROUP == GROUP_MAX ? (acc_t)1 : grp[i].inv_sum());
@@ -250,7 +305,7 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
       const acc_t v = z(k, i);
       const acc_t gm = GROUP == GROUP_MAX ? -ic[i].m : grp[i].m;
       // a non-member gets ic_scale·0: 0, or NaN for a NaN pixel
-      const acc_t e = group_member<acc_t, GROUP>(T, g[i], ic[i].arg, k, v)
+      const acc_t e = group_member<acc_t, GROUP, CE>(T, g[i], ic[i].arg, k, v)
                           ? f_exp2((-v - gm) * (acc_t)kLog2e) : (acc_t)0;
       acc_t d = ic_scale[i] * e;
       if (CE)

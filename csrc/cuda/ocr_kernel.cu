@@ -84,11 +84,31 @@ __device__ int64_t first_pixel(int chunk, const Launch<acc_t>& L) {
   return start + (threadIdx.x >> 5) * (32 * PPT) + (threadIdx.x & 31);
 }
 
-// Row k of a thread's pixels on the fast path: base + k·(row stride), a 32-bit product (below
-// 2^31, fits_fast) widened once.
+// Row k of a thread's pixels on the fast path, from their pointer and the row stride in BYTES:
+// k·stride is below 2^31 (fits_fast), so one 32x32 -> 64-bit multiply-add (IMAD.WIDE.U32) forms
+// the address. An element stride would need the product scaled by the element size after the
+// widening (a 64-bit add and a LEA pair per class row, the address arithmetic that dominated
+// the bf16 class loops). The product is PTX: from C++ nvcc hoists the widened stride out of the
+// class loop and multiplies in 64 bits, which costs a high-word add on top. The add to the
+// pointer stays C++, so that the loads keep their global address space.
+__device__ __forceinline__ uint64_t mul_wide(unsigned a, unsigned b) {
+  uint64_t r;
+  asm("mul.wide.u32 %0, %1, %2;" : "=l"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ const char* fast_row_bytes(const char* base, int k, unsigned stride) {
+  return base + mul_wide((unsigned)k, stride);
+}
+__device__ __forceinline__ char* fast_row_bytes(char* base, int k, unsigned stride) {
+  return base + mul_wide((unsigned)k, stride);
+}
+template <typename T>
+__device__ __forceinline__ const T* fast_row(const T* base, int k, unsigned stride) {
+  return reinterpret_cast<const T*>(fast_row_bytes(reinterpret_cast<const char*>(base), k, stride));
+}
 template <typename T>
 __device__ __forceinline__ T* fast_row(T* base, int k, unsigned stride) {
-  return base + (unsigned)k * stride;
+  return reinterpret_cast<T*>(fast_row_bytes(reinterpret_cast<char*>(base), k, stride));
 }
 
 template <typename acc_t>
@@ -179,7 +199,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
       t[i] = CE && valid[i] ? A.target[b * A.tl.sB + (p + i * 32) * A.tl.sN] : 0;
     }
     const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
-    const unsigned sCb = (unsigned)A.zl.sC;
+    const unsigned sCb = (unsigned)A.zl.sC * (unsigned)sizeof(scalar_t);
     auto zf = [&](int k, int i) -> acc_t {
       const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
       return valid[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
@@ -220,8 +240,8 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
   const acc_t* g_ce = static_cast<const acc_t*>(A.g_ce);
   const int64_t N = A.zl.N;
   const int lane = threadIdx.x & 31;
-  const unsigned sCb = (unsigned)A.zl.sC;
-  const unsigned gCb = (unsigned)A.gl.sC;
+  const unsigned sCb = (unsigned)A.zl.sC * (unsigned)sizeof(scalar_t);  // bytes (fast_row)
+  const unsigned gCb = (unsigned)A.gl.sC * (unsigned)sizeof(scalar_t);
   for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
     // OCR alone: the loss map is read where the forward's mask has a bit (bit i of the thread
     // is mask_bit(row, p + 32·i): word p / 32 + i, shifted by p % 32); a clear bit means a loss
@@ -245,10 +265,10 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
     const scalar_t* zb = z + b * A.zl.sB;
     scalar_t* gb = grad + b * A.gl.sB;
     auto z_at = [&](int64_t q, int c) -> acc_t {
-      return static_cast<acc_t>(to_acc(FAST ? zb[(unsigned)c * sCb + (unsigned)q] : zb[q * A.zl.sN + c * A.zl.sC]));
+      return static_cast<acc_t>(to_acc(FAST ? *fast_row(zb + (unsigned)q, c, sCb) : zb[q * A.zl.sN + c * A.zl.sC]));
     };
     auto store_at = [&](int64_t q, int c, acc_t d) {
-      (FAST ? gb[(unsigned)c * gCb + (unsigned)q] : gb[q * A.gl.sN + c * A.gl.sC]) = from_acc<scalar_t>(d);
+      *(FAST ? fast_row(gb + (unsigned)q, c, gCb) : gb + (q * A.gl.sN + c * A.gl.sC)) = from_acc<scalar_t>(d);
     };
     bool valid[PPT], active[PPT];
     PixelGrad<acc_t> P[PPT];

@@ -222,6 +222,48 @@ def test_cuda_backward_compaction_nan_pixel(ops):
     assert (gf[0, :, 3] != 0).any() and (gf[0, :, 130] != 0).any()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_thread_code_ada_group_ties_and_non_finite(ops, dtype):
+    # ocr_thread.h's "ada" group pass keeps the run of -z as a run of the minimum of z and reads
+    # the prior through the anchor's row: logits from 4 values (ties everywhere, in the IC group's
+    # minimum and between the IC and OC maxima, as bf16 makes them common), 3 IC classes pinned
+    # per image, and one +inf / -inf / NaN IC logit each at a pixel whose maximum is finite
+    # elsewhere (an infinity after a finite maximum adds exp(-inf) = 0 to a run; the pixel must
+    # still be NaN); 2 images of 16x16 (two 128-pixel warps each).
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    B, C1, spatial = 2, 9, (16, 16)
+    values = torch.tensor([-1.0, 0.0, 0.5, 1.0], dtype=torch.float64)
+    logits = values[torch.randint(0, 4, (B, C1, *spatial), generator=gen)].to(dtype)
+    tags = torch.zeros(B, C1 - 1, dtype=torch.int64)
+    tags[:, [1, 4, 6]] = 1  # IC: 0, 2, 5, 7; OC: the other five
+    _, _, prior = make_ocr_inputs(B, C1, (1, 1), generator=gen)
+    flat = logits.view(B, C1, -1)
+    bad = {(0, 5, 10): float("inf"), (0, 7, 200): -float("inf"), (1, 2, 77): float("nan"),
+           (1, 5, 130): -float("inf")}
+    for (b, k, q), v in bad.items():
+        flat[b, 0, q] = 4.0  # a finite maximum (class 0, IC) before the bad IC class
+        flat[b, k, q] = v
+    g = torch.rand(B, *spatial, generator=gen) + 0.5
+    _, ocr, grad = ops._pixelwise_seg_ocr(logits, None, tags, prior, None, g, 2.0, 0.2,
+                                          GROUP_CODES["ada"], PIXEL_CODES["all"], -100)
+    hit = torch.zeros(B, math.prod(spatial), dtype=torch.bool)
+    for (b, _, q) in bad:
+        hit[b, q] = True
+    hit = hit.view(B, *spatial)
+    assert ocr[hit].isnan().all()
+    assert grad.movedim(1, -1)[hit].isnan().all()
+    clean = logits.clone()
+    clean.movedim(1, -1)[hit] = 0
+    want_loss, want_grad = reference64(clean, tags, prior, grad_map=g, group_split="ada",
+                                       pixels="all")
+    keep = keep_mask(clean, tags, prior, "ada") & ~hit
+    assert keep.sum() > 100  # most pixels are compared
+    assert torch.isfinite(ocr[~hit]).all() and (ocr[~hit] > 0).all()
+    assert_close_rel(ocr, want_loss, 1e-5, "loss", keep)
+    assert_close_rel(grad, want_grad, 1e-5 if dtype == torch.float32 else 1e-2, "grad",
+                     keep.unsqueeze(1).expand_as(want_grad))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_pixelwise_path_the_cuda_kernel_runs(ops, dtype):
     # ocr_thread.h's thread_forward/thread_backward, in the CUDA kernel's warps, on the CPU
