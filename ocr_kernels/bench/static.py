@@ -1271,7 +1271,13 @@ def _line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict
 def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
     """Facts of one launch of the fused-upsampling CUDA kernels' fast path (csrc/cuda/
     ocr_resize_kernel.cu running csrc/ocr_resize_thread.h): forward (blocks over output rows),
-    backward (blocks over cell rows), gather. "ada", NCHW logits."""
+    backward (blocks over cell rows), gather. "ada", NCHW logits.
+
+    The gather's loops: its (image, class group) loop has a named bound (`rows`) that runs
+    rows / gridDim.y times a thread (once at these shapes), the class loop inside it
+    C1 / groups times. (Until 2026-12-03 that outer loop's bound was an expression the loop
+    parser does not read, so its SASS loop took the class loop's trip count and the class loop
+    inside it ran once: the gather was counted at ~5x the instructions it executes.)"""
     from .._extension import csrc_dir
 
     src = str(csrc_dir() / "cuda" / "ocr_resize_kernel.cu")
@@ -1303,9 +1309,10 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         gy = min(rows, 65535)  # as launch_fast_pass: (image, class group) a grid row
         ctas = math.ceil(h * w / threads) * gy
         smem = res.get("SHARED", 0)
-        # a thread per low-resolution pixel (the last block of a row partly idle: counted full)
+        # a thread per low-resolution pixel (the last block of a row partly idle: counted full);
+        # its (image, class group) loop runs rows / gy times, the class loop inside it
         notes += _cpp_trips(code, {"classes": C1 / -(-C1 // group)}, ctas * threads,
-                            per_cta={"A.B": 1.0, "B": 1.0})
+                            per_cta={"rows": rows / gy})
     else:
         slots, threads = _resize_slots(case)
         warps = threads // 32
