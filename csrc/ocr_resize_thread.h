@@ -13,8 +13,9 @@
 //   built once per block), so every pixel of a thread shares its two source columns (c, upper(c))
 //   and its gradient reduces along x in registers;
 // - one output row at a time: its C+1 logits pre-interpolated along y into shared memory
-//   R[k][j] = l0·z[i0][j] + l1·z[i1][j] (w values a class), so a logit costs two shared loads (one
-//   pair per class for the thread's PPT pixels) and a multiply-add: out = lx0·R[c] + lx1·R[c1];
+//   R[k][j] = l0·z[i0][j] + l1·z[i1][j] (w values a class), so a logit costs two shared loads and
+//   a subtraction (one each per class for the thread's PPT pixels) and a multiply-add:
+//   out = R[c] + lx1·(R[c1] − R[c]) (resize_lerp);
 // - forward: each block takes a contiguous range of output rows (the class list is rebuilt only
 //   when the image changes);
 // - backward: one block per cell row (the output rows whose top tap is source row c), each output
