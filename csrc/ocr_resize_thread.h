@@ -419,8 +419,8 @@ OCR_HD void resize_chunk_flush(const Block& blk, const ResizeView<scalar_t, acc_
   resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, count, g, ty, K);
 }
 
-// Output row y's slots in the slot layout (every thread its PPT pixels, masked ones reading 0),
-// the x sums in registers, combined every kResizeClassChunk classes.
+// Output row y's slots in the slot layout (every thread its PPT pixels, all of them read: see
+// zf; `read` is unused), the x sums in registers, combined every kResizeClassChunk classes.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool RANKED, typename Block>
 OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                                   const ResizePlan& P, const ResizeSmem<acc_t>& S,
