@@ -13,8 +13,9 @@
 //   built once per block), so every pixel of a thread shares its two source columns (c, upper(c))
 //   and its gradient reduces along x in registers;
 // - one output row at a time: its C+1 logits pre-interpolated along y into shared memory
-//   R[k][j] = l0·z[i0][j] + l1·z[i1][j] (w values a class), so a logit costs two shared loads (one
-//   pair per class for the thread's PPT pixels) and a multiply-add: out = lx0·R[c] + lx1·R[c1];
+//   R[k][j] = l0·z[i0][j] + l1·z[i1][j] (w values a class), so a logit costs two shared loads and
+//   a subtraction (one each per class for the thread's PPT pixels) and a multiply-add:
+//   out = R[c] + lx1·(R[c1] − R[c]) (resize_lerp);
 // - forward: each block takes a contiguous range of output rows (the class list is rebuilt only
 //   when the image changes);
 // - backward: one block per cell row (the output rows whose top tap is source row c), each output
@@ -168,6 +169,13 @@ OCR_HD void resize_tables(const Block& blk, const ResizeAxis<acc_t>& ax, const R
   blk.sync();
 }
 
+// A pixel's logit from its row's two staged columns: r0 + l1·(r1 − r0) (= l0·r0 + l1·r1 with
+// l0 = 1 − l1, resize_tap's weights, to rounding): one subtraction a class shared by the thread's
+// pixels, then one multiply-add a pixel. The forward and the backward both call it, so the
+// backward recomputes the forward's logits bitwise.
+template <typename acc_t>
+OCR_HD acc_t resize_lerp(acc_t r0, acc_t r1, acc_t l1) { return r0 + l1 * (r1 - r0); }
+
 // One thread's pixels in an output row: slot s's segment of cell column c.
 template <typename acc_t>
 struct SlotPixels {
@@ -264,9 +272,7 @@ OCR_HD void resized_forward_block(const Block& blk, const ResizeView<scalar_t, a
       if (P.groups > 1) q = resize_slot<acc_t>(V.ax, P, S.slot, g * P.threads + blk.tid);
       const acc_t* R0 = S.R + q.c;
       const acc_t* R1 = S.R + q.c1;
-      auto zf = [&](int k, int i) -> acc_t {
-        return q.lx0[i] * R0[k * w] + q.lx1[i] * R1[k * w];
-      };
+      auto zf = [&](int k, int i) -> acc_t { return resize_lerp(R0[k * w], R1[k * w], q.lx1[i]); };
       const int64_t p = y * W + q.x;
       int64_t t[PPT];
 #pragma unroll
@@ -292,27 +298,43 @@ template <typename scalar_t, typename acc_t, typename Block>
 OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                            const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
                            const Tap<acc_t>& ty) {
+  constexpr int U = kResizeUnrolledSlots;
   const int columns = (int)V.ax.in, first = g * P.threads, end = first + P.threads;
+  const int step = 2 * P.threads;  // one class of the chunk to the next
   for (int j = blk.tid; j < columns; j += blk.n) {
     const int* e = S.col + 4 * j;
     const int a0 = e[0] > first ? e[0] : first, b0 = e[1] < end ? e[1] : end;
     const int a1 = e[2] > first ? e[2] : first, b1 = e[3] < end ? e[3] : end;
+    // a cell column holds up to U slots but at an edge: those unrolled (predicated), then any
+    // further ones, in slot order. The taps are the column's, the same for every class: set
+    // once here, not per class (the class loop is the combine's cost)
+    const int n0 = b0 - a0, n1 = b1 - a1;
+    bool on0[U], on1[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      on0[u] = u < n0;
+      on1[u] = u < n1;
+    }
+    const bool more = n0 > U || n1 > U;
+    const acc_t* c0 = S.chunk + (a0 - first);
+    const acc_t* c1 = S.chunk + P.threads + (a1 - first);
+    const int* cls = S.chunk_cls;
 #pragma unroll 1
-    for (int m = 0; m < count; ++m) {
-      const acc_t* c0 = S.chunk + m * 2 * P.threads - first;
-      const acc_t* c1 = c0 + P.threads;
-      // a cell column holds up to kResizeUnrolledSlots slots but at an edge: those unrolled
-      // (predicated), then any further ones, in slot order
+    for (int m = 0; m < count; ++m, c0 += step, c1 += step) {
       acc_t gx = acc_t(0);
 #pragma unroll
-      for (int u = 0; u < kResizeUnrolledSlots; ++u) gx += a0 + u < b0 ? c0[a0 + u] : acc_t(0);
+      for (int u = 0; u < U; ++u) gx += on0[u] ? c0[u] : acc_t(0);
+      if (more) {
 #pragma unroll 1
-      for (int s = a0 + kResizeUnrolledSlots; s < b0; ++s) gx += c0[s];
+        for (int s = U; s < n0; ++s) gx += c0[s];
+      }
 #pragma unroll
-      for (int u = 0; u < kResizeUnrolledSlots; ++u) gx += a1 + u < b1 ? c1[a1 + u] : acc_t(0);
+      for (int u = 0; u < U; ++u) gx += on1[u] ? c1[u] : acc_t(0);
+      if (more) {
 #pragma unroll 1
-      for (int s = a1 + kResizeUnrolledSlots; s < b1; ++s) gx += c1[s];
-      const int o = S.chunk_cls[m] * columns + j;
+        for (int s = U; s < n1; ++s) gx += c1[s];
+      }
+      const int o = cls[m] * columns + j;
       S.top[o] += ty.l0 * gx;
       S.bot[o] += ty.l1 * gx;
     }
@@ -397,8 +419,8 @@ OCR_HD void resize_chunk_flush(const Block& blk, const ResizeView<scalar_t, acc_
   resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, count, g, ty, K);
 }
 
-// Output row y's slots in the slot layout (every thread its PPT pixels, masked ones reading 0),
-// the x sums in registers, combined every kResizeClassChunk classes.
+// Output row y's slots in the slot layout (every thread its PPT pixels, all of them read: see
+// zf; `read` is unused), the x sums in registers, combined every kResizeClassChunk classes.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool RANKED, typename Block>
 OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                                   const ResizePlan& P, const ResizeSmem<acc_t>& S,
@@ -410,12 +432,12 @@ OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, a
   const acc_t* R0 = S.R + q.c;
   const acc_t* R1 = S.R + q.c1;
   // both loads unconditional (shared memory, always in range): one pair a class for the
-  // thread's pixels; a pixel without a gradient reads 0, as thread_backward requires
-  auto zf = [&](int k, int i) -> acc_t {
-    const acc_t r0 = R0[k * w], r1 = R1[k * w];
-    const acc_t v = q.lx0[i] * r0 + q.lx1[i] * r1;
-    return read[i] ? v : acc_t(0);
-  };
+  // thread's pixels. Every pixel reads its logits, those without a gradient too (no select a
+  // logit): thread_backward needs them finite, and they are, as the forward computed them
+  // bitwise alike (resize_lerp) and found them finite (else the loss is NaN and so is the
+  // gradient of the columns c, c1 the pixel reaches, through every pixel of the slot, all of
+  // which read them); a padding pixel (i >= n) reads column c's and stores with weights 0.
+  auto zf = [&](int k, int i) -> acc_t { return resize_lerp(R0[k * w], R1[k * w], q.lx1[i]); };
   acc_t* mine = S.chunk + blk.tid;
   int filled = 0;
   acc_t t0 = 0, t1 = 0;

@@ -981,10 +981,18 @@ def _cpp_loops(path: str) -> List[Tuple[int, int, str]]:
     return out
 
 
+def _fully_unrolled(path: str, line: int) -> bool:
+    """Whether the ``for`` at `line` follows a bare ``#pragma unroll`` (a constant bound, unrolled
+    in full: it leaves no SASS loop, so no SASS loop may be mapped to it)."""
+    lines = Path(path).read_text().splitlines()
+    return line >= 2 and lines[line - 2].strip() == "#pragma unroll"
+
+
 def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int, ppt: int = 1,
                per_cta: Optional[Dict[str, float]] = None,
                ppt_inside: Optional[Dict[str, int]] = None,
-               dists: Optional[Dict[str, torch.Tensor]] = None) -> List[str]:
+               dists: Optional[Dict[str, torch.Tensor]] = None,
+               skip_unrolled: bool = False) -> List[str]:
     """Trip counts of the SASS loops of a CUDA kernel: each maps to the C++ loop holding most of
     its instructions' lines; a loop unrolled U times (U = its global loads over the distinct
     source lines they come from, over `ppt`, the pixels a thread loads per class from one line;
@@ -993,11 +1001,15 @@ def _cpp_trips(code: sass.Sass, ns: Dict[str, float], threads_total: int, ppt: i
     that many times (a block's share of the tiles, or a mean over warps). A loop the compiler
     unrolled U times whose bound has per-sample values in `dists` (the per-image IC class count)
     runs mean(floor(v / U)) times, and its remainder (the U − 1 guarded copies of its body in the
-    enclosing loop, or a remainder loop) mean(v mod U) iterations."""
+    enclosing loop, or a remainder loop) mean(v mod U) iterations. skip_unrolled: source loops
+    under a bare ``#pragma unroll`` are not candidates (they leave no SASS loop; a SASS loop of
+    code inlined into one, e.g. a flush called from thread_backward's per-pixel store, carries
+    its call site's line and would otherwise map to it, the tightest range, and lose its trips)."""
     notes = []
     remainders = []
     files = {f for i in code.instrs for f, _ in i.lines if f.endswith((".h", ".cuh", ".cu"))}
-    loops = [(f, lo, hi, b) for f in files if os.path.exists(f) for lo, hi, b in _cpp_loops(f)]
+    loops = [(f, lo, hi, b) for f in files if os.path.exists(f) for lo, hi, b in _cpp_loops(f)
+             if not (skip_unrolled and _fully_unrolled(f, lo))]
     mapped: Dict[int, tuple] = {}
     # outer loops first: a loop nested in another maps to another source loop than its parents
     # (inlined code can carry the call site's line, inside the parent's source loop, and not its own)
@@ -1307,7 +1319,13 @@ def _line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict
 def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
     """Facts of one launch of the fused-upsampling CUDA kernels' fast path (csrc/cuda/
     ocr_resize_kernel.cu running csrc/ocr_resize_thread.h): forward (blocks over output rows),
-    backward (blocks over cell rows), gather. "ada", NCHW logits."""
+    backward (blocks over cell rows), gather. "ada", NCHW logits.
+
+    The gather's loops: its (image, class group) loop has a named bound (`rows`) that runs
+    rows / gridDim.y times a thread (once at these shapes), the class loop inside it
+    C1 / groups times. (Until 2026-12-03 that outer loop's bound was an expression the loop
+    parser does not read, so its SASS loop took the class loop's trip count and the class loop
+    inside it ran once: the gather was counted at ~5x the instructions it executes.)"""
     from .._extension import csrc_dir
 
     src = str(csrc_dir() / "cuda" / "ocr_resize_kernel.cu")
@@ -1339,9 +1357,10 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         gy = min(rows, 65535)  # as launch_fast_pass: (image, class group) a grid row
         ctas = math.ceil(h * w / threads) * gy
         smem = res.get("SHARED", 0)
-        # a thread per low-resolution pixel (the last block of a row partly idle: counted full)
+        # a thread per low-resolution pixel (the last block of a row partly idle: counted full);
+        # its (image, class group) loop runs rows / gy times, the class loop inside it
         notes += _cpp_trips(code, {"classes": C1 / -(-C1 // group)}, ctas * threads,
-                            per_cta={"A.B": 1.0, "B": 1.0})
+                            per_cta={"rows": rows / gy}, skip_unrolled=True)
     else:
         slots, threads = _resize_slots(case)
         warps = threads // 32
@@ -1375,11 +1394,12 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         lanes = lambda n: min(threads, -(-n // 32) * 32) / threads  # noqa: E731
         per_cta = {"last": items / ctas, "staged_cols": lanes(staged_at_once * w),
                    "columns": lanes(w), "w": lanes(w), "out_cols": lanes(staged_at_once * w),
-                   "b0": excess, "b1": excess1}
+                   "n0": excess, "n1": excess1}
         if launch == "backward":
             rows = _compact_rows(case, threads, groups)
             per_cta["ranks_end"] = rows["span"]
-        notes += _cpp_trips(code, ns, ctas * threads, _header_int("kThreadPixels"), per_cta)
+        notes += _cpp_trips(code, ns, ctas * threads, _header_int("kThreadPixels"), per_cta,
+                            skip_unrolled=True)
         # the class list: written by warp 0 alone, when a block's range enters a new image
         rows_per_image = H if launch == "forward" else h
         shares = {"resize_class_list": min(1.0, (1 + per / rows_per_image) / per) / warps,

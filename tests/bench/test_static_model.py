@@ -230,3 +230,40 @@ def test_upstream_gradients_are_expanded_and_cost_no_bytes(op, monkeypatch):
     cuda_expanded = st.kernel_bytes(case, "bwd", None)
     monkeypatch.setattr(st, "upstream_grad", lambda c: dense)
     assert st.kernel_bytes(case, "bwd", None) - cuda_expanded == pytest.approx(dense_bytes, rel=1e-12)
+
+
+def test_fully_unrolled_source_loops_are_not_loop_candidates(tmp_path):
+    # a loop under a bare `#pragma unroll` leaves no SASS loop; code inlined into it carries its
+    # line, so the resize kernels' mapping skips it (`#pragma unroll 1` and plain loops stay)
+    from ocr_kernels.bench.static import _cpp_loops, _fully_unrolled
+
+    src = tmp_path / "k.h"
+    src.write_text("""void f(int n, int count) {
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    store(i);
+  }
+#pragma unroll 1
+  for (int m = 0; m < count; ++m) g(m);
+  for (int j = 0; j < n; ++j) h(j);
+}
+""")
+    loops = _cpp_loops(str(src))
+    assert [b for _, _, b in loops] == ["PPT", "count", "n"]
+    assert [_fully_unrolled(str(src), lo) for lo, _, _ in loops] == [True, False, False]
+
+
+def test_resize_backward_combine_and_gather_loops_get_their_trips():
+    # the combine's class loop (inside the per-pixel store's flush) runs kResizeClassChunk times
+    # a column, and the gather's class loop C1 / groups times inside its (image, group) loop
+    from ocr_kernels.bench.static import Case, _nvcc, analyse_cuda_resized
+
+    if _nvcc() is None:
+        pytest.skip("needs nvcc")
+    case = Case("seg_ocr_loss", (16, 81, 41, 41), "fp32", "ada", "blobs", size=(321, 321))
+    a, _ = analyse_cuda_resized(case, "backward")
+    assert not any(": PPT" in s or "i < PPT" in s for s in a["loops"])
+    assert sum("i < count" in s and s.endswith(": 4.0") for s in a["loops"]) >= 2
+    g, _ = analyse_cuda_resized(case, "gather")
+    assert any("i < rows" in s and s.endswith(": 1.0") for s in g["loops"])
+    assert any("i < classes" in s and s.endswith(": 7.4") for s in g["loops"])
