@@ -50,6 +50,7 @@ import triton
 import triton.language as tl
 
 from .._autograd import first_order_only
+from .._op_names import triton_op_name
 from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
 from .._tensors import check_map, check_ocr_args, new_map
 from .._triton import interpreting
@@ -856,7 +857,7 @@ def _classes_like(logits: torch.Tensor) -> torch.Tensor:
 
 # The forward ops also return what the backward op reuses (not differentiable): the OC statistics,
 # the per-pixel flags and the class lists (the seg op, ocr_kernels/seg/triton_kernel.py, likewise).
-@torch.library.custom_op("ocr_kernels::ocr_loss_map_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("ocr_loss_map_triton"), mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
                 margin: float, threshold: float, group_split: str,
                 pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -872,7 +873,7 @@ def _(logits, tags, prior, margin, threshold, group_split, pixels):
             _classes_like(logits))
 
 
-@torch.library.custom_op("ocr_kernels::ocr_maps_backward_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("ocr_maps_backward_triton"), mutates_args=())
 def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits: torch.Tensor,
                  target: Optional[torch.Tensor], prior: Optional[torch.Tensor],
                  stats: torch.Tensor, flags: torch.Tensor, classes: torch.Tensor, margin: float,

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from .._autograd import first_order_only
+from .._op_names import triton_op_name
 from .._options import GROUP_SPLITS, PIXEL_MODES, OCROptions
 from .._tensors import check_ocr_args
 from . import triton_kernel as tk
@@ -630,7 +631,7 @@ def _map_like(logits: torch.Tensor, size) -> torch.Tensor:
     return logits.new_empty((logits.shape[0], *size), dtype=torch.float32)
 
 
-@torch.library.custom_op("ocr_kernels::ocr_loss_map_resized_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("ocr_loss_map_resized_triton"), mutates_args=())
 def _ocr_map_op(logits: torch.Tensor, tags: torch.Tensor, prior: Optional[torch.Tensor],
                 size: List[int], align_corners: bool, margin: float, threshold: float,
                 group_split: str, pixels: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -645,7 +646,7 @@ def _(logits, tags, prior, size, align_corners, margin, threshold, group_split, 
     return _map_like(logits, size), stats_like(logits, size), _classes_like(logits)
 
 
-@torch.library.custom_op("ocr_kernels::ocr_maps_resized_backward_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("ocr_maps_resized_backward_triton"), mutates_args=())
 def _maps_bwd_op(grad_ocr: torch.Tensor, grad_ce: Optional[torch.Tensor], logits: torch.Tensor,
                  target: Optional[torch.Tensor], prior: Optional[torch.Tensor],
                  ocr_map: torch.Tensor, stats: torch.Tensor, classes: torch.Tensor,

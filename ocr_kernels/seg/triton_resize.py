@@ -9,12 +9,13 @@ from typing import Optional, Tuple
 import torch
 
 from .._autograd import first_order_only
+from .._op_names import triton_op_name
 from .._options import OCROptions
 from ..ocr.triton_kernel import _classes_like
 from ..ocr.triton_resize import _forward, _maps_bwd_op, _map_like, check_resized_args, stats_like
 
 
-@torch.library.custom_op("ocr_kernels::seg_ocr_loss_maps_resized_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("seg_ocr_loss_maps_resized_triton"), mutates_args=())
 def _seg_maps_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
                  prior: Optional[torch.Tensor], align_corners: bool, margin: float,
                  threshold: float, group_split: str, pixels: str, ignore_index: int

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from .._autograd import first_order_only
+from .._op_names import triton_op_name
 from .._tensors import check_points
 from .reference import ood_threshold
 
@@ -159,7 +160,7 @@ def _weighted_diff(a, b1, b2, w, dist, gout):
 # torch.library registration (custom_op + register_fake + register_autograd, as the OCR ops in
 # ocr_kernels/ocr/triton_kernel.py, so a training step compiles with fullgraph=True).
 
-@torch.library.custom_op("ocr_kernels::wood_distances_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("wood_distances_triton"), mutates_args=())
 def _distances_op(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return _distances(x, centroids, None)
 
@@ -170,7 +171,7 @@ def _(x, centroids):
     return x.new_empty((x.shape[0], centroids.shape[0]), dtype=torch.float32)
 
 
-@torch.library.custom_op("ocr_kernels::wood_weighted_diff_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("wood_weighted_diff_triton"), mutates_args=())
 def _weighted_diff_op(a: torch.Tensor, b1: torch.Tensor, b2: Optional[torch.Tensor],
                       w: torch.Tensor, dist: torch.Tensor, gout: torch.Tensor) -> torch.Tensor:
     return _weighted_diff(a, b1, b2, w, dist, gout)
@@ -203,7 +204,7 @@ def _distances_bwd(ctx, grad):
 _distances_op.register_autograd(_distances_bwd, setup_context=_distances_setup)
 
 
-@torch.library.custom_op("ocr_kernels::wood_distance_loss_triton", mutates_args=())
+@torch.library.custom_op(triton_op_name("wood_distance_loss_triton"), mutates_args=())
 def _loss_op(x: torch.Tensor, labels: torch.Tensor, cc: torch.Tensor, oc: torch.Tensor,
              topk: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, d, w): d [B, C+K] the distances to [class; OoD] centroids, w = dloss/dd (kept for
