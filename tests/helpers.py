@@ -140,12 +140,42 @@ def ambiguous_pixels(logits, tags, prior, threshold=0.2, eps=1e-4):
     return near.any(1)
 
 
-def comparable_pixels(logits, tags, prior, opts):
+def comparable_pixels(logits, tags, prior, opts, tie_tol=None):
     """bool [B, *spatial]: the pixels a fp32 kernel and the fp64 reference must agree on (all of
-    them but the ambiguous "ada" ones; see ambiguous_pixels)."""
-    if opts.get("group_split", "ada") != "ada" or prior is None:
-        return torch.ones((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.bool)
-    return ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2))
+    them but the ambiguous "ada" ones; see ambiguous_pixels). tie_tol ([B, *spatial] or a float):
+    also leave out the pixels whose anchor or predicted class is a tie within it (near_ties)."""
+    keep = torch.ones((logits.shape[0],) + tuple(logits.shape[2:]), dtype=torch.bool)
+    if opts.get("group_split", "ada") == "ada" and prior is not None:
+        keep &= ~ambiguous_pixels(logits, tags, prior, opts.get("threshold", 0.2))
+    if tie_tol is not None:
+        keep &= ~near_ties(logits, tags, tie_tol)
+    return keep
+
+
+def near_ties(logits, tags, tol):
+    """bool [B, *spatial]: pixels whose IC maximum (the anchor) or overall maximum (the predicted
+    class, which decides OC pixels) is within tol of the runner-up. Ties are broken to the lowest
+    index by every backend, but only between values that are equal in the math dtype: where the
+    logits themselves are computed (the fused upsampling interpolates them in fp32, its grid
+    included, as F.interpolate does), an exact fp64 tie can come out of the kernel as a strict
+    order either way, and the anchor or the OC set with it (seen with bf16 logits, whose values
+    collide often: two IC classes at 2.3125 on a row the fp64 grid hits exactly)."""
+    z = logits.detach().to(torch.float64)
+    ic = ic_mask_from_tags(tags).view((z.shape[0], z.shape[1]) + (1,) * (z.dim() - 2))
+
+    def gap(v):
+        top = v.topk(2, dim=1).values
+        return top[:, 0] - top[:, 1]
+
+    return (gap(z.masked_fill(~ic, float("-inf"))) <= tol) | (gap(z) <= tol)
+
+
+def resize_tie_tol(up, low_hw, dtype):
+    """The tie tolerance (near_ties) of logits interpolated in dtype's math dtype to `up`
+    (float64, [B, C+1, H, W]) from a [h, w] grid: a source position near n carries a weight error of
+    up to n ulps per axis, times the step between two taps (bounded by twice the magnitude)."""
+    eps = 2.0 ** -53 if dtype == torch.float64 else 2.0 ** -24
+    return 8 * eps * max(low_hw) * (up.abs().amax(dim=1) + 1.0)
 
 
 def assert_close_rel(actual, expected, rtol, what="", mask=None, atol=0.0):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, REDUCTIONS, ambiguous_pixels, assert_close_rel,
                      comparable_pixels, device_for, hypothesis_cases, make_ocr_inputs, ocr_strategies,
-                     RESIZE_CASES, reference64, require_backend, resized_dtypes_and_layouts,
+                     RESIZE_CASES, reference64, require_backend, resize_tie_tol, resized_dtypes_and_layouts,
                      skip_unless_computes, upsampled64)
 from ocr_kernels import ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
@@ -161,7 +161,8 @@ def check_resized(backend, logits, tags, prior, size, align_corners, rtol=1e-5, 
     assert loss.dtype == want_dtype and grad.dtype == logits.dtype
     assert grad.shape == logits.shape and loss.shape == (logits.shape[0], *size)
     up = upsampled64(logits, size, align_corners)
-    keep = comparable_pixels(up, tags, prior, opts)
+    keep = comparable_pixels(up, tags, prior, opts,
+                             resize_tie_tol(up, logits.shape[-2:], logits.dtype))
     # The kernel's sampling weights are computed in the math dtype, as torch's own grid is, so its
     # interpolated logits are exact only to a few ulps of their magnitude; the loss is a difference
     # of log-sum-exps of such values (a tiny loss at large logits is only that exact in absolute).

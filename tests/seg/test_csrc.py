@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import (GROUP_SPLITS, RESIZE_CASES, assert_close_rel, comparable_pixels, csrc_ops,
-                     make_ocr_inputs, reference64)
+                     make_ocr_inputs, reference64, resize_tie_tol)
 from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
 
 # d ce/dz_t = softmax_t - 1 cancels when softmax_t is near 1: an fp32 softmax good to a few ulp
@@ -278,7 +278,8 @@ def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corner
     assert oc.dtype == acc and grad.dtype == logits.dtype and grad.shape == logits.shape
     assert grad.stride() == logits.stride()  # written in the logits' layout
     up = upsampled64(logits, size, align_corners)
-    keep = comparable_pixels(up, tags, prior, opts)
+    keep = comparable_pixels(up, tags, prior, opts,
+                             resize_tie_tol(up, logits.shape[-2:], logits.dtype))
     # the grid is computed in the math dtype (docs/semantics.md §1c): a source position near n
     # carries a weight error of up to n ulps per axis, times the step between the two taps
     eps = 2.0 ** -53 if logits.dtype == torch.float64 else 2.0 ** -24
