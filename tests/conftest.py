@@ -7,6 +7,20 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+def pytest_configure(config):
+    # yapf (imported by mmengine's config module) regenerates its grammar pickles in
+    # ~/.cache/YAPF whenever they are older than its freshly installed grammar files -- every new
+    # venv -- and renames each into place before flushing it: two xdist workers importing mmseg
+    # at collection race on it, one reads an empty pickle (EOFError, "Different tests were
+    # collected between gw0 and gw1"; CI on 2026-12-03). The controller imports it once before
+    # the workers start.
+    if not hasattr(config, "workerinput"):
+        try:
+            import yapf.yapflib.yapf_api  # noqa: F401
+        except Exception:  # not installed, or broken: the mmseg tests report it themselves
+            pass
+
+
 @pytest.fixture(autouse=True)
 def _fresh_seed(request):
     # Fresh random inputs each run, but reproducible from the printed seed when a test fails.
