@@ -68,7 +68,9 @@ OCR_HD size_t resize_smem(int64_t C1, int64_t w, int slots, int threads, bool ba
                           size_t acc_size) {
   size_t acc = resize_r_size(C1, w, acc_size);
   if (backward) acc += (size_t)(2 * C1 * w) + (size_t)kResizeClassChunk * 2 * threads;
-  const size_t ints = (size_t)(C1 + 1 + kResizeClassChunk) + 2 * (size_t)slots + 4 * (size_t)w;
+  // (first: w + 1; the backward's rk, one a column, and span)
+  const size_t ints = (size_t)(C1 + 1 + kResizeClassChunk) + 2 * (size_t)slots + (size_t)w + 1 +
+                      (backward ? (size_t)w + 2 : 0);
   return acc * acc_size + sizeof(int) * ints;
 }
 
@@ -97,13 +99,15 @@ OCR_HD ResizePlan resize_plan(int64_t C1, int64_t h, int64_t w, int64_t W, bool 
 
 // The block's shared memory, carved as resize_smem counts it. Tables (resize_tables): slot s =
 // {2c + (upper(c) − c), 8·(first output column) + valid pixels} of its segment of cell column c
-// (upper(c) is c or c + 1; at most kThreadPixels = 4 pixels); column j =
-// the slots whose lx0 sums reach it [a0, b0) and whose lx1 sums do [a1, b1); first, cx0, cn:
-// resize_tables' scratch, in R.
+// (upper(c) is c or c + 1; at most kThreadPixels = 4 pixels); first[c], cell column c's first
+// slot (first[w] = slots); cx0, cn: resize_tables' scratch, in R. Backward: rk, column j's chunk
+// columns this row (resize_column_ranges), and the thread's share of the combine's (column,
+// class) items, set once a block (resize_combine_lane: a division, not one a flush).
 template <typename acc_t>
 struct ResizeSmem {
   acc_t *R, *top, *bot, *chunk;
-  int *list, *chunk_cls, *first, *cx0, *cn, *slot, *col;
+  int *list, *chunk_cls, *first, *cx0, *cn, *slot, *rk, *span;
+  int comb_j0, comb_m0, comb_per;
 };
 
 template <typename acc_t>
@@ -123,14 +127,17 @@ OCR_HD ResizeSmem<acc_t> resize_smem_parts(void* smem, int64_t C1, int64_t w, co
   m.list = reinterpret_cast<int*>(a);
   m.chunk_cls = m.list + C1 + 1;
   m.slot = m.chunk_cls + kResizeClassChunk;
-  m.first = reinterpret_cast<int*>(m.R);  // scratch of resize_tables
-  m.cx0 = m.first + w + 1;
+  m.cx0 = reinterpret_cast<int*>(m.R);  // scratch of resize_tables
   m.cn = m.cx0 + w;
-  m.col = m.slot + 2 * (int64_t)P.slots;
+  m.first = m.slot + 2 * (int64_t)P.slots;
+  m.rk = backward ? m.first + w + 1 : nullptr;
+  m.span = backward ? m.rk + w : nullptr;
+  m.comb_j0 = m.comb_m0 = 0;
+  m.comb_per = 1;
   return m;
 }
 
-// The slot and column tables, once per block: each thread the ranges of its cell columns, one
+// The slot table and first, once per block: each thread the ranges of its cell columns, one
 // thread the slots' prefix sum, then each cell column's thread its slots.
 template <typename acc_t, typename Block>
 OCR_HD void resize_tables(const Block& blk, const ResizeAxis<acc_t>& ax, const ResizeSmem<acc_t>& S) {
@@ -159,12 +166,6 @@ OCR_HD void resize_tables(const Block& blk, const ResizeAxis<acc_t>& ax, const R
       e[0] = 2 * c + (up - c);
       e[1] = 8 * x + (left < kThreadPixels ? left : kThreadPixels);
     }
-    // lx1 sums reach c from cell c − 1 (its upper tap) and, at an edge, from cell c itself
-    int* e = S.col + 4 * c;
-    e[0] = S.first[c];
-    e[1] = S.first[c + 1];
-    e[2] = c > 0 && resize_upper(ax, c - 1) == c ? S.first[c - 1] : S.first[c];
-    e[3] = up == c ? S.first[c + 1] : S.first[c];
   }
   blk.sync();
 }
@@ -175,6 +176,70 @@ OCR_HD void resize_tables(const Block& blk, const ResizeAxis<acc_t>& ax, const R
 // backward recomputes the forward's logits bitwise.
 template <typename acc_t>
 OCR_HD acc_t resize_lerp(acc_t r0, acc_t r1, acc_t l1) { return r0 + l1 * (r1 - r0); }
+
+// Class k's row of R from the thread's left tap: from the byte offset k·(row bytes) in 32 bits,
+// one multiply-add (nvcc formed k·w + c, then its address, and again for the right tap: four
+// integer instructions a class for two loads of the same row).
+template <typename acc_t>
+OCR_HD const acc_t* resize_row(const acc_t* R0, unsigned row_bytes, int k) {
+  return reinterpret_cast<const acc_t*>(reinterpret_cast<const char*>(R0) +
+                                        (unsigned)k * row_bytes);
+}
+
+// ocr_thread.h's thread_forward on a slot's pixels, which share their two taps: class k's logits
+// are r0 + lx1[i]·d (resize_lerp: r0 = R[k][c], d = R[k][c1] − r0), and the poison that makes a
+// pixel's loss NaN where one of its logits is NaN or infinite is one term a class for the slot,
+// d·0, instead of one a pixel (4 FFMA a class, ~8 % of the loop): a logit is non-finite exactly
+// where r0 or d is (finite r0, d give a finite r0 + l·d for l in [0, 1], to an overflow near
+// FLT_MAX), and a non-finite r0 makes d non-finite. Otherwise thread_forward's math, in its order.
+template <typename acc_t, int GROUP, bool CE, int PPT>
+OCR_HD void resize_thread_forward(const acc_t* R0, unsigned row_bytes, int dc, const acc_t* lx1,
+                                  const ThreadArgs<acc_t>& T, const int64_t* target,
+                                  int64_t ignore_index, acc_t* loss, acc_t* ce) {
+  auto z = [&](int k, int i) -> acc_t {
+    const acc_t* r = resize_row(R0, row_bytes, k);
+    return resize_lerp(r[0], r[dc], lx1[i]);
+  };
+  Run<acc_t, true> oc[PPT], ic[PPT];
+  acc_t poison = (acc_t)0;
+  const int* ocl = T.cls + T.nic;
+#pragma unroll 1
+  for (int j = 0; j < T.noc; ++j) {
+    const int k = ocl[j];
+    const acc_t* r = resize_row(R0, row_bytes, k);
+    const acc_t r0 = r[0], d = r[dc] - r0;
+    poison += d * (acc_t)0;
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) oc[i].add(r0 + lx1[i] * d, k);
+  }
+#pragma unroll 1
+  for (int j = 0; j < T.nic; ++j) {
+    const int k = T.cls[j];
+    const acc_t* r = resize_row(R0, row_bytes, k);
+    const acc_t r0 = r[0], d = r[dc] - r0;
+    poison += d * (acc_t)0;
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) ic[i].add(r0 + lx1[i] * d, k);
+  }
+  Merged<acc_t> g[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
+  Run<acc_t, false> grp[PPT];
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, decltype(z), CE>(z, T, g, ic, grp);
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
+    const acc_t s = lse_ic + oc[i].lse() + T.margin;
+    const bool sel = pixel_selected(g[i].pred_in_ic, T.noc > 0, T.pixels);
+    const acc_t sp = softplus_stable(s, f_exp2(-f_abs(s) * (acc_t)kLog2e));
+    loss[i] = (sel ? sp : (acc_t)0) + poison;
+    if (CE) {
+      const int t = (int)clamp_class(target[i], T.C1);
+      const acc_t c = (g[i].gmax - z(t, i)) + m_log1p(g[i].rest_all);
+      ce[i] = target[i] == ignore_index ? (acc_t)0 : c;
+    }
+  }
+}
 
 // One thread's pixels in an output row: slot s's segment of cell column c.
 template <typename acc_t>
@@ -227,7 +292,9 @@ OCR_HD void resize_enter_item(const Block& blk, const ResizeView<scalar_t, acc_t
 }
 
 // R[k][j] = l0·z[b, k, i0, j] + l1·z[b, k, i1, j]: output row y's logits interpolated along y.
-// A thread keeps one column j and walks the classes (no division in the loop).
+// A thread keeps one column j and walks the classes (no division in the loop), two a step: one
+// class a step cost 17 SASS an element (64-bit pointer steps and copies around two loads), two
+// ~11, and four loads in flight.
 template <typename scalar_t, typename acc_t, typename Block, typename Load>
 OCR_HD void resize_stage_row(const Block& blk, const ResizeView<scalar_t, acc_t>& V, int64_t b,
                              const Tap<acc_t>& ty, acc_t* R, const Load& load) {
@@ -237,14 +304,23 @@ OCR_HD void resize_stage_row(const Block& blk, const ResizeView<scalar_t, acc_t>
   const int staged_cols = k0 < per ? w : 0;  // the threads past per·w stage nothing
   const scalar_t* r0 = V.z + b * V.sB + ty.i0 * V.sH;
   const scalar_t* r1 = V.z + b * V.sB + ty.i1 * V.sH;
+  const int mine = k0 < classes ? (classes - k0 + per - 1) / per : 0;  // this thread's classes
+  const int pairs = mine / 2;
   for (int j = j0; j < staged_cols; j += blk.n) {
     const scalar_t* p0 = r0 + k0 * V.sC + j * V.sW;
     const scalar_t* p1 = r1 + k0 * V.sC + j * V.sW;
     acc_t* o = R + k0 * w + j;
     const int64_t dz = per * V.sC, dr = (int64_t)per * w;
 #pragma unroll 1
-    for (int k = k0; k < classes; k += per, p0 += dz, p1 += dz, o += dr)
-      *o = ty.l0 * load(*p0) + ty.l1 * load(*p1);
+    for (int u = 0; u < pairs; ++u, p0 += 2 * dz, p1 += 2 * dz, o += 2 * dr) {
+      const acc_t a0 = load(p0[0]);
+      const acc_t a1 = load(p1[0]);
+      const acc_t b0 = load(p0[dz]);
+      const acc_t b1 = load(p1[dz]);
+      o[0] = ty.l0 * a0 + ty.l1 * a1;
+      o[dr] = ty.l0 * b0 + ty.l1 * b1;
+    }
+    if (mine & 1) *o = ty.l0 * load(*p0) + ty.l1 * load(*p1);
   }
 }
 
@@ -270,16 +346,16 @@ OCR_HD void resized_forward_block(const Block& blk, const ResizeView<scalar_t, a
     for (int g = 0; g < P.groups; ++g) {
       // (template arguments spelled out: bench/static.py weighs this call by groups > 1)
       if (P.groups > 1) q = resize_slot<acc_t>(V.ax, P, S.slot, g * P.threads + blk.tid);
-      const acc_t* R0 = S.R + q.c;
-      const acc_t* R1 = S.R + q.c1;
-      auto zf = [&](int k, int i) -> acc_t { return resize_lerp(R0[k * w], R1[k * w], q.lx1[i]); };
+      const unsigned row_bytes = (unsigned)w * sizeof(acc_t);
       const int64_t p = y * W + q.x;
       int64_t t[PPT];
 #pragma unroll
       for (int i = 0; i < PPT; ++i)
         t[i] = CE && i < q.n ? V.target[b * V.tl.sB + (p + i) * V.tl.sN] : 0;
       acc_t loss[PPT], ce[PPT];
-      thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, V.ignore_index, loss, ce);
+      // (the right tap 0 or 1 past the left)
+      resize_thread_forward<acc_t, GROUP, CE, PPT>(S.R + q.c, row_bytes, q.c1 - q.c, q.lx1, T, t,
+                                                   V.ignore_index, loss, ce);
       const int64_t o = b * H * W + p;
 #pragma unroll
       for (int i = 0; i < PPT; ++i) {
@@ -291,122 +367,152 @@ OCR_HD void resized_forward_block(const Block& blk, const ResizeView<scalar_t, a
   }
 }
 
-// The chunk's x-combine: for source column j and each of the chunk's `count` classes, the lx0
-// sums of the slots of this group that reach j, then their lx1 sums, in slot order, times ly0 into
-// top and ly1 into bottom.
+// The thread's share of the combine's (source column, chunk class) items, once a block: as
+// resize_stage_row lays out (column, class), per = n / w classes at once when a row fits the
+// block. One thread a column walking the chunk's classes left a block of 96 threads with 41
+// columns two busy warps of four class steps each; (column, class) items are three warps of two.
+template <typename acc_t, typename Block>
+OCR_HD void resize_combine_lane(const Block& blk, int w, ResizeSmem<acc_t>* S) {
+  S->comb_per = w <= blk.n ? blk.n / w : 1;
+  S->comb_j0 = w <= blk.n ? blk.tid % w : blk.tid;
+  S->comb_m0 = w <= blk.n ? blk.tid / w : 0;
+}
+
+// Column j's chunk columns for this row: [a0, b0) whose lx0 sums reach j (the slots of cell j)
+// and [a1, b1) whose lx1 sums do (cell j − 1's, its upper tap being j, and at an edge cell j's
+// own: b1 is a0 or b0), as chunk columns: on the slots' path the slots of group g (s − g·threads,
+// clamped to the group), on a compacted row the ranks of the active slots among them (the
+// exclusive prefix count of resize_slot_scan: a slot range's active ones are a contiguous run of
+// ranks). Set once a row, not per class, and packed in one int a column, rk[j] = a1 | a0 << 9 |
+// b0 << 18 | (b1 == b0) << 27 (chunk columns <= kResizeMaxThreads < 512): four ints a column
+// pushed the 81-class backward's block past the fifth a multiprocessor holds. The first flush's
+// barrier publishes it.
+static_assert(kResizeMaxThreads < 512, "resize_column_ranges packs chunk columns in 9 bits");
+
+template <typename acc_t, typename Block>
+OCR_HD void resize_column_ranges(const Block& blk, const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                                 const ResizeAxis<acc_t>& ax, int g, int K, bool ranked) {
+  const int w = (int)ax.in, base = g * P.threads;
+  for (int j = blk.tid; j < w; j += blk.n) {
+    const bool prev = j > 0 && resize_upper(ax, j - 1) == j, own = resize_upper(ax, j) == j;
+    const int s[3] = {prev ? S.first[j - 1] : S.first[j], S.first[j], S.first[j + 1]};
+    int e = own ? 1 << 27 : 0;
+#pragma unroll
+    for (int u = 0; u < 3; ++u) {
+      const int d = s[u] - base;
+      e |= (ranked ? (s[u] < P.slots ? S.slot[2 * s[u]] : K)
+                   : (d < 0 ? 0 : (d > P.threads ? P.threads : d))) << (9 * u);
+    }
+    S.rk[j] = e;
+  }
+}
+
+// The chunk's x-combine, one (source column j, chunk class m) item at a time: the lx0 sums of the
+// chunk columns reaching j, then their lx1 sums, in chunk-column order (rk: slot or rank order),
+// times ly0 into top and ly1 into bottom. Each item has one writer: bitwise reproducible.
+// Column j's setup (its ranges, unpacked once for the thread's classes of the chunk):
+template <typename acc_t>
+struct CombineColumn {
+  static constexpr int U = kResizeUnrolledSlots;
+  int n0, n1;
+  bool on0[U], on1[U], more;
+  const acc_t *c0, *c1;  // class m0's lx0 / lx1 sums of the chunk columns reaching j
+};
+
+template <typename acc_t>
+OCR_HD CombineColumn<acc_t> resize_combine_column(const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                                                  int j, int m0) {
+  constexpr int U = kResizeUnrolledSlots;
+  CombineColumn<acc_t> q;
+  const int e = S.rk[j];
+  const int a1 = e & 511, a0 = (e >> 9) & 511, b0 = (e >> 18) & 511, b1 = e >> 27 ? b0 : a0;
+  q.n0 = b0 - a0;
+  q.n1 = b1 - a1;
+  // a column holds up to U chunk columns but at an edge: those unrolled (predicated), then any
+  // further ones. The taps are the column's, the same for every class: set once here
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    q.on0[u] = u < q.n0;
+    q.on1[u] = u < q.n1;
+  }
+  q.more = q.n0 > U || q.n1 > U;
+  q.c0 = S.chunk + m0 * 2 * P.threads + a0;
+  q.c1 = q.c0 + P.threads + (a1 - a0);
+  return q;
+}
+
+// Item (j, class m of the chunk): c0, c1 the column's sums of class m.
+template <typename acc_t>
+OCR_HD void resize_combine_item(const ResizeSmem<acc_t>& S, const CombineColumn<acc_t>& q,
+                                const acc_t* c0, const acc_t* c1, int o, const Tap<acc_t>& ty) {
+  constexpr int U = kResizeUnrolledSlots;
+  const int n0 = q.n0, n1 = q.n1;
+  acc_t gx = acc_t(0);
+#pragma unroll
+  for (int u = 0; u < U; ++u) gx += q.on0[u] ? c0[u] : acc_t(0);
+  if (q.more) {
+#pragma unroll 1
+    for (int s = U; s < n0; ++s) gx += c0[s];
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) gx += q.on1[u] ? c1[u] : acc_t(0);
+  if (q.more) {
+#pragma unroll 1
+    for (int s = U; s < n1; ++s) gx += c1[s];
+  }
+  S.top[o] += ty.l0 * gx;
+  S.bot[o] += ty.l1 * gx;
+}
+
+// A slots'-path row: every column, the thread's items as resize_combine_lane laid them out.
 template <typename scalar_t, typename acc_t, typename Block>
 OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                           const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
+                           const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
                            const Tap<acc_t>& ty) {
-  constexpr int U = kResizeUnrolledSlots;
-  const int columns = (int)V.ax.in, first = g * P.threads, end = first + P.threads;
-  const int step = 2 * P.threads;  // one class of the chunk to the next
-  for (int j = blk.tid; j < columns; j += blk.n) {
-    const int* e = S.col + 4 * j;
-    const int a0 = e[0] > first ? e[0] : first, b0 = e[1] < end ? e[1] : end;
-    const int a1 = e[2] > first ? e[2] : first, b1 = e[3] < end ? e[3] : end;
-    // a cell column holds up to U slots but at an edge: those unrolled (predicated), then any
-    // further ones, in slot order. The taps are the column's, the same for every class: set
-    // once here, not per class (the class loop is the combine's cost)
-    const int n0 = b0 - a0, n1 = b1 - a1;
-    bool on0[U], on1[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      on0[u] = u < n0;
-      on1[u] = u < n1;
-    }
-    const bool more = n0 > U || n1 > U;
-    const acc_t* c0 = S.chunk + (a0 - first);
-    const acc_t* c1 = S.chunk + P.threads + (a1 - first);
-    const int* cls = S.chunk_cls;
+  const int columns = (int)V.ax.in, per = S.comb_per, m0 = S.comb_m0;
+  const int mine_cols = m0 < per ? columns : 0;  // the threads past per·w combine nothing
+  const int step = 2 * P.threads * per;          // one class of this thread's to its next
+  for (int j = S.comb_j0; j < mine_cols; j += blk.n) {
+    const CombineColumn<acc_t> q = resize_combine_column(P, S, j, m0);
+    const acc_t *c0 = q.c0, *c1 = q.c1;
 #pragma unroll 1
-    for (int m = 0; m < count; ++m, c0 += step, c1 += step) {
-      acc_t gx = acc_t(0);
-#pragma unroll
-      for (int u = 0; u < U; ++u) gx += on0[u] ? c0[u] : acc_t(0);
-      if (more) {
-#pragma unroll 1
-        for (int s = U; s < n0; ++s) gx += c0[s];
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) gx += on1[u] ? c1[u] : acc_t(0);
-      if (more) {
-#pragma unroll 1
-        for (int s = U; s < n1; ++s) gx += c1[s];
-      }
-      const int o = cls[m] * columns + j;
-      S.top[o] += ty.l0 * gx;
-      S.bot[o] += ty.l1 * gx;
-    }
+    for (int m = m0; m < count; m += per, c0 += step, c1 += step)
+      resize_combine_item(S, q, c0, c1, S.chunk_cls[m] * columns + j, ty);
   }
 }
 
-// The combine of a compacted row (K active slots, rank r's in chunk column r): after the busy
-// threads have read their slot, S.slot[2·r + 1] = 2·c + (c1 − c) for rank r of source columns
-// (c, c1). Ranks follow the columns, so the ranks reaching column j (lx0 sums of group j, lx1 sums
-// of group j − 1 and, at an edge, of group j) are a contiguous run; the first rank of the run
-// sums it in rank order and owns j's top and bottom entries (one writer a column, bitwise
-// reproducible). So the first rank of a group owns its c1 (when c1 != c) and its c unless the
-// group before reaches c; one walk over its group and the next sums both. Only the busy warps
-// have work.
-template <typename acc_t>
-OCR_HD void resize_rank_columns(const ResizeSmem<acc_t>& S, int threads, int columns, int count,
-                                const Tap<acc_t>& ty, int start, int ranks_end, int c, int c1,
-                                bool own_c) {
-  const int* cc = S.slot + 1;
-#pragma unroll 1
-  for (int m = 0; m < count; ++m) {
-    const acc_t* v0 = S.chunk + m * 2 * threads;
-    const acc_t* v1 = v0 + threads;
-    acc_t gc = acc_t(0), gu = acc_t(0);
-#pragma unroll 1
-    for (int s = start; s < ranks_end; ++s) {
-      const int e = cc[2 * s], cs = e >> 1, us = cs + (e & 1);
-      if (cs > c1) break;
-      const acc_t a0 = v0[s], a1 = v1[s];
-      gc += cs == c ? a0 : acc_t(0);
-      gc += us == c ? a1 : acc_t(0);
-      gu += cs == c1 ? a0 : acc_t(0);
-      gu += us == c1 ? a1 : acc_t(0);
-    }
-    const int o = S.chunk_cls[m] * columns;
-    if (own_c) {
-      S.top[o + c] += ty.l0 * gc;
-      S.bot[o + c] += ty.l1 * gc;
-    }
-    if (c1 != c) {
-      S.top[o + c1] += ty.l0 * gu;
-      S.bot[o + c1] += ty.l1 * gu;
-    }
-  }
-}
-
+// A compacted row: only the columns its active slots reach, [S.span[0], S.span[1])
+// (resize_slot_scan), laid out over the block as resize_span_lane set (a row of ~10 active
+// slots reaches ~8 of 41 columns: one warp's items instead of three warps').
 template <typename scalar_t, typename acc_t, typename Block>
-OCR_HD void resize_combine_ranks(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                                 const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
-                                 const Tap<acc_t>& ty, int K) {
-  const int r = blk.tid;
-  if (r >= K) return;
-  const int* cc = S.slot + 1;
-  const int e = cc[2 * r], c = e >> 1, c1 = c + (e & 1);
-  const int prev = r > 0 ? cc[2 * (r - 1)] : -4;  // (-4: no rank before)
-  if ((prev >> 1) == c) return;  // not the first of its group
-  const bool own_c = !((prev >> 1) == c - 1 && (prev >> 1) + (prev & 1) == c);
-  if (own_c || c1 != c)
-    resize_rank_columns<acc_t>(S, P.threads, (int)V.ax.in, count, ty, r, K, c, c1, own_c);
+OCR_HD void resize_combine_span(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                                const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
+                                const Tap<acc_t>& ty) {
+  const int columns = (int)V.ax.in, per = S.comb_per, m0 = S.comb_m0;
+  // (own names for the loops' bounds: bench/static.py gives them the compacted rows' trips)
+  const int span_classes = count, span_end = m0 < count ? S.span[1] : 0;
+  const int step = 2 * P.threads * per;
+  for (int j = S.span[0] + S.comb_j0; j < span_end; j += blk.n) {
+    const CombineColumn<acc_t> q = resize_combine_column(P, S, j, m0);
+    const acc_t *c0 = q.c0, *c1 = q.c1;
+#pragma unroll 1
+    for (int m = m0; m < span_classes; m += per, c0 += step, c1 += step)
+      resize_combine_item(S, q, c0, c1, S.chunk_cls[m] * columns + j, ty);
+  }
 }
 
 // A chunk of classes complete in every thread: combine it (between barriers, so that the chunk
-// can be refilled); RANKED: a compacted row's (resize_combine_ranks).
+// can be refilled). Every thread of the block takes its items, a compacted row's idle warps too
+// (resize_idle_flushes). RANKED: a compacted row's (resize_combine_span).
 template <typename scalar_t, typename acc_t, bool RANKED, typename Block>
 OCR_HD void resize_flush_body(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                              const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
-                              const Tap<acc_t>& ty, int K) {
+                              const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
+                              const Tap<acc_t>& ty) {
   blk.sync();
   if (RANKED)
-    resize_combine_ranks(blk, V, P, S, count, ty, K);
+    resize_combine_span(blk, V, P, S, count, ty);
   else
-    resize_combine(blk, V, P, S, count, g, ty);
+    resize_combine(blk, V, P, S, count, ty);
   blk.sync();
 }
 
@@ -414,9 +520,9 @@ OCR_HD void resize_flush_body(const Block& blk, const ResizeView<scalar_t, acc_t
 // step in kResizeClassChunk flushes); the others call resize_flush_body.
 template <typename scalar_t, typename acc_t, bool RANKED, typename Block>
 OCR_HD void resize_chunk_flush(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                               const ResizePlan& P, const ResizeSmem<acc_t>& S, int count, int g,
-                               const Tap<acc_t>& ty, int K) {
-  resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, count, g, ty, K);
+                               const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
+                               const Tap<acc_t>& ty) {
+  resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, count, ty);
 }
 
 // Output row y's slots in the slot layout (every thread its PPT pixels, all of them read: see
@@ -425,19 +531,23 @@ template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool RANKED, ty
 OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                                   const ResizePlan& P, const ResizeSmem<acc_t>& S,
                                   const ThreadArgs<acc_t>& T, const SlotPixels<acc_t>& q,
-                                  const Tap<acc_t>& ty, int g, const acc_t* l, const acc_t* a,
-                                  const acc_t* gce, const int64_t* t, const bool* read, int K) {
+                                  const Tap<acc_t>& ty, const acc_t* l, const acc_t* a,
+                                  const acc_t* gce, const int64_t* t) {
   constexpr int PPT = kThreadPixels;
   const int w = (int)V.ax.in;
   const acc_t* R0 = S.R + q.c;
-  const acc_t* R1 = S.R + q.c1;
+  const int dc = q.c1 - q.c;
   // both loads unconditional (shared memory, always in range): one pair a class for the
   // thread's pixels. Every pixel reads its logits, those without a gradient too (no select a
   // logit): thread_backward needs them finite, and they are, as the forward computed them
   // bitwise alike (resize_lerp) and found them finite (else the loss is NaN and so is the
   // gradient of the columns c, c1 the pixel reaches, through every pixel of the slot, all of
   // which read them); a padding pixel (i >= n) reads column c's and stores with weights 0.
-  auto zf = [&](int k, int i) -> acc_t { return resize_lerp(R0[k * w], R1[k * w], q.lx1[i]); };
+  const unsigned row_bytes = (unsigned)w * sizeof(acc_t);
+  auto zf = [&](int k, int i) -> acc_t {
+    const acc_t* r = resize_row(R0, row_bytes, k);
+    return resize_lerp(r[0], r[dc], q.lx1[i]);
+  };
   acc_t* mine = S.chunk + blk.tid;
   int filled = 0;
   acc_t t0 = 0, t1 = 0;
@@ -450,24 +560,24 @@ OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, a
       if (blk.tid == 0) S.chunk_cls[filled] = k;
       if (++filled == kResizeClassChunk) {
         // (template arguments spelled out: bench/static.py weighs this call site 1/chunk)
-        resize_chunk_flush<scalar_t, acc_t, RANKED>(blk, V, P, S, filled, g, ty, K);
+        resize_chunk_flush<scalar_t, acc_t, RANKED>(blk, V, P, S, filled, ty);
         filled = 0;
       }
     }
   };
   thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
-  if (filled > 0) resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, filled, g, ty, K);
+  if (filled > 0) resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, filled, ty);
 }
 
-// The slots' path of a row that does not compact.
+// The slots' path of a row that does not compact: the chunk columns are group g's slots.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block>
 OCR_HD void resize_slot_row(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                             const ResizePlan& P, const ResizeSmem<acc_t>& S,
                             const ThreadArgs<acc_t>& T, const SlotPixels<acc_t>& q,
                             const Tap<acc_t>& ty, int g, const acc_t* l, const acc_t* a,
-                            const acc_t* gce, const int64_t* t, const bool* read) {
-  resize_backward_slots<scalar_t, acc_t, GROUP, CE, false>(blk, V, P, S, T, q, ty, g, l, a, gce, t,
-                                                           read, 0);
+                            const acc_t* gce, const int64_t* t) {
+  resize_column_ranges(blk, P, S, V.ax, g, 0, false);
+  resize_backward_slots<scalar_t, acc_t, GROUP, CE, false>(blk, V, P, S, T, q, ty, l, a, gce, t);
 }
 
 // ---- the backward's compacted rows -------------------------------------------------------------
@@ -476,13 +586,29 @@ OCR_HD void resize_slot_row(const Block& blk, const ResizeView<scalar_t, acc_t>&
 // reuses it as [2·s] whether slot s is active (then, after resize_slot_scan, its rank among the
 // active slots), [2·s + 1] 16·(its first output column) + the mask of its pixels with a gradient.
 // Thread r takes the active slot of rank r; the ranks follow the slots, so the active slots of a
-// column's ranges are a contiguous range of ranks, which resize_combine sums in rank order as it
-// does slots (bitwise reproducible, no atomics). The warps past the last rank skip
-// thread_backward and only meet the flushes.
+// column's ranges are a contiguous range of ranks (resize_column_ranges), which resize_combine
+// sums in rank order as it does slots (bitwise reproducible, no atomics). The warps past the last
+// rank skip thread_backward and only take their items of the flushes' combines.
 
-// One thread: the slots' exclusive prefix sum in place (a few instructions a slot, per row).
-template <typename Block>
-OCR_HD void resize_slot_scan(const Block& blk, const ResizePlan& P, int* sl) {
+// The last slot whose rank is <= r (after resize_slot_scan): the active one of rank r < K (ranks
+// are non-decreasing), by binary search.
+OCR_HD int resize_rank_slot(const ResizePlan& P, const int* sl, int r) {
+  const int probes = resize_search_steps(P.slots), top = 1 << (probes - 1);
+  int lo = 0;
+#pragma unroll 1
+  for (int step = 0; step < probes; ++step) {
+    const int s = lo + (top >> step);
+    if (s < P.slots && sl[2 * s] <= r) lo = s;
+  }
+  return lo;
+}
+
+// One thread: the slots' exclusive prefix sum in place (a few instructions a slot, per row), and
+// span = the source columns the active slots reach, [left tap of rank 0's, right tap of rank
+// K − 1's + 1) (the row has K > 0; two searches, not a test a slot in the scan).
+template <typename acc_t, typename Block>
+OCR_HD void resize_slot_scan(const Block& blk, const ResizePlan& P, const ResizeAxis<acc_t>& ax,
+                             int* sl, int* span) {
   if (blk.tid != 0) return;
   int run = 0;
 #pragma unroll 1
@@ -491,21 +617,35 @@ OCR_HD void resize_slot_scan(const Block& blk, const ResizePlan& P, int* sl) {
     sl[2 * s] = run;
     run += n;
   }
+  const int first = resize_rank_slot(P, sl, 0), last = resize_rank_slot(P, sl, run - 1);
+  span[0] = (int)resize_tap(ax, (int64_t)(sl[2 * first + 1] >> 4)).i0;
+  span[1] = (int)resize_tap(ax, (int64_t)(sl[2 * last + 1] >> 4)).i1 + 1;
+}
+
+// A compacted row's layout of the combine's items over its span (resize_combine_span): as
+// resize_combine_lane's over the row, once a row.
+template <typename acc_t, typename Block>
+OCR_HD void resize_span_lane(const Block& blk, ResizeSmem<acc_t>* S) {
+  const int cols = S->span[1] - S->span[0];
+  S->comb_per = cols <= blk.n ? blk.n / cols : 1;
+  S->comb_m0 = cols <= blk.n ? blk.tid / cols : 0;
+  S->comb_j0 = cols <= blk.n ? blk.tid - S->comb_m0 * cols : blk.tid;
 }
 
 // Publishes this thread's slot (first output column x, mask of its pixels with a gradient) and
 // ranks the active slots.
 template <typename acc_t, typename Block>
 OCR_HD void resize_row_ranks(const Block& blk, const ResizePlan& P, const ResizeSmem<acc_t>& S,
-                             int x, int mask) {
+                             const ResizeAxis<acc_t>& ax, int x, int mask, int K) {
   if (blk.tid < P.slots) {
     S.slot[2 * blk.tid] = mask != 0 ? 1 : 0;
     S.slot[2 * blk.tid + 1] = 16 * x + mask;
   }
   blk.sync();
   // (template arguments spelled out: bench/static.py weighs this call by the share of warp 0)
-  resize_slot_scan<Block>(blk, P, S.slot);
+  resize_slot_scan<acc_t, Block>(blk, P, ax, S.slot, S.span);
   blk.sync();
+  resize_column_ranges(blk, P, S, ax, 0, K, true);
 }
 
 // The slot-path row (resize_backward_slots) for a thread whose warp holds a rank below K: the
@@ -519,15 +659,7 @@ OCR_HD void resize_compact_slot(const Block& blk, const ResizeView<scalar_t, acc
   const int r = blk.tid;
   int x = 0, mask = 0;
   if (r < K) {
-    // the last slot whose rank is <= r: the active one of rank r (ranks are non-decreasing)
-    const int probes = resize_search_steps(P.slots), top = 1 << (probes - 1);
-    int lo = 0;
-#pragma unroll 1
-    for (int step = 0; step < probes; ++step) {
-      const int s = lo + (top >> step);
-      if (s < P.slots && S.slot[2 * s] <= r) lo = s;
-    }
-    const int e = S.slot[2 * lo + 1];
+    const int e = S.slot[2 * resize_rank_slot(P, S.slot, r) + 1];
     x = e / 16;
     mask = e % 16;
   }
@@ -535,11 +667,8 @@ OCR_HD void resize_compact_slot(const Block& blk, const ResizeView<scalar_t, acc
   const Tap<acc_t> t0 = resize_tap(V.ax, (int64_t)x);
   q.c = (int)t0.i0;  // every pixel of a slot has the same taps
   q.c1 = (int)t0.i1;
-  blk.sync();  // every busy thread has read its slot: the ranks' columns (resize_combine_ranks)
-  if (r < K) S.slot[2 * r + 1] = 2 * q.c + (q.c1 - q.c);
   q.x = x;
   q.n = 0;
-  bool read[PPT];
   int64_t t[PPT];
   acc_t l[PPT], a[PPT], gce[PPT];
 #pragma unroll
@@ -562,22 +691,23 @@ OCR_HD void resize_compact_slot(const Block& blk, const ResizeView<scalar_t, acc
         gc = ignored ? acc_t(0) : V.g_ce[b * V.gcl.sB + pi * V.gcl.sN];
       }
     }
-    read[i] = backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]) && on;
+    backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
   }
-  resize_backward_slots<scalar_t, acc_t, GROUP, CE, true>(blk, V, P, S, T, q, ty, 0, l, a, gce, t,
-                                                          read, K);
+  resize_backward_slots<scalar_t, acc_t, GROUP, CE, true>(blk, V, P, S, T, q, ty, l, a, gce, t);
 }
 
-// A warp without a rank in a compacted row: the barriers of the C1 classes' flushes, as a busy
-// warp meets them (the same number); resize_combine_ranks has no work for a thread past K.
-template <typename Block>
-OCR_HD void resize_idle_flushes(const Block& blk, int C1) {
+// A warp without a rank in a compacted row: the C1 classes' flushes as a busy warp meets them
+// (the same barriers, chunks of kResizeClassChunk classes, the last one the rest), taking its
+// items of their combines.
+template <typename scalar_t, typename acc_t, typename Block>
+OCR_HD void resize_idle_flushes(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
+                                const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                                const Tap<acc_t>& ty, int C1) {
   const int flushes = (C1 + kResizeClassChunk - 1) / kResizeClassChunk;
-  blk.sync();  // resize_compact_slot's, after the busy threads read their slots
 #pragma unroll 1
   for (int m = 0; m < flushes; ++m) {
-    blk.sync();
-    blk.sync();
+    const int count = m + 1 < flushes ? kResizeClassChunk : C1 - m * kResizeClassChunk;
+    resize_flush_body<scalar_t, acc_t, true, Block>(blk, V, P, S, count, ty);
   }
 }
 
@@ -595,7 +725,7 @@ OCR_HD void resize_backward_compact(const Block& blk, const ResizeView<scalar_t,
   } else {
     // (template arguments spelled out: bench/static.py weighs this call by the share of the
     // warps that hold none)
-    resize_idle_flushes<Block>(blk, T.C1);
+    resize_idle_flushes<scalar_t, acc_t, Block>(blk, V, P, S, ty, T.C1);
   }
 }
 
@@ -609,7 +739,8 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
   const int C1 = (int)V.C1, w = (int)V.ax.in, zeros = 2 * C1 * w, out_classes = C1;
   const int64_t h = V.ay.in, W = V.ax.out;
   const int64_t plane = V.B * V.C1 * h * w;
-  const ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P, true);
+  ResizeSmem<acc_t> S = resize_smem_parts<acc_t>(smem, C1, w, P, true);
+  resize_combine_lane(blk, w, &S);
   resize_tables(blk, V.ax, S);
   SlotPixels<acc_t> q = resize_slot(V.ax, P, S.slot, blk.tid);
   // one slot group: S.slot is not read again, and the rows may compact (resize_row_ranks); the
@@ -669,9 +800,11 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
           if (K == 0) continue;
           if ((K + kResizeLanes - 1) / kResizeLanes < blk.n / kResizeLanes) {
             // (template arguments spelled out: bench/static.py weighs these calls by the share
-            // of the rows that compact)
-            resize_row_ranks<acc_t, Block>(blk, P, S, (int)q.x, mask);
-            resize_backward_compact<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, ty, b,
+            // of the rows that compact; Sr: the combine's layout over the row's span)
+            resize_row_ranks<acc_t, Block>(blk, P, S, V.ax, (int)q.x, mask, K);
+            ResizeSmem<acc_t> Sr = S;
+            resize_span_lane<acc_t, Block>(blk, &Sr);
+            resize_backward_compact<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, Sr, T, ty, b,
                                                                        y0 + r, K);
             continue;
           }
@@ -680,14 +813,12 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
         }
         // (template arguments spelled out: bench/static.py weighs this call by the share of the
         // rows that take it)
-        resize_slot_row<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, q, ty, g, l, a, gce, t,
-                                                           read);
+        resize_slot_row<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, q, ty, g, l, a, gce, t);
       }
     }
     blk.sync();
-    // the two rows out, a thread a column (as resize_stage_row)
-    const int per = w <= blk.n ? blk.n / w : 1;
-    const int j0 = w <= blk.n ? blk.tid % w : blk.tid, k0 = w <= blk.n ? blk.tid / w : 0;
+    // the two rows out, a thread a column (as resize_stage_row and the combine)
+    const int per = S.comb_per, j0 = S.comb_j0, k0 = S.comb_m0;
     acc_t* out = V.corners + ((b * V.C1) * h + c) * w;
     const int out_cols = k0 < per ? w : 0;
     for (int j = j0; j < out_cols; j += blk.n) {

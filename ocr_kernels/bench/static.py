@@ -46,8 +46,7 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
   take one of three paths by their count of slots holding a pixel with a gradient (skip,
   compacted, slots' path): _compact_rows weighs each by its share of the scenario's output rows
   (mask at the output size; seg: every pixel), the compacted path's busy and idle warps by their
-  share, and its combine's walk by the longest run a warp holds (a loop runs as long as its
-  longest lane).
+  share (every warp takes its (column, class) items of the combines).
 - CUDA OCR/seg kernels (analyse_cuda_ocr): the fast-path instantiation (NCHW), its grid as the
   launcher sizes it (one wave of resident blocks, a column per image); class loops run the
   per-image list lengths (nic from the case's tag draw, noc = C+1 - nic), a block's tile loop
@@ -1288,16 +1287,24 @@ def _compact_rows(case: Case, threads: int, groups: int) -> Dict[str, float]:
     out["slots"] = 1.0 - out["skip"] - out["compact"]
     out["busy"] = float((((K[compact] + 31) // 32).double() / warps).mean()) if bool(compact.any()) else 1.0
     out["active_slots"] = float(K[compact].double().mean()) if bool(compact.any()) else 0.0
-    # the combine's run over the ranks reaching a column (groups j - 1 and j) plus the step that
-    # ends it: a warp loops as long as its longest run
-    out["span"] = 1.0
+    # a compacted row's combine (resize_combine_span) over the columns its active slots reach,
+    # [left tap of the first, right tap of the last]: its items laid out as resize_span_lane
+    # does, `per` = threads // span classes at once; the share of the warps holding an item, and
+    # the class steps of a thread that holds one
+    out["span_lanes"], out["span_trips"], out["span"] = 1.0, 1.0, float(w)
     if bool(compact.any()):
+        chunk = _resize_header_int("kResizeClassChunk")
         slot_col = torch.repeat_interleave(torch.arange(w), (n + ppt - 1) // ppt)
-        cnt = torch.zeros(int(compact.sum()), w, dtype=torch.float64).index_add_(
-            1, slot_col, active[compact].double())
-        run = cnt.clone()
-        run[:, 1:] += cnt[:, :-1]
-        out["span"] = float((run.amax(-1) + 1).mean())
+        act = active[compact].to(torch.int64)
+        first_s = act.argmax(1)
+        last_s = slots - 1 - act.flip(1).argmax(1)
+        upper = slot_col[last_s] + (1 if w != W else 0)
+        span = (upper.clamp_max(w - 1) - slot_col[first_s] + 1).double()
+        per = torch.where(span <= threads, torch.div(threads, span, rounding_mode="floor"), torch.ones_like(span))
+        at_once = per.clamp_max(chunk)
+        out["span_lanes"] = float((torch.ceil(at_once * span / 32) * 32).clamp_max(threads).mean() / threads)
+        out["span_trips"] = float(torch.ceil(chunk / at_once).mean())
+        out["span"] = float(span.mean())
     return out
 
 
@@ -1314,6 +1321,39 @@ def _line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict
         if hits:
             out[i.addr] = math.prod(where[n] for n in hits)
     return out
+
+
+def _resize_block_unroll(code: sass.Sass, header: str) -> List[str]:
+    """Trip counts of the SASS loops mapped to the block code (ocr_resize_thread.h) that the
+    compiler unrolled: _cpp_trips divides a loop's loads per source line by the pixels a thread
+    loads per class (kThreadPixels), right for thread_forward / thread_backward's per-pixel loads
+    but not for the block code, which loads one element a line and iteration. So a loop over the
+    class list unrolled 4 times (4 loads of ic[k], one line) kept its C1 trips: 4x its
+    instructions (until 2026-12-03: ~4 % of the 81-class forward). Here such an innermost loop
+    (no `#pragma unroll 1` at its source line) runs bound / U, U its global loads over the
+    distinct source lines they come from (an outer loop's loads are those of the code inlined
+    into it, not copies of one iteration)."""
+    notes = []
+    lines = Path(header).read_text().splitlines()
+    for lp in code.loops:
+        m = re.match(r"ocr_resize_thread\.h:(\d+) (.*), unrolled x1: ", lp.source or "")
+        if not m or lp.trips is None:
+            continue
+        n = int(m.group(1))
+        if n >= 2 and lines[n - 2].strip() == "#pragma unroll 1":
+            continue
+        if any(o is not lp and lp.contains(o.start) and lp.contains(o.end) for o in code.loops):
+            continue
+        loads = [i for i in code.instrs if lp.contains(i.addr) and i.base == "LDG"]
+        if not loads:
+            continue
+        unroll = round(len(loads) / len({i.lines for i in loads}))
+        if unroll > 1:
+            lp.trips = max(1.0, lp.trips / unroll)
+            lp.source = f"ocr_resize_thread.h:{n} {m.group(2)}, unrolled x{unroll}: {lp.trips:.1f}"
+            notes.append(f"ocr_resize_thread.h:{n} unrolled x{unroll} by the compiler (block code: "
+                         f"one load a line and iteration)")
+    return notes
 
 
 def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
@@ -1367,9 +1407,9 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         groups = -(-slots // threads)
         acc = 4
         smem = (res.get("SHARED", 0) + acc * max(C1 * w, 3 * w + 1)
-                + 4 * (C1 + 1 + chunk + 2 * slots + 4 * w))
-        if launch == "backward":
-            smem += acc * (2 * C1 * w + chunk * 2 * threads)
+                + 4 * (C1 + 1 + chunk + 2 * slots + w + 1))
+        if launch == "backward":  # top, bottom, the chunk; the per-row column ranges and span
+            smem += acc * (2 * C1 * w + chunk * 2 * threads) + 4 * (w + 2)
         occ = gpu_model.occupancy(res.get("REG") or 255, warps, smem)
         wave = max(1, occ["ctas_per_sm"]) * gpu_model.GPUS["H200"].sms  # the launcher's grid
         items = B * H if launch == "forward" else B * h
@@ -1377,8 +1417,10 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         per = -(-items // ctas)
         staged_at_once = max(1, threads // w)
         # trip counts per thread
+        # (the combine's class loop: a thread's classes of the chunk, per = threads / w at once)
         ns = {"classes": C1 / staged_at_once, "groups": groups, "nic": nic, "noc": C1 - nic,
-              "C1": C1, "count": chunk, "first": slots / w,
+              "C1": C1, "count": chunk / staged_at_once, "first": slots / w,
+              "pairs": C1 / staged_at_once / 2,
               "ny": H / h, "zeros": 2 * C1 * w / threads, "out_classes": C1 / staged_at_once,
               "steps": max(H, W).bit_length(), "slots": slots, "probes": slots.bit_length(),
               "flushes": -(-C1 // chunk)}
@@ -1393,25 +1435,29 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         # loops run by the first n threads of a block: the share of its warps that issue them
         lanes = lambda n: min(threads, -(-n // 32) * 32) / threads  # noqa: E731
         per_cta = {"last": items / ctas, "staged_cols": lanes(staged_at_once * w),
-                   "columns": lanes(w), "w": lanes(w), "out_cols": lanes(staged_at_once * w),
-                   "n0": excess, "n1": excess1}
+                   "mine_cols": lanes(staged_at_once * w), "w": lanes(w),
+                   "out_cols": lanes(staged_at_once * w), "n0": excess, "n1": excess1}
         if launch == "backward":
             rows = _compact_rows(case, threads, groups)
-            per_cta["ranks_end"] = rows["span"]
+            per_cta["span_end"] = rows["span_lanes"]
+            ns["span_classes"] = rows["span_trips"]
         notes += _cpp_trips(code, ns, ctas * threads, _header_int("kThreadPixels"), per_cta,
                             skip_unrolled=True)
+        notes += _resize_block_unroll(code, header)
         # the class list: written by warp 0 alone, when a block's range enters a new image
         rows_per_image = H if launch == "forward" else h
         shares = {"resize_class_list": min(1.0, (1 + per / rows_per_image) / per) / warps,
                   "resize_slot": 1.0 if groups > 1 else 0.0}
         if launch == "backward":
             shares.update(resize_slot_row=rows["slots"], resize_backward_compact=rows["compact"],
-                          resize_row_ranks=rows["compact"],
+                          resize_row_ranks=rows["compact"], resize_span_lane=rows["compact"],
                           resize_compact_slot=rows["busy"], resize_idle_flushes=1.0 - rows["busy"],
                           resize_slot_scan=1.0 / warps, resize_chunk_flush=1.0 / chunk)
             notes.append(f"backward rows: {rows['skip']:.3f} skip (no gradient), {rows['compact']:.3f} "
                          f"compact ({rows['active_slots']:.1f} active slots, {rows['busy']:.3f} of the "
-                         f"warps hold one, the combine's longest run {rows['span']:.2f} ranks), {rows['slots']:.3f} take the slots' path; the in-loop "
+                         f"warps hold one; their combine spans {rows['span']:.1f} columns, "
+                         f"{rows['span_lanes']:.3f} of the warps hold its items), {rows['slots']:.3f} take "
+                         f"the slots' path; the in-loop "
                          f"chunk flushes weigh 1/{chunk} of the class steps")
         code.shares = _line_shares(code, header, shares)
         notes.append(f"fast path: {slots} slots, {threads} threads a block, "
