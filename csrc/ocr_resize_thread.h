@@ -489,7 +489,8 @@ OCR_HD void resize_combine_span(const Block& blk, const ResizeView<scalar_t, acc
                                 const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
                                 const Tap<acc_t>& ty) {
   const int columns = (int)V.ax.in, per = S.comb_per, m0 = S.comb_m0;
-  // (own names for the loops' bounds: bench/static.py gives them the compacted rows' trips)
+  // (own names for the loops' bounds: bench/static.py gives them the compacted rows' trips; a
+  // thread past per·cols has m0 = kResizeClassChunk >= count: resize_span_lane)
   const int span_classes = count, span_end = m0 < count ? S.span[1] : 0;
   const int step = 2 * P.threads * per;
   for (int j = S.span[0] + S.comb_j0; j < span_end; j += blk.n) {
@@ -623,13 +624,18 @@ OCR_HD void resize_slot_scan(const Block& blk, const ResizePlan& P, const Resize
 }
 
 // A compacted row's layout of the combine's items over its span (resize_combine_span): as
-// resize_combine_lane's over the row, once a row.
+// resize_combine_lane's over the row, once a row. The threads past per·cols hold no item: their
+// m0 is set past any chunk's classes, so that resize_combine_span's `m0 < count` skips them
+// (with m0 = tid / cols >= per, a thread would take class m0 of its column, which the thread
+// with m0 mod per also takes: a second += of the same item, a gradient counted twice; e.g. 96
+// threads over a span of 41 columns: per 2, and threads 82 .. 95 had m0 = 2).
 template <typename acc_t, typename Block>
 OCR_HD void resize_span_lane(const Block& blk, ResizeSmem<acc_t>* S) {
   const int cols = S->span[1] - S->span[0];
-  S->comb_per = cols <= blk.n ? blk.n / cols : 1;
-  S->comb_m0 = cols <= blk.n ? blk.tid / cols : 0;
-  S->comb_j0 = cols <= blk.n ? blk.tid - S->comb_m0 * cols : blk.tid;
+  const int per = cols <= blk.n ? blk.n / cols : 1, m0 = cols <= blk.n ? blk.tid / cols : 0;
+  S->comb_per = per;
+  S->comb_m0 = m0 < per ? m0 : kResizeClassChunk;
+  S->comb_j0 = cols <= blk.n ? blk.tid - m0 * cols : blk.tid;
 }
 
 // Publishes this thread's slot (first output column x, mask of its pixels with a gradient) and

@@ -254,16 +254,39 @@ def test_fully_unrolled_source_loops_are_not_loop_candidates(tmp_path):
 
 
 def test_resize_backward_combine_and_gather_loops_get_their_trips():
-    # the combine's class loop (inside the per-pixel store's flush) runs kResizeClassChunk times
-    # a column, and the gather's class loop C1 / groups times inside its (image, group) loop
-    from ocr_kernels.bench.static import Case, _nvcc, analyse_cuda_resized
+    # the x-combine (one (column, class) item a thread, csrc/ocr_resize_thread.h): a slots'-path
+    # row's class loop (resize_combine, bound `count`) runs kResizeClassChunk / per trips, per =
+    # threads // w classes at once (96 threads over 41 columns: 2 -> 2.0), its column loop
+    # (`mine_cols`) once, and the loops past the kResizeUnrolledSlots unrolled chunk columns (n0,
+    # n1) never (a cell of 41 -> 321 has 2 slots); a compacted row's (resize_combine_span, ocr_loss
+    # only) gets _compact_rows' span trips; the gather's class loop C1 / groups times inside its
+    # (image, group) loop
+    from ocr_kernels.bench.static import (Case, _compact_rows, _nvcc, _resize_header_int,
+                                          analyse_cuda_resized)
 
     if _nvcc() is None:
         pytest.skip("needs nvcc")
-    case = Case("seg_ocr_loss", (16, 81, 41, 41), "fp32", "ada", "blobs", size=(321, 321))
-    a, _ = analyse_cuda_resized(case, "backward")
+
+    def trips(loops, bound):
+        return [s.rsplit(": ", 1)[1] for s in loops if f" i < {bound}, " in s]
+
+    chunk, threads, w = _resize_header_int("kResizeClassChunk"), 96, 41
+    seg = Case("seg_ocr_loss", (16, 81, w, w), "fp32", "ada", "blobs", size=(321, 321))
+    a, _ = analyse_cuda_resized(seg, "backward")
     assert not any(": PPT" in s or "i < PPT" in s for s in a["loops"])
-    assert sum("i < count" in s and s.endswith(": 4.0") for s in a["loops"]) >= 2
-    g, _ = analyse_cuda_resized(case, "gather")
+    # one combine a flush site (the noc and nic class loops' and the last one's)
+    want = f"{chunk / (threads // w):.1f}"
+    assert want == "2.0" and trips(a["loops"], "count") == [want] * 3
+    assert trips(a["loops"], "mine_cols") == ["1.0"] * 3
+    assert trips(a["loops"], "n0") == trips(a["loops"], "n1") == ["0.0"] * 3
+    assert not trips(a["loops"], "span_classes")  # the seg kernels do not compact
+    case = Case("ocr_loss", (16, 81, w, w), "fp32", "ada", "blobs", size=(321, 321))
+    a, _ = analyse_cuda_resized(case, "backward")
+    rows = _compact_rows(case, threads, 1)
+    assert 1.0 < rows["span_trips"] < chunk and 0.0 < rows["span_lanes"] < 1.0
+    span_classes, span_end = trips(a["loops"], "span_classes"), trips(a["loops"], "span_end")
+    assert len(span_classes) >= 3 and set(span_classes) == {f"{rows['span_trips']:.1f}"}
+    assert len(span_end) >= 3 and set(span_end) == {f"{rows['span_lanes']:.1f}"}
+    g, _ = analyse_cuda_resized(seg, "gather")
     assert any("i < rows" in s and s.endswith(": 1.0") for s in g["loops"])
     assert any("i < classes" in s and s.endswith(": 7.4") for s in g["loops"])
