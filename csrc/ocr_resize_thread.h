@@ -44,7 +44,7 @@ namespace ocr {
 constexpr int kResizeClassChunk = 4;     // classes per combine of the backward (a power of 2)
 constexpr int kResizeMaxThreads = 256;   // block size cap; wider rows loop over slot groups
 constexpr size_t kResizeFastSmem = 96 * 1024;  // the fast path's shared-memory limit (bytes)
-constexpr int kResizeUnrolledSlots = 3;  // slots a column's combine sums unrolled (12 pixels)
+constexpr int kResizeUnrolledSlots = 2;  // slots a column's combine sums unrolled (8 pixels)
 
 // The fast path's geometry for one call (host: the launcher and the hook work it out alike).
 struct ResizePlan {
@@ -57,7 +57,7 @@ struct ResizePlan {
 
 // Shared memory (in bytes) of a block: R [C1, w], and for the backward the top/bottom rows
 // [2, C1, w] and the chunk [kResizeClassChunk, 2, threads], in acc_t; then ints: the class list
-// (C1 + 1: nic, classes), the chunk's classes, the tables of resize_tables.
+// (C1 + 1: nic, classes), the tables of resize_tables.
 OCR_HD size_t resize_r_size(int64_t C1, int64_t w, size_t acc_size) {
   // R also holds resize_tables' scratch (3w + 1 ints) before the first row is staged
   const size_t r = (size_t)(C1 * w), scratch = ((size_t)(3 * w + 1) * sizeof(int) + acc_size - 1) / acc_size;
@@ -69,7 +69,7 @@ OCR_HD size_t resize_smem(int64_t C1, int64_t w, int slots, int threads, bool ba
   size_t acc = resize_r_size(C1, w, acc_size);
   if (backward) acc += (size_t)(2 * C1 * w) + (size_t)kResizeClassChunk * 2 * threads;
   // (first: w + 1; the backward's rk, one a column, and span)
-  const size_t ints = (size_t)(C1 + 1 + kResizeClassChunk) + 2 * (size_t)slots + (size_t)w + 1 +
+  const size_t ints = (size_t)(C1 + 1) + 2 * (size_t)slots + (size_t)w + 1 +
                       (backward ? (size_t)w + 2 : 0);
   return acc * acc_size + sizeof(int) * ints;
 }
@@ -106,7 +106,7 @@ OCR_HD ResizePlan resize_plan(int64_t C1, int64_t h, int64_t w, int64_t W, bool 
 template <typename acc_t>
 struct ResizeSmem {
   acc_t *R, *top, *bot, *chunk;
-  int *list, *chunk_cls, *first, *cx0, *cn, *slot, *rk, *span;
+  int *list, *first, *cx0, *cn, *slot, *rk, *span;
   int comb_j0, comb_m0, comb_per;
 };
 
@@ -125,8 +125,7 @@ OCR_HD ResizeSmem<acc_t> resize_smem_parts(void* smem, int64_t C1, int64_t w, co
     a += 2 * C1 * w + (int64_t)kResizeClassChunk * 2 * P.threads;
   }
   m.list = reinterpret_cast<int*>(a);
-  m.chunk_cls = m.list + C1 + 1;
-  m.slot = m.chunk_cls + kResizeClassChunk;
+  m.slot = m.list + C1 + 1;
   m.cx0 = reinterpret_cast<int*>(m.R);  // scratch of resize_tables
   m.cn = m.cx0 + w;
   m.first = m.slot + 2 * (int64_t)P.slots;
@@ -186,6 +185,26 @@ OCR_HD const acc_t* resize_row(const acc_t* R0, unsigned row_bytes, int k) {
                                         (unsigned)k * row_bytes);
 }
 
+// The OC argmax of each pixel whose OC and IC maxima tie (rare: equal logits), for merge_runs:
+// the first OC class whose logit equals the run's maximum (the argmax Run<acc_t, true> keeps).
+template <typename acc_t, int PPT, typename Z>
+OCR_HD void resize_oc_tie_args(const Z& z, const ThreadArgs<acc_t>& T, Run<acc_t, false>* oc,
+                               const Run<acc_t, true>* ic) {
+  const int* ocl = T.cls + T.nic;
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    // (an all −inf run never updated its argmax: 0)
+    if (!(oc[i].m == ic[i].m && oc[i].m > neg_inf<acc_t>())) continue;
+#pragma unroll 1
+    for (int j = 0; j < T.noc; ++j) {
+      if (z(ocl[j], i) == oc[i].m) {
+        oc[i].arg = ocl[j];
+        break;
+      }
+    }
+  }
+}
+
 // ocr_thread.h's thread_forward on a slot's pixels, which share their two taps: class k's logits
 // are r0 + lx1[i]·d (resize_lerp: r0 = R[k][c], d = R[k][c1] − r0), and the poison that makes a
 // pixel's loss NaN where one of its logits is NaN or infinite is one term a class for the slot,
@@ -200,7 +219,10 @@ OCR_HD void resize_thread_forward(const acc_t* R0, unsigned row_bytes, int dc, c
     const acc_t* r = resize_row(R0, row_bytes, k);
     return resize_lerp(r[0], r[dc], lx1[i]);
   };
-  Run<acc_t, true> oc[PPT], ic[PPT];
+  // the OC runs keep no argmax (a select a logit): the prediction needs the OC one only where
+  // the two maxima tie, found below
+  Run<acc_t, false> oc[PPT];
+  Run<acc_t, true> ic[PPT];
   acc_t poison = (acc_t)0;
   const int* ocl = T.cls + T.nic;
 #pragma unroll 1
@@ -221,6 +243,12 @@ OCR_HD void resize_thread_forward(const acc_t* R0, unsigned row_bytes, int dc, c
 #pragma unroll
     for (int i = 0; i < PPT; ++i) ic[i].add(r0 + lx1[i] * d, k);
   }
+  // merge_runs breaks a tie between the IC and OC maxima by the lower class: the first OC class
+  // holding the maximum (the run's argmax), recomputed bitwise as the loop above did
+  bool tie = false;
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) tie |= oc[i].m == ic[i].m;
+  if (tie) resize_oc_tie_args<acc_t, PPT>(z, T, oc, ic);
   Merged<acc_t> g[PPT];
 #pragma unroll
   for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
@@ -464,12 +492,20 @@ OCR_HD void resize_combine_item(const ResizeSmem<acc_t>& S, const CombineColumn<
   S.bot[o] += ty.l1 * gx;
 }
 
+// The class thread_backward stored p-th in a row: its OC classes, then its IC ones, each in
+// list order (list: nic, then the IC classes, then the OC ones). Worked out by the combine's
+// items, not published by a thread a class (an address and a store in every class step).
+OCR_HD int resize_stored_class(const int* list, int noc, int p) {
+  return list[1 + (p < noc ? list[0] + p : p - noc)];
+}
+
 // A slots'-path row: every column, the thread's items as resize_combine_lane laid them out.
 template <typename scalar_t, typename acc_t, typename Block>
 OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                           const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
+                           const ResizePlan& P, const ResizeSmem<acc_t>& S, int p0, int count,
                            const Tap<acc_t>& ty) {
   const int columns = (int)V.ax.in, per = S.comb_per, m0 = S.comb_m0;
+  const int noc = (int)V.C1 - S.list[0];
   const int mine_cols = m0 < per ? columns : 0;  // the threads past per·w combine nothing
   const int step = 2 * P.threads * per;          // one class of this thread's to its next
   for (int j = S.comb_j0; j < mine_cols; j += blk.n) {
@@ -477,7 +513,7 @@ OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& 
     const acc_t *c0 = q.c0, *c1 = q.c1;
 #pragma unroll 1
     for (int m = m0; m < count; m += per, c0 += step, c1 += step)
-      resize_combine_item(S, q, c0, c1, S.chunk_cls[m] * columns + j, ty);
+      resize_combine_item(S, q, c0, c1, resize_stored_class(S.list, noc, p0 + m) * columns + j, ty);
   }
 }
 
@@ -486,9 +522,10 @@ OCR_HD void resize_combine(const Block& blk, const ResizeView<scalar_t, acc_t>& 
 // slots reaches ~8 of 41 columns: one warp's items instead of three warps').
 template <typename scalar_t, typename acc_t, typename Block>
 OCR_HD void resize_combine_span(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                                const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
-                                const Tap<acc_t>& ty) {
+                                const ResizePlan& P, const ResizeSmem<acc_t>& S, int p0,
+                                int count, const Tap<acc_t>& ty) {
   const int columns = (int)V.ax.in, per = S.comb_per, m0 = S.comb_m0;
+  const int noc = (int)V.C1 - S.list[0];
   // (own names for the loops' bounds: bench/static.py gives them the compacted rows' trips; a
   // thread past per·cols has m0 = kResizeClassChunk >= count: resize_span_lane)
   const int span_classes = count, span_end = m0 < count ? S.span[1] : 0;
@@ -498,7 +535,7 @@ OCR_HD void resize_combine_span(const Block& blk, const ResizeView<scalar_t, acc
     const acc_t *c0 = q.c0, *c1 = q.c1;
 #pragma unroll 1
     for (int m = m0; m < span_classes; m += per, c0 += step, c1 += step)
-      resize_combine_item(S, q, c0, c1, S.chunk_cls[m] * columns + j, ty);
+      resize_combine_item(S, q, c0, c1, resize_stored_class(S.list, noc, p0 + m) * columns + j, ty);
   }
 }
 
@@ -507,23 +544,30 @@ OCR_HD void resize_combine_span(const Block& blk, const ResizeView<scalar_t, acc
 // (resize_idle_flushes). RANKED: a compacted row's (resize_combine_span).
 template <typename scalar_t, typename acc_t, bool RANKED, typename Block>
 OCR_HD void resize_flush_body(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                              const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
-                              const Tap<acc_t>& ty) {
+                              const ResizePlan& P, const ResizeSmem<acc_t>& S, int p0,
+                              int count, const Tap<acc_t>& ty) {
   blk.sync();
   if (RANKED)
-    resize_combine_span(blk, V, P, S, count, ty);
+    resize_combine_span(blk, V, P, S, p0, count, ty);
   else
-    resize_combine(blk, V, P, S, count, ty);
+    resize_combine(blk, V, P, S, p0, count, ty);
   blk.sync();
 }
 
 // The flush inside the class loops (bench/static.py weighs calls of this name 1/chunk: one class
-// step in kResizeClassChunk flushes); the others call resize_flush_body.
+// step in kResizeClassChunk flushes), then the chunk's refill from its start: *done classes
+// stored before it, the thread's entries put0 (lx0 sums) and put1 (lx1); the others call
+// resize_flush_body.
 template <typename scalar_t, typename acc_t, bool RANKED, typename Block>
 OCR_HD void resize_chunk_flush(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
-                               const ResizePlan& P, const ResizeSmem<acc_t>& S, int count,
-                               const Tap<acc_t>& ty) {
-  resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, count, ty);
+                               const ResizePlan& P, const ResizeSmem<acc_t>& S,
+                               const Tap<acc_t>& ty, int* done, int* filled, acc_t** put0,
+                               acc_t** put1) {
+  resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, *done, *filled, ty);
+  *done += *filled;
+  *filled = 0;
+  *put0 = S.chunk + blk.tid;
+  *put1 = *put0 + P.threads;
 }
 
 // Output row y's slots in the slot layout (every thread its PPT pixels, all of them read: see
@@ -533,7 +577,8 @@ OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, a
                                   const ResizePlan& P, const ResizeSmem<acc_t>& S,
                                   const ThreadArgs<acc_t>& T, const SlotPixels<acc_t>& q,
                                   const Tap<acc_t>& ty, const acc_t* l, const acc_t* a,
-                                  const acc_t* gce, const int64_t* t) {
+                                  const acc_t* gce, const int64_t* t,
+                                  bool oc_targets) {
   constexpr int PPT = kThreadPixels;
   const int w = (int)V.ax.in;
   const acc_t* R0 = S.R + q.c;
@@ -549,25 +594,28 @@ OCR_HD void resize_backward_slots(const Block& blk, const ResizeView<scalar_t, a
     const acc_t* r = resize_row(R0, row_bytes, k);
     return resize_lerp(r[0], r[dc], q.lx1[i]);
   };
-  acc_t* mine = S.chunk + blk.tid;
-  int filled = 0;
+  // the chunk entries of this thread's sums: put0 (lx0) and put1 (lx1) walk the chunk's classes
+  // (kept as two pointers: from `filled`, each store was three multiply-adds and two shifts)
+  const int step = 2 * P.threads;
+  acc_t *put0 = S.chunk + blk.tid, *put1 = put0 + P.threads;
+  int filled = 0, done = 0;  // classes in the chunk, and stored before it
   acc_t t0 = 0, t1 = 0;
-  auto store = [&](int k, int i, acc_t d) {
+  auto store = [&](int, int i, acc_t d) {
     t0 = i == 0 ? q.lx0[0] * d : t0 + q.lx0[i] * d;
     t1 = i == 0 ? q.lx1[0] * d : t1 + q.lx1[i] * d;
     if (i == PPT - 1) {
-      mine[filled * 2 * P.threads] = t0;
-      mine[filled * 2 * P.threads + P.threads] = t1;
-      if (blk.tid == 0) S.chunk_cls[filled] = k;
-      if (++filled == kResizeClassChunk) {
-        // (template arguments spelled out: bench/static.py weighs this call site 1/chunk)
-        resize_chunk_flush<scalar_t, acc_t, RANKED>(blk, V, P, S, filled, ty);
-        filled = 0;
-      }
+      *put0 = t0;
+      *put1 = t1;
+      put0 += step;
+      put1 += step;
+      // (template arguments spelled out: bench/static.py weighs this call site 1/chunk)
+      if (++filled == kResizeClassChunk)
+        resize_chunk_flush<scalar_t, acc_t, RANKED>(blk, V, P, S, ty, &done, &filled, &put0, &put1);
     }
   };
-  thread_backward<acc_t, GROUP, CE, PPT>(zf, store, T, l, a, gce, t);
-  if (filled > 0) resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, filled, ty);
+  thread_backward<acc_t, GROUP, CE, PPT, decltype(zf), decltype(store), true>(zf, store, T, l, a,
+                                                                             gce, t, oc_targets);
+  if (filled > 0) resize_flush_body<scalar_t, acc_t, RANKED, Block>(blk, V, P, S, done, filled, ty);
 }
 
 // The slots' path of a row that does not compact: the chunk columns are group g's slots.
@@ -576,9 +624,11 @@ OCR_HD void resize_slot_row(const Block& blk, const ResizeView<scalar_t, acc_t>&
                             const ResizePlan& P, const ResizeSmem<acc_t>& S,
                             const ThreadArgs<acc_t>& T, const SlotPixels<acc_t>& q,
                             const Tap<acc_t>& ty, int g, const acc_t* l, const acc_t* a,
-                            const acc_t* gce, const int64_t* t) {
+                            const acc_t* gce, const int64_t* t,
+                            bool oc_targets) {
   resize_column_ranges(blk, P, S, V.ax, g, 0, false);
-  resize_backward_slots<scalar_t, acc_t, GROUP, CE, false>(blk, V, P, S, T, q, ty, l, a, gce, t);
+  resize_backward_slots<scalar_t, acc_t, GROUP, CE, false>(blk, V, P, S, T, q, ty, l, a, gce, t,
+                                                          oc_targets);
 }
 
 // ---- the backward's compacted rows -------------------------------------------------------------
@@ -699,7 +749,8 @@ OCR_HD void resize_compact_slot(const Block& blk, const ResizeView<scalar_t, acc
     }
     backward_factors(l[i], go, gc, ignored, &a[i], &gce[i]);
   }
-  resize_backward_slots<scalar_t, acc_t, GROUP, CE, true>(blk, V, P, S, T, q, ty, l, a, gce, t);
+  resize_backward_slots<scalar_t, acc_t, GROUP, CE, true>(blk, V, P, S, T, q, ty, l, a, gce, t,
+                                                         true);
 }
 
 // A warp without a rank in a compacted row: the C1 classes' flushes as a busy warp meets them
@@ -713,12 +764,11 @@ OCR_HD void resize_idle_flushes(const Block& blk, const ResizeView<scalar_t, acc
 #pragma unroll 1
   for (int m = 0; m < flushes; ++m) {
     const int count = m + 1 < flushes ? kResizeClassChunk : C1 - m * kResizeClassChunk;
-    resize_flush_body<scalar_t, acc_t, true, Block>(blk, V, P, S, count, ty);
+    resize_flush_body<scalar_t, acc_t, true, Block>(blk, V, P, S, m * kResizeClassChunk, count, ty);
   }
 }
 
-// Output row y of image b with K active slots in fewer warps than the block's. Thread 0 holds
-// rank 0, so the chunk's classes are written.
+// Output row y of image b with K active slots in fewer warps than the block's.
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, typename Block>
 OCR_HD void resize_backward_compact(const Block& blk, const ResizeView<scalar_t, acc_t>& V,
                                     const ResizePlan& P, const ResizeSmem<acc_t>& S,
@@ -777,6 +827,7 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
         int64_t t[PPT];
         acc_t l[PPT], a[PPT], gce[PPT];
         int mask = 0;  // the pixels with a gradient (NaN ones included: NaN everywhere)
+        bool oc_target = false;  // a pixel's CE gradient has its −gce at an OC class
 #pragma unroll
         for (int i = 0; i < PPT; ++i) {
           const int64_t pi = p + i;
@@ -792,6 +843,7 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
               t[i] = V.target[b * V.tl.sB + pi * V.tl.sN];
               ignored = t[i] == V.ignore_index;
               gc = ignored ? acc_t(0) : V.g_ce[b * V.gcl.sB + pi * V.gcl.sN];
+              oc_target |= !ignored && V.ic[b * V.C1 + clamp_class(t[i], V.C1)] == 0;
             }
           }
           // called for every pixel: an invalid one gets a = gce = 0
@@ -817,9 +869,13 @@ OCR_HD void resized_backward_block(const Block& blk, const ResizeView<scalar_t, 
         } else if (!blk.any(mask != 0)) {
           continue;
         }
+        // whether the row's OC class loop compares each class with the targets (a second
+        // barrier a row: pseudo-labels usually keep to the tags, so usually not)
+        const bool oc_targets = CE && blk.any(oc_target);
         // (template arguments spelled out: bench/static.py weighs this call by the share of the
         // rows that take it)
-        resize_slot_row<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, q, ty, g, l, a, gce, t);
+        resize_slot_row<scalar_t, acc_t, GROUP, CE, Block>(blk, V, P, S, T, q, ty, g, l, a, gce, t,
+                                                           oc_targets);
       }
     }
     blk.sync();

@@ -245,13 +245,53 @@ OCR_HD bool backward_factors(acc_t loss, acc_t grad_ocr, acc_t grad_ce, bool ign
   return !nan && (*a != (acc_t)0 || *gce != (acc_t)0);
 }
 
+// thread_backward's OC class loop: d = e^{z − m_oc}·coef − gce where k is the pixel's target
+// (TGT: a target may be an OC class; without, no compare and select a logit).
+template <typename acc_t, int PPT, bool TGT, typename Z, typename Store>
+OCR_HD void oc_class_stores(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                            const Run<acc_t, false>* oc, const acc_t* coef, const acc_t* gce,
+                            const int* t) {
+  const int* ocl = T.cls + T.nic;
+#pragma unroll 1
+  for (int j = 0; j < T.noc; ++j) {
+    const int k = ocl[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t e = f_exp2((z(k, i) - oc[i].m) * (acc_t)kLog2e);
+      // − gce at the target: x − g is x + (−g) bitwise, and the FFMA negates its addend for
+      // free (a held −gce was rematerialised, one FADD a class and pixel)
+      store(k, i, e * coef[i] - (TGT && k == t[i] ? gce[i] : (acc_t)0));
+    }
+  }
+}
+
+// The two uses of oc_class_stores, named apart (bench/static.py weighs each by the share of the
+// rows that take it).
+template <typename acc_t, int PPT, bool CE, typename Z, typename Store>
+OCR_HD void oc_stores_any_target(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                                 const Run<acc_t, false>* oc, const acc_t* coef, const acc_t* gce,
+                                 const int* t) {
+  oc_class_stores<acc_t, PPT, CE>(z, store, T, oc, coef, gce, t);
+}
+
+template <typename acc_t, int PPT, typename Z, typename Store>
+OCR_HD void oc_stores_ic_targets(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                                 const Run<acc_t, false>* oc, const acc_t* coef, const acc_t* gce,
+                                 const int* t) {
+  oc_class_stores<acc_t, PPT, false>(z, store, T, oc, coef, gce, t);
+}
+
 // Backward of PPT pixels: recomputes the runs, then writes every class through store(k, i, d).
 // loss: the forward's; a_in, gce from backward_factors; a pixel whose factors are 0 gets zeros
 // (its z may be any finite value: the caller does not read it), a NaN factor NaN everywhere.
-template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store>
+// SPLIT: the caller passes oc_targets = whether any pixel of the group calling together (a
+// block, barriers in `store`) has a non-ignored target among the OC classes; where none has,
+// the OC loop skips the target's compare (the usual case: pseudo-labels keep to the tags).
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store,
+          bool SPLIT = false>
 OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
                             const acc_t* loss, const acc_t* a_in, const acc_t* gce,
-                            const int64_t* target) {
+                            const int64_t* target, bool oc_targets = true) {
   // σ(s) = 1 − e^{−L} from the saved loss (0 at L = 0; a_in is 0 there anyway)
   acc_t a[PPT];
 #pragma unroll
@@ -274,7 +314,7 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
   Merged<acc_t> g[PPT];
   Run<acc_t, false> grp[PPT];
   // OC class: d = e^{z − m_oc}·(a/Σ_oc + gce·e^{m_oc − gmax}/Σ_all) − gce·[k = t]
-  acc_t coef[PPT], ic_scale[PPT], ce_t[PPT];
+  acc_t coef[PPT], ic_scale[PPT];
   int t[PPT];
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
@@ -282,21 +322,16 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
     coef[i] = a[i] * oc[i].inv_sum();
     if (CE) coef[i] += gce[i] * f_exp2((oc[i].m - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all;
     t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
-    ce_t[i] = CE ? -gce[i] : (acc_t)0;
   }
   if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
 #pragma unroll
   for (int i = 0; i < PPT; ++i)
     ic_scale[i] = -a[i] * (GROUP == GROUP_MAX ? (acc_t)1 : grp[i].inv_sum());
-#pragma unroll 1
-  for (int j = 0; j < T.noc; ++j) {
-    const int k = ocl[j];
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) {
-      const acc_t e = f_exp2((z(k, i) - oc[i].m) * (acc_t)kLog2e);
-      store(k, i, e * coef[i] + (k == t[i] ? ce_t[i] : (acc_t)0));
-    }
-  }
+  // (template arguments spelled out: bench/static.py weighs these calls)
+  if (SPLIT && CE && !oc_targets)
+    oc_stores_ic_targets<acc_t, PPT, Z, Store>(z, store, T, oc, coef, gce, t);
+  else
+    oc_stores_any_target<acc_t, PPT, CE, Z, Store>(z, store, T, oc, coef, gce, t);
 #pragma unroll 1
   for (int j = 0; j < T.nic; ++j) {
     const int k = T.cls[j];
@@ -309,8 +344,8 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
                           ? f_exp2((-v - gm) * (acc_t)kLog2e) : (acc_t)0;
       acc_t d = ic_scale[i] * e;
       if (CE)
-        d += gce[i] * (f_exp2((v - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all) +
-             (k == t[i] ? ce_t[i] : (acc_t)0);
+        d += gce[i] * (f_exp2((v - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all) -
+             (k == t[i] ? gce[i] : (acc_t)0);
       store(k, i, d);
     }
   }

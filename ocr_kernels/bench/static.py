@@ -91,7 +91,7 @@ import torch
 
 from . import gpu_model, sass
 from .cases import bytes_moved
-from .inputs import DEFAULT_OC_FRACTION, blob_mask, dataset_prior, voc_like_tags
+from .inputs import DEFAULT_OC_FRACTION, blob_mask, dataset_prior, seg_target, voc_like_tags
 from .shapes import PRESETS, shape_str
 
 TARGET_ARCH = 90
@@ -1308,6 +1308,28 @@ def _compact_rows(case: Case, threads: int, groups: int) -> Dict[str, float]:
     return out
 
 
+def _oc_target_rows(case: Case) -> float:
+    """The share of the fused seg backward's output rows in which a pixel's target (not
+    ignored) is an OC class of its image: those rows' OC class loops compare each class with the
+    targets (csrc/ocr_thread.h oc_stores_any_target), the others do not (oc_stores_ic_targets).
+    The scenario's targets are inputs.seg_target's, drawn from the image's IC classes as
+    pseudo-labels are."""
+    if case.op != "seg_ocr_loss":
+        return 0.0
+    from ..ocr.reference import ic_mask_from_tags
+
+    B, C1 = case.shape[:2]
+    H, W = case.size
+    tags = voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0))
+    # (the logits only give seg_target their shape: an expanded view, no memory)
+    t = seg_target(torch.empty(B, C1, 1, 1).expand(B, C1, H, W), tags, torch.Generator().manual_seed(1))
+    ic = ic_mask_from_tags(tags).bool()
+    kept = t != 255
+    oc = torch.zeros_like(kept)
+    oc[kept] = ~ic[torch.arange(B).view(B, 1, 1).expand_as(t)[kept], t[kept]]
+    return float(oc.reshape(-1, W).any(1).double().mean())
+
+
 def _line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) -> Dict[int, float]:
     """addr -> product of the shares of every named call (``fn<`` in `source`) the instruction
     is inlined through (nested runtime branches: a flush inside a row that may be skipped)."""
@@ -1407,7 +1429,7 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         groups = -(-slots // threads)
         acc = 4
         smem = (res.get("SHARED", 0) + acc * max(C1 * w, 3 * w + 1)
-                + 4 * (C1 + 1 + chunk + 2 * slots + w + 1))
+                + 4 * (C1 + 1 + 2 * slots + w + 1))
         if launch == "backward":  # top, bottom, the chunk; the per-row column ranges and span
             smem += acc * (2 * C1 * w + chunk * 2 * threads) + 4 * (w + 2)
         occ = gpu_model.occupancy(res.get("REG") or 255, warps, smem)
@@ -1446,8 +1468,10 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
         notes += _resize_block_unroll(code, header)
         # the class list: written by warp 0 alone, when a block's range enters a new image
         rows_per_image = H if launch == "forward" else h
+        # (resize_oc_tie_args: a pixel whose IC and OC maxima are equal floats; the scenario's
+        # logits are continuous, so none)
         shares = {"resize_class_list": min(1.0, (1 + per / rows_per_image) / per) / warps,
-                  "resize_slot": 1.0 if groups > 1 else 0.0}
+                  "resize_slot": 1.0 if groups > 1 else 0.0, "resize_oc_tie_args": 0.0}
         if launch == "backward":
             shares.update(resize_slot_row=rows["slots"], resize_backward_compact=rows["compact"],
                           resize_row_ranks=rows["compact"], resize_span_lane=rows["compact"],
@@ -1460,6 +1484,14 @@ def analyse_cuda_resized(case: Case, launch: str) -> Tuple[dict, int]:
                          f"the slots' path; the in-loop "
                          f"chunk flushes weigh 1/{chunk} of the class steps")
         code.shares = _line_shares(code, header, shares)
+        if launch == "backward":
+            oc_t = _oc_target_rows(case)
+            thread_h = str(csrc_dir() / "ocr_thread.h")
+            for addr, share in _line_shares(code, thread_h, {"oc_stores_any_target": oc_t,
+                                                             "oc_stores_ic_targets": 1.0 - oc_t}).items():
+                code.shares[addr] = code.shares.get(addr, 1.0) * share
+            notes.append(f"backward rows with an OC class as a pixel's target: {oc_t:.3f} (their OC "
+                         f"class loop compares each class with the targets)")
         notes.append(f"fast path: {slots} slots, {threads} threads a block, "
                      f"{ctas} blocks ({items} {'rows' if launch == 'forward' else 'cell rows'}, "
                      f"{per} at most a block); class loops over the per-image lists, nic = {nic:.2f}")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from helpers import (GROUP_SPLITS, RESIZE_CASES, assert_close_rel, comparable_pixels, csrc_ops,
                      make_ocr_inputs, reference64, resize_tie_tol)
 from ocr_kernels._options import GROUP_SPLITS as GROUP_CODES, PIXEL_MODES as PIXEL_CODES, OCROptions
+from ocr_kernels.ocr.reference import ic_mask_from_tags
 
 # d ce/dz_t = softmax_t - 1 cancels when softmax_t is near 1: an fp32 softmax good to a few ulp
 # leaves a relative error of a few 1e-7 / (1 - softmax_t) in the difference.
@@ -322,6 +323,61 @@ def test_cuda_resized_code_target_case(ops):
     target = torch.randint(0, 21, (1, 321, 321))
     check_cuda_resized_code(ops, logits, target, tags, prior, (321, 321), False, group_split="all",
                             pixels="all")
+
+
+def test_cuda_resized_code_forward_max_ties(ops):
+    # Exact ties between the IC and OC maxima: the prediction is the lower class (as argmax),
+    # which the forward resolves only for those pixels (resize_oc_tie_args: its OC runs keep no
+    # argmax). Per image, two or three class planes are the same and above the others, so every
+    # output pixel ties (interpolating equal values gives equal values, in fp32 and in fp64):
+    # image 0: background (IC) = class 3 (OC): IC predicted, no loss with pixels="oc";
+    # image 1: class 1 (OC) = class 2 (IC): OC predicted, a loss;
+    # image 2: class 1 (OC) = class 3 (IC) = class 4 (OC): the first OC class, 1, wins: a loss.
+    C1, (h, w), size = 6, (5, 41), (7, 321)
+    logits = torch.randn(3, C1, h, w, generator=torch.Generator().manual_seed(5)) - 8.0
+    tags = torch.tensor([[0, 0, 0, 0, 1], [0, 1, 0, 0, 1], [0, 0, 1, 0, 0]])  # classes 1..5
+    top = torch.randn(h, w, generator=torch.Generator().manual_seed(6))
+    for b, tied in enumerate([(0, 3), (1, 2), (1, 3, 4)]):
+        for k in tied:
+            logits[b, k] = top
+    prior = torch.full((C1, C1), 0.5)
+    loss = ops._pixelwise_seg_ocr_resized(
+        logits, None, tags, prior, None, torch.ones(3, *size), list(size), False, 2.0, 0.2,
+        GROUP_CODES["ada"], PIXEL_CODES["oc"], 255)[1]
+    want, _ = reference64(logits, tags, prior, size=size, align_corners=False, group_split="ada",
+                          pixels="oc")
+    assert torch.all(loss[0] == 0) and torch.all(loss[1:] > 0)
+    assert_close_rel(loss, want, 1e-5, "ocr_map")
+
+
+@pytest.mark.parametrize("group_split", ["ada", "max"])
+def test_cuda_resized_code_ic_targets(ops, group_split):
+    # Targets drawn from each image's IC classes (pseudo-labels keep to the tags): a row with
+    # none among the OC classes runs the OC class loop without the target compare
+    # (oc_stores_ic_targets). Rows 2 and 6 get one pixel whose target is an OC class (first and
+    # last column), row 4 one ignored pixel: those rows alone compare, in the same blocks.
+    # Inputs pinned to a draw whose pixels are all comparable (no near-tie), so that
+    # check_cuda_resized_code compares the gradient; that is asserted.
+    H, W = 9, 321
+    logits, tags, prior = make_ocr_inputs(2, 13, (5, 41), tag_p=0.3,
+                                          generator=torch.Generator().manual_seed(12))
+    from helpers import upsampled64
+
+    up = upsampled64(logits, (H, W), False)
+    assert comparable_pixels(up, tags, prior, {"group_split": group_split, "pixels": "all"},
+                             resize_tie_tol(up, (5, 41), logits.dtype)).all()
+    ic = ic_mask_from_tags(tags)
+    g = torch.Generator().manual_seed(13)
+    target = torch.multinomial(ic.double(), H * W, replacement=True, generator=g).view(2, H, W)
+    oc_class = [int((~ic[b]).nonzero()[0]) for b in range(2)]  # each image has an OC class
+    target[0, 2, 0] = oc_class[0]
+    target[1, 6, W - 1] = oc_class[1]
+    target[0, 4, 100] = 255
+    ce, _, _ = check_cuda_resized_code(ops, logits, target, tags, prior, (H, W), False,
+                                       grad_ce=torch.randn(2, H, W, generator=g),
+                                       grad_ocr=torch.randn(2, H, W, generator=g),
+                                       group_split=group_split, pixels="all")
+    assert ce[0, 2, 0] > 0 and ce[1, 6, W - 1] > 0 and ce[0, 4, 100] == 0
 
 
 @pytest.mark.parametrize("with_ce", [True, False])
