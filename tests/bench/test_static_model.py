@@ -274,11 +274,12 @@ def test_resize_backward_combine_and_gather_loops_get_their_trips():
     seg = Case("seg_ocr_loss", (16, 81, w, w), "fp32", "ada", "blobs", size=(321, 321))
     a, _ = analyse_cuda_resized(seg, "backward")
     assert not any(": PPT" in s or "i < PPT" in s for s in a["loops"])
-    # one combine a flush site (the noc and nic class loops' and the last one's)
+    # one combine a flush site: the OC class loop's two copies (with and without the target
+    # compare: oc_stores_any_target, oc_stores_ic_targets), the IC loop's and the last one's
     want = f"{chunk / (threads // w):.1f}"
-    assert want == "2.0" and trips(a["loops"], "count") == [want] * 3
-    assert trips(a["loops"], "mine_cols") == ["1.0"] * 3
-    assert trips(a["loops"], "n0") == trips(a["loops"], "n1") == ["0.0"] * 3
+    assert want == "2.0" and trips(a["loops"], "count") == [want] * 4
+    assert trips(a["loops"], "mine_cols") == ["1.0"] * 4
+    assert trips(a["loops"], "n0") == trips(a["loops"], "n1") == ["0.0"] * 4
     assert not trips(a["loops"], "span_classes")  # the seg kernels do not compact
     case = Case("ocr_loss", (16, 81, w, w), "fp32", "ada", "blobs", size=(321, 321))
     a, _ = analyse_cuda_resized(case, "backward")
@@ -290,3 +291,24 @@ def test_resize_backward_combine_and_gather_loops_get_their_trips():
     g, _ = analyse_cuda_resized(seg, "gather")
     assert any("i < rows" in s and s.endswith(": 1.0") for s in g["loops"])
     assert any("i < classes" in s and s.endswith(": 7.4") for s in g["loops"])
+
+
+def test_oc_target_rows_share(monkeypatch):
+    # the share of the fused seg backward's rows whose OC class loop compares with the targets:
+    # none with inputs.seg_target's pseudo-labels (IC classes only); with every target the last
+    # class, the rows of the images that do not tag it
+    import torch
+
+    from ocr_kernels.bench import static
+    from ocr_kernels.bench.static import Case, _oc_target_rows
+    from ocr_kernels.bench.inputs import voc_like_tags
+
+    seg = Case("seg_ocr_loss", (4, 21, 9, 9), "fp32", "ada", "blobs", size=(33, 33))
+    assert _oc_target_rows(seg) == 0.0
+    assert _oc_target_rows(Case("ocr_loss", (4, 21, 9, 9), "fp32", "ada", "blobs", size=(33, 33))) == 0.0
+    monkeypatch.setattr(static, "seg_target",
+                        lambda logits, tags, g: torch.full((4, 33, 33), 20, dtype=torch.int64))
+    tags = voc_like_tags(4, 20, torch.Generator().manual_seed(0))
+    want = float((tags[:, 19] == 0).double().mean())
+    assert 0.0 < want < 1.0
+    assert _oc_target_rows(seg) == want
