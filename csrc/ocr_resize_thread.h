@@ -249,24 +249,10 @@ OCR_HD void resize_thread_forward(const acc_t* R0, unsigned row_bytes, int dc, c
 #pragma unroll
   for (int i = 0; i < PPT; ++i) tie |= oc[i].m == ic[i].m;
   if (tie) resize_oc_tie_args<acc_t, PPT>(z, T, oc, ic);
-  Merged<acc_t> g[PPT];
+  acc_t poisons[PPT];  // one term for the slot's pixels
 #pragma unroll
-  for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
-  Run<acc_t, false> grp[PPT];
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, decltype(z), CE>(z, T, g, ic, grp);
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) {
-    const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
-    const acc_t s = lse_ic + oc[i].lse() + T.margin;
-    const bool sel = pixel_selected(g[i].pred_in_ic, T.noc > 0, T.pixels);
-    const acc_t sp = softplus_stable(s, f_exp2(-f_abs(s) * (acc_t)kLog2e));
-    loss[i] = (sel ? sp : (acc_t)0) + poison;
-    if (CE) {
-      const int t = (int)clamp_class(target[i], T.C1);
-      const acc_t c = (g[i].gmax - z(t, i)) + m_log1p(g[i].rest_all);
-      ce[i] = target[i] == ignore_index ? (acc_t)0 : c;
-    }
-  }
+  for (int i = 0; i < PPT; ++i) poisons[i] = poison;
+  forward_maps<acc_t, GROUP, CE, PPT>(z, T, oc, ic, poisons, target, ignore_index, loss, ce);
 }
 
 // One thread's pixels in an output row: slot s's segment of cell column c.

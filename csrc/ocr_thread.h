@@ -181,6 +181,34 @@ OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<a
   }
 }
 
+// The maps of PPT pixels from their class runs, thread_forward's last step (and the fused
+// upsampling's, whose OC runs keep no argmax: OC_ARG): the prediction and the softmax
+// normaliser (merge_runs), the IC group's runs, the group-ranking loss plus the pixel's poison
+// (NaN where a logit is NaN or infinite), and with CE the cross-entropy (0 where ignored).
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, bool OC_ARG>
+OCR_HD void forward_maps(const Z& z, const ThreadArgs<acc_t>& T, const Run<acc_t, OC_ARG>* oc,
+                         const Run<acc_t, true>* ic, const acc_t* poison, const int64_t* target,
+                         int64_t ignore_index, acc_t* loss, acc_t* ce) {
+  Merged<acc_t> g[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
+  Run<acc_t, false> grp[PPT];
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
+    const acc_t s = lse_ic + oc[i].lse() + T.margin;
+    const bool sel = pixel_selected(g[i].pred_in_ic, T.noc > 0, T.pixels);
+    const acc_t sp = softplus_stable(s, f_exp2(-f_abs(s) * (acc_t)kLog2e));
+    loss[i] = (sel ? sp : (acc_t)0) + poison[i];
+    if (CE) {
+      const int t = (int)clamp_class(target[i], T.C1);
+      const acc_t c = (g[i].gmax - z(t, i)) + m_log1p(g[i].rest_all);
+      ce[i] = target[i] == ignore_index ? (acc_t)0 : c;
+    }
+  }
+}
+
 // Forward of PPT pixels: the OCR loss of each (NaN where a logit is NaN or infinite), and with CE
 // the cross-entropy against target[i] (0 where ignored). z(k, i): the logit of class k at pixel i
 // (any finite value for a pixel the caller does not store).
@@ -212,24 +240,7 @@ OCR_HD void thread_forward(const Z& z, const ThreadArgs<acc_t>& T, const int64_t
       ic[i].add(v, k);
     }
   }
-  Merged<acc_t> g[PPT];
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
-  Run<acc_t, false> grp[PPT];
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) {
-    const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
-    const acc_t s = lse_ic + oc[i].lse() + T.margin;
-    const bool sel = pixel_selected(g[i].pred_in_ic, T.noc > 0, T.pixels);
-    const acc_t sp = softplus_stable(s, f_exp2(-f_abs(s) * (acc_t)kLog2e));
-    loss[i] = (sel ? sp : (acc_t)0) + poison[i];
-    if (CE) {
-      const int t = (int)clamp_class(target[i], T.C1);
-      const acc_t c = (g[i].gmax - z(t, i)) + m_log1p(g[i].rest_all);
-      ce[i] = target[i] == ignore_index ? (acc_t)0 : c;
-    }
-  }
+  forward_maps<acc_t, GROUP, CE, PPT>(z, T, oc, ic, poison, target, ignore_index, loss, ce);
 }
 
 // The backward's per-pixel factors from the saved loss and the upstream gradients: a = grad_ocr
