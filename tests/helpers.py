@@ -115,6 +115,20 @@ RESIZE_CASES = [
 ]
 
 
+def resize_reach(out_mask, low_hw, align_corners):
+    """The low-resolution pixels [B, h, w] that the output pixels in out_mask [B, H, W] read
+    through their bilinear taps (a tap of weight 0 excluded): where their gradient has a term
+    from one of those output pixels (the adjoint of F.interpolate applied to the mask)."""
+    import torch.nn.functional as F
+
+    B = out_mask.shape[0]
+    x = torch.zeros(B, 1, *low_hw, dtype=torch.float64, requires_grad=True)
+    y = F.interpolate(x, size=tuple(out_mask.shape[-2:]), mode="bilinear",
+                      align_corners=align_corners)
+    (g,) = torch.autograd.grad(y, x, out_mask.to(torch.float64).unsqueeze(1))
+    return g[:, 0] != 0
+
+
 def upsampled64(logits, size, align_corners):
     """The logits bilinearly upsampled to size in float64: the oracle's input for the fused
     upsampling (the same F.interpolate the references compose with)."""
