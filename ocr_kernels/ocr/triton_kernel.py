@@ -598,14 +598,17 @@ def _bwd_tile(
         # (the anchor's tie-break between IC and OC does not matter here: both terms are 1).
         mi, si, A, _ = _max_pass(z_ptr, zrow, active, cls, 0, nic, z_sc,
                                  tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
+        # (the variant's unused statistics are x: _grad_rows takes both sets)
         if WITH_CE:
             mo = tl.load(st_ptr + (b * N + n), mask=active, other=0.0)
             so = x
             zmax, s1, _ = _merge(mi, si, A, mo, so, A)
             lse_all = zmax + _ln_approx(1.0 + s1)
+            w = x
         else:
             w = x
             lse_all = _lse_from_u(mi, si, w - mi)
+            mo, so, zmax, s1 = x, x, x, x
         pA = _exp(mi - lse_all)
         if GROUP == 1:
             icm = -mi
@@ -617,37 +620,175 @@ def _bwd_tile(
             s = _s_from_pair(icm, ics, mo, so, margin)
         else:
             s = _s_from_w(icm, ics, w, margin)
-        coef = tl.where(act_ocr, gl * _sigmoid(s), 0.0)
-        k_ic = _div(coef, ics)
+        _grad_rows(z_ptr, zrow, dz_ptr, drow, row_mask, active, act_ocr, cls, nic, C1, z_sc,
+                   d_sc, A, pA, lse_all, prior_ptr, p_s0, p_s1, threshold, icm, ics, s,
+                   tl.where(act_ocr, gl * _sigmoid(s), 0.0), gce, tc, mo, so, zmax, s1, w,
+                   poison, GROUP, WITH_CE, INT64)
+
+
+@triton.jit
+def _grad_rows(z_ptr, zrow, dz_ptr, drow, row_mask, active, act_ocr, cls, nic, C1, z_sc, d_sc,
+               A, pA, lse_all, prior_ptr, p_s0, p_s1, threshold, icm, ics, s, coef, gce, tc, mo,
+               so, zmax, s1, w, poison, GROUP: tl.constexpr, WITH_CE: tl.constexpr,
+               INT64: tl.constexpr):
+    # Every class row of a tile's gradient, from the pixel's statistics (the backward's, or the
+    # seg objective's forward: _obj_tile): coef = the OCR factor g·σ(s) (0 where the pixel has
+    # no OCR gradient), gce the CE factor (0 where ignored), poison NaN at a pixel with a
+    # non-finite logit. A pixel outside `active` gets 0.
+    k_ic = _div(coef, ics)
+    if WITH_CE:
+        ocm = tl.where(mo == float("-inf"), 0.0, mo)
+        k_oc = _div(coef, 1.0 + so)
+        # CE: softmax_k - [k == t] with the full sum 1 + s1. The target's entry is
+        # -(s1 + (1 - e_t))/(1 + s1) (s1 holds e_t unless t is the excluded argmax, where
+        # e_t = 1): no cancellation, so a confident pixel's tiny gradient keeps its
+        # precision.
+        k_ce = _div(gce, 1.0 + s1)
+    for i in range(0, nic):
+        c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
+        g_in = _in_group(z, c, A, pA, lse_all, act_ocr, prior_ptr, p_s0, p_s1, threshold,
+                         GROUP)
+        g = tl.where(g_in, -k_ic * _exp(-z - icm), poison)
         if WITH_CE:
-            ocm = tl.where(mo == float("-inf"), 0.0, mo)
-            k_oc = _div(coef, 1.0 + so)
-            # CE: softmax_k - [k == t] with the full sum 1 + s1. The target's entry is
-            # -(s1 + (1 - e_t))/(1 + s1) (s1 holds e_t unless t is the excluded argmax, where
-            # e_t = 1): no cancellation, so a confident pixel's tiny gradient keeps its
-            # precision.
-            k_ce = _div(gce, 1.0 + s1)
-        for i in range(0, nic):
-            c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
-            g_in = _in_group(z, c, A, pA, lse_all, act_ocr, prior_ptr, p_s0, p_s1, threshold,
-                             GROUP)
-            g = tl.where(g_in, -k_ic * _exp(-z - icm), poison)
-            if WITH_CE:
-                e = _exp(z - zmax)
-                g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
-            tl.store((dz_ptr + c * d_sc) + drow,
-                     tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
-        for i in range(nic, C1):
-            c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
-            if WITH_CE:
-                g = k_oc * _exp(z - ocm)
-                e = _exp(z - zmax)
-                g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
-            else:
-                # softmax over OC of z: e^{z - w}, exact subtraction for the large entries
-                g = coef * _exp(z - w)
-            tl.store((dz_ptr + c * d_sc) + drow,
-                     tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
+            e = _exp(z - zmax)
+            g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
+        tl.store((dz_ptr + c * d_sc) + drow,
+                 tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
+    for i in range(nic, C1):
+        c, z = _load_class(z_ptr, zrow, active, cls, i, z_sc, INT64)
+        if WITH_CE:
+            g = k_oc * _exp(z - ocm)
+            e = _exp(z - zmax)
+            g += k_ce * tl.where(c == tc, -(s1 + (1.0 - e)), e)
+        else:
+            # softmax over OC of z: e^{z - w}, exact subtraction for the large entries
+            g = coef * _exp(z - w)
+        tl.store((dz_ptr + c * d_sc) + drow,
+                 tl.where(active, g, 0.0).to(dz_ptr.dtype.element_ty), mask=row_mask)
+
+
+@triton.jit
+def _obj_kernel(
+    z_ptr, tags_ptr, cls_ptr, prior_ptr, tgt_ptr, w_ptr, coef_ptr, loss_ptr, ce_ptr, dz_ptr,
+    N, S1, S2, C1,
+    z_sb, z_sc, z_s0, z_s1, z_s2,
+    d_sb, d_sc, d_s0, d_s1, d_s2,
+    t_sb, t_sc,
+    p_s0, p_s1,
+    y_sb, y_s0, y_s1, y_s2,
+    w_sb, w_s0, w_s1, w_s2,
+    margin, threshold, ignore_index,
+    GROUP: tl.constexpr, PIXELS: tl.constexpr, HAS_W: tl.constexpr, FLAT: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, FULL: tl.constexpr,
+    LOOP: tl.constexpr,
+):
+    # The segmentation objective with its gradient written in the forward (seg/objective.py):
+    # the forward's class list prologue and persistent grid, then _obj_tile a tile.
+    b = tl.program_id(1)
+    if INT64:
+        b = b.to(tl.int64)
+    cls = cls_ptr + b * (C1 + 1)
+    nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
+    tl.debug_barrier()  # the row just written is read back by every thread in the class loops
+    # the reduction's coefficients (seg/objective.py: on the device, never read by the host)
+    ce_c = tl.load(coef_ptr).to(tl.float32)
+    ocr_c = tl.load(coef_ptr + 1).to(tl.float32)
+    pid = tl.program_id(0)
+    if LOOP:
+        nprog = tl.num_programs(0)
+        tiles = tl.cdiv(N, BLOCK_P)
+        for tile in range(pid, tiles, nprog):
+            _obj_tile(z_ptr, cls, prior_ptr, tgt_ptr, w_ptr, loss_ptr, ce_ptr, dz_ptr, tile, b,
+                      nic, ce_c, ocr_c, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
+                      d_sb, d_sc, d_s0, d_s1, d_s2, p_s0, p_s1, y_sb, y_s0, y_s1, y_s2,
+                      w_sb, w_s0, w_s1, w_s2, margin, threshold, ignore_index,
+                      GROUP, PIXELS, HAS_W, FLAT, INT64, BLOCK_P, FULL)
+    else:
+        _obj_tile(z_ptr, cls, prior_ptr, tgt_ptr, w_ptr, loss_ptr, ce_ptr, dz_ptr, pid, b, nic,
+                  ce_c, ocr_c, N, S1, S2, C1, z_sb, z_sc, z_s0, z_s1, z_s2,
+                  d_sb, d_sc, d_s0, d_s1, d_s2, p_s0, p_s1, y_sb, y_s0, y_s1, y_s2,
+                  w_sb, w_s0, w_s1, w_s2, margin, threshold, ignore_index,
+                  GROUP, PIXELS, HAS_W, FLAT, INT64, BLOCK_P, FULL)
+
+
+@triton.jit
+def _obj_tile(
+    z_ptr, cls, prior_ptr, tgt_ptr, w_ptr, loss_ptr, ce_ptr, dz_ptr, pid, b, nic, ce_c, ocr_c,
+    N, S1, S2, C1,
+    z_sb, z_sc, z_s0, z_s1, z_s2,
+    d_sb, d_sc, d_s0, d_s1, d_s2,
+    p_s0, p_s1,
+    y_sb, y_s0, y_s1, y_s2,
+    w_sb, w_s0, w_s1, w_s2,
+    margin, threshold, ignore_index,
+    GROUP: tl.constexpr, PIXELS: tl.constexpr, HAS_W: tl.constexpr, FLAT: tl.constexpr,
+    INT64: tl.constexpr, BLOCK_P: tl.constexpr, FULL: tl.constexpr,
+):
+    # One tile: the forward's maps (the CE variant of _fwd_tile, the same formulas, so the same
+    # values bit for bit) and, from the statistics still in registers, the gradient of
+    # ce_c·Σ w·CE + ocr_c·Σ L through _grad_rows (the backward's class loops).
+    if INT64:
+        pid = tl.cast(pid, tl.int64)
+    start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
+    z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
+    mi, si, A, bad = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc,
+                               tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
+    mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
+    zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
+    lse_all = zmax + _ln_approx(1.0 + s1)
+    pm = _pixel_mask(pred_ic, (tl.zeros((BLOCK_P,), tl.int32) + nic) < C1, PIXELS) & row_mask
+    pA = _exp(mi - lse_all)
+    icm = -mi
+    ics = tl.full((BLOCK_P,), 1.0, tl.float32)
+    if GROUP != 1:
+        if tl.max(pm.to(tl.int32), 0) != 0:
+            icm, ics = _group_pass(z_ptr, zrow, pm, cls, nic, z_sc, A, pA, lse_all, prior_ptr,
+                                   p_s0, p_s1, threshold, BLOCK_P, GROUP, INT64)
+    s = _s_from_pair(icm, ics, mo, so, margin)
+    out = b * N + n
+    L = tl.where(pm, _softplus(s), 0.0) + bad
+    tl.store(loss_ptr + out, L, mask=row_mask)
+    y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
+                mask=row_mask, other=ignore_index)
+    y_ok = (y != ignore_index) & row_mask
+    tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
+    if INT64:
+        tc = tc.to(tl.int64)
+    zt = tl.load(z_ptr + zrow + tc * z_sc, mask=y_ok, other=0.0).to(tl.float32)
+    tl.store(ce_ptr + out, tl.where(y_ok, (zmax - zt) + _log1p_pos(s1), 0.0), mask=row_mask)
+    # The factors the backward would get from the reduction at an upstream gradient of 1 (the
+    # backward op's gl, gce): ocr_c at every pixel with a loss, ce_c·w where not ignored. A
+    # non-finite logit poisons the pixel: NaN at every class, as the maps' backward gives.
+    gce = ce_c
+    if HAS_W:
+        gce = gce * tl.load(w_ptr + b * w_sb + _spatial_offset(n, S1, S2, w_s0, w_s1, w_s2, FLAT),
+                            mask=y_ok, other=0.0).to(tl.float32)
+    gce = tl.where(y_ok, gce, 0.0)
+    act_ce = y_ok & (gce != 0.0)
+    act_ocr = (L > 0.0) | (bad != bad)  # (ocr_c == 0, alpha = 0: a gradient of 0·σ)
+    active = act_ocr | act_ce
+    dz_ptr, drow = _tile(dz_ptr, b * d_sb, start, n, S1, S2, d_s0, d_s1, d_s2, FLAT, BLOCK_P)
+    _grad_rows(z_ptr, zrow, dz_ptr, drow, row_mask, active, act_ocr, cls, nic, C1, z_sc, d_sc,
+               A, pA, lse_all, prior_ptr, p_s0, p_s1, threshold, icm, ics, s,
+               tl.where(act_ocr, ocr_c * _sigmoid(s), 0.0) + bad, gce, tc, mo, so + bad, zmax,
+               s1 + bad, mo, bad, GROUP, True, INT64)
+
+
+@triton.jit
+def _scale_kernel(x_ptr, g_ptr, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    # x *= g, in place, unless g == 1 (the common upstream gradient of a loss): then every
+    # program returns after one load of g, so the backward of the fused objective costs a launch.
+    g = tl.load(g_ptr).to(tl.float32)
+    if g != 1.0:
+        pid = tl.program_id(0)
+        step = tl.num_programs(0) * BLOCK
+        if INT64:
+            pid = pid.to(tl.int64)
+        for start in range(pid * BLOCK, n, step):
+            offs = start + tl.arange(0, BLOCK)
+            m = offs < n
+            x = tl.load(x_ptr + offs, mask=m).to(tl.float32)
+            tl.store(x_ptr + offs, (x * g).to(x_ptr.dtype.element_ty), mask=m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -846,6 +987,62 @@ def _backward(grad_ocr, grad_ce, logits, target, prior, stats, flags, classes, m
         **_reg_cap(g),
     )
     return dz
+
+
+def _objective(logits, target, tags, prior, ce_weight, coef, margin, threshold, group_split,
+               pixels, ignore_index):
+    """(ce_map, loss_map, grad) of the segmentation objective in one pass (_obj_kernel): the
+    maps as _forward writes them and grad = d/dlogits (coef[0]·Σ ce_weight·ce_map +
+    coef[1]·Σ loss_map), coef a 2-float tensor on the logits' device."""
+    B = logits.shape[0]
+    spatial = tuple(logits.shape[2:])
+    loss = torch.empty((B,) + spatial, dtype=torch.float32, device=logits.device)
+    ce = torch.empty_like(loss)
+    dz = torch.empty_like(logits)  # preserve_format: the logits' layout for dense tensors
+    if dz.numel() == 0:
+        return ce, loss, dz.zero_()
+    classes = _classes_like(logits)
+    g = _launch_args(logits, [(logits, 2), (dz, 2), (target, 1), (ce_weight, 1)], True)
+    (z_sb, zst, _), (d_sb, dst, _), (y_sb, yst, _), (w_sb, wst, _) = g["geoms"]
+    pr = prior if prior is not None else loss
+    p_st = prior.stride() if prior is not None else (0, 0)
+    _obj_kernel[g["grid"]](
+        logits, tags, classes, pr, target, ce_weight if ce_weight is not None else loss, coef,
+        loss, ce, dz,
+        g["N"], g["S1"], g["S2"], g["C1"],
+        z_sb, logits.stride(1), zst[0], zst[1], zst[2],
+        d_sb, dz.stride(1), dst[0], dst[1], dst[2],
+        tags.stride(0), tags.stride(1),
+        p_st[0], p_st[1],
+        y_sb, yst[0], yst[1], yst[2],
+        w_sb, wst[0], wst[1], wst[2],
+        float(margin), float(threshold), int(ignore_index),
+        GROUP=GROUP_SPLITS[group_split], PIXELS=PIXEL_MODES[pixels], HAS_W=ce_weight is not None,
+        FLAT=g["flat"], INT64=g["int64"], BLOCK_P=g["block_p"],
+        BLOCK_C=_class_block(g["C1"]), FULL=g["full"], LOOP=g["loop"], num_warps=g["warps"],
+        **_reg_cap(g),
+    )
+    return ce, loss, dz
+
+
+SCALE_BLOCK = 2048
+
+
+def _scale(grad: torch.Tensor, g: torch.Tensor) -> None:
+    """grad *= g in place unless g == 1, decided on the device (no host synchronisation); grad
+    dense (any order of its dims), g a 0-d tensor on its device."""
+    n = grad.numel()
+    if n == 0:
+        return
+    if interpreting():
+        grid = (triton.cdiv(n, SCALE_BLOCK),)
+    else:
+        from triton.runtime import driver
+
+        index = grad.device.index if grad.device.index is not None else driver.active.get_current_device()
+        grid = (max(1, min(triton.cdiv(n, SCALE_BLOCK), 4 * _sm_count(index))),)
+    _scale_kernel[grid](grad, g, n, BLOCK=SCALE_BLOCK, INT64=n + SCALE_BLOCK > _INT32_LIMIT,
+                        num_warps=4)
 
 
 # --------------------------------------------------------------------------------------------

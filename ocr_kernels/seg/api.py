@@ -10,7 +10,9 @@ from .._options import OCROptions
 from .._validation import optional_prior_for, validate_seg_inputs, validate_seg_upsample
 from ..ocr.api import mean_or_zero
 from ..ocr.reference import upsample_logits
-from .backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
+from .._tensors import math_dtype
+from .backends import SEG_OBJECTIVE_IMPLS, SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
+from .objective import seg_objective, use_objective
 
 
 def _global_counts(n_valid: torch.Tensor, n_pixels: int):
@@ -33,29 +35,31 @@ def _valid_count(target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     return torch.count_nonzero(target != ignore_index)
 
 
-def reduce_seg_maps(
-    ce_map: torch.Tensor,
-    ocr_map: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    alpha: float,
-    ignore_index: int,
-    ce_average: str = "valid",
-    global_mean: bool = False,
-) -> torch.Tensor:
-    """The one place the two maps become the scalar objective (see ``seg_ocr_loss``)."""
-    n_pixels = ce_map.numel()
+def seg_denominators(target: torch.Tensor, n_pixels: int, dtype: torch.dtype, *,
+                     ignore_index: int, ce_average: str = "valid", global_mean: bool = False):
+    """(ce_den, ocr_den, world): the CE term's denominator (a 0-d tensor, or an int for
+    ce_average="all" without global_mean), the OCR term's and the factor on both (the world
+    size under global_mean, else 1). One all_reduce under global_mean; no host sync."""
     if not global_mean:
-        ce_den = _valid_count(target, ignore_index).clamp_min(1).to(ce_map.dtype) \
+        ce_den = _valid_count(target, ignore_index).clamp_min(1).to(dtype) \
             if ce_average == "valid" else torch.sym_max(n_pixels, 1)
-        return ce_map.sum() / ce_den + alpha * mean_or_zero(ocr_map)
+        return ce_den, torch.sym_max(n_pixels, 1), 1
     n_valid, n_all, world = _global_counts(_valid_count(target, ignore_index), n_pixels)
     n_all = n_all.clamp_min(1)  # an empty batch on every rank: 0, as without global_mean
     ce_den = n_valid.clamp_min(1) if ce_average == "valid" else n_all
-    # Each rank returns world * (its share of the global sums): DDP averages the gradients over
-    # the ranks, which turns that back into the gradient of the global mean.
-    return world * (ce_map.sum() / ce_den.to(ce_map.dtype)
-                     + alpha * (ocr_map.sum() / n_all.to(ocr_map.dtype)))
+    return ce_den.to(dtype), n_all.to(dtype), world
+
+
+def reduce_seg_maps(ce_map: torch.Tensor, ocr_map: torch.Tensor, den, alpha: float
+                    ) -> torch.Tensor:
+    """The one place the two maps become the scalar objective (see ``seg_ocr_loss``); den:
+    seg_denominators'. Each rank under global_mean returns world * (its share of the global
+    sums): DDP averages the gradients over the ranks, which turns that back into the gradient
+    of the global mean."""
+    ce_den, ocr_den, world = den
+    if world == 1 and not isinstance(ocr_den, torch.Tensor):
+        return ce_map.sum() / ce_den + alpha * mean_or_zero(ocr_map)
+    return world * (ce_map.sum() / ce_den + alpha * (ocr_map.sum() / ocr_den))
 
 
 def seg_ocr_loss(
@@ -136,10 +140,19 @@ def seg_ocr_loss(
         name = resolve_backend(backend, logits, op="seg_ocr_loss", implemented=tuple(SEG_OCR_IMPLS))
     target = target.long()  # the kernels read int64 (uint8 masks are common): a copy of the target only
     opts = opts._replace(margin=float(margin), threshold=float(threshold))
-    ce_map, ocr_map = impls[name](logits, target, tags, optional_prior_for(group_split, prior), opts)
+    prior = optional_prior_for(group_split, prior)
+    den = seg_denominators(target, target.numel(), math_dtype(logits.dtype),
+                           ignore_index=ignore_index, ce_average=ce_average,
+                           global_mean=global_mean)
+    alpha = float(alpha)
+
+    def reduce(ce_map, ocr_map):
+        return reduce_seg_maps(ce_map, ocr_map, den, alpha)
+
+    if size is None and name in SEG_OBJECTIVE_IMPLS and use_objective(logits, ce_weight):
+        return seg_objective(logits, target, tags, prior, ce_weight, opts,
+                             SEG_OBJECTIVE_IMPLS[name], den, alpha, reduce)
+    ce_map, ocr_map = impls[name](logits, target, tags, prior, opts)
     if ce_weight is not None:
         ce_map = ce_map * ce_weight
-    return reduce_seg_maps(
-        ce_map, ocr_map, target, alpha=float(alpha), ignore_index=ignore_index,
-        ce_average=ce_average, global_mean=global_mean,
-    )
+    return reduce(ce_map, ocr_map)

@@ -52,3 +52,37 @@ SEG_OCR_RESIZED_IMPLS = {
     "cpu": _csrc_resized,
     "cuda": _csrc_resized,
 }
+
+
+def _objective_triton(*args):
+    from .triton_kernel import seg_ocr_objective_triton
+
+    return seg_ocr_objective_triton(*args)
+
+
+def _scale_triton(grad, g):
+    from .triton_kernel import scale_grad_triton
+
+    scale_grad_triton(grad, g)
+
+
+def _objective_csrc(*args):
+    from .csrc_ops import seg_ocr_objective_csrc
+
+    return seg_ocr_objective_csrc(*args)
+
+
+def _scale_csrc(grad, g):
+    from .csrc_ops import scale_grad_csrc
+
+    scale_grad_csrc(grad, g)
+
+
+# The gradient written by the forward (seg/objective.py), on the GPU backends: (objective, scale)
+# where objective(logits, target, tags, prior, ce_weight, coef, opts) -> (ce_map, ocr_map, grad)
+# and scale(grad, g) multiplies grad by g in place unless g == 1. The CPU backend keeps the maps
+# ops: it is not memory-bound, and its fused backward costs what a gradient-writing forward would.
+SEG_OBJECTIVE_IMPLS = {
+    "triton": (_objective_triton, _scale_triton),
+    "cuda": (_objective_csrc, _scale_csrc),
+}

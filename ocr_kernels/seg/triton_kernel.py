@@ -10,8 +10,9 @@ import torch
 from .._autograd import first_order_only
 from .._op_names import triton_op_name
 from .._options import OCROptions
-from .._tensors import check_ocr_args, new_map
-from ..ocr.triton_kernel import _classes_like, _flags_like, _forward, _maps_bwd_op, _stats_like
+from .._tensors import check_map, check_ocr_args, new_map
+from ..ocr.triton_kernel import (_classes_like, _flags_like, _forward, _maps_bwd_op, _objective,
+                                 _scale, _stats_like)
 
 
 @torch.library.custom_op(triton_op_name("seg_ocr_loss_maps_triton"), mutates_args=())
@@ -62,3 +63,49 @@ def seg_ocr_loss_maps_triton(logits, target, tags, prior, opts: OCROptions):
                                  float(opts.threshold), opts.group_split, opts.pixels,
                                  int(opts.ignore_index))
     return ce, ocr
+
+
+# The objective with its gradient written by the forward (ocr_kernels/seg/objective.py): not
+# differentiable themselves; the autograd.Function there hands the gradient to autograd.
+@torch.library.custom_op(triton_op_name("seg_ocr_objective_triton"), mutates_args=())
+def _seg_objective_op(logits: torch.Tensor, target: torch.Tensor, tags: torch.Tensor,
+                      prior: Optional[torch.Tensor], ce_weight: Optional[torch.Tensor],
+                      coef: torch.Tensor, margin: float, threshold: float, group_split: str,
+                      pixels: str, ignore_index: int
+                      ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _objective(logits, target, tags, prior, ce_weight, coef, margin, threshold,
+                      group_split, pixels, ignore_index)
+
+
+@_seg_objective_op.register_fake
+def _(logits, target, tags, prior, ce_weight, coef, margin, threshold, group_split, pixels,
+      ignore_index):
+    check_ocr_args(logits, tags, prior, target)
+    if ce_weight is not None:
+        check_map(ce_weight, logits, "ce_weight")
+    torch._check(coef.shape == (2,), lambda: f"coef: expected 2 values, got {coef.shape}")
+    return (new_map(logits, torch.float32), new_map(logits, torch.float32),
+            torch.empty_like(logits))
+
+
+@torch.library.custom_op(triton_op_name("scale_grad_triton"), mutates_args=("grad",))
+def _scale_grad_op(grad: torch.Tensor, g: torch.Tensor) -> None:
+    _scale(grad, g)
+
+
+@_scale_grad_op.register_fake
+def _(grad, g):
+    torch._check(g.dim() == 0, lambda: f"g: expected a 0-d tensor, got {g.shape}")
+
+
+def seg_ocr_objective_triton(logits, target, tags, prior, ce_weight, coef, opts: OCROptions):
+    """(ce_map, ocr_map, grad): the maps as seg_ocr_loss_maps_triton's and the gradient of
+    coef[0]·Σ ce_weight·ce_map + coef[1]·Σ ocr_map, from one pass over the logits."""
+    return _seg_objective_op(logits, target, tags, prior, ce_weight, coef, float(opts.margin),
+                             float(opts.threshold), opts.group_split, opts.pixels,
+                             int(opts.ignore_index))
+
+
+def scale_grad_triton(grad, g):
+    """grad *= g in place, skipped on the device where g == 1."""
+    _scale_grad_op(grad, g)
