@@ -32,7 +32,14 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
 - CUDA OCR (not seg): the forward writes a mask of a bit a pixel (the loss is not 0) beside the
   loss map; the backward reads it in full and the loss map only in the sectors of pixels with a
   loss (seg: the loss map in full).
-- Triton OCR/seg: the forward writes a flag bit a pixel (the loss is not 0) in full and the
+- seg_ocr_loss (a training step, seg/objective.py): the forward's one kernel reads the logits
+  and the int64 target and writes the gradient and the two fp32 maps (its gradient pass re-reads
+  the tile's rows: taken as cache hits, as the backward kernels' passes are; the working set is
+  the resident tiles, about 28 MB across an H200 at C+1 = 21 and 113 MB at 81, against 50 MB of
+  L2: at 81 part of it may come from DRAM); the backward is the in-place scale, whose programs
+  load g (1 in the bench's step) and return: its loop weighs 0. The reduction's torch ops (the
+  target's non-ignored count, the two map sums) are in neither op's rows, as for ocr_loss.
+- Triton OCR: the forward writes a flag bit a pixel (the loss is not 0) in full and the
   saved OC statistics at the pixels with a loss (OCR: 4 bytes a pixel, the scenario's sectors
   of an fp32 map) or at every pixel (seg: 8 bytes); the backward reads the flags in full and
   the upstream gradient and the statistics in those sectors only (partial-sector writes are
@@ -293,15 +300,23 @@ def launch_case(case: Case) -> Dict[str, List[Captured]]:
             g = torch.Generator().manual_seed(0)
             tags = voc_like_tags(B, C1 - 1, g)
             prior = dataset_prior(C1 - 1, g) if case.group == "ada" else None
-            seg = case.op == "seg_ocr_loss"
-            tgt = _meta((B,) + spatial, torch.int64) if seg else None
-            _, _, stats, flags, classes = tk._forward(z, tgt, tags, prior, 1.0, 0.5, case.group,
+            if case.op == "seg_ocr_loss":
+                # a training step's seg_ocr_loss (seg/objective.py): the forward writes the
+                # gradient, the backward's scale returns at once (the bench's upstream gradient
+                # is 1)
+                tgt = _meta((B,) + spatial, torch.int64)
+                _, _, dz = tk._objective(z, tgt, tags, prior, None, _meta((2,)), 1.0, 0.5,
+                                         case.group, case.pixels, 255)
+                out["fwd"], cap.records[:] = list(cap.records), []
+                tk._scale(dz, _meta(()))
+                out["bwd"] = list(cap.records)
+                return out
+            _, _, stats, flags, classes = tk._forward(z, None, tags, prior, 1.0, 0.5, case.group,
                                                       case.pixels, 255)
             out["fwd"], cap.records[:] = list(cap.records), []
-            # the maps' upstream gradients as autograd delivers them (upstream_grad), so the
-            # backward compiles for their real strides
-            gup = upstream_grad(case)
-            tk._backward(gup, gup if seg else None, z, tgt, prior, stats, flags, classes, 1.0,
+            # the map's upstream gradient as autograd delivers it (upstream_grad), so the
+            # backward compiles for its real strides
+            tk._backward(upstream_grad(case), None, z, None, prior, stats, flags, classes, 1.0,
                          0.5, case.group, 255)
             out["bwd"] = list(cap.records)
         elif case.op == "wood_distance_loss":
@@ -518,7 +533,9 @@ def _program_branches(path: str):
     the body runs in programs holding an active pixel (``!= 0`` / ``> 0``), else the else side."""
     out = []
     for node in ast.walk(ast.parse(Path(path).read_text())):
-        if isinstance(node, ast.If) and "tl.max(" in ast.unparse(node.test):
+        test = ast.unparse(node.test) if isinstance(node, ast.If) else ""
+        # (and _scale_kernel's test of the upstream gradient: its programs all take one side)
+        if "tl.max(" in test or test == "g != 1.0":
             t = node.test
             active_body = not (isinstance(t, ast.Compare) and isinstance(t.ops[0], ast.Eq))
             body = (node.body[0].lineno, node.body[-1].end_lineno)
@@ -617,7 +634,14 @@ def _case_hints(case: Case, pass_: str, cap: Captured):
     nic, the per-image IC class count the forward computes from the tags and the backward loads
     from the class lists (neither runs here): background + the tags of the case's draw, on
     average. The
-    seg backward has a CE gradient at every pixel: every program is active."""
+    seg backward has a CE gradient at every pixel: every program is active. The seg objective's
+    scale (_scale_kernel) at g == 1: no program takes its scaling side."""
+    if cap.fn.fn.__name__ == "_scale_kernel":
+        # the seg objective's backward at the bench's upstream gradient of 1: every program
+        # loads g and returns (its grid-stride loop, weighted 0, runs over the blocks)
+        n = int(cap.args["n"])
+        blocks = -(-n // int(getattr(cap.args["BLOCK"], "value", cap.args["BLOCK"])))
+        return {"pid": 0, "nprog": cap.grid[0], "blocks": blocks, "grid_stride": ("pid",)}, 0.0
     if case.op not in ("ocr_loss", "seg_ocr_loss") or "BLOCK_P" not in cap.args:
         return {}, 1.0
     B, C1 = case.shape[:2]
@@ -625,7 +649,7 @@ def _case_hints(case: Case, pass_: str, cap: Captured):
     block = int(getattr(cap.args["BLOCK_P"], "value", cap.args["BLOCK_P"]))
     hints = {"nic": nic}
     name = cap.fn.fn.__name__
-    if name in ("_fwd_kernel", "_bwd_kernel"):
+    if name in ("_fwd_kernel", "_bwd_kernel", "_obj_kernel"):
         # the persistent tile loop range(pid, tiles, nprog): the grid's programs per image share
         # the image's tiles; its mean trips per program (a program runs the floor or the
         # ceiling of it: the model's time is a throughput over an SM's programs, so the tail,
@@ -685,6 +709,14 @@ def _resize_kernel_bytes(case: Case, cap: Captured) -> float:
 def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
     if case.size is not None and cap is not None and cap.fn.fn.__name__.startswith("_rs_"):
         return _resize_kernel_bytes(case, cap)
+    if cap is not None and cap.fn.fn.__name__ == "_scale_kernel":
+        return 4.0 * cap.grid[0]  # each program's load of g (g == 1: nothing else moves)
+    if cap is not None and cap.fn.fn.__name__ == "_obj_kernel":
+        # the seg objective's one pass: the logits read (the gradient pass's re-read of the
+        # tile's rows is taken as a cache hit, as the backward kernels' passes are), the
+        # gradient written, the two fp32 maps written and the int64 target read
+        P = case.shape[0] * math.prod(case.shape[2:])
+        return 2 * P * case.shape[1] * _ITEMSIZE[case.dtype] + 8 * P + 8 * P
     triton_main = cap is not None and cap.fn.fn.__name__ in ("_fwd_kernel", "_bwd_kernel")
     if case.op in ("ocr_loss", "seg_ocr_loss") and (cap is None or triton_main):
         B, C1 = case.shape[:2]

@@ -781,11 +781,12 @@ def _scale_kernel(x_ptr, g_ptr, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
     g = tl.load(g_ptr).to(tl.float32)
     if g != 1.0:
         pid = tl.program_id(0)
-        step = tl.num_programs(0) * BLOCK
+        nprog = tl.num_programs(0)
+        blocks = tl.cdiv(n, BLOCK)
         if INT64:
             pid = pid.to(tl.int64)
-        for start in range(pid * BLOCK, n, step):
-            offs = start + tl.arange(0, BLOCK)
+        for blk in range(pid, blocks, nprog):
+            offs = blk * BLOCK + tl.arange(0, BLOCK)
             m = offs < n
             x = tl.load(x_ptr + offs, mask=m).to(tl.float32)
             tl.store(x_ptr + offs, (x * g).to(x_ptr.dtype.element_ty), mask=m)

@@ -175,18 +175,17 @@ def test_fused_upsampling_slots_of_the_resize_model():
     assert case.name == "seg_ocr_loss 1x21x41x41->321x321 fp32 ada blobs"
 
 
-@pytest.mark.parametrize("op", ["ocr_loss", "seg_ocr_loss"])
-def test_upstream_gradients_are_expanded_and_cost_no_bytes(op, monkeypatch):
-    # The model counts the maps' upstream gradients as the bench's fwd+bwd delivers them: a real
+def test_upstream_gradients_are_expanded_and_cost_no_bytes(monkeypatch):
+    # The model counts the map's upstream gradient as the bench's fwd+bwd delivers it: a real
     # autograd run of the mean reduction (CPU, the Triton backend under the interpreter) hands
     # the backward op the stride-0 expand of a scalar, and kernel_bytes then drops exactly the
-    # bytes a dense gradient would cost (4 a pixel in the loss sectors; seg: also 4 a pixel for
-    # the CE map's gradient), for the Triton and the CUDA rows alike.
+    # bytes a dense gradient would cost (4 a pixel in the loss sectors), for the Triton and the
+    # CUDA rows alike.
     import types
 
     import torch
 
-    from ocr_kernels import ocr_loss, seg_ocr_loss
+    from ocr_kernels import ocr_loss
     from ocr_kernels.bench import static as st
 
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
@@ -204,19 +203,13 @@ def test_upstream_gradients_are_expanded_and_cost_no_bytes(op, monkeypatch):
         z = torch.randn(B, C1, H, W, requires_grad=True)
         tags = torch.zeros(B, C1 - 1)
         tags[:, 0] = 1
-        if op == "ocr_loss":
-            ocr_loss(z, tags, group_split="max", backend="triton").backward()
-            assert seen == [((0, 0, 0), None)]
-        else:
-            target = torch.randint(0, C1, (B, H, W))
-            seg_ocr_loss(z, target, tags, group_split="max", backend="triton").backward()
-            assert seen == [((0, 0, 0), (0, 0, 0))]
+        ocr_loss(z, tags, group_split="max", backend="triton").backward()
+        assert seen == [((0, 0, 0), None)]
         assert z.grad is not None and bool(torch.isfinite(z.grad).all())
 
-    case = st.Case(op, (16, 21, 321, 321), "fp32", "ada", "blobs")
+    case = st.Case("ocr_loss", (16, 21, 321, 321), "fp32", "ada", "blobs")
     P = 16 * 321 * 321
-    seg = op == "seg_ocr_loss"
-    dense_bytes = 4 * P * st._sector_fraction(case, 4) + (4 * P if seg else 0)
+    dense_bytes = 4 * P * st._sector_fraction(case, 4)
     up = st.upstream_grad(case)
     assert up.shape == (16, 321, 321) and up.stride() == (0, 0, 0)
     dense = torch.empty(up.shape, device="meta")
@@ -230,6 +223,55 @@ def test_upstream_gradients_are_expanded_and_cost_no_bytes(op, monkeypatch):
     cuda_expanded = st.kernel_bytes(case, "bwd", None)
     monkeypatch.setattr(st, "upstream_grad", lambda c: dense)
     assert st.kernel_bytes(case, "bwd", None) - cuda_expanded == pytest.approx(dense_bytes, rel=1e-12)
+
+
+def test_seg_training_step_is_the_objective_and_a_scale(monkeypatch):
+    # What the model captures for seg_ocr_loss (the forward writes the gradient, the backward
+    # scales it unless g == 1) is what a training step runs: under the interpreter, one objective
+    # launch with the reduction's coefficients and one scale with g = 1, no maps backward; the
+    # model's bytes: the logits read and the gradient written, the maps and the target; the
+    # scale moves g alone.
+    import types
+
+    import torch
+
+    from ocr_kernels import seg_ocr_loss
+    from ocr_kernels.bench import static as st
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        import ocr_kernels.ocr.triton_kernel as tk
+
+        seen = []
+        for name in ("_objective", "_scale", "_backward"):
+            def spy(*args, _orig=getattr(tk, name), _name=name):
+                seen.append((_name, args))
+                return _orig(*args)
+
+            monkeypatch.setattr(tk, name, spy)
+        B, C1, H, W = 2, 5, 6, 7
+        z = torch.randn(B, C1, H, W, requires_grad=True)
+        tags = torch.zeros(B, C1 - 1)
+        tags[:, 0] = 1
+        target = torch.randint(0, C1, (B, H, W))
+        target[0, 0] = 255
+        seg_ocr_loss(z, target, tags, group_split="max", backend="triton").backward()
+        assert [n for n, _ in seen] == ["_objective", "_scale"]
+        coef = seen[0][1][5]
+        valid = int((target != 255).sum())
+        assert torch.allclose(coef, torch.tensor([1.0 / valid, 1.0 / (B * H * W)]))
+        g = seen[1][1][1]
+        assert g.dim() == 0 and float(g) == 1.0
+        assert z.grad is not None and bool(torch.isfinite(z.grad).all())
+
+    case = st.Case("seg_ocr_loss", (16, 21, 321, 321), "fp32", "ada", "blobs")
+    P = 16 * 321 * 321
+
+    def cap(name, **args):
+        fn = types.SimpleNamespace(fn=types.SimpleNamespace(__name__=name))
+        return types.SimpleNamespace(fn=fn, args=args, grid=(528, 1, 1))
+
+    assert st.kernel_bytes(case, "fwd", cap("_obj_kernel")) == 2 * P * 21 * 4 + 16 * P
+    assert st.kernel_bytes(case, "bwd", cap("_scale_kernel")) == 4 * 528
 
 
 def test_fully_unrolled_source_loops_are_not_loop_candidates(tmp_path):
