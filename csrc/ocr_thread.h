@@ -215,13 +215,20 @@ OCR_HD void class_runs(const Z& z, const ThreadArgs<acc_t>& T, Run<acc_t, OC_ARG
 }
 
 // From the class runs: the prediction and the softmax normaliser (merge_runs; MERGE false: the
-// backward of "max"/"all" without CE, which needs neither), and the IC group's runs (a second
-// pass over the IC classes for "ada" and "all").
-template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, bool OC_ARG, bool MERGE = true>
+// backward of "max"/"all" without CE, which needs neither), each pixel's followed by between(i)
+// (thread_backward forms its OC factors there, as it always did: formed after the group pass, or
+// after every pixel's merge, its bf16 backward spilled at 64 registers), then the IC group's runs
+// (a second pass over the IC classes for "ada" and "all").
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, bool OC_ARG, bool MERGE = true,
+          typename Between>
 OCR_HD void pixel_groups(const Z& z, const ThreadArgs<acc_t>& T, const Run<acc_t, OC_ARG>* oc,
-                         const Run<acc_t, true>* ic, Merged<acc_t>* g, Run<acc_t, false>* grp) {
+                         const Run<acc_t, true>* ic, Merged<acc_t>* g, Run<acc_t, false>* grp,
+                         const Between& between) {
 #pragma unroll
-  for (int i = 0; i < PPT; ++i) g[i] = MERGE ? merge_runs(oc[i], ic[i]) : Merged<acc_t>{};
+  for (int i = 0; i < PPT; ++i) {
+    g[i] = MERGE ? merge_runs(oc[i], ic[i]) : Merged<acc_t>{};
+    between(i);
+  }
   if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
 }
 
@@ -235,7 +242,7 @@ OCR_HD void forward_maps(const Z& z, const ThreadArgs<acc_t>& T, const Run<acc_t
                          const Run<acc_t, true>* ic, const acc_t* poison, const int64_t* target,
                          int64_t ignore_index, acc_t* loss, acc_t* ce, Merged<acc_t>* g,
                          Run<acc_t, false>* grp) {
-  pixel_groups<acc_t, GROUP, CE, PPT>(z, T, oc, ic, g, grp);
+  pixel_groups<acc_t, GROUP, CE, PPT>(z, T, oc, ic, g, grp, [](int) {});
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
     const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
@@ -314,26 +321,33 @@ OCR_HD void oc_stores_ic_targets(const Z& z, const Store& store, const ThreadArg
   oc_class_stores<acc_t, PPT, false>(z, store, T, oc, coef, gce, t);
 }
 
-// The gradient's stores of PPT pixels from their class runs and pixel_groups' results: every
-// class through store(k, i, d). a: the OCR factor (the upstream factor times σ(s); 0 where the
-// pixel has no OCR gradient, NaN for a NaN pixel: NaN at every class), gce: the CE factor (0
-// where ignored). SPLIT / oc_targets: thread_backward's.
+// The gradient's OC factors of pixel i (backward_stores' coef and t) from its OC run and
+// merge_runs' result: an OC class gets d = e^{z − m_oc}·coef − gce·[k = t] with
+// coef = a/Σ_oc + gce·e^{m_oc − gmax}/Σ_all, t the clamped target (−1 without CE). a: the OCR
+// factor (the upstream factor times σ(s); 0 where the pixel has no OCR gradient, NaN for a NaN
+// pixel: NaN at every class), gce: the CE factor (0 where ignored).
+template <typename acc_t, bool CE, bool OC_ARG>
+OCR_HD void oc_factor(const ThreadArgs<acc_t>& T, const Run<acc_t, OC_ARG>* oc,
+                      const Merged<acc_t>* g, const acc_t* a, const acc_t* gce,
+                      const int64_t* target, acc_t* coef, int* t, int i) {
+  coef[i] = a[i] * oc[i].inv_sum();
+  if (CE) coef[i] += gce[i] * f_exp2((oc[i].m - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all;
+  t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
+}
+
+// The gradient's stores of PPT pixels from their class runs, pixel_groups' results and
+// oc_factor's: every class through store(k, i, d). a, gce: oc_factor's. SPLIT / oc_targets:
+// thread_backward's.
 template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store, bool SPLIT,
           bool OC_ARG>
 OCR_HD void backward_stores(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
                             const Run<acc_t, OC_ARG>* oc, const Run<acc_t, true>* ic,
                             const Merged<acc_t>* g, const Run<acc_t, false>* grp, const acc_t* a,
-                            const acc_t* gce, const int64_t* target, bool oc_targets) {
-  // OC class: d = e^{z − m_oc}·(a/Σ_oc + gce·e^{m_oc − gmax}/Σ_all) − gce·[k = t]
-  acc_t coef[PPT], ic_scale[PPT];
-  int t[PPT];
+                            const acc_t* gce, const acc_t* coef, const int* t, bool oc_targets) {
+  acc_t ic_scale[PPT];
 #pragma unroll
-  for (int i = 0; i < PPT; ++i) {
-    coef[i] = a[i] * oc[i].inv_sum();
-    if (CE) coef[i] += gce[i] * f_exp2((oc[i].m - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all;
-    t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
+  for (int i = 0; i < PPT; ++i)
     ic_scale[i] = -a[i] * (GROUP == GROUP_MAX ? (acc_t)1 : grp[i].inv_sum());
-  }
   // (template arguments spelled out: bench/static.py weighs these calls)
   if (SPLIT && CE && !oc_targets)
     oc_stores_ic_targets<acc_t, PPT, Z, Store>(z, store, T, oc, coef, gce, t);
@@ -378,9 +392,12 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
   class_runs<acc_t, PPT, false>(z, T, oc, ic, (acc_t*)nullptr);
   Merged<acc_t> g[PPT];
   Run<acc_t, false> grp[PPT];
-  pixel_groups<acc_t, GROUP, CE, PPT, Z, false, CE || GROUP == GROUP_ADA>(z, T, oc, ic, g, grp);
+  acc_t coef[PPT];
+  int t[PPT];
+  pixel_groups<acc_t, GROUP, CE, PPT, Z, false, CE || GROUP == GROUP_ADA>(
+      z, T, oc, ic, g, grp, [&](int i) { oc_factor<acc_t, CE>(T, oc, g, a, gce, target, coef, t, i); });
   backward_stores<acc_t, GROUP, CE, PPT, Z, Store, SPLIT>(z, store, T, oc, ic, g, grp, a, gce,
-                                                          target, oc_targets);
+                                                          coef, t, oc_targets);
 }
 
 // The seg objective's forward and gradient of PPT pixels from one read of their logits: loss[i]
@@ -407,8 +424,12 @@ OCR_HD void thread_objective(const Z& z, const Store& store, const ThreadArgs<ac
     backward_factors(loss[i], a_in[i], (acc_t)0, true, &a[i], &unused);
     a[i] *= sigma_from_loss(loss[i]);
   }
+  acc_t coef[PPT];
+  int t[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) oc_factor<acc_t, true>(T, oc, g, a, gce, target, coef, t, i);
   backward_stores<acc_t, GROUP, true, PPT, Z, Store, SPLIT>(z, store, T, oc, ic, g, grp, a, gce,
-                                                            target, oc_targets);
+                                                            coef, t, oc_targets);
 }
 
 // objective_kernel's per-pixel inputs of thread_objective, formed alike by the CPU hook: the CE
