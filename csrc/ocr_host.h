@@ -177,6 +177,34 @@ inline at::Tensor grad_ce_arg(const c10::optional<at::Tensor>& grad_ce, const Pr
   return map_arg("grad_ce", *grad_ce, p);
 }
 
+// seg_ocr_objective's coef: [coef_ce, coef_ocr] in the math dtype on the logits' device (a
+// tensor: the kernel reads it, the host never does), contiguous.
+inline at::Tensor coef_arg(const at::Tensor& coef, const Prepared& p) {
+  TORCH_CHECK(coef.dim() == 1 && coef.size(0) == 2 && coef.scalar_type() == p.acc,
+              "ocr_kernels: coef must be a 1-D ", p.acc, " tensor of 2 values; got ",
+              coef.scalar_type(), " ", coef.sizes());
+  TORCH_CHECK(coef.device() == p.z.device(), "ocr_kernels: coef must be on ", p.z.device());
+  return coef.contiguous();
+}
+
+// seg_ocr_objective's ce_weight as the kernels read it: undefined without one, else [B, *spatial]
+// in the math dtype (any collapsible strides).
+inline at::Tensor ce_weight_arg(const c10::optional<at::Tensor>& w, const Prepared& p) {
+  if (!w.has_value() || !w->defined()) return at::Tensor();
+  TORCH_CHECK(w->scalar_type() == p.acc, "ocr_kernels: ce_weight must be ", p.acc, "; got ",
+              w->scalar_type());
+  return map_arg("ce_weight", *w, p);
+}
+
+// scale_grad_'s g: one value in the gradient's math dtype on its device.
+inline void check_scale_grad(const at::Tensor& grad, const at::Tensor& g) {
+  TORCH_CHECK(at::isFloatingType(grad.scalar_type()), "ocr_kernels: scale_grad_: grad must be floating point; got ", grad.scalar_type());
+  TORCH_CHECK(g.numel() == 1 && g.scalar_type() == math_dtype(grad.scalar_type()),
+              "ocr_kernels: scale_grad_: g must hold one ", math_dtype(grad.scalar_type()),
+              " value; got ", g.scalar_type(), " ", g.sizes());
+  TORCH_CHECK(g.device() == grad.device(), "ocr_kernels: scale_grad_: g must be on ", grad.device());
+}
+
 // ocr_loss_map's mask (ocr_thread.h: a bit a pixel, loss != 0): int32 [B, (N + 31) / 32].
 inline at::Tensor new_mask(const at::Tensor& z) {
   int64_t N = 1;

@@ -252,7 +252,10 @@ OCR_HD void resize_thread_forward(const acc_t* R0, unsigned row_bytes, int dc, c
   acc_t poisons[PPT];  // one term for the slot's pixels
 #pragma unroll
   for (int i = 0; i < PPT; ++i) poisons[i] = poison;
-  forward_maps<acc_t, GROUP, CE, PPT>(z, T, oc, ic, poisons, target, ignore_index, loss, ce);
+  Merged<acc_t> g[PPT];
+  Run<acc_t, false> grp[PPT];
+  forward_maps<acc_t, GROUP, CE, PPT>(z, T, oc, ic, poisons, target, ignore_index, loss, ce, g,
+                                      grp);
 }
 
 // One thread's pixels in an output row: slot s's segment of cell column c.

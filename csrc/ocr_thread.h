@@ -181,19 +181,68 @@ OCR_HD void ic_group_runs(const Z& z, const ThreadArgs<acc_t>& T, const Merged<a
   }
 }
 
+// The class runs of PPT pixels, the OC classes then the IC classes (the image's class list), and
+// with POISON the pixel's poison Σ v·0 (NaN where a logit is NaN or infinite, else 0). The OC
+// runs keep their argmax where OC_ARG (the prediction's tie-break; the backward needs none).
+template <typename acc_t, int PPT, bool POISON, typename Z, bool OC_ARG>
+OCR_HD void class_runs(const Z& z, const ThreadArgs<acc_t>& T, Run<acc_t, OC_ARG>* oc,
+                       Run<acc_t, true>* ic, acc_t* poison) {
+  if (POISON) {
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) poison[i] = (acc_t)0;
+  }
+  const int* ocl = T.cls + T.nic;
+#pragma unroll 1
+  for (int j = 0; j < T.noc; ++j) {
+    const int k = ocl[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t v = z(k, i);
+      if (POISON) poison[i] += v * (acc_t)0;
+      oc[i].add(v, k);
+    }
+  }
+#pragma unroll 1
+  for (int j = 0; j < T.nic; ++j) {
+    const int k = T.cls[j];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const acc_t v = z(k, i);
+      if (POISON) poison[i] += v * (acc_t)0;
+      ic[i].add(v, k);
+    }
+  }
+}
+
+// From the class runs: the prediction and the softmax normaliser (merge_runs; MERGE false: the
+// backward of "max"/"all" without CE, which needs neither), each pixel's followed by between(i)
+// (thread_backward forms its OC factors there, as it always did: formed after the group pass, or
+// after every pixel's merge, its bf16 backward spilled at 64 registers), then the IC group's runs
+// (a second pass over the IC classes for "ada" and "all").
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, bool OC_ARG, bool MERGE = true,
+          typename Between>
+OCR_HD void pixel_groups(const Z& z, const ThreadArgs<acc_t>& T, const Run<acc_t, OC_ARG>* oc,
+                         const Run<acc_t, true>* ic, Merged<acc_t>* g, Run<acc_t, false>* grp,
+                         const Between& between) {
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    g[i] = MERGE ? merge_runs(oc[i], ic[i]) : Merged<acc_t>{};
+    between(i);
+  }
+  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
+}
+
 // The maps of PPT pixels from their class runs, thread_forward's last step (and the fused
-// upsampling's, whose OC runs keep no argmax: OC_ARG): the prediction and the softmax
-// normaliser (merge_runs), the IC group's runs, the group-ranking loss plus the pixel's poison
-// (NaN where a logit is NaN or infinite), and with CE the cross-entropy (0 where ignored).
+// upsampling's, whose OC runs keep no argmax: OC_ARG, and thread_objective's): pixel_groups,
+// the group-ranking loss plus the pixel's poison (NaN where a logit is NaN or infinite), and
+// with CE the cross-entropy (0 where ignored). g, grp: pixel_groups' results, what the
+// gradient's stores need (backward_stores).
 template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, bool OC_ARG>
 OCR_HD void forward_maps(const Z& z, const ThreadArgs<acc_t>& T, const Run<acc_t, OC_ARG>* oc,
                          const Run<acc_t, true>* ic, const acc_t* poison, const int64_t* target,
-                         int64_t ignore_index, acc_t* loss, acc_t* ce) {
-  Merged<acc_t> g[PPT];
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) g[i] = merge_runs(oc[i], ic[i]);
-  Run<acc_t, false> grp[PPT];
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
+                         int64_t ignore_index, acc_t* loss, acc_t* ce, Merged<acc_t>* g,
+                         Run<acc_t, false>* grp) {
+  pixel_groups<acc_t, GROUP, CE, PPT>(z, T, oc, ic, g, grp, [](int) {});
 #pragma unroll
   for (int i = 0; i < PPT; ++i) {
     const acc_t lse_ic = GROUP == GROUP_MAX ? -ic[i].m : grp[i].lse();
@@ -217,30 +266,10 @@ OCR_HD void thread_forward(const Z& z, const ThreadArgs<acc_t>& T, const int64_t
                            int64_t ignore_index, acc_t* loss, acc_t* ce) {
   Run<acc_t, true> oc[PPT], ic[PPT];
   acc_t poison[PPT];
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) poison[i] = (acc_t)0;
-  const int* ocl = T.cls + T.nic;
-#pragma unroll 1
-  for (int j = 0; j < T.noc; ++j) {
-    const int k = ocl[j];
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) {
-      const acc_t v = z(k, i);
-      poison[i] += v * (acc_t)0;
-      oc[i].add(v, k);
-    }
-  }
-#pragma unroll 1
-  for (int j = 0; j < T.nic; ++j) {
-    const int k = T.cls[j];
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) {
-      const acc_t v = z(k, i);
-      poison[i] += v * (acc_t)0;
-      ic[i].add(v, k);
-    }
-  }
-  forward_maps<acc_t, GROUP, CE, PPT>(z, T, oc, ic, poison, target, ignore_index, loss, ce);
+  class_runs<acc_t, PPT, true>(z, T, oc, ic, poison);
+  Merged<acc_t> g[PPT];
+  Run<acc_t, false> grp[PPT];
+  forward_maps<acc_t, GROUP, CE, PPT>(z, T, oc, ic, poison, target, ignore_index, loss, ce, g, grp);
 }
 
 // The backward's per-pixel factors from the saved loss and the upstream gradients: a = grad_ocr
@@ -258,9 +287,9 @@ OCR_HD bool backward_factors(acc_t loss, acc_t grad_ocr, acc_t grad_ce, bool ign
 
 // thread_backward's OC class loop: d = e^{z − m_oc}·coef − gce where k is the pixel's target
 // (TGT: a target may be an OC class; without, no compare and select a logit).
-template <typename acc_t, int PPT, bool TGT, typename Z, typename Store>
+template <typename acc_t, int PPT, bool TGT, typename Z, typename Store, bool OC_ARG>
 OCR_HD void oc_class_stores(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
-                            const Run<acc_t, false>* oc, const acc_t* coef, const acc_t* gce,
+                            const Run<acc_t, OC_ARG>* oc, const acc_t* coef, const acc_t* gce,
                             const int* t) {
   const int* ocl = T.cls + T.nic;
 #pragma unroll 1
@@ -278,63 +307,44 @@ OCR_HD void oc_class_stores(const Z& z, const Store& store, const ThreadArgs<acc
 
 // The two uses of oc_class_stores, named apart (bench/static.py weighs each by the share of the
 // rows that take it).
-template <typename acc_t, int PPT, bool CE, typename Z, typename Store>
+template <typename acc_t, int PPT, bool CE, typename Z, typename Store, bool OC_ARG>
 OCR_HD void oc_stores_any_target(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
-                                 const Run<acc_t, false>* oc, const acc_t* coef, const acc_t* gce,
+                                 const Run<acc_t, OC_ARG>* oc, const acc_t* coef, const acc_t* gce,
                                  const int* t) {
   oc_class_stores<acc_t, PPT, CE>(z, store, T, oc, coef, gce, t);
 }
 
-template <typename acc_t, int PPT, typename Z, typename Store>
+template <typename acc_t, int PPT, typename Z, typename Store, bool OC_ARG>
 OCR_HD void oc_stores_ic_targets(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
-                                 const Run<acc_t, false>* oc, const acc_t* coef, const acc_t* gce,
+                                 const Run<acc_t, OC_ARG>* oc, const acc_t* coef, const acc_t* gce,
                                  const int* t) {
   oc_class_stores<acc_t, PPT, false>(z, store, T, oc, coef, gce, t);
 }
 
-// Backward of PPT pixels: recomputes the runs, then writes every class through store(k, i, d).
-// loss: the forward's; a_in, gce from backward_factors; a pixel whose factors are 0 gets zeros
-// (its z may be any finite value: the caller does not read it), a NaN factor NaN everywhere.
-// SPLIT: the caller passes oc_targets = whether any pixel of the group calling together (a
-// block, barriers in `store`) has a non-ignored target among the OC classes; where none has,
-// the OC loop skips the target's compare (the usual case: pseudo-labels keep to the tags).
-template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store,
-          bool SPLIT = false>
-OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
-                            const acc_t* loss, const acc_t* a_in, const acc_t* gce,
-                            const int64_t* target, bool oc_targets = true) {
-  // σ(s) = 1 − e^{−L} from the saved loss (0 at L = 0; a_in is 0 there anyway)
-  acc_t a[PPT];
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) a[i] = a_in[i] * sigma_from_loss(loss[i]);
-  Run<acc_t, false> oc[PPT];
-  Run<acc_t, true> ic[PPT];
-  const int* ocl = T.cls + T.nic;
-#pragma unroll 1
-  for (int j = 0; j < T.noc; ++j) {
-    const int k = ocl[j];
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) oc[i].add(z(k, i), 0);
-  }
-#pragma unroll 1
-  for (int j = 0; j < T.nic; ++j) {
-    const int k = T.cls[j];
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) ic[i].add(z(k, i), k);
-  }
-  Merged<acc_t> g[PPT];
-  Run<acc_t, false> grp[PPT];
-  // OC class: d = e^{z − m_oc}·(a/Σ_oc + gce·e^{m_oc − gmax}/Σ_all) − gce·[k = t]
-  acc_t coef[PPT], ic_scale[PPT];
-  int t[PPT];
-#pragma unroll
-  for (int i = 0; i < PPT; ++i) {
-    g[i] = CE || GROUP == GROUP_ADA ? merge_runs(oc[i], ic[i]) : Merged<acc_t>{};
-    coef[i] = a[i] * oc[i].inv_sum();
-    if (CE) coef[i] += gce[i] * f_exp2((oc[i].m - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all;
-    t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
-  }
-  if (GROUP != GROUP_MAX) ic_group_runs<acc_t, GROUP, PPT, Z, CE>(z, T, g, ic, grp);
+// The gradient's OC factors of pixel i (backward_stores' coef and t) from its OC run and
+// merge_runs' result: an OC class gets d = e^{z − m_oc}·coef − gce·[k = t] with
+// coef = a/Σ_oc + gce·e^{m_oc − gmax}/Σ_all, t the clamped target (−1 without CE). a: the OCR
+// factor (the upstream factor times σ(s); 0 where the pixel has no OCR gradient, NaN for a NaN
+// pixel: NaN at every class), gce: the CE factor (0 where ignored).
+template <typename acc_t, bool CE, bool OC_ARG>
+OCR_HD void oc_factor(const ThreadArgs<acc_t>& T, const Run<acc_t, OC_ARG>* oc,
+                      const Merged<acc_t>* g, const acc_t* a, const acc_t* gce,
+                      const int64_t* target, acc_t* coef, int* t, int i) {
+  coef[i] = a[i] * oc[i].inv_sum();
+  if (CE) coef[i] += gce[i] * f_exp2((oc[i].m - g[i].gmax) * (acc_t)kLog2e) * g[i].inv_all;
+  t[i] = CE ? (int)clamp_class(target[i], T.C1) : -1;
+}
+
+// The gradient's stores of PPT pixels from their class runs, pixel_groups' results and
+// oc_factor's: every class through store(k, i, d). a, gce: oc_factor's. SPLIT / oc_targets:
+// thread_backward's.
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store, bool SPLIT,
+          bool OC_ARG>
+OCR_HD void backward_stores(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                            const Run<acc_t, OC_ARG>* oc, const Run<acc_t, true>* ic,
+                            const Merged<acc_t>* g, const Run<acc_t, false>* grp, const acc_t* a,
+                            const acc_t* gce, const acc_t* coef, const int* t, bool oc_targets) {
+  acc_t ic_scale[PPT];
 #pragma unroll
   for (int i = 0; i < PPT; ++i)
     ic_scale[i] = -a[i] * (GROUP == GROUP_MAX ? (acc_t)1 : grp[i].inv_sum());
@@ -360,6 +370,79 @@ OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc
       store(k, i, d);
     }
   }
+}
+
+// Backward of PPT pixels: recomputes the runs, then writes every class through store(k, i, d).
+// loss: the forward's; a_in, gce from backward_factors; a pixel whose factors are 0 gets zeros
+// (its z may be any finite value: the caller does not read it), a NaN factor NaN everywhere.
+// SPLIT: the caller passes oc_targets = whether any pixel of the group calling together (a
+// block, barriers in `store`) has a non-ignored target among the OC classes; where none has,
+// the OC loop skips the target's compare (the usual case: pseudo-labels keep to the tags).
+template <typename acc_t, int GROUP, bool CE, int PPT, typename Z, typename Store,
+          bool SPLIT = false>
+OCR_HD void thread_backward(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                            const acc_t* loss, const acc_t* a_in, const acc_t* gce,
+                            const int64_t* target, bool oc_targets = true) {
+  // σ(s) = 1 − e^{−L} from the saved loss (0 at L = 0; a_in is 0 there anyway)
+  acc_t a[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) a[i] = a_in[i] * sigma_from_loss(loss[i]);
+  Run<acc_t, false> oc[PPT];
+  Run<acc_t, true> ic[PPT];
+  class_runs<acc_t, PPT, false>(z, T, oc, ic, (acc_t*)nullptr);
+  Merged<acc_t> g[PPT];
+  Run<acc_t, false> grp[PPT];
+  acc_t coef[PPT];
+  int t[PPT];
+  pixel_groups<acc_t, GROUP, CE, PPT, Z, false, CE || GROUP == GROUP_ADA>(
+      z, T, oc, ic, g, grp, [&](int i) { oc_factor<acc_t, CE>(T, oc, g, a, gce, target, coef, t, i); });
+  backward_stores<acc_t, GROUP, CE, PPT, Z, Store, SPLIT>(z, store, T, oc, ic, g, grp, a, gce,
+                                                          coef, t, oc_targets);
+}
+
+// The seg objective's forward and gradient of PPT pixels from one read of their logits: loss[i]
+// and ce[i] as thread_forward<CE = true> computes them (bitwise), and through store(k, i, d)
+// every class's gradient of a_in[i]·loss_i + gce[i]·ce_i as thread_backward<CE = true> writes it
+// given that loss and the factors (σ(s) from the loss; a NaN loss: NaN at every class). a_in:
+// the pixel's OCR upstream factor; gce: its CE factor, 0 where the target is ignored (the
+// caller's). SPLIT / oc_targets: thread_backward's.
+template <typename acc_t, int GROUP, int PPT, typename Z, typename Store, bool SPLIT = false>
+OCR_HD void thread_objective(const Z& z, const Store& store, const ThreadArgs<acc_t>& T,
+                             const int64_t* target, int64_t ignore_index, const acc_t* a_in,
+                             const acc_t* gce, acc_t* loss, acc_t* ce, bool oc_targets = true) {
+  Run<acc_t, true> oc[PPT], ic[PPT];
+  acc_t poison[PPT];
+  class_runs<acc_t, PPT, true>(z, T, oc, ic, poison);
+  Merged<acc_t> g[PPT];
+  Run<acc_t, false> grp[PPT];
+  forward_maps<acc_t, GROUP, true, PPT>(z, T, oc, ic, poison, target, ignore_index, loss, ce, g,
+                                        grp);
+  acc_t a[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    acc_t unused;
+    backward_factors(loss[i], a_in[i], (acc_t)0, true, &a[i], &unused);
+    a[i] *= sigma_from_loss(loss[i]);
+  }
+  acc_t coef[PPT];
+  int t[PPT];
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) oc_factor<acc_t, true>(T, oc, g, a, gce, target, coef, t, i);
+  backward_stores<acc_t, GROUP, true, PPT, Z, Store, SPLIT>(z, store, T, oc, ic, g, grp, a, gce,
+                                                            coef, t, oc_targets);
+}
+
+// objective_kernel's per-pixel inputs of thread_objective, formed alike by the CPU hook: the CE
+// factor coef_ce·w (w: the pixel's ce_weight, null without one; read only where not ignored), 0
+// where the target t is ignored. Returns whether t is a non-ignored OC class of the image (ic:
+// its row of the IC mask, [C1]): a warp none of whose pixels has one skips the OC loop's compare
+// of each class with the targets (SPLIT).
+template <typename acc_t>
+OCR_HD bool objective_pixel(int64_t t, int64_t ignore_index, acc_t coef_ce, const acc_t* w,
+                            const uint8_t* ic, int C1, acc_t* gce) {
+  const bool ignored = t == ignore_index;
+  *gce = ignored ? (acc_t)0 : (w != nullptr ? coef_ce * *w : coef_ce);
+  return !ignored && ic[clamp_class(t, C1)] == 0;
 }
 
 // ---- the forward's loss mask --------------------------------------------------------------------

@@ -29,6 +29,19 @@ TORCH_LIBRARY(ocr_kernels, m) {
       "seg_ocr_loss_maps_backward(Tensor grad_ce, Tensor grad_ocr, Tensor logits, Tensor target, "
       "Tensor tags, Tensor? prior, Tensor ocr_map, float margin, float threshold, int group_split, "
       "int pixels, int ignore_index) -> Tensor");
+  // The segmentation objective's forward and gradient from one read of the logits (CUDA):
+  // (ce_map, ocr_map) as seg_ocr_loss_maps returns them (ce_map not weighted), and grad =
+  // d/dlogits of coef[0]·Σ_p ce_weight_p·ce_p + coef[1]·Σ_p ocr_p, shaped and strided like the
+  // logits, in their dtype. coef: 1-D, 2 values in the math dtype on the logits' device (no host
+  // read); ce_weight: None (1) or [B, *spatial] in the math dtype, any strides. The backward is
+  // scale_grad_ of grad by the upstream gradient.
+  m.def(
+      "seg_ocr_objective(Tensor logits, Tensor target, Tensor tags, Tensor? prior, "
+      "Tensor? ce_weight, Tensor coef, float margin, float threshold, int group_split, "
+      "int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
+  // grad *= g unless g == 1 exactly (decided on the device: no host synchronisation); g: one
+  // value in grad's math dtype on its device; grad dense and non-overlapping.
+  m.def("scale_grad_(Tensor(a!) grad, Tensor g) -> ()");
   // The same with the bilinear upsampling of the logits fused in (CPU and CUDA): logits
   // [B, C+1, h, w] are resized to size (seg: the target's [H, W]) exactly as
   // F.interpolate(mode="bilinear", align_corners=align_corners) would, inside the kernel; maps
@@ -54,6 +67,12 @@ TORCH_LIBRARY(ocr_kernels, m) {
   m.def(
       "_pixelwise_seg_ocr(Tensor logits, Tensor? target, Tensor tags, Tensor? prior, "
       "Tensor? grad_ce, Tensor grad_ocr, float margin, float threshold, int group_split, "
+      "int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
+  // Test hook (CPU only): runs ocr_thread.h's thread_objective exactly as the CUDA kernel of
+  // seg_ocr_objective does (its warps, pixels per lane and per-warp OC-target split).
+  m.def(
+      "_pixelwise_seg_objective(Tensor logits, Tensor target, Tensor tags, Tensor? prior, "
+      "Tensor? ce_weight, Tensor coef, float margin, float threshold, int group_split, "
       "int pixels, int ignore_index) -> (Tensor, Tensor, Tensor)");
   // Test hook (CPU only): runs ocr_resize_pixel.h's per-thread functions one thread at a time,
   // exactly as the CUDA fused-upsampling kernels do. grad_ce / grad_ocr are [B, *size].

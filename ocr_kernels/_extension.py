@@ -272,12 +272,20 @@ CPU_ONLY_OPS = ("ocr_kernels::wood_loss", "ocr_kernels::wood_loss_backward",
                 "ocr_kernels::wood_kmeans_step")
 
 
+# Ops with a CUDA kernel only: the seg objective's one-pass forward and gradient (the CPU seg path
+# runs the maps ops; its per-thread code runs on the CPU through the test hook
+# _pixelwise_seg_objective).
+CUDA_ONLY_OPS = ("ocr_kernels::seg_ocr_objective",)
+
+
 def missing_kernels(dispatch_key: str) -> List[str]:
     """The public ops (csrc/ops.cpp's, less the "_"-prefixed internal ones such as the CPU-only
-    test hook _pixelwise_seg_ocr, and less CPU_ONLY_OPS for other keys) with no kernel registered
-    for `dispatch_key` ("CPU", "CUDA") in this process (load() first)."""
+    test hooks _pixelwise_seg_ocr and _pixelwise_seg_objective, less CPU_ONLY_OPS for other keys
+    and CUDA_ONLY_OPS for "CPU") with no kernel registered for `dispatch_key` ("CPU", "CUDA") in
+    this process (load() first)."""
     return [op for op in extension_ops() if not op.split("::")[1].startswith("_")
             and not (dispatch_key != "CPU" and op in CPU_ONLY_OPS)
+            and not (dispatch_key == "CPU" and op in CUDA_ONLY_OPS)
             and not torch._C._dispatch_has_kernel_for_dispatch_key(op, dispatch_key)]
 
 

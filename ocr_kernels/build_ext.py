@@ -21,7 +21,7 @@ def main(argv=None) -> int:
                              "a CPU and a CUDA kernel registered (CI's cuda-build-check)")
     args = parser.parse_args(argv)
     from ._extension import (_has_cuda_kernels, cuda_arch_list, cuda_build_possible, extension_ops,
-                             CPU_ONLY_OPS, extension_unavailable_reason, find_cuda_home, load,
+                             CPU_ONLY_OPS, CUDA_ONLY_OPS, extension_unavailable_reason, find_cuda_home, load,
                              missing_kernels,
                              sources)
 
@@ -51,14 +51,15 @@ def main(argv=None) -> int:
         missing = {key: missing_kernels(key) for key in ("CPU", "CUDA")}
         for op in ops:
             print(f"  {op}: " + ", ".join(
-                f"{key} {'MISSING' if op in m else 'CPU-only op' if op in CPU_ONLY_OPS and key != 'CPU' else 'ok'}"
+                f"{key} {'MISSING' if op in m else 'CPU-only op' if op in CPU_ONLY_OPS and key != 'CPU' else 'CUDA-only op' if op in CUDA_ONLY_OPS and key == 'CPU' else 'ok'}"
                 for key, m in missing.items()))
         if not ops or any(missing.values()):
             print(f"ocr-kernels: --require-cuda: missing kernels {missing}", file=sys.stderr)
             return 1
         cpu_only = sum(op in CPU_ONLY_OPS for op in ops)
-        print(f"  every one of the {len(ops)} public ops has a CPU kernel, and a CUDA kernel "
-              f"but for the {cpu_only} CPU-only ops")
+        cuda_only = sum(op in CUDA_ONLY_OPS for op in ops)
+        print(f"  every one of the {len(ops)} public ops has a CPU kernel but for the {cuda_only} "
+              f"CUDA-only ops, and a CUDA kernel but for the {cpu_only} CPU-only ops")
     return 0
 
 

@@ -45,6 +45,9 @@ def _calls():
         "ocr_loss_map": lambda: (e(_L), e(_T), e(_P), *_OPTS[:2], 0, 0),
         "seg_ocr_loss_maps": lambda: (e(_L), e((2, 5, 4), dtype=i64), e(_T), e(_P), *_OPTS[:2],
                                       0, 0, 255),
+        # (its gradient output is what the backward, scale_grad_, reads)
+        "seg_ocr_objective": lambda: (e(_L), e((2, 5, 4), dtype=i64), e(_T), e(_P), e((2, 5, 4)),
+                                      e(2), *_OPTS[:2], 0, 0, 255),
     }
 
 
@@ -86,7 +89,7 @@ def csrc_contract():
     seg_csrc.ops()
     calls = _calls()
     out = {}
-    for name in ("ocr_loss_map", "seg_ocr_loss_maps"):
+    for name in ("ocr_loss_map", "seg_ocr_loss_maps", "seg_ocr_objective"):
         with FakeTensorMode():
             out[name] = {"fake": _describe(getattr(torch.ops.ocr_kernels, name)(*calls[name]()))}
     return out

@@ -198,6 +198,59 @@ at::Tensor backward_cpu(const at::Tensor& grad_ocr_in, const c10::optional<at::T
   return grad;
 }
 
+// ---- the CUDA kernels' code run on the CPU (test hooks) ------------------------------------------
+
+// An image's tiles as the unit-stride path walks them: kBlockThreads·kThreadPixels pixels, the
+// last tile ending at the image's last pixel (overlapping the one before) where the image holds
+// at least one tile; a warp owns 32·kThreadPixels consecutive pixels of a tile.
+struct KernelTiles {
+  int64_t N, tile, per_image;
+  bool shifted;
+  explicit KernelTiles(int64_t n)
+      : N(n), tile(kBlockThreads * kThreadPixels), per_image((n + tile - 1) / tile),
+        shifted(n >= tile) {}
+  int64_t start(int64_t chunk) const {
+    const int64_t s = chunk * tile;
+    return shifted && s > N - tile ? N - tile : s;
+  }
+};
+
+// An image's class list as the kernels' build_class_list writes it (IC classes, then OC, each
+// ascending) into cls, and the ThreadArgs over it. ic: the image's row of the IC mask.
+template <typename acc_t>
+ThreadArgs<acc_t> image_classes(const uint8_t* ic, int C1, std::vector<int>& cls,
+                                const acc_t* prior, double margin, double threshold, int pixels) {
+  int nic = 0;
+  for (int k = 0; k < C1; ++k) nic += ic[k] != 0;
+  for (int k = 0, ni = 0, no = nic; k < C1; ++k) cls[ic[k] ? ni++ : no++] = k;
+  return ThreadArgs<acc_t>{cls.data(), nic, C1 - nic, C1, prior, (acc_t)margin, (acc_t)threshold,
+                           pixels};
+}
+
+// Image b's logits and gradient, pixel q and class k through their strides.
+template <typename scalar_t, typename acc_t>
+struct ImageAccess {
+  const scalar_t* z;
+  Layout3 zl;
+  scalar_t* g;
+  Layout3 gl;
+  int64_t b;
+  acc_t z_at(int64_t q, int k) const {
+    return static_cast<acc_t>(z[b * zl.sB + q * zl.sN + k * zl.sC]);
+  }
+  void store_at(int64_t q, int k, acc_t d) const {
+    g[b * gl.sB + q * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
+  }
+};
+
+// f(std::integral_constant<int, GROUP>) for the group_split code `group`.
+template <typename F>
+void with_group_code(int64_t group, const F& f) {
+  if (group == GROUP_ADA) f(std::integral_constant<int, GROUP_ADA>{});
+  else if (group == GROUP_MAX) f(std::integral_constant<int, GROUP_MAX>{});
+  else f(std::integral_constant<int, GROUP_ALL>{});
+}
+
 // The per-thread functions of ocr_thread.h, run exactly as the CUDA kernel runs them: a test hook
 // so that CI checks the GPU's code on the CPU. Pixels are walked in the kernel's tiles and warps
 // (32 threads of kThreadPixels pixels, 32 apart; an image of at least one tile as the unit-stride
@@ -229,28 +282,19 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
   const acc_t* gop = g_ocr.data_ptr<acc_t>();
   const acc_t* gcp = CE ? g_ce.data_ptr<acc_t>() : nullptr;
   const int C1 = (int)zl.C1;
-  const int64_t N = zl.N, tile = kBlockThreads * PPT, per_image = (N + tile - 1) / tile;
-  const bool shifted = N >= tile;  // the unit-stride path's tiling
+  const int64_t N = zl.N;
+  const KernelTiles tiles(N);
+  const int64_t tile = tiles.tile, per_image = tiles.per_image;
   const int64_t W = mask_words(N);
   // unwritten words keep a pattern that the check below catches
   std::vector<uint32_t> mask(W);
-  auto tile_start = [&](int64_t chunk) {
-    const int64_t s = chunk * tile;
-    return shifted && s > N - tile ? N - tile : s;
-  };
+  auto tile_start = [&](int64_t chunk) { return tiles.start(chunk); };
   std::vector<int> cls(C1);
   for (int64_t b = 0; b < zl.B; ++b) {
-    int nic = 0;
-    for (int k = 0; k < C1; ++k) nic += icp[b * C1 + k] != 0;
-    for (int k = 0, ni = 0, no = nic; k < C1; ++k) cls[icp[b * C1 + k] ? ni++ : no++] = k;
-    const ThreadArgs<acc_t> T{cls.data(), nic, C1 - nic, C1, pp, (acc_t)margin, (acc_t)threshold,
-                              pixels};
-    auto z_at = [&](int64_t q, int k) -> acc_t {
-      return static_cast<acc_t>(zp[b * zl.sB + q * zl.sN + k * zl.sC]);
-    };
-    auto store_at = [&](int64_t q, int k, acc_t d) {
-      gp[b * gl.sB + q * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
-    };
+    const ThreadArgs<acc_t> T = image_classes(icp + b * C1, C1, cls, pp, margin, threshold, pixels);
+    const ImageAccess<scalar_t, acc_t> I{zp, zl, gp, gl, b};
+    auto z_at = [&](int64_t q, int k) { return I.z_at(q, k); };
+    auto store_at = [&](int64_t q, int k, acc_t d) { I.store_at(q, k, d); };
     std::fill(mask.begin(), mask.end(), 0xa5a5a5a5u);
     for (int64_t chunk = 0; chunk < per_image; ++chunk) {  // the forward kernel
       const int64_t s = tile_start(chunk);
@@ -375,15 +419,103 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_cpu(
       pixelwise_image<scalar_t, acc_t, decltype(group_c)::value, decltype(ce_c)::value>(
           P, g_ocr, g_ce, ocr_map, ce_map, grad, margin, threshold, (int)pixels, ignore_index);
     };
-    auto with_group = [&](auto ce_c) {
-      if (group == GROUP_ADA) run(std::integral_constant<int, GROUP_ADA>{}, ce_c);
-      else if (group == GROUP_MAX) run(std::integral_constant<int, GROUP_MAX>{}, ce_c);
-      else run(std::integral_constant<int, GROUP_ALL>{}, ce_c);
-    };
+    auto with_group = [&](auto ce_c) { with_group_code(group, [&](auto g) { run(g, ce_c); }); };
     if (P.ce()) with_group(std::true_type{});
     else with_group(std::false_type{});
   });
   return {ce_map, ocr_map, grad};
+}
+
+// thread_objective run exactly as objective_kernel runs it (the unit-stride path): KernelTiles'
+// tiles, warps of 32 lanes of kThreadPixels pixels 32 apart, each lane's targets, CE factors
+// (objective_pixel) and OCR factor coef[1], and the warp's oc_targets (any lane's pixel with a
+// non-ignored OC target: __any_sync in the kernel) for the SPLIT of the OC class loop.
+template <typename scalar_t, typename acc_t, int GROUP>
+void pixelwise_objective_image(const Prepared& P, const at::Tensor& ce_weight, const acc_t* coef,
+                               at::Tensor& ocr_map, at::Tensor& ce_map, at::Tensor& grad,
+                               double margin, double threshold, int pixels, int64_t ignore_index) {
+  constexpr int PPT = kThreadPixels;
+  constexpr int kWarps = kBlockThreads / 32;
+  const Layout3 zl = layout3(P.z), gl = layout3(grad);
+  const Layout2 tl = layout2(P.target);
+  const bool weighted = ce_weight.defined();
+  const Layout2 wl = weighted ? layout2(ce_weight) : Layout2{0, 0};
+  const acc_t* wp = weighted ? ce_weight.data_ptr<acc_t>() : nullptr;
+  const uint8_t* icp = P.ic.data_ptr<uint8_t>();
+  const acc_t* pp = P.prior.numel() ? P.prior.data_ptr<acc_t>() : nullptr;
+  const int64_t* tp = P.target.data_ptr<int64_t>();
+  acc_t* om = ocr_map.data_ptr<acc_t>();
+  acc_t* cm = ce_map.data_ptr<acc_t>();
+  const int C1 = (int)zl.C1;
+  const int64_t N = zl.N;
+  const KernelTiles tiles(N);
+  std::vector<int> cls(C1);
+  for (int64_t b = 0; b < zl.B; ++b) {
+    const ThreadArgs<acc_t> T = image_classes(icp + b * C1, C1, cls, pp, margin, threshold, pixels);
+    const ImageAccess<scalar_t, acc_t> I{P.z.data_ptr<scalar_t>(), zl, grad.data_ptr<scalar_t>(),
+                                         gl, b};
+    for (int64_t chunk = 0; chunk < tiles.per_image; ++chunk)
+      for (int warp = 0; warp < kWarps; ++warp) {
+        const int64_t w0 = tiles.start(chunk) + warp * 32 * PPT;
+        int64_t t[32][PPT];
+        acc_t gce[32][PPT], a[PPT];
+        for (int i = 0; i < PPT; ++i) a[i] = coef[1];
+        bool oc_targets = false;
+        for (int lane = 0; lane < 32; ++lane)
+          for (int i = 0; i < PPT; ++i) {
+            const int64_t q = w0 + i * 32 + lane;
+            t[lane][i] = q < N ? tp[b * tl.sB + q * tl.sN] : ignore_index;
+            oc_targets |= objective_pixel(t[lane][i], ignore_index, coef[0],
+                                          weighted ? wp + b * wl.sB + q * wl.sN : nullptr,
+                                          icp + b * C1, C1, &gce[lane][i]);
+          }
+        for (int lane = 0; lane < 32; ++lane) {
+          auto valid = [&](int i) { return w0 + i * 32 + lane < N; };
+          auto zf = [&](int k, int i) -> acc_t {
+            return valid(i) ? I.z_at(w0 + i * 32 + lane, k) : (acc_t)0;
+          };
+          auto store = [&](int k, int i, acc_t d) {
+            if (valid(i)) I.store_at(w0 + i * 32 + lane, k, d);
+          };
+          acc_t loss[PPT], ce[PPT];
+          thread_objective<acc_t, GROUP, PPT, decltype(zf), decltype(store), true>(
+              zf, store, T, t[lane], ignore_index, a, gce[lane], loss, ce, oc_targets);
+          for (int i = 0; i < PPT; ++i) {
+            if (!valid(i)) continue;
+            om[b * N + w0 + i * 32 + lane] = loss[i];
+            cm[b * N + w0 + i * 32 + lane] = ce[i];
+          }
+        }
+      }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_objective_cpu(
+    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& tags,
+    const c10::optional<at::Tensor>& prior, const c10::optional<at::Tensor>& ce_weight_in,
+    const at::Tensor& coef_in, double margin, double threshold, int64_t group, int64_t pixels,
+    int64_t ignore_index) {
+  const Prepared P = prepare(logits, target, tags, prior, group, pixels);
+  const at::Tensor ce_weight = ce_weight_arg(ce_weight_in, P);
+  const at::Tensor coef = coef_arg(coef_in, P);
+  at::Tensor ocr_map = new_map(P.z), ce_map = new_map(P.z);
+  at::Tensor grad = grad_like(logits);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, P.z.scalar_type(), "ocr_pixelwise_objective_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    with_group_code(group, [&](auto g) {
+      pixelwise_objective_image<scalar_t, acc_t, decltype(g)::value>(
+          P, ce_weight, coef.data_ptr<acc_t>(), ocr_map, ce_map, grad, margin, threshold,
+          (int)pixels, ignore_index);
+    });
+  });
+  return {ce_map, ocr_map, grad};
+}
+
+// seg_ocr_objective's backward on any device: grad *= g unless g == 1 (read on the host here;
+// the CUDA kernel decides on the device).
+void scale_grad_cpu(at::Tensor& grad, const at::Tensor& g) {
+  check_scale_grad(grad, g);
+  if (g.item<double>() != 1.0) grad.mul_(g);
 }
 
 }  // namespace
@@ -391,6 +523,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pixelwise_seg_ocr_cpu(
 TORCH_LIBRARY_IMPL(ocr_kernels, CPU, m) {
   Ops<forward_cpu, backward_cpu>::register_impls(m);
   m.impl("_pixelwise_seg_ocr", &pixelwise_seg_ocr_cpu);
+  m.impl("_pixelwise_seg_objective", &pixelwise_seg_objective_cpu);
+  m.impl("scale_grad_", &scale_grad_cpu);
 }
 
 }  // namespace ocr

@@ -90,8 +90,53 @@ at::Tensor backward_cuda(const at::Tensor& grad_ocr_in, const c10::optional<at::
   return grad;
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> objective_cuda(
+    const at::Tensor& logits, const at::Tensor& target, const at::Tensor& tags,
+    const c10::optional<at::Tensor>& prior, const c10::optional<at::Tensor>& ce_weight_in,
+    const at::Tensor& coef_in, double margin, double threshold, int64_t group, int64_t pixels,
+    int64_t ignore_index) {
+  const c10::cuda::CUDAGuard guard(logits.device());
+  const Prepared P = prepare(logits, target, tags, prior, group, pixels);
+  const at::Tensor ce_weight = ce_weight_arg(ce_weight_in, P);
+  const at::Tensor coef = coef_arg(coef_in, P);
+  at::Tensor ocr_map = new_map(P.z), ce_map = new_map(P.z);
+  at::Tensor grad = grad_like(logits);
+  CudaArgs A = make_args(P.z, P.ic, P.prior, margin, threshold, group, pixels);
+  A.ocr_out = ocr_map.data_ptr();
+  A.ce_out = ce_map.data_ptr();
+  A.grad = grad.data_ptr();
+  A.gl = layout3(grad);
+  A.target = P.target.data_ptr<int64_t>();
+  A.tl = layout2(P.target);
+  A.ignore_index = ignore_index;
+  if (ce_weight.defined()) {
+    A.ce_weight = ce_weight.data_ptr();
+    A.wl = layout2(ce_weight);
+  }
+  A.coef = coef.data_ptr();
+  check_launch(launch_ocr_objective(A, c10::cuda::getCurrentCUDAStream().stream()));
+  return {ce_map, ocr_map, grad};
+}
+
+void scale_grad_cuda(at::Tensor& grad, const at::Tensor& g) {
+  check_scale_grad(grad, g);
+  TORCH_CHECK(grad.is_non_overlapping_and_dense(),
+              "ocr_kernels: scale_grad_: grad must be dense and non-overlapping; got strides ",
+              grad.strides());
+  const c10::cuda::CUDAGuard guard(grad.device());
+  // dense, non-overlapping and no negative strides: its numel elements are the span from
+  // data_ptr on, in some order
+  check_launch(launch_scale_grad(ocr_kernels::dtype_code(grad.scalar_type()), grad.data_ptr(),
+                                 g.data_ptr(), grad.numel(),
+                                 c10::cuda::getCurrentCUDAStream().stream()));
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(ocr_kernels, CUDA, m) { Ops<forward_cuda, backward_cuda>::register_impls(m); }
+TORCH_LIBRARY_IMPL(ocr_kernels, CUDA, m) {
+  Ops<forward_cuda, backward_cuda>::register_impls(m);
+  m.impl("seg_ocr_objective", &objective_cuda);
+  m.impl("scale_grad_", &scale_grad_cuda);
+}
 
 }  // namespace ocr

@@ -318,8 +318,80 @@ __global__ void __launch_bounds__(kBlockThreads) backward_kernel(CudaArgs A, Lau
   }, [](int64_t) {});
 }
 
+// The seg objective (ocr_thread.h thread_objective): per pixel the maps and the gradient of
+// coef[0]·ce_weight·ce + coef[1]·ocr from one read of the logits, in forward_kernel's layout
+// (its tiles and paths), the gradient through its own strides as backward_kernel stores it. A
+// warp skips the OC loop's target compare where none of its pixels has a non-ignored OC target
+// (the usual case).
+template <typename scalar_t, typename acc_t, int GROUP, bool FAST>
+__global__ void __launch_bounds__(kBlockThreads) objective_kernel(CudaArgs A, Launch<acc_t> L) {
+  extern __shared__ int smem[];
+  constexpr int PPT = FAST ? kThreadPixels : 1;
+  const scalar_t* z = static_cast<const scalar_t*>(A.z);
+  scalar_t* grad = static_cast<scalar_t*>(A.grad);
+  acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
+  acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
+  const acc_t* w = static_cast<const acc_t*>(A.ce_weight);
+  const acc_t* coef = static_cast<const acc_t*>(A.coef);
+  const acc_t coef_ce = coef[0], coef_ocr = coef[1];
+  const int64_t N = A.zl.N;
+  const int C1 = (int)A.zl.C1;
+  const unsigned sCb = (unsigned)A.zl.sC * (unsigned)sizeof(scalar_t);  // bytes (fast_row)
+  const unsigned gCb = (unsigned)A.gl.sC * (unsigned)sizeof(scalar_t);
+  for_each_tile<PPT>(A, L, smem, [&](int64_t b, const ThreadArgs<acc_t>& T, int64_t p) {
+    bool valid[PPT], oc_target = false;
+    int64_t t[PPT];
+    acc_t a[PPT], gce[PPT];
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      const int64_t q = p + i * 32;
+      valid[i] = FAST || q < N;
+      t[i] = valid[i] ? A.target[b * A.tl.sB + q * A.tl.sN] : A.ignore_index;
+      oc_target |= objective_pixel(t[i], A.ignore_index, coef_ce,
+                                   w != nullptr ? w + (b * A.wl.sB + q * A.wl.sN) : nullptr,
+                                   A.ic + b * C1, C1, &gce[i]);
+      a[i] = coef_ocr;
+    }
+    const bool oc_targets = __any_sync(kFull, oc_target);
+    const scalar_t* zp = z + b * A.zl.sB + (FAST ? p : p * A.zl.sN);
+    scalar_t* gp = grad + b * A.gl.sB + (FAST ? p : p * A.gl.sN);
+    auto zf = [&](int k, int i) -> acc_t {
+      const scalar_t* row = FAST ? fast_row(zp, k, sCb) : zp + k * A.zl.sC;
+      return valid[i] ? static_cast<acc_t>(to_acc(row[i * 32])) : (acc_t)0;
+    };
+    auto store = [&](int k, int i, acc_t d) {
+      scalar_t* row = FAST ? fast_row(gp, k, gCb) : gp + k * A.gl.sC;
+      if (valid[i]) row[i * 32] = from_acc<scalar_t>(d);
+    };
+    acc_t loss[PPT], ce[PPT];
+    thread_objective<acc_t, GROUP, PPT, decltype(zf), decltype(store), true>(
+        zf, store, T, t, A.ignore_index, a, gce, loss, ce, oc_targets);
+    const int64_t o = b * N + p;
+#pragma unroll
+    for (int i = 0; i < PPT; ++i) {
+      if (!valid[i]) continue;
+      ocr_out[o + i * 32] = loss[i];
+      ce_out[o + i * 32] = ce[i];
+    }
+  }, [](int64_t) {});
+}
+
+// scale_grad_: every block reads g first and returns when it is 1 (the usual upstream gradient
+// of a loss); else a grid-stride loop over the n elements.
+template <typename scalar_t, typename acc_t>
+__global__ void scale_grad_kernel(scalar_t* grad, const acc_t* g, int64_t n) {
+  const acc_t s = *g;
+  if (s == (acc_t)1) return;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step)
+    grad[i] = from_acc<scalar_t>(static_cast<acc_t>(to_acc(grad[i])) * s);
+}
+
+// The kernel's pass, for its shared memory past the class list.
+enum class Pass { kForward, kBackward, kObjective };
+
 template <typename acc_t, typename K>
-cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, bool backward, cudaStream_t stream) {
+cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, Pass pass, cudaStream_t stream) {
   const int64_t N = A.zl.N, B = A.zl.B, tile = kBlockThreads * ppt;
   if (N == 0 || B == 0) return cudaSuccess;
   const int64_t per_image = (N + tile - 1) / tile;
@@ -328,7 +400,8 @@ cudaError_t launch_kernel(K kernel, const CudaArgs& A, int ppt, bool backward, c
   // the class list, and the backward's slots (a byte a pixel) or the forward's mask ballots (a
   // word per 32 pixels)
   const size_t smem = sizeof(int) * (size_t)(A.zl.C1 + 1) +
-                      (backward ? kBlockThreads * ppt : sizeof(uint32_t) * kBlockThreads * ppt / 32);
+                      (pass == Pass::kBackward ? kBlockThreads * ppt
+                       : pass == Pass::kForward ? sizeof(uint32_t) * kBlockThreads * ppt / 32 : 0);
   cudaError_t err;
   if (smem > 48 * 1024) {
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -356,50 +429,93 @@ bool fits_fast(const Layout3& l, int64_t elem) {
 }
 
 template <typename scalar_t, typename acc_t, int GROUP, bool CE>
-cudaError_t launch_variant(const CudaArgs& A, bool backward, cudaStream_t stream) {
-  const bool fast = fits_fast(A.zl, sizeof(scalar_t)) && (!backward || fits_fast(A.gl, sizeof(scalar_t)));
-  if (backward) {
-    if (fast) return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, backward, stream);
-    return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, backward, stream);
+cudaError_t launch_variant(const CudaArgs& A, Pass pass, cudaStream_t stream) {
+  const bool fast = fits_fast(A.zl, sizeof(scalar_t)) &&
+                    (pass == Pass::kForward || fits_fast(A.gl, sizeof(scalar_t)));
+  if (pass == Pass::kObjective) {
+    // the objective has a target: its kernels are instantiated with CE only
+    if constexpr (CE) {
+      if (fast) return launch_kernel<acc_t>(objective_kernel<scalar_t, acc_t, GROUP, true>, A, kThreadPixels, pass, stream);
+      return launch_kernel<acc_t>(objective_kernel<scalar_t, acc_t, GROUP, false>, A, 1, pass, stream);
+    } else {
+      return cudaErrorInvalidValue;
+    }
   }
-  if (fast) return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, backward, stream);
-  return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, backward, stream);
+  if (pass == Pass::kBackward) {
+    if (fast) return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, pass, stream);
+    return launch_kernel<acc_t>(backward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, pass, stream);
+  }
+  if (fast) return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, true>, A, kThreadPixels, pass, stream);
+  return launch_kernel<acc_t>(forward_kernel<scalar_t, acc_t, GROUP, CE, false>, A, 1, pass, stream);
 }
 
 template <typename scalar_t, typename acc_t, bool CE>
-cudaError_t launch_group(const CudaArgs& A, bool backward, cudaStream_t stream) {
+cudaError_t launch_group(const CudaArgs& A, Pass pass, cudaStream_t stream) {
   switch (A.group) {
-    case GROUP_ADA: return launch_variant<scalar_t, acc_t, GROUP_ADA, CE>(A, backward, stream);
-    case GROUP_MAX: return launch_variant<scalar_t, acc_t, GROUP_MAX, CE>(A, backward, stream);
-    case GROUP_ALL: return launch_variant<scalar_t, acc_t, GROUP_ALL, CE>(A, backward, stream);
+    case GROUP_ADA: return launch_variant<scalar_t, acc_t, GROUP_ADA, CE>(A, pass, stream);
+    case GROUP_MAX: return launch_variant<scalar_t, acc_t, GROUP_MAX, CE>(A, pass, stream);
+    case GROUP_ALL: return launch_variant<scalar_t, acc_t, GROUP_ALL, CE>(A, pass, stream);
     default: return cudaErrorInvalidValue;
   }
 }
 
 template <typename scalar_t, typename acc_t>
-cudaError_t launch_typed(const CudaArgs& A, bool backward, cudaStream_t stream) {
-  if (A.target != nullptr) return launch_group<scalar_t, acc_t, true>(A, backward, stream);
-  return launch_group<scalar_t, acc_t, false>(A, backward, stream);
+cudaError_t launch_typed(const CudaArgs& A, Pass pass, cudaStream_t stream) {
+  if (A.target != nullptr) return launch_group<scalar_t, acc_t, true>(A, pass, stream);
+  return launch_group<scalar_t, acc_t, false>(A, pass, stream);
 }
 
-cudaError_t launch(const CudaArgs& A, bool backward, cudaStream_t stream) {
+cudaError_t launch(const CudaArgs& A, Pass pass, cudaStream_t stream) {
   switch (A.dtype) {
-    case ocr_kernels::DTYPE_F32: return launch_typed<float, float>(A, backward, stream);
-    case ocr_kernels::DTYPE_F64: return launch_typed<double, double>(A, backward, stream);
-    case ocr_kernels::DTYPE_F16: return launch_typed<__half, float>(A, backward, stream);
-    case ocr_kernels::DTYPE_BF16: return launch_typed<__nv_bfloat16, float>(A, backward, stream);
+    case ocr_kernels::DTYPE_F32: return launch_typed<float, float>(A, pass, stream);
+    case ocr_kernels::DTYPE_F64: return launch_typed<double, double>(A, pass, stream);
+    case ocr_kernels::DTYPE_F16: return launch_typed<__half, float>(A, pass, stream);
+    case ocr_kernels::DTYPE_BF16: return launch_typed<__nv_bfloat16, float>(A, pass, stream);
     default: return cudaErrorInvalidValue;
   }
+}
+
+template <typename scalar_t, typename acc_t>
+cudaError_t launch_scale(void* grad, const void* g, int64_t n, cudaStream_t stream) {
+  if (n == 0) return cudaSuccess;
+  constexpr int threads = 256;
+  const auto kernel = scale_grad_kernel<scalar_t, acc_t>;
+  cudaError_t err;
+  int dev = 0, sms = 0, per_sm = 0;
+  if ((err = cudaGetDevice(&dev)) != cudaSuccess) return err;
+  if ((err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return err;
+  if ((err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0)) != cudaSuccess)
+    return err;
+  // at most one wave of resident blocks, and no block without an element
+  const int64_t wave = (int64_t)(per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+  const int64_t need = (n + threads - 1) / threads;
+  const unsigned blocks = (unsigned)(need < wave ? need : wave);
+  kernel<<<blocks, threads, 0, stream>>>(static_cast<scalar_t*>(grad), static_cast<const acc_t*>(g), n);
+  return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t launch_ocr_forward(const CudaArgs& args, cudaStream_t stream) {
-  return launch(args, false, stream);
+  return launch(args, Pass::kForward, stream);
 }
 
 cudaError_t launch_ocr_backward(const CudaArgs& args, cudaStream_t stream) {
-  return launch(args, true, stream);
+  return launch(args, Pass::kBackward, stream);
+}
+
+cudaError_t launch_ocr_objective(const CudaArgs& args, cudaStream_t stream) {
+  return launch(args, Pass::kObjective, stream);
+}
+
+cudaError_t launch_scale_grad(int dtype, void* grad, const void* g, int64_t n, cudaStream_t stream) {
+  switch (dtype) {
+    case ocr_kernels::DTYPE_F32: return launch_scale<float, float>(grad, g, n, stream);
+    case ocr_kernels::DTYPE_F64: return launch_scale<double, double>(grad, g, n, stream);
+    case ocr_kernels::DTYPE_F16: return launch_scale<__half, float>(grad, g, n, stream);
+    case ocr_kernels::DTYPE_BF16: return launch_scale<__nv_bfloat16, float>(grad, g, n, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace ocr

@@ -33,10 +33,20 @@ struct CudaArgs {
   Layout2 gol;
   const void* g_ce;
   Layout2 gcl;
+  // seg_ocr_objective: the CE weight map (null: 1), math dtype, any (collapsed) strides, and
+  // coef = [coef_ce, coef_ocr] (math dtype, on the device: the kernel reads it)
+  const void* ce_weight;
+  Layout2 wl;
+  const void* coef;
 };
 
 // Enqueue on `stream`; returns the launch error (no synchronisation).
 cudaError_t launch_ocr_forward(const CudaArgs& args, cudaStream_t stream);
 cudaError_t launch_ocr_backward(const CudaArgs& args, cudaStream_t stream);
+// seg_ocr_objective: ocr_out, ce_out and grad (through gl) from z, target, ce_weight and coef.
+cudaError_t launch_ocr_objective(const CudaArgs& args, cudaStream_t stream);
+// scale_grad_: grad[i] *= *g for i < n unless *g == 1 (decided on the device); grad of dtype
+// (ocr_kernels::DType), g one value in its math dtype.
+cudaError_t launch_scale_grad(int dtype, void* grad, const void* g, int64_t n, cudaStream_t stream);
 
 }  // namespace ocr

@@ -43,6 +43,30 @@ def _register() -> None:
         maps = logits.new_empty((logits.shape[0], *size), dtype=math_dtype(logits.dtype))
         return maps, torch.empty_like(maps), torch.empty_like(logits)
 
+    def check_objective_args(logits, target, tags, prior, ce_weight, coef):
+        check_ocr_args(logits, tags, prior, target)
+        acc = math_dtype(logits.dtype)
+        torch._check(coef.dim() == 1 and coef.shape[0] == 2,
+                     lambda: f"coef: expected 2 values, got {coef.shape}")
+        torch._check(coef.dtype == acc, lambda: f"coef: expected {acc}, got {coef.dtype}")
+        if ce_weight is not None:
+            check_map(ce_weight, logits, "ce_weight")
+            torch._check(ce_weight.dtype == acc, lambda: f"ce_weight: expected {acc}, got {ce_weight.dtype}")
+        # the gradient: torch::empty_like(logits), the logits' shape, strides and dtype
+        return new_map(logits), new_map(logits), torch.empty_like(logits)
+
+    for name in ("seg_ocr_objective", "_pixelwise_seg_objective"):
+        torch.library.register_fake(lib + name)(
+            lambda logits, target, tags, prior, ce_weight, coef, margin, threshold, group_split,
+            pixels, ignore_index: check_objective_args(logits, target, tags, prior, ce_weight, coef))
+
+    @torch.library.register_fake(lib + "scale_grad_")
+    def _(grad, g):
+        torch._check(g.numel() == 1, lambda: f"g: expected one value, got {g.shape}")
+        torch._check(g.dtype == math_dtype(grad.dtype),
+                     lambda: f"g: expected {math_dtype(grad.dtype)}, got {g.dtype}")
+        return None
+
     def register_autograd(name):
         # inputs: (logits, target, tags, prior, *options); the backward op takes
         # (grad_ce, grad_ocr, logits, target, tags, prior, ocr_map, *options).
@@ -103,3 +127,19 @@ def seg_ocr_loss_maps_resized_csrc(logits, target, tags, prior, opts: OCROptions
     target's [H, W] inside the kernel (CPU and CUDA); differentiable in the low-resolution logits."""
     return ops().seg_ocr_loss_maps_resized(logits, target, tags, prior, bool(align_corners),
                                            *opts.codes(), int(opts.ignore_index))
+
+
+def seg_ocr_objective_csrc(logits, target, tags, prior, ce_weight, coef, opts: OCROptions):
+    """(ce_map, ocr_map, grad) from one read of the logits (CUDA): the maps as
+    seg_ocr_loss_maps_csrc returns them (ce_map not weighted) and grad = d/dlogits of
+    coef[0]·Σ ce_weight·ce_map + coef[1]·Σ ocr_map (ce_weight None: 1), shaped like the logits, in
+    their dtype. coef: 2 values in the math dtype on the logits' device. Not differentiable: the
+    backward scales grad by the upstream gradient (scale_grad_csrc)."""
+    return ops().seg_ocr_objective(logits, target, tags, prior, ce_weight, coef, *opts.codes(),
+                                   int(opts.ignore_index))
+
+
+def scale_grad_csrc(grad, g):
+    """grad *= g in place unless g == 1 exactly (decided on the device, no host sync); g: one
+    value in grad's math dtype on its device."""
+    ops().scale_grad_(grad, g)

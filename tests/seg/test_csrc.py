@@ -555,3 +555,180 @@ def test_seg_cuda_backward_compaction(ops):
     assert_close_rel(grad, want_grad, CE_GRAD_RTOL, "grad", keep)
     none = (target == 255) & (g_ocr == 0)
     assert (grad.movedim(1, -1)[none] == 0).all()
+
+
+# ---- seg_ocr_objective: maps and gradient from one read (csrc/ocr_thread.h thread_objective) ----
+# _pixelwise_seg_objective runs thread_objective exactly as the CUDA objective_kernel does (its
+# warps, 4 pixels a lane, the per-warp split of the OC loop on "a non-ignored OC target").
+
+def _objective_inputs(dtype, spatial=(23, 29), weighted=True, seed=5):
+    """Image 0: targets over every class (OC targets in every warp); image 1: IC targets only but
+    for one pixel (its warp compares, the others take the split's IC-targets loop). Ignored pixels
+    in both; N = 667 is not a multiple of a 512-pixel tile (the last tile overlaps)."""
+    g = torch.Generator().manual_seed(seed)
+    logits, tags, prior = make_ocr_inputs(2, 7, spatial, dtype=dtype, tag_p=0.4, generator=g)
+    tags[:, 0] = 0  # an OC class in each image
+    tags[:, 1] = 1
+    B, C1 = logits.shape[:2]
+    n = logits[0, 0].numel()
+    target = torch.randint(0, C1, (B, n), generator=g)
+    ic1 = torch.nonzero(ic_mask_from_tags(tags)[1]).flatten()
+    target[1] = ic1[torch.randint(0, len(ic1), (n,), generator=g)]
+    target[:, ::7] = 255
+    target[1, n // 3] = 1  # class 1 (tag 0) is OC
+    target = target.view(B, *spatial)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    w = torch.rand(B, *spatial, generator=g, dtype=torch.float64).to(acc) + 0.5 if weighted else None
+    coef = torch.tensor([0.7, 1.3], dtype=acc)
+    return logits, target, tags, prior, w, coef
+
+
+def _objective_reference(logits, target, tags, prior, w, coef, split, pix):
+    from ocr_kernels.seg.reference import seg_ocr_loss_maps_reference
+
+    z64 = logits.detach().double().requires_grad_(True)
+    ce, ocr = seg_ocr_loss_maps_reference(z64, target, tags, None if prior is None else prior.double(),
+                                          OCROptions(2.0, 0.2, split, pix, 255))
+    wc = 1.0 if w is None else w.double()
+    (grad,) = torch.autograd.grad(float(coef[0]) * (ce * wc).sum() + float(coef[1]) * ocr.sum(), z64)
+    return ce.detach(), ocr.detach(), grad
+
+
+@pytest.mark.parametrize("dtype, tol, grad_tol", [(torch.float32, 1e-5, CE_GRAD_RTOL),
+                                                  (torch.float64, 1e-11, 1e-9),
+                                                  (torch.bfloat16, 1e-5, 1e-2)])
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("spatial", [(23, 29), (5, 7)])
+def test_objective_thread_code_against_reference(ops, dtype, tol, grad_tol, weighted, spatial):
+    logits, target, tags, prior, w, coef = _objective_inputs(dtype, spatial, weighted)
+    oc = ~ic_mask_from_tags(tags)
+    is_oc_target = (target != 255) & oc.gather(1, target.clamp(0, 6).flatten(1)).view(target.shape)
+    assert is_oc_target[0].any() and is_oc_target[1].sum() == 1  # both sides of the split run
+    for split in GROUP_SPLITS:
+        for pix in ("oc", "ic", "all"):
+            p = prior if split == "ada" else None
+            ce, ocr, grad = ops._pixelwise_seg_objective(logits, target, tags, p, w, coef, 2.0, 0.2,
+                                                         GROUP_CODES[split], PIXEL_CODES[pix], 255)
+            acc = torch.float64 if dtype == torch.float64 else torch.float32
+            assert ce.dtype == ocr.dtype == acc and grad.dtype == dtype
+            assert grad.shape == logits.shape and grad.stride() == logits.stride()
+            want_ce, want_ocr, want_grad = _objective_reference(logits, target, tags, p, w, coef,
+                                                                split, pix)
+            keep = comparable_pixels(logits, tags, prior, {"group_split": split})
+            assert (ce[target == 255] == 0).all()
+            assert_close_rel(ce, want_ce, tol, f"{split}/{pix} ce", keep)
+            assert_close_rel(ocr, want_ocr, tol, f"{split}/{pix} ocr", keep)
+            assert want_ocr[keep].abs().max() > 0
+            assert_close_rel(grad, want_grad, grad_tol, f"{split}/{pix} grad",
+                             keep.unsqueeze(1).expand_as(want_grad))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_objective_thread_code_matches_the_maps_path(ops, dtype):
+    # the same maps as the maps kernels' code (thread_forward), bitwise, and the same gradient as
+    # their backward (thread_backward) given g_ce = coef0·w (0 where ignored) and g_ocr = coef1
+    logits, target, tags, prior, w, coef = _objective_inputs(dtype, seed=6)
+    logits[0, 3, 4, 5] = float("inf")  # a non-finite logit: NaN loss, NaN at every class
+    logits[1, 0, 2, 2] = float("nan")
+    for split in GROUP_SPLITS:
+        for pix in ("oc", "all"):
+            p = prior if split == "ada" else None
+            ce, ocr, grad = ops._pixelwise_seg_objective(logits, target, tags, p, w, coef, 2.0, 0.2,
+                                                         GROUP_CODES[split], PIXEL_CODES[pix], 255)
+            g_ocr = torch.full_like(w, float(coef[1]))
+            ce2, ocr2, grad2 = ops._pixelwise_seg_ocr(logits, target, tags, p, coef[0] * w, g_ocr,
+                                                      2.0, 0.2, GROUP_CODES[split],
+                                                      PIXEL_CODES[pix], 255)
+            for what, a, b in (("ce", ce, ce2), ("ocr", ocr, ocr2), ("grad", grad, grad2)):
+                torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=f"{split}/{pix} {what}")
+            assert ocr[0, 4, 5].isnan() and ocr[1, 2, 2].isnan()
+            assert grad[0, :, 4, 5].isnan().all() and grad[1, :, 2, 2].isnan().all()
+            finite = torch.ones(w.shape, dtype=torch.bool)
+            finite[0, 4, 5] = finite[1, 2, 2] = False
+            assert torch.isfinite(grad.movedim(1, -1)[finite]).all()
+            assert torch.isfinite(ocr[finite]).all()
+
+
+def test_objective_ce_term_and_ignored_pixels(ops):
+    # coef = (1, 0): the gradient is the weighted cross-entropy's alone, 0 at ignored pixels; a
+    # weight of 0 zeroes a pixel's gradient
+    logits, target, tags, prior, w, _ = _objective_inputs(torch.float32, seed=7)
+    w[0, 1] = 0
+    coef = torch.tensor([1.0, 0.0])
+    ce, _, grad = ops._pixelwise_seg_objective(logits, target, tags, prior, w, coef, 2.0, 0.2,
+                                               GROUP_CODES["ada"], PIXEL_CODES["oc"], 255)
+    z = logits.detach().double().requires_grad_(True)
+    want_ce = F.cross_entropy(z, target, ignore_index=255, reduction="none")
+    (want,) = torch.autograd.grad((want_ce * w.double()).sum(), z)
+    assert_close_rel(grad, want, CE_GRAD_RTOL, "ce grad")
+    assert_close_rel(ce, want_ce, 1e-5, "ce")
+    assert (grad.movedim(1, -1)[target == 255] == 0).all()
+    assert (grad[0, :, 1] == 0).all()
+    assert (grad.movedim(1, -1)[(target != 255) & (w != 0)] != 0).any(-1).all()
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_objective_thread_code_layouts(ops, layout):
+    # the logits and gradient through their own strides, ce_weight of any strides
+    logits, target, tags, prior, w, coef = _objective_inputs(torch.float32, seed=8)
+    if layout == "channels_last":
+        z = logits.contiguous(memory_format=torch.channels_last)
+        wz = w.transpose(1, 2).contiguous().transpose(1, 2)
+    else:  # a class stride of 2·H·W, and a weight of pixel stride 2
+        z = torch.stack([logits, logits], 2)[:, :, 0]
+        wz = torch.stack([w, w], -1)[..., 0]
+    assert torch.equal(z, logits) and torch.equal(wz, w) and wz.stride() != w.stride()
+    ce, ocr, grad = ops._pixelwise_seg_objective(z, target, tags, prior, wz, coef, 2.0, 0.2,
+                                                 GROUP_CODES["ada"], PIXEL_CODES["all"], 255)
+    ce2, ocr2, grad2 = ops._pixelwise_seg_objective(logits, target, tags, prior, w, coef, 2.0, 0.2,
+                                                    GROUP_CODES["ada"], PIXEL_CODES["all"], 255)
+    assert torch.equal(ce, ce2) and torch.equal(ocr, ocr2) and torch.equal(grad, grad2)
+    assert grad.stride() == torch.empty_like(z).stride()
+
+
+def test_objective_bad_arguments(ops):
+    logits, target, tags, prior, w, coef = _objective_inputs(torch.float32, spatial=(3, 4))
+    run = lambda **kw: ops._pixelwise_seg_objective(  # noqa: E731
+        kw.get("logits", logits), target, tags, prior, kw.get("w", w), kw.get("coef", coef), 2.0,
+        0.2, 0, 0, 255)
+    with pytest.raises(RuntimeError, match="coef"):
+        run(coef=torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(RuntimeError, match="coef"):
+        run(coef=coef.double())
+    with pytest.raises(RuntimeError, match="ce_weight"):
+        run(w=w[:, :2])
+    with pytest.raises(RuntimeError, match="ce_weight"):
+        run(w=w.double())
+
+
+def test_objective_opcheck(ops):
+    logits, target, tags, prior, w, coef = _objective_inputs(torch.float32, spatial=(3, 4))
+    torch.library.opcheck(ops._pixelwise_seg_objective.default,
+                          (logits, target, tags, prior, w, coef, 2.0, 0.2, 0, 0, 255))
+    torch.library.opcheck(ops._pixelwise_seg_objective.default,
+                          (logits, target, tags, None, None, coef, 2.0, 0.2, 1, 2, 255))
+    torch.library.opcheck(ops.scale_grad_.default, (torch.randn(2, 3, 4), torch.tensor(2.5)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_scale_grad_cpu(ops, dtype):
+    from ocr_kernels.seg.csrc_ops import scale_grad_csrc
+
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    grad = torch.randn(3, 5, 7, dtype=torch.float64).to(dtype)
+    keep = grad.clone()
+    ptr = grad.data_ptr()
+    assert scale_grad_csrc(grad, torch.tensor(1.0, dtype=acc)) is None
+    assert grad.data_ptr() == ptr and torch.equal(grad.view(torch.uint8), keep.view(torch.uint8))
+    scale_grad_csrc(grad, torch.tensor(2.5, dtype=acc))
+    assert grad.data_ptr() == ptr
+    assert torch.equal(grad, (keep.to(acc) * 2.5).to(dtype))
+    # a channels_last gradient (dense, non-overlapping) and a g of shape [1]
+    cl = torch.randn(2, 3, 4, 5, dtype=torch.float64).to(dtype).contiguous(memory_format=torch.channels_last)
+    want = (cl.to(acc) * -0.5).to(dtype)
+    scale_grad_csrc(cl, torch.tensor([-0.5], dtype=acc))
+    assert torch.equal(cl, want)
+    with pytest.raises(RuntimeError, match="g must"):
+        scale_grad_csrc(grad, torch.tensor(2.0, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="g must"):
+        scale_grad_csrc(grad, torch.tensor([1.0, 2.0], dtype=acc))
