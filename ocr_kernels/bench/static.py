@@ -35,7 +35,7 @@ Bytes (DRAM, each byte once; small operands such as tags, prior and centroids hi
 - seg_ocr_loss (a training step, seg/objective.py): the forward's one kernel reads the logits
   and the int64 target and writes the gradient and the two fp32 maps (its gradient pass re-reads
   the tile's rows: taken as cache hits, as the backward kernels' passes are; the working set is
-  the resident tiles, about 28 MB across an H200 at C+1 = 21 and 113 MB at 81, against 50 MB of
+  the resident tiles, about 28 MB across an H200 at C+1 = 21 and 110 MB at 81, against 50 MB of
   L2: at 81 part of it may come from DRAM); the backward is the in-place scale, whose programs
   load g (1 in the bench's step) and return: its loop weighs 0. The reduction's torch ops (the
   target's non-ignored count, the two map sums) are in neither op's rows, as for ocr_loss.
@@ -558,6 +558,19 @@ def _program_shares(code: sass.Sass, source_file: str, active: float) -> Dict[in
             for i in code.instrs:
                 if any(f.endswith(suffix) and rng[0] <= n <= rng[1] for f, n in i.lines):
                     shares[i.addr] = shares.get(i.addr, 1.0) * share
+    # instructions the line table leaves outside the branch (a masked load's zeroing) run with
+    # their loop: an innermost loop most of whose instructions carry one share gives it to the
+    # rest of its body, as _call_line_shares does for the CUDA kernels
+    for lp in code.loops:
+        if any(o is not lp and lp.contains(o.start) for o in code.loops):
+            continue
+        body = [i.addr for i in code.instrs if lp.contains(i.addr)]
+        known = [shares[a] for a in body if a in shares]
+        if known:
+            share, n = max(((v, known.count(v)) for v in set(known)), key=lambda x: x[1])
+            if 2 * n > len(body):
+                for a in body:
+                    shares.setdefault(a, share)
     return shares
 
 
@@ -732,6 +745,10 @@ def kernel_bytes(case: Case, pass_: str, cap: Optional[Captured]) -> float:
             g_ce = _grad_bytes(cap.args["gce_ptr"]) if seg else 0.0
         else:
             g_ocr = g_ce = _grad_bytes(upstream_grad(case))
+        if not triton_main and seg:
+            # CUDA seg: the objective kernel (the logits read, the gradient written, the maps and
+            # the target; its passes' re-reads as cache hits) and the scale's load of g
+            return 2 * logits + 16 * P if pass_ == "fwd" else 4.0 * _cuda_scale_ctas(case)
         if not triton_main:
             # CUDA: the OCR forward also writes its mask, a bit a pixel (the loss is not 0); the
             # backward reads the mask in full and the loss map and its upstream gradient only in
@@ -1168,6 +1185,56 @@ def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) ->
     return out
 
 
+def _oc_target_share(case: Case, run: int) -> float:
+    """The share of `run` consecutive pixels (a warp's, for the CUDA objective) of the seg case
+    holding a non-ignored target that is an OC class of its image (inputs.seg_target's
+    pseudo-labels, drawn from the IC classes: 0)."""
+    from ..ocr.reference import ic_mask_from_tags
+
+    B, C1 = case.shape[:2]
+    sp = tuple(case.shape[2:])
+    tags = voc_like_tags(B, C1 - 1, torch.Generator().manual_seed(0))
+    t = seg_target(torch.empty((B, C1) + (1,) * len(sp)).expand((B, C1) + sp), tags,
+                   torch.Generator().manual_seed(1)).reshape(B, -1)
+    ic = ic_mask_from_tags(tags).bool()
+    kept = t != 255
+    oc = torch.zeros_like(kept)
+    oc[kept] = ~ic[torch.arange(B).view(B, 1).expand_as(t)[kept], t[kept]]
+    n = oc.shape[1] // run * run
+    return float(oc[:, :n].reshape(B, -1, run).any(-1).double().mean()) if n else 0.0
+
+
+def _cuda_scale_ctas(case: Case) -> int:
+    """launch_scale's grid: one wave of 256-thread blocks (8 an SM, a few registers each), or
+    fewer when the elements run out first."""
+    return min(-(-math.prod(case.shape) // 256), 8 * gpu_model.GPUS["H200"].sms)
+
+
+def _analyse_cuda_scale(case: Case, src: str, cubin: bytes, scalar: str) -> Tuple[dict, int]:
+    """The seg objective's backward (scale_grad_kernel) at the bench's upstream gradient of 1:
+    each thread loads g and returns; the grid-stride loop past that return weighs 0."""
+    want = f"scale_grad_kernel<{scalar}, float>"
+    mangled = next(m for d, m in _demangled(cubin).items() if want in d)
+    res, code0 = _cubin_facts(cubin, mangled)
+    code = sass.Sass(code0.instrs, [sass.Loop(lp.start, lp.end) for lp in code0.loops])
+    # everything past the kernel's `return` at g == 1 (the loop and its set-up) weighs 0
+    lines = Path(src).read_text().splitlines()
+    start = next(n for n, t in enumerate(lines, 1) if "scale_grad_kernel(" in t)
+    ret = next(n for n in range(start, len(lines) + 1) if "return;" in lines[n - 1])
+    end = next(n for n in range(ret, len(lines) + 1) if lines[n - 1].startswith("}"))
+    code.shares = {i.addr: 0.0 for i in code.instrs
+                   if any(f == src and ret < n <= end for f, n in i.lines)}
+    threads, ctas, n = 256, _cuda_scale_ctas(case), math.prod(case.shape)
+    notes = _cpp_trips(code, {"n": n}, ctas * threads, 1, {}, {}, {})
+    notes.append("scale at g == 1: every thread loads g and returns (the loop weighs 0)")
+    st, ld = sass.spill_bytes(code)
+    return ({"kernel": f"cuda:{want}", "grid": [ctas, 1, 1], "num_warps": threads // 32,
+             "constexprs": {}, "regs": res.get("REG"), "spills": st + ld, "spill_store_bytes": st,
+             "spill_load_bytes": ld, "stack_bytes": res.get("STACK", 0), "smem_bytes": res.get("SHARED", 0),
+             "sass": sass.summary(code), "loops": [lp.source or "unmapped" for lp in code.loops],
+             "load_bytes_in_flight_per_thread": _load_bytes_in_flight(code), "notes": notes}, ctas)
+
+
 def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     """Facts of the CUDA OCR kernel (csrc/cuda/ocr_kernel.cu) that the case launches: the
     unit-pixel-stride path (the cases are NCHW-contiguous), "ada" (the only group the cases use).
@@ -1179,10 +1246,15 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     cubin = cuda_cubin(src)
     threads, ppt = _header_int("kBlockThreads"), _header_int("kThreadPixels")
     scalar = {"fp32": "float", "bf16": "__nv_bfloat16"}[case.dtype]
-    ce = "true" if case.op == "seg_ocr_loss" else "false"
-    kern = "forward_kernel" if pass_ == "fwd" else "backward_kernel"
+    seg = case.op == "seg_ocr_loss"
+    if seg and pass_ == "bwd":
+        return _analyse_cuda_scale(case, src, cubin, scalar)
     group = {"ada": 0, "max": 1, "all": 2}[case.group or "ada"]
-    want = f"{kern}<{scalar}, float, {group}, {ce}, true>"
+    if seg:  # a training step's seg_ocr_loss: the objective kernel writes the gradient
+        want = f"objective_kernel<{scalar}, float, {group}, true>"
+    else:
+        kern = "forward_kernel" if pass_ == "fwd" else "backward_kernel"
+        want = f"{kern}<{scalar}, float, {group}, false, true>"
     names = _demangled(cubin)
     mangled = next(m for d, m in names.items() if want in d)
     res, code0 = _cubin_facts(cubin, mangled)
@@ -1191,8 +1263,8 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
     N = math.prod(case.shape[2:])
     P = B * N
     per_image = math.ceil(N / (threads * ppt))
-    # class list; the backward's slots, the forward's mask ballots
-    smem = 4 * (C1 + 1) + (threads * ppt if pass_ == "bwd" else 4 * threads * ppt // 32)
+    # class list; the backward's slots, the forward's mask ballots (the objective: neither)
+    smem = 4 * (C1 + 1) + (0 if seg else threads * ppt if pass_ == "bwd" else 4 * threads * ppt // 32)
     occ = gpu_model.occupancy(res.get("REG") or 255, threads // 32, smem)
     wave = max(1, occ["ctas_per_sm"]) * gpu_model.GPUS["H200"].sms  # the launcher's grid
     gy = min(B, 65535)
@@ -1209,10 +1281,16 @@ def analyse_cuda_ocr(case: Case, pass_: str) -> Tuple[dict, int]:
         shifted = 1.0 / per_image if N % 32 and N >= threads * ppt else 0.0
         code.shares = _call_line_shares(code, src, {"store_mask_shifted<": shifted})
         notes.append(f"forward: the shifted mask stores of an image's last tile weigh {shifted:.4f}")
+    if seg:
+        # the OC class loop compares with the targets only in warps holding a non-ignored OC
+        # target (the scenario's pseudo-labels: none)
+        oc_t = _oc_target_share(case, 32 * ppt)
+        code.shares = _call_line_shares(code, str(csrc_dir() / "ocr_thread.h"),
+                                        {"oc_stores_any_target<": oc_t,
+                                         "oc_stores_ic_targets<": 1.0 - oc_t})
+        notes.append(f"objective: {oc_t:.3f} of the warps compare the OC classes with targets")
     if pass_ == "bwd":
-        # the seg backward's CE gradient reaches every pixel: every warp runs 32·ppt slots
-        k = (torch.full((1,), 32 * ppt) if case.op == "seg_ocr_loss"
-             else _warp_gradient_pixels(case, threads, ppt))
+        k = _warp_gradient_pixels(case, threads, ppt)
         rounds = (k + 31) // 32
         compact = rounds <= _header_int("kCompactRounds")
         share = float(compact.float().mean())
