@@ -227,21 +227,32 @@ ThreadArgs<acc_t> image_classes(const uint8_t* ic, int C1, std::vector<int>& cls
                            pixels};
 }
 
-// Image b's logits and gradient, pixel q and class k through their strides.
+// Logit (b, q, k) and the gradient's element (b, q, k) through their strides (A.z, A.grad).
 template <typename scalar_t, typename acc_t>
-struct ImageAccess {
-  const scalar_t* z;
-  Layout3 zl;
-  scalar_t* g;
-  Layout3 gl;
-  int64_t b;
-  acc_t z_at(int64_t q, int k) const {
-    return static_cast<acc_t>(z[b * zl.sB + q * zl.sN + k * zl.sC]);
+acc_t logit_at(const Args<scalar_t, acc_t>& A, int64_t b, int64_t q, int k) {
+  return static_cast<acc_t>(A.z[b * A.zl.sB + q * A.zl.sN + k * A.zl.sC]);
+}
+template <typename scalar_t, typename acc_t>
+void store_grad_at(const Args<scalar_t, acc_t>& A, int64_t b, int64_t q, int k, acc_t d) {
+  A.grad[b * A.gl.sB + q * A.gl.sN + k * A.gl.sC] = static_cast<scalar_t>(d);
+}
+
+// A hook's call as the kernels see it: make_args' and the gradient, the maps and the target.
+template <typename scalar_t, typename acc_t>
+Args<scalar_t, acc_t> hook_args(const Prepared& P, at::Tensor& grad, at::Tensor& ocr_map,
+                                at::Tensor& ce_map, double margin, double threshold, int group,
+                                int pixels) {
+  auto A = make_args<scalar_t, acc_t>(P.z, P.ic, P.prior, margin, threshold, group, pixels);
+  A.grad = grad.data_ptr<scalar_t>();
+  A.gl = layout3(grad);
+  A.ocr_out = ocr_map.data_ptr<acc_t>();
+  A.ce_out = ce_map.data_ptr<acc_t>();
+  if (P.ce()) {
+    A.target = P.target.data_ptr<int64_t>();
+    A.tl = layout2(P.target);
   }
-  void store_at(int64_t q, int k, acc_t d) const {
-    g[b * gl.sB + q * gl.sN + k * gl.sC] = static_cast<scalar_t>(d);
-  }
-};
+  return A;
+}
 
 // f(std::integral_constant<int, GROUP>) for the group_split code `group`.
 template <typename F>
@@ -268,17 +279,13 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
                      double threshold, int pixels, int64_t ignore_index) {
   constexpr int PPT = kThreadPixels;
   constexpr int kWarps = kBlockThreads / 32;
-  const Layout3 zl = layout3(P.z), gl = layout3(grad);
-  const Layout2 gol = layout2(g_ocr);
-  const Layout2 tl = CE ? layout2(P.target) : Layout2{0, 0};
+  const auto A = hook_args<scalar_t, acc_t>(P, grad, ocr_map, ce_map, margin, threshold, GROUP,
+                                            pixels);
+  const Layout3 zl = A.zl;
+  const Layout2 gol = layout2(g_ocr), tl = A.tl;
   const Layout2 gcl = CE ? layout2(g_ce) : Layout2{0, 0};
-  const scalar_t* zp = P.z.data_ptr<scalar_t>();
-  scalar_t* gp = grad.data_ptr<scalar_t>();
-  const uint8_t* icp = P.ic.data_ptr<uint8_t>();
-  const acc_t* pp = P.prior.numel() ? P.prior.data_ptr<acc_t>() : nullptr;
-  acc_t* om = ocr_map.data_ptr<acc_t>();
-  acc_t* cm = ce_map.data_ptr<acc_t>();
-  const int64_t* tp = CE ? P.target.data_ptr<int64_t>() : nullptr;
+  acc_t *om = A.ocr_out, *cm = A.ce_out;
+  const int64_t* tp = A.target;
   const acc_t* gop = g_ocr.data_ptr<acc_t>();
   const acc_t* gcp = CE ? g_ce.data_ptr<acc_t>() : nullptr;
   const int C1 = (int)zl.C1;
@@ -291,10 +298,10 @@ void pixelwise_image(const Prepared& P, const at::Tensor& g_ocr, const at::Tenso
   auto tile_start = [&](int64_t chunk) { return tiles.start(chunk); };
   std::vector<int> cls(C1);
   for (int64_t b = 0; b < zl.B; ++b) {
-    const ThreadArgs<acc_t> T = image_classes(icp + b * C1, C1, cls, pp, margin, threshold, pixels);
-    const ImageAccess<scalar_t, acc_t> I{zp, zl, gp, gl, b};
-    auto z_at = [&](int64_t q, int k) { return I.z_at(q, k); };
-    auto store_at = [&](int64_t q, int k, acc_t d) { I.store_at(q, k, d); };
+    const ThreadArgs<acc_t> T = image_classes(A.ic + b * C1, C1, cls, A.prior, margin, threshold,
+                                              pixels);
+    auto z_at = [&](int64_t q, int k) { return logit_at(A, b, q, k); };
+    auto store_at = [&](int64_t q, int k, acc_t d) { store_grad_at(A, b, q, k, d); };
     std::fill(mask.begin(), mask.end(), 0xa5a5a5a5u);
     for (int64_t chunk = 0; chunk < per_image; ++chunk) {  // the forward kernel
       const int64_t s = tile_start(chunk);
@@ -436,24 +443,18 @@ void pixelwise_objective_image(const Prepared& P, const at::Tensor& ce_weight, c
                                double margin, double threshold, int pixels, int64_t ignore_index) {
   constexpr int PPT = kThreadPixels;
   constexpr int kWarps = kBlockThreads / 32;
-  const Layout3 zl = layout3(P.z), gl = layout3(grad);
-  const Layout2 tl = layout2(P.target);
+  const auto A = hook_args<scalar_t, acc_t>(P, grad, ocr_map, ce_map, margin, threshold, GROUP,
+                                            pixels);
   const bool weighted = ce_weight.defined();
   const Layout2 wl = weighted ? layout2(ce_weight) : Layout2{0, 0};
   const acc_t* wp = weighted ? ce_weight.data_ptr<acc_t>() : nullptr;
-  const uint8_t* icp = P.ic.data_ptr<uint8_t>();
-  const acc_t* pp = P.prior.numel() ? P.prior.data_ptr<acc_t>() : nullptr;
-  const int64_t* tp = P.target.data_ptr<int64_t>();
-  acc_t* om = ocr_map.data_ptr<acc_t>();
-  acc_t* cm = ce_map.data_ptr<acc_t>();
-  const int C1 = (int)zl.C1;
-  const int64_t N = zl.N;
+  const int C1 = (int)A.zl.C1;
+  const int64_t N = A.zl.N;
   const KernelTiles tiles(N);
   std::vector<int> cls(C1);
-  for (int64_t b = 0; b < zl.B; ++b) {
-    const ThreadArgs<acc_t> T = image_classes(icp + b * C1, C1, cls, pp, margin, threshold, pixels);
-    const ImageAccess<scalar_t, acc_t> I{P.z.data_ptr<scalar_t>(), zl, grad.data_ptr<scalar_t>(),
-                                         gl, b};
+  for (int64_t b = 0; b < A.zl.B; ++b) {
+    const uint8_t* ic = A.ic + b * C1;
+    const ThreadArgs<acc_t> T = image_classes(ic, C1, cls, A.prior, margin, threshold, pixels);
     for (int64_t chunk = 0; chunk < tiles.per_image; ++chunk)
       for (int warp = 0; warp < kWarps; ++warp) {
         const int64_t w0 = tiles.start(chunk) + warp * 32 * PPT;
@@ -464,26 +465,26 @@ void pixelwise_objective_image(const Prepared& P, const at::Tensor& ce_weight, c
         for (int lane = 0; lane < 32; ++lane)
           for (int i = 0; i < PPT; ++i) {
             const int64_t q = w0 + i * 32 + lane;
-            t[lane][i] = q < N ? tp[b * tl.sB + q * tl.sN] : ignore_index;
+            t[lane][i] = q < N ? A.target[b * A.tl.sB + q * A.tl.sN] : ignore_index;
             oc_targets |= objective_pixel(t[lane][i], ignore_index, coef[0],
-                                          weighted ? wp + b * wl.sB + q * wl.sN : nullptr,
-                                          icp + b * C1, C1, &gce[lane][i]);
+                                          weighted ? wp + b * wl.sB + q * wl.sN : nullptr, ic, C1,
+                                          &gce[lane][i]);
           }
         for (int lane = 0; lane < 32; ++lane) {
           auto valid = [&](int i) { return w0 + i * 32 + lane < N; };
           auto zf = [&](int k, int i) -> acc_t {
-            return valid(i) ? I.z_at(w0 + i * 32 + lane, k) : (acc_t)0;
+            return valid(i) ? logit_at(A, b, w0 + i * 32 + lane, k) : (acc_t)0;
           };
           auto store = [&](int k, int i, acc_t d) {
-            if (valid(i)) I.store_at(w0 + i * 32 + lane, k, d);
+            if (valid(i)) store_grad_at(A, b, w0 + i * 32 + lane, k, d);
           };
           acc_t loss[PPT], ce[PPT];
           thread_objective<acc_t, GROUP, PPT, decltype(zf), decltype(store), true>(
               zf, store, T, t[lane], ignore_index, a, gce[lane], loss, ce, oc_targets);
           for (int i = 0; i < PPT; ++i) {
             if (!valid(i)) continue;
-            om[b * N + w0 + i * 32 + lane] = loss[i];
-            cm[b * N + w0 + i * 32 + lane] = ce[i];
+            A.ocr_out[b * N + w0 + i * 32 + lane] = loss[i];
+            A.ce_out[b * N + w0 + i * 32 + lane] = ce[i];
           }
         }
       }

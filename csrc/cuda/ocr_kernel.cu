@@ -180,13 +180,26 @@ __device__ __forceinline__ void store_mask_shifted(const CudaArgs& A, const Laun
     A.mask_out[b * mask_words(A.zl.N) + word] = mask_word_shifted(ballots, n, t, (int)(L.last & 31));
 }
 
+// The maps of a thread's pixels: contiguous [B, N] in the math dtype (ce_out with CE).
+template <int PPT, bool CE, typename acc_t>
+__device__ __forceinline__ void store_maps(const CudaArgs& A, int64_t b, int64_t p,
+                                           const bool* valid, const acc_t* loss, const acc_t* ce) {
+  acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
+  acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
+  const int64_t o = b * A.zl.N + p;
+#pragma unroll
+  for (int i = 0; i < PPT; ++i) {
+    if (!valid[i]) continue;
+    ocr_out[o + i * 32] = loss[i];
+    if (CE) ce_out[o + i * 32] = ce[i];
+  }
+}
+
 template <typename scalar_t, typename acc_t, int GROUP, bool CE, bool FAST>
 __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Launch<acc_t> L) {
   extern __shared__ int smem[];
   constexpr int PPT = FAST ? kThreadPixels : 1;
   const scalar_t* z = static_cast<const scalar_t*>(A.z);
-  acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
-  acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
   const int64_t N = A.zl.N;
   uint32_t* ballots = reinterpret_cast<uint32_t*>(smem + A.zl.C1 + 1);
   bool shifted = false;  // block-uniform: the block ran an image's shifted last tile
@@ -207,13 +220,7 @@ __global__ void __launch_bounds__(kBlockThreads) forward_kernel(CudaArgs A, Laun
     acc_t loss[PPT], ce[PPT];
     thread_forward<acc_t, GROUP, CE, PPT>(zf, T, t, A.ignore_index, loss, ce);
     if (!CE) shifted |= store_mask<PPT, FAST>(A, ballots, b, p, valid, loss);
-    const int64_t o = b * N + p;
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) {
-      if (!valid[i]) continue;
-      ocr_out[o + i * 32] = loss[i];
-      if (CE) ce_out[o + i * 32] = ce[i];
-    }
+    store_maps<PPT, CE>(A, b, p, valid, loss, ce);
   };
   for_each_tile<PPT>(A, L, smem, tile, [&](int64_t b) {
     if (CE || !FAST || (L.last & 31) == 0) return;
@@ -327,13 +334,12 @@ template <typename scalar_t, typename acc_t, int GROUP, bool FAST>
 __global__ void __launch_bounds__(kBlockThreads) objective_kernel(CudaArgs A, Launch<acc_t> L) {
   extern __shared__ int smem[];
   constexpr int PPT = FAST ? kThreadPixels : 1;
+  // the factors, read once: coef[0] for the CE (times the pixel's weight), coef[1] for the OCR
+  const acc_t coef_ce = static_cast<const acc_t*>(A.coef)[0];
+  const acc_t coef_ocr = static_cast<const acc_t*>(A.coef)[1];
+  const acc_t* w = static_cast<const acc_t*>(A.ce_weight);  // null: 1
   const scalar_t* z = static_cast<const scalar_t*>(A.z);
   scalar_t* grad = static_cast<scalar_t*>(A.grad);
-  acc_t* ocr_out = static_cast<acc_t*>(A.ocr_out);
-  acc_t* ce_out = static_cast<acc_t*>(A.ce_out);
-  const acc_t* w = static_cast<const acc_t*>(A.ce_weight);
-  const acc_t* coef = static_cast<const acc_t*>(A.coef);
-  const acc_t coef_ce = coef[0], coef_ocr = coef[1];
   const int64_t N = A.zl.N;
   const int C1 = (int)A.zl.C1;
   const unsigned sCb = (unsigned)A.zl.sC * (unsigned)sizeof(scalar_t);  // bytes (fast_row)
@@ -366,13 +372,7 @@ __global__ void __launch_bounds__(kBlockThreads) objective_kernel(CudaArgs A, La
     acc_t loss[PPT], ce[PPT];
     thread_objective<acc_t, GROUP, PPT, decltype(zf), decltype(store), true>(
         zf, store, T, t, A.ignore_index, a, gce, loss, ce, oc_targets);
-    const int64_t o = b * N + p;
-#pragma unroll
-    for (int i = 0; i < PPT; ++i) {
-      if (!valid[i]) continue;
-      ocr_out[o + i * 32] = loss[i];
-      ce_out[o + i * 32] = ce[i];
-    }
+    store_maps<PPT, true>(A, b, p, valid, loss, ce);
   }, [](int64_t) {});
 }
 
