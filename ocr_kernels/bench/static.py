@@ -559,8 +559,14 @@ def _program_shares(code: sass.Sass, source_file: str, active: float) -> Dict[in
                 if any(f.endswith(suffix) and rng[0] <= n <= rng[1] for f, n in i.lines):
                     shares[i.addr] = shares.get(i.addr, 1.0) * share
     # instructions the line table leaves outside the branch (a masked load's zeroing) run with
-    # their loop: an innermost loop most of whose instructions carry one share gives it to the
-    # rest of its body, as _call_line_shares does for the CUDA kernels
+    # their loop
+    return _spread_to_loops(code, shares)
+
+
+def _spread_to_loops(code: sass.Sass, shares: Dict[int, float]) -> Dict[int, float]:
+    """An innermost loop most of whose instructions carry one share gives it to the rest of its
+    body, which runs in the same call or branch (the line table drops the source line of some
+    instructions: the "ada" prior's loads, a masked load's zeroing). Returns `shares`."""
     for lp in code.loops:
         if any(o is not lp and lp.contains(o.start) for o in code.loops):
             continue
@@ -1172,17 +1178,7 @@ def _call_line_shares(code: sass.Sass, source: str, shares: Dict[str, float]) ->
         hit = [where[n] for f, n in i.lines if f == source and n in where]
         if hit:
             out[i.addr] = hit[0]
-    for lp in code.loops:
-        if any(o is not lp and lp.contains(o.start) for o in code.loops):
-            continue
-        body = [i.addr for i in code.instrs if lp.contains(i.addr)]
-        known = [out[a] for a in body if a in out]
-        if known:
-            share, n = max(((v, known.count(v)) for v in set(known)), key=lambda x: x[1])
-            if 2 * n > len(body):
-                for a in body:
-                    out.setdefault(a, share)
-    return out
+    return _spread_to_loops(code, out)
 
 
 def _oc_target_share(case: Case, run: int) -> float:

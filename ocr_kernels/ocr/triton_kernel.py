@@ -387,6 +387,20 @@ def _class_list_kernel(tags_ptr, cls_ptr, C1, t_sb, t_sc, BLOCK_C: tl.constexpr)
     _class_list(tags_ptr + b * t_sb, t_sc, cls_ptr + b * (C1 + 1), C1, BLOCK_C)
 
 
+@triton.jit
+def _image_classes(tags_ptr, cls_ptr, t_sb, t_sc, C1, BLOCK_C: tl.constexpr,
+                   INT64: tl.constexpr):
+    # A forward program's prologue: its image b, and b's class list (built here, _class_list)
+    # and IC count.
+    b = tl.program_id(1)
+    if INT64:
+        b = b.to(tl.int64)
+    cls = cls_ptr + b * (C1 + 1)
+    nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
+    tl.debug_barrier()  # the row just written is read back by every thread in the class loops
+    return b, cls, nic
+
+
 # --------------------------------------------------------------------------------------------
 # Kernels: one program = BLOCK_P pixels of one image; the class loops run over the image's class
 # list (IC classes first, then OC, each ascending), so the IC/OC test is hoisted out of the loops.
@@ -404,12 +418,7 @@ def _fwd_kernel(
     INT64: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, FULL: tl.constexpr,
     LOOP: tl.constexpr,
 ):
-    b = tl.program_id(1)
-    if INT64:
-        b = b.to(tl.int64)
-    cls = cls_ptr + b * (C1 + 1)
-    nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
-    tl.debug_barrier()  # the row just written is read back by every thread in the class loops
+    b, cls, nic = _image_classes(tags_ptr, cls_ptr, t_sb, t_sc, C1, BLOCK_C, INT64)
     pid = tl.program_id(0)
     if LOOP:
         # Persistent over the image's tiles (_launch_args sizes the grid to the resident
@@ -431,6 +440,38 @@ def _fwd_kernel(
 
 
 @triton.jit
+def _class_runs(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, PIXELS: tl.constexpr,
+                BLOCK_P: tl.constexpr, INT64: tl.constexpr):
+    # The forward's first step, one read of the tile's class rows: the IC and OC runs (mi, si,
+    # anchor A; mo, so), `bad` (0, or NaN once a logit is not finite; the OC pass carries on the
+    # IC pass's: one value live through it, not two), their merge (zmax, s1) and the pixel mask.
+    mi, si, A, bad = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc,
+                               tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
+    mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
+    zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
+    # (a block of nic, not the scalar: the interpreter's bool ops mistype scalar & block)
+    pm = _pixel_mask(pred_ic, (tl.zeros((BLOCK_P,), tl.int32) + nic) < C1, PIXELS) & row_mask
+    return mi, si, A, mo, so, bad, zmax, s1, pm
+
+
+@triton.jit
+def _ce_map(z_ptr, zrow, tgt_ptr, ce_ptr, out, b, n, row_mask, zmax, s1, S1, S2, C1, z_sc,
+            y_sb, y_s0, y_s1, y_s2, ignore_index, FLAT: tl.constexpr, INT64: tl.constexpr):
+    # The CE map of a tile; returns (target not ignored, clamped target class). A lane past the
+    # image reads ignore_index, so y_ok holds only in the image.
+    y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
+                mask=row_mask, other=ignore_index)
+    y_ok = y != ignore_index
+    # A bad target must never read out of bounds: clamp (the caller validates values).
+    tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
+    if INT64:
+        tc = tc.to(tl.int64)
+    zt = tl.load(z_ptr + zrow + tc * z_sc, mask=row_mask & y_ok, other=0.0).to(tl.float32)
+    tl.store(ce_ptr + out, tl.where(y_ok, (zmax - zt) + _log1p_pos(s1), 0.0), mask=row_mask)
+    return y_ok, tc
+
+
+@triton.jit
 def _fwd_tile(
     z_ptr, cls, prior_ptr, tgt_ptr, loss_ptr, ce_ptr, st_ptr, flag_ptr, pid, b, nic,
     N, S1, S2, C1,
@@ -446,19 +487,13 @@ def _fwd_tile(
         pid = tl.cast(pid, tl.int64)
     start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
-    # bad: 0, or NaN once a logit is not finite; the OC pass carries on the IC pass's (one
-    # value live through it, not two)
-    mi, si, A, bad = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc,
-                               tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
-    mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
-    zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
+    mi, si, A, mo, so, bad, zmax, s1, pm = _class_runs(z_ptr, zrow, row_mask, cls, nic, C1, z_sc,
+                                                       PIXELS, BLOCK_P, INT64)
     if WITH_CE:  # the CE term needs (zmax, s1): the seg backward rebuilds them from (mo, so)
         lse_all = zmax + _ln_approx(1.0 + s1)  # "ada"'s P_k only
     else:
         w = _oc_stat(mi, mo, so, bad)
         lse_all = _lse_from_u(mi, si, w - mi)
-    # (a block of nic, not the scalar: the interpreter's bool ops mistype scalar & block)
-    pm = _pixel_mask(pred_ic, (tl.zeros((BLOCK_P,), tl.int32) + nic) < C1, PIXELS) & row_mask
     icm = -mi
     ics = tl.full((BLOCK_P,), 1.0, tl.float32)
     if GROUP != 1:
@@ -491,15 +526,8 @@ def _fwd_tile(
     else:
         tl.store(st_ptr + out, w, mask=row_mask & has_loss)
     if WITH_CE:
-        y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
-                    mask=row_mask, other=ignore_index)
-        y_ok = y != ignore_index
-        # A bad target must never read out of bounds: clamp (the caller validates values).
-        tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
-        if INT64:
-            tc = tc.to(tl.int64)
-        zt = tl.load(z_ptr + zrow + tc * z_sc, mask=row_mask & y_ok, other=0.0).to(tl.float32)
-        tl.store(ce_ptr + out, tl.where(y_ok, (zmax - zt) + _log1p_pos(s1), 0.0), mask=row_mask)
+        _ce_map(z_ptr, zrow, tgt_ptr, ce_ptr, out, b, n, row_mask, zmax, s1, S1, S2, C1, z_sc,
+                y_sb, y_s0, y_s1, y_s2, ignore_index, FLAT, INT64)
 
 
 @triton.jit
@@ -684,12 +712,7 @@ def _obj_kernel(
 ):
     # The segmentation objective with its gradient written in the forward (seg/objective.py):
     # the forward's class list prologue and persistent grid, then _obj_tile a tile.
-    b = tl.program_id(1)
-    if INT64:
-        b = b.to(tl.int64)
-    cls = cls_ptr + b * (C1 + 1)
-    nic = _class_list(tags_ptr + b * t_sb, t_sc, cls, C1, BLOCK_C)
-    tl.debug_barrier()  # the row just written is read back by every thread in the class loops
+    b, cls, nic = _image_classes(tags_ptr, cls_ptr, t_sb, t_sc, C1, BLOCK_C, INT64)
     # the reduction's coefficients (seg/objective.py: on the device, never read by the host)
     ce_c = tl.load(coef_ptr).to(tl.float32)
     ocr_c = tl.load(coef_ptr + 1).to(tl.float32)
@@ -731,12 +754,9 @@ def _obj_tile(
         pid = tl.cast(pid, tl.int64)
     start, n, row_mask = _pixels(pid, N, BLOCK_P, FULL)
     z_ptr, zrow = _tile(z_ptr, b * z_sb, start, n, S1, S2, z_s0, z_s1, z_s2, FLAT, BLOCK_P)
-    mi, si, A, bad = _max_pass(z_ptr, zrow, row_mask, cls, 0, nic, z_sc,
-                               tl.zeros((BLOCK_P,), tl.float32), BLOCK_P, INT64)
-    mo, so, ao, bad = _max_pass(z_ptr, zrow, row_mask, cls, nic, C1, z_sc, bad, BLOCK_P, INT64)
-    zmax, s1, pred_ic = _merge(mi, si, A, mo, so, ao)
+    mi, si, A, mo, so, bad, zmax, s1, pm = _class_runs(z_ptr, zrow, row_mask, cls, nic, C1, z_sc,
+                                                       PIXELS, BLOCK_P, INT64)
     lse_all = zmax + _ln_approx(1.0 + s1)
-    pm = _pixel_mask(pred_ic, (tl.zeros((BLOCK_P,), tl.int32) + nic) < C1, PIXELS) & row_mask
     pA = _exp(mi - lse_all)
     icm = -mi
     ics = tl.full((BLOCK_P,), 1.0, tl.float32)
@@ -748,14 +768,8 @@ def _obj_tile(
     out = b * N + n
     L = tl.where(pm, _softplus(s), 0.0) + bad
     tl.store(loss_ptr + out, L, mask=row_mask)
-    y = tl.load(tgt_ptr + b * y_sb + _spatial_offset(n, S1, S2, y_s0, y_s1, y_s2, FLAT),
-                mask=row_mask, other=ignore_index)
-    y_ok = (y != ignore_index) & row_mask
-    tc = tl.minimum(tl.maximum(y, 0), C1 - 1).to(tl.int32)
-    if INT64:
-        tc = tc.to(tl.int64)
-    zt = tl.load(z_ptr + zrow + tc * z_sc, mask=y_ok, other=0.0).to(tl.float32)
-    tl.store(ce_ptr + out, tl.where(y_ok, (zmax - zt) + _log1p_pos(s1), 0.0), mask=row_mask)
+    y_ok, tc = _ce_map(z_ptr, zrow, tgt_ptr, ce_ptr, out, b, n, row_mask, zmax, s1, S1, S2, C1,
+                       z_sc, y_sb, y_s0, y_s1, y_s2, ignore_index, FLAT, INT64)
     # The factors the backward would get from the reduction at an upstream gradient of 1 (the
     # backward op's gl, gce): ocr_c at every pixel with a loss, ce_c·w where not ignored. A
     # non-finite logit poisons the pixel: NaN at every class, as the maps' backward gives.
