@@ -54,6 +54,37 @@ for zdt, tdt, group, ce, flat, int64, full in VARIANTS:
         except Exception as e:  # report every failing variant, then fail
             failed += 1
             print(f"FAIL {name} {zdt} {consts}: {type(e).__name__}: {e}", flush=True)
+# The seg objective (gradient written by the forward): every group, with and without ce_weight,
+# both offset widths, the persistent loop and the one-tile grid; its in-place scale per dtype.
+OBJ_VARIANTS = [
+    ("*bf16", 0, True, False, True, True, True),
+    ("*fp32", 0, False, True, False, True, False),
+    ("*fp16", 1, True, True, False, False, True),
+    ("*fp32", 2, False, False, True, False, False),
+]
+for zdt, group, has_w, flat, int64, full, loop in OBJ_VARIANTS:
+    consts = dict(GROUP=group, PIXELS=0, HAS_W=has_w, FLAT=flat, INT64=int64, BLOCK_P=tk.BLOCK_P,
+                  BLOCK_C=32, FULL=full, LOOP=loop)
+    ptrs = dict(z_ptr=zdt, tags_ptr="*i64", cls_ptr="*i32", prior_ptr="*fp32", tgt_ptr="*i64",
+                w_ptr="*fp32", coef_ptr="*fp32", loss_ptr="*fp32", ce_ptr="*fp32", dz_ptr=zdt,
+                margin="fp32", threshold="fp32")
+    try:
+        k = compile_kernel(tk._obj_kernel, ptrs, consts)
+        assert "cubin" in k.asm
+        print(f"ok obj {zdt} {consts}", flush=True)
+    except Exception as e:
+        failed += 1
+        print(f"FAIL obj {zdt} {consts}: {type(e).__name__}: {e}", flush=True)
+for xdt, int64 in (("*fp32", False), ("*bf16", True), ("*fp16", False), ("*fp32", True)):
+    try:
+        k = compile_kernel(tk._scale_kernel, dict(x_ptr=xdt, g_ptr="*fp32",
+                                                  n="i64" if int64 else "i32"),
+                           dict(BLOCK=tk.SCALE_BLOCK, INT64=int64))
+        assert "cubin" in k.asm
+        print(f"ok scale {xdt} INT64={int64}", flush=True)
+    except Exception as e:
+        failed += 1
+        print(f"FAIL scale {xdt}: {type(e).__name__}: {e}", flush=True)
 for tdt in ("*i1", "*i64", "*fp32"):
     try:
         k = compile_kernel(tk._class_list_kernel, dict(tags_ptr=tdt, cls_ptr="*i32"),

@@ -223,3 +223,29 @@ def test_coefficients_are_the_reductions():
         reduce_seg_maps(ce, oc, den, 0.4).backward()
         coef = objective.coefficients(den, 0.4, torch.zeros(1))
         assert torch.allclose(coef, torch.stack([ce.grad[0, 0], oc.grad[0, 0]]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+def test_triton_tiles_loop_and_offsets(layout, monkeypatch):
+    """The Triton objective kernel's code paths against its maps ops: tiles of 16 pixels (tail
+    lanes, a FULL image's last tile moved back), the persistent tile loop (3 programs an image),
+    64-bit offsets, and the logits' layouts (the single-stride path and per-dim strides)."""
+    import ocr_kernels.ocr.triton_kernel as tk
+    from helpers import force_small_tiles
+
+    require_backend("triton", SEG_OBJECTIVE_IMPLS, "seg_ocr_objective")
+    force_small_tiles(monkeypatch, 16)
+    monkeypatch.setattr(tk, "_FORCE_PROGRAMS_PER_IMAGE", 3)
+    monkeypatch.setattr(tk, "_FORCE_INT64", layout == "contiguous")
+    logits, target, tags, prior, w = _inputs(9, spatial=(7, 11))
+    if layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        logits = torch.cat([logits, logits], 3)[..., ::2]
+    kw = dict(ce_weight=w)
+    loss, grad = _run("triton", logits, target, tags, prior, **kw)
+    want_loss, want_grad = _reference(logits, target, tags, prior, **kw)
+    assert_close_rel(loss.double(), want_loss, 1e-5, "loss")
+    keep = comparable_pixels(logits, tags, prior, {}, tie_tol=1e-5)
+    assert_close_rel(grad.double(), want_grad, 1e-4, "gradient",
+                     mask=keep.unsqueeze(1).expand_as(grad))
