@@ -240,14 +240,16 @@ def test_seg_training_step_is_the_objective_and_a_scale(monkeypatch):
 
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         import ocr_kernels.ocr.triton_kernel as tk
+        import ocr_kernels.seg.triton_kernel as sk
 
         seen = []
-        for name in ("_objective", "_scale", "_backward"):
-            def spy(*args, _orig=getattr(tk, name), _name=name):
+        # each where its op calls it: the seg ops' module imported _objective and _scale by name
+        for mod, name in ((sk, "_objective"), (sk, "_scale"), (tk, "_backward")):
+            def spy(*args, _orig=getattr(mod, name), _name=name):
                 seen.append((_name, args))
                 return _orig(*args)
 
-            monkeypatch.setattr(tk, name, spy)
+            monkeypatch.setattr(mod, name, spy)
         B, C1, H, W = 2, 5, 6, 7
         z = torch.randn(B, C1, H, W, requires_grad=True)
         tags = torch.zeros(B, C1 - 1)
