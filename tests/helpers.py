@@ -265,3 +265,43 @@ def small_tiles(monkeypatch):
     """Tiles of 16 pixels: several programs per image, tail lanes, and (in the backward) tiles
     without a gradient, which write zeros only, beside tiles with one."""
     force_small_tiles(monkeypatch, 16)
+
+
+def fp32_term_atol(logits, grad_ce=None, grad_ocr=None, ulps: float = 16.0, eps: float = 2.0 ** -24):
+    """Per-element absolute error allowed in a fused fp32 gradient: `ulps` fp32 ulps of the terms
+    that meet in it, scaled by the logits' magnitude.
+
+    The gradient of a pixel sums a CE term g_ce·(softmax − onehot) and an OCR term g_ocr·σ·q of
+    magnitude up to |g_ce| and |g_ocr|, which can cancel (the target class is often the anchor). A
+    kernel that forms softmax as exp(z − lse) with lse held in fp32 has a relative error of about
+    (|z| + 1)·2^-24 in each term (torch's log_softmax is more precise), so after cancellation the
+    absolute error can exceed a bound relative to the (small) result. Bugs give errors of the size
+    of the terms, far above this. eps: the unit roundoff of the math dtype (2^-53 for float64)."""
+    z = logits.detach().to(torch.float64)
+    B = z.shape[0]
+    spatial = z.shape[2:]
+    gce = torch.ones((B, *spatial), dtype=torch.float64) if grad_ce is None else grad_ce.to(torch.float64).abs()
+    goc = torch.ones((B, *spatial), dtype=torch.float64) if grad_ocr is None else grad_ocr.to(torch.float64).abs()
+    scale = (z.abs().amax(dim=1) + 1.0) * (gce + goc)
+    return (ulps * eps * scale).unsqueeze(1).expand_as(z)
+
+
+def fp32_map_atol(logits, ulps: float = 16.0):
+    """Per-pixel absolute error allowed in a fused fp32 loss map: ce = lse − z[target] is the
+    difference of two numbers of size |z| (the OCR softplus argument is a sum of such), so a kernel
+    holding lse in fp32 is exact only to about |z|·2^-24 -- which can be a large relative error
+    for a tiny loss (a confident correct pixel). torch's log_softmax is more precise there."""
+    z = logits.detach().to(torch.float64)
+    return ulps * 2.0 ** -24 * (z.abs().amax(dim=1) + 1.0)
+
+
+def resized_grad_atol(up, low_shape, grad_ce=None, grad_ocr=None, eps: float = 2.0 ** -24) -> float:
+    """Absolute error allowed in a fused-upsampling gradient of the low-resolution logits: each
+    sums the terms of the output pixels it feeds (up to 4·H·W/(h·w) of them, weighted), each as
+    exact as fp32_term_atol of the upsampled logits `up`."""
+    import torch.nn.functional as F
+
+    term = fp32_term_atol(up, grad_ce, grad_ocr, eps=eps)[:, :1]
+    atol = F.interpolate(term, size=tuple(low_shape), mode="area").amax() * \
+        (up.shape[-2] * up.shape[-1]) / (low_shape[0] * low_shape[1])
+    return float(atol) * 4

@@ -14,17 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import (FAST_BACKENDS, GROUP_SPLITS, PIXEL_MODES, RESIZE_CASES, ambiguous_pixels,
-                     assert_close_rel, comparable_pixels, device_for, hypothesis_cases, near_ties,
-                     ocr_strategies, require_backend, resize_reach, resize_tie_tol,
-                     resized_dtypes_and_layouts,
-                     skip_unless_computes, upsampled64)
+                     assert_close_rel, comparable_pixels, device_for, fp32_map_atol,
+                     fp32_term_atol, hypothesis_cases, near_ties, ocr_strategies, require_backend,
+                     resize_reach, resize_tie_tol,
+                     resized_dtypes_and_layouts, resized_grad_atol, skip_unless_computes,
+                     upsampled64)
 from ocr_kernels import seg_ocr_loss
 from ocr_kernels._dispatch import BACKEND_DTYPES
 from ocr_kernels._options import OCROptions
 from ocr_kernels.seg import seg_ocr_loss_reference
 from ocr_kernels.seg.backends import SEG_OCR_IMPLS, SEG_OCR_RESIZED_IMPLS
-from seg.seg_helpers import (fp32_map_atol, fp32_term_atol, make_seg_inputs, reference_maps64,
-                              resized_grad_atol)
+from seg.seg_helpers import make_seg_inputs, reference_maps64
 
 
 @pytest.fixture(params=FAST_BACKENDS)

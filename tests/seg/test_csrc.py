@@ -263,7 +263,8 @@ def test_resized_opcheck_and_compile(ops):
 def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corners, rtol=1e-5,
                             grad_ce=None, grad_ocr=None, ignore_index=255, **opts):
     from helpers import upsampled64
-    from seg.seg_helpers import fp32_map_atol, reference_maps64, resized_grad_atol
+    from helpers import fp32_map_atol, resized_grad_atol
+    from seg.seg_helpers import reference_maps64
 
     split, pix = opts.get("group_split", "ada"), opts.get("pixels", "oc")
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
