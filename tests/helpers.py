@@ -297,11 +297,12 @@ def fp32_map_atol(logits, ulps: float = 16.0):
 
 def resized_grad_atol(up, low_shape, grad_ce=None, grad_ocr=None, eps: float = 2.0 ** -24) -> float:
     """Absolute error allowed in a fused-upsampling gradient of the low-resolution logits: each
-    sums the terms of the output pixels it feeds (up to 4·H·W/(h·w) of them, weighted), each as
-    exact as fp32_term_atol of the upsampled logits `up`."""
+    sums the terms of the output pixels it feeds (up to 4·max(1, H·W/(h·w)) of them, weighted: a
+    downsampled pixel still takes up to 2 taps an axis), each as exact as fp32_term_atol of the
+    upsampled logits `up`."""
     import torch.nn.functional as F
 
     term = fp32_term_atol(up, grad_ce, grad_ocr, eps=eps)[:, :1]
     atol = F.interpolate(term, size=tuple(low_shape), mode="area").amax() * \
-        (up.shape[-2] * up.shape[-1]) / (low_shape[0] * low_shape[1])
+        max(1.0, (up.shape[-2] * up.shape[-1]) / (low_shape[0] * low_shape[1]))
     return float(atol) * 4
