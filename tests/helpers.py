@@ -192,6 +192,20 @@ def resize_tie_tol(up, low_hw, dtype):
     return 8 * eps * max(low_hw) * (up.abs().amax(dim=1) + 1.0)
 
 
+def resized_logit_err(logits):
+    """[B, 1, 1] float64: how far logits interpolated in the math dtype (the kernels' grid, like
+    F.interpolate's, is computed in it) can be from their float64 interpolation. A source position
+    x = scale·X is off by up to 2 ulps of the source size an axis, which moves the value by that
+    times the step between the two taps (up to twice the image's largest |logit|, and not bounded
+    by the interpolated value: CI's seed 2331600762 drew a logit of 1.29 between taps far apart,
+    off by 1.4e-4 in torch's own fp32 F.interpolate at 150 source columns); the blend adds a few
+    ulps."""
+    eps = 2.0 ** -53 if logits.dtype == torch.float64 else 2.0 ** -24
+    h, w = logits.shape[-2:]
+    big = logits.detach().to(torch.float64).abs().amax(dim=(1, 2, 3)).view(-1, 1, 1)
+    return 4 * eps * (h + w + 2) * (big + 1.0)
+
+
 def assert_close_rel(actual, expected, rtol, what="", mask=None, atol=0.0):
     """|actual − expected| <= rtol · (|expected| + max|expected|·1e-2) + atol elementwise, in float64
     (atol may be a tensor: a per-element allowance).

@@ -263,7 +263,7 @@ def test_resized_opcheck_and_compile(ops):
 def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corners, rtol=1e-5,
                             grad_ce=None, grad_ocr=None, ignore_index=255, **opts):
     from helpers import upsampled64
-    from helpers import fp32_map_atol, resized_grad_atol
+    from helpers import fp32_map_atol, resized_grad_atol, resized_logit_err
     from seg.seg_helpers import reference_maps64
 
     split, pix = opts.get("group_split", "ada"), opts.get("pixels", "oc")
@@ -282,10 +282,9 @@ def check_cuda_resized_code(ops, logits, target, tags, prior, size, align_corner
     up = upsampled64(logits, size, align_corners)
     keep = comparable_pixels(up, tags, prior, opts,
                              resize_tie_tol(up, logits.shape[-2:], logits.dtype))
-    # the grid is computed in the math dtype (docs/semantics.md §1c): a source position near n
-    # carries a weight error of up to n ulps per axis, times the step between the two taps
-    eps = 2.0 ** -53 if logits.dtype == torch.float64 else 2.0 ** -24
-    map_atol = fp32_map_atol(up) + 4 * eps * max(logits.shape[-2:]) * (up.abs().amax(dim=1) + 1.0)
+    # the grid is computed in the math dtype (docs/semantics.md §1c): the interpolated logits are
+    # off by up to resized_logit_err, and the maps' gradient has an L1 norm of at most 2
+    map_atol = fp32_map_atol(up) + 2 * resized_logit_err(logits)
     if target is None:
         want_oc, want_grad = reference64(logits, tags, prior, grad_map=g_ocr, size=size,
                                          align_corners=align_corners, **opts)
